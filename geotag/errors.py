@@ -1,0 +1,26 @@
+"""One exception type per failure class; the CLI turns each into one line and an exit code.
+
+Exit codes (GUIDE section 5): 0 ok, 1 some files failed, 2 usage or input error.
+"""
+
+
+class GeotagError(Exception):
+    """Base class: a failure the user can act on. `exit_code` is what the CLI returns."""
+
+    exit_code = 2
+
+
+class InputError(GeotagError):
+    """A path, file or option the user gave cannot be used (missing, unreadable, wrong columns)."""
+
+
+class OutputError(GeotagError):
+    """The output location cannot be written (missing folder, no permission, is a directory)."""
+
+
+class SchemaError(InputError):
+    """A Parquet/CSV file lacks the columns a command needs."""
+
+
+class WeightsError(GeotagError):
+    """Model weights cannot be found or loaded (offline with no cache, bad file)."""

@@ -1,0 +1,289 @@
+"""The predictions file: one versioned schema for `scan` and `predict`, a streaming writer, readers.
+
+Rows are buffered and written one row group at a time, so memory stays flat for millions of files.
+The file is written to a temporary name in the target folder, fsynced and renamed on close: a reader
+never sees half a file, and an existing file is replaced only by a complete one.
+
+GeoParquet 1.1 metadata declares two WKB point columns, `geometry` (the prediction, primary) and
+`gt_geometry` (the EXIF / manifest ground truth), both in EPSG:4326, so geopandas, QGIS and DuckDB
+read the file as geodata. docs/schema.md documents every column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from geotag import __version__
+from geotag.errors import InputError, OutputError, SchemaError
+
+SCHEMA_VERSION = "1"
+"""Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata."""
+
+TOPK_TYPE = pa.list_(
+    pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("score", pa.float64())])
+)
+
+SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.timestamp("us", tz="UTC")),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("format", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("taken_at", pa.timestamp("us")),
+        ("camera_make", pa.string()),
+        ("camera_model", pa.string()),
+        ("orientation", pa.int16()),
+        ("gt_lat", pa.float64()),
+        ("gt_lon", pa.float64()),
+        ("gt_alt", pa.float64()),
+        ("gt_source", pa.string()),
+        ("gt_note", pa.string()),
+        ("pred_lat", pa.float64()),
+        ("pred_lon", pa.float64()),
+        ("confidence", pa.float64()),
+        ("topk", TOPK_TYPE),
+        ("cell", pa.string()),
+        ("scene", pa.string()),
+        ("country", pa.string()),
+        ("model", pa.string()),
+        ("weights", pa.string()),
+        ("geotag_version", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("geometry", pa.binary()),
+        ("gt_geometry", pa.binary()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+GEOMETRY_COLUMNS = {"geometry": ("pred_lat", "pred_lon"), "gt_geometry": ("gt_lat", "gt_lon")}
+
+
+def _epsg4326_projjson() -> dict[str, Any]:
+    text = resources.files("geotag.io").joinpath("epsg4326.projjson.json").read_text()
+    return json.loads(text)
+
+
+def geo_metadata() -> dict[str, Any]:
+    """GeoParquet 1.1 `geo` metadata for the two point columns."""
+    crs = _epsg4326_projjson()
+    column = {"encoding": "WKB", "geometry_types": ["Point"], "crs": crs, "edges": "planar"}
+    return {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {name: dict(column) for name in GEOMETRY_COLUMNS},
+    }
+
+
+def file_metadata(extra: Mapping[str, Any] | None = None) -> dict[bytes, bytes]:
+    info = {"schema_version": SCHEMA_VERSION, "geotag_version": __version__, **(extra or {})}
+    return {b"geo": json.dumps(geo_metadata()).encode(), b"geotag": json.dumps(info).encode()}
+
+
+def wkb_points(lat: np.ndarray, lon: np.ndarray) -> pa.Array:
+    """Little-endian WKB points (x = lon, y = lat), null where either coordinate is missing.
+
+    Vectorised with numpy: 21 bytes a point (byte order, type 1, two float64), which is all the
+    GeoParquet spec asks of a Point; shapely would do the same at the cost of a heavy import.
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    n = lat.shape[0]
+    valid = ~(np.isnan(lat) | np.isnan(lon))
+    record = np.dtype([("order", "u1"), ("kind", "<u4"), ("x", "<f8"), ("y", "<f8")])
+    buf = np.zeros(n, dtype=record)
+    buf["order"] = 1
+    buf["kind"] = 1
+    buf["x"] = np.where(valid, lon, 0.0)
+    buf["y"] = np.where(valid, lat, 0.0)
+    offsets = np.arange(n + 1, dtype=np.int32) * record.itemsize
+    data = pa.py_buffer(buf.tobytes())
+    validity = None if valid.all() else pa.array(valid).buffers()[1]
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), n, [validity, pa.py_buffer(offsets.tobytes()), data], null_count=int((~valid).sum())
+    )
+
+
+def rows_to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
+    """Turn row dicts (any subset of COLUMNS) into a table of the full schema, geometry filled in."""
+    unknown = set().union(*(r.keys() for r in rows)) - set(COLUMNS) if rows else set()
+    if unknown:
+        raise ValueError(f"unknown columns: {sorted(unknown)}")
+    arrays = {}
+    for field in SCHEMA:
+        if field.name in GEOMETRY_COLUMNS:
+            continue
+        arrays[field.name] = pa.array([r.get(field.name) for r in rows], type=field.type)
+    for geom, (lat_col, lon_col) in GEOMETRY_COLUMNS.items():
+        lat = arrays[lat_col].to_numpy(zero_copy_only=False).astype(np.float64)
+        lon = arrays[lon_col].to_numpy(zero_copy_only=False).astype(np.float64)
+        arrays[geom] = wkb_points(lat, lon)
+    return pa.table([arrays[name] for name in COLUMNS], schema=SCHEMA)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Cast a table read from a geotag file (possibly an older column order) to SCHEMA."""
+    missing = [n for n in COLUMNS if n not in table.column_names]
+    for name in missing:
+        table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
+    return table.select(list(COLUMNS)).cast(SCHEMA)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_output_path(path: Path) -> Path:
+    """Fail early, with one clear line, when `path` cannot receive a file."""
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise OutputError(f"output {path} is a directory; give a file name such as {path}/preds.parquet")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        raise OutputError(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder {folder} is not writable")
+    return path
+
+
+class PredictionWriter:
+    """Streams rows into a Parquet file of SCHEMA, one row group per `row_group_size` rows.
+
+    Use as a context manager: on a clean exit the temporary file is fsynced and renamed onto `path`;
+    on an exception it is removed and `path` is left as it was.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        row_group_size: int = 65_536,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = check_output_path(Path(path))
+        self.row_group_size = row_group_size
+        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        schema = SCHEMA.with_metadata(file_metadata(metadata))
+        try:
+            self._writer = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._buffer: list[Mapping[str, Any]] = []
+        self.rows_written = 0
+        self._closed = False
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self.row_group_size:
+            self.flush()
+
+    def write_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append a table already in SCHEMA (for example rows copied from another geotag file)."""
+        self.flush()
+        if table.num_rows:
+            self._writer.write_table(conform(table), row_group_size=self.row_group_size)
+            self.rows_written += table.num_rows
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        table = rows_to_table(self._buffer)
+        self._writer.write_table(table, row_group_size=self.row_group_size)
+        self.rows_written += len(self._buffer)
+        self._buffer = []
+
+    def close(self) -> None:
+        """Finish the file and move it into place atomically."""
+        if self._closed:
+            return
+        self.flush()
+        self._writer.close()
+        self._closed = True
+        with open(self.tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp_path, self.path)
+        _fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        """Drop the temporary file; `path` keeps whatever it held before."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._writer.close()
+            finally:
+                self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_parquet(path: str | os.PathLike[str]) -> pq.ParquetFile:
+    """Open a Parquet file or fail with one line that says why."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a Parquet file")
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path} is not a readable Parquet file ({exc})") from exc
+
+
+def require_columns(path: str | os.PathLike[str], columns: Iterable[str]) -> pq.ParquetFile:
+    pf = open_parquet(path)
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise SchemaError(f"{path} lacks the column(s) {', '.join(missing)}; is it a geotag predictions file?")
+    return pf
+
+
+def iter_batches(
+    path: str | os.PathLike[str], columns: list[str] | None = None, batch_size: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    pf = require_columns(path, columns or [])
+    yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def read_image_ids(path: str | os.PathLike[str]) -> set[str]:
+    """The image_ids already in a file (for resume); memory is one string per row."""
+    ids: set[str] = set()
+    for batch in iter_batches(path, ["image_id"]):
+        ids.update(x for x in batch.column(0).to_pylist() if x is not None)
+    return ids

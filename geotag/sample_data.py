@@ -1,0 +1,147 @@
+"""Make `sample_data/`: small rendered scenes with GPS EXIF, some without GPS, one broken file.
+
+The images are drawn here (a sky, hills coloured by climate band, the place name) and tagged with the
+place's coordinates, in every format geotag reads, so `make demo` can show scan, predict and eval end to
+end with known ground truth. Saving through Pillow is fine for images we create; user photos are never
+re-encoded. Run: `python -m geotag.sample_data sample_data`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from geotag.io import decode as _decode  # noqa: F401  (registers the HEIF plugin)
+
+GPS_IFD = 0x8825
+EXIF_IFD = 0x8769
+
+
+@dataclass(frozen=True)
+class Place:
+    name: str
+    lat: float
+    lon: float
+    file: str  # relative path inside the sample folder; the suffix picks the format
+    tagged: bool = True
+
+
+PLACES = (
+    Place("Paris", 48.858370, 2.294481, "europe/paris.jpg"),
+    Place("Reykjavik", 64.141700, -21.926600, "europe/reykjavik.jpg"),
+    Place("Rome", 41.890210, 12.492231, "europe/rome.webp"),
+    Place("New York", 40.689247, -74.044502, "americas/new_york.png"),
+    Place("Rio de Janeiro", -22.951916, -43.210487, "americas/rio.jpg"),
+    Place("Quito", -0.180653, -78.467834, "americas/quito.tiff"),
+    Place("Tokyo", 35.658581, 139.745438, "asia/tokyo.heic"),
+    Place("Sydney", -33.856784, 151.215297, "oceania/sydney.jpg"),
+    Place("Cape Town", -33.962822, 18.409840, "africa/cape_town.jpg"),
+    Place("Nairobi", -1.292066, 36.821945, "africa/nairobi.JPG"),
+    Place("Somewhere", 46.0, 8.0, "untagged/no_gps_1.jpg", tagged=False),
+    Place("Elsewhere", -10.0, -50.0, "untagged/no_gps_2.png", tagged=False),
+)
+TRUNCATED_FILE = "untagged/truncated.jpg"  # header fine, pixels missing: predict reports it
+NOT_A_PHOTO = "untagged/not_a_photo.png"  # no image at all: scan reports it
+
+
+def _dms(value: float) -> tuple[Fraction, Fraction, Fraction]:
+    value = abs(value)
+    deg = int(value)
+    minutes_float = (value - deg) * 60
+    minutes = int(minutes_float)
+    seconds = Fraction(round((minutes_float - minutes) * 60 * 10000), 10000)
+    return Fraction(deg), Fraction(minutes), seconds
+
+
+def make_exif(place: Place, taken: datetime) -> Image.Exif:
+    """EXIF with camera fields, DateTimeOriginal and, for tagged places, GPS with explicit N/S/E/W refs."""
+    exif = Image.Exif()
+    exif[0x010F] = "geotag"
+    exif[0x0110] = "sample renderer"
+    exif[0x0112] = 1
+    exif.get_ifd(EXIF_IFD)[0x9003] = taken.strftime("%Y:%m:%d %H:%M:%S")
+    if place.tagged:
+        gps = exif.get_ifd(GPS_IFD)
+        gps[0] = b"\x02\x03\x00\x00"
+        gps[1] = "N" if place.lat >= 0 else "S"
+        gps[2] = _dms(place.lat)
+        gps[3] = "E" if place.lon >= 0 else "W"
+        gps[4] = _dms(place.lon)
+    return exif
+
+
+def _climate_colour(lat: float, rng: random.Random) -> tuple[int, int, int]:
+    band = abs(lat)
+    base = (70, 140, 60) if band < 23 else (120, 150, 70) if band < 45 else (150, 160, 150)
+    return tuple(max(0, min(255, c + rng.randint(-15, 15))) for c in base)  # type: ignore[return-value]
+
+
+def render(place: Place, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A small landscape whose colours depend on latitude, with the place name written on it."""
+    rng = random.Random(place.name)
+    w, h = size
+    img = Image.new("RGB", size)
+    draw = ImageDraw.Draw(img)
+    for y in range(h):
+        t = min(1.0, y / (h / 2))
+        draw.line([(0, y), (w, y)], fill=(int(90 + 120 * t), int(150 + 80 * t), 235))
+    sun_x = int(w * (0.2 + 0.6 * rng.random()))
+    draw.ellipse([sun_x - 30, 40, sun_x + 30, 100], fill=(255, 230, 120))
+    ground = _climate_colour(place.lat, rng)
+    for layer in range(3):
+        phase, amp = rng.random() * math.tau, 20 + 15 * layer
+        shade = tuple(int(c * (0.8 + 0.1 * layer)) for c in ground)
+        pts = [(x, h // 2 + 30 * layer + amp * math.sin(x / 60 + phase)) for x in range(0, w + 8, 8)]
+        draw.polygon([(0, h), *pts, (w, h)], fill=shade)
+    font = ImageFont.load_default(size=36)
+    draw.text((20, h - 60), place.name, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+    return img
+
+
+def _save(img: Image.Image, path: Path, exif: Image.Exif) -> None:
+    suffix = path.suffix.lower()
+    fmt = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tiff": "TIFF", ".heic": "HEIF"}[suffix]
+    options: dict[str, object] = {"exif": exif.tobytes()}
+    if fmt in ("JPEG", "WEBP", "HEIF"):
+        options["quality"] = 90
+    img.save(path, format=fmt, **options)
+
+
+def make_sample_data(folder: Path) -> list[Path]:
+    """Write the sample photos and `truth.csv` (path, lat, lon) into `folder`; returns the photo paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with open(folder / "truth.csv", "w", newline="") as fh:
+        truth = csv.writer(fh)
+        truth.writerow(["path", "lat", "lon", "name"])
+        for i, place in enumerate(PLACES):
+            path = folder / place.file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _save(render(place), path, make_exif(place, datetime(2024, 6, 1 + i, 12, 0, 0)))
+            truth.writerow([place.file, place.lat, place.lon, place.name])
+            written.append(path)
+    good = (folder / PLACES[0].file).read_bytes()
+    (folder / TRUNCATED_FILE).write_bytes(good[: len(good) // 3])
+    (folder / NOT_A_PHOTO).write_text("this is not a picture\n")
+    written += [folder / TRUNCATED_FILE, folder / NOT_A_PHOTO]
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    folder = Path(args[0] if args else "sample_data")
+    paths = make_sample_data(folder)
+    print(f"wrote {len(paths)} sample photos to {folder}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""Shared test helpers: where the shared fixtures live (../shared/fixtures, never copied into the repo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def fixture_dir(name: str) -> Path:
+    """A folder of ../shared/fixtures, or skip the test with a clear reason when it is absent."""
+    path = FIXTURES / name
+    if not path.is_dir():
+        pytest.skip(f"shared fixtures not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's own sample_data, rendered once per test session."""
+    from geotag.sample_data import make_sample_data
+
+    folder = tmp_path_factory.mktemp("sample_data")
+    make_sample_data(folder)
+    return folder
