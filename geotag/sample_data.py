@@ -102,7 +102,9 @@ def render(place: Place, size: tuple[int, int] = (640, 480)) -> Image.Image:
         pts = [(x, h // 2 + 30 * layer + amp * math.sin(x / 60 + phase)) for x in range(0, w + 8, 8)]
         draw.polygon([(0, h), *pts, (w, h)], fill=shade)
     font = ImageFont.load_default(size=36)
-    draw.text((20, h - 60), place.name, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
+    draw.text(
+        (20, h - 60), place.name, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0)
+    )
     return img
 
 

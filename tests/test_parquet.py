@@ -36,7 +36,14 @@ def _row(i: int, **extra: object) -> dict[str, object]:
 
 def test_rows_fill_the_full_schema_and_geometry(tmp_path: Path) -> None:
     rows = [
-        _row(0, gt_lat=-33.85, gt_lon=151.2, pred_lat=48.85, pred_lon=2.29, topk=[{"lat": 1, "lon": 2, "score": 0.5}]),
+        _row(
+            0,
+            gt_lat=-33.85,
+            gt_lon=151.2,
+            pred_lat=48.85,
+            pred_lon=2.29,
+            topk=[{"lat": 1, "lon": 2, "score": 0.5}],
+        ),
         _row(1, status="error", error="boom"),
     ]
     out = tmp_path / "p.parquet"

@@ -29,9 +29,7 @@ from geotag.errors import InputError, OutputError, SchemaError
 SCHEMA_VERSION = "1"
 """Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata."""
 
-TOPK_TYPE = pa.list_(
-    pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("score", pa.float64())])
-)
+TOPK_TYPE = pa.list_(pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("score", pa.float64())]))
 
 SCHEMA = pa.schema(
     [
@@ -270,7 +268,9 @@ def require_columns(path: str | os.PathLike[str], columns: Iterable[str]) -> pq.
     pf = open_parquet(path)
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
-        raise SchemaError(f"{path} lacks the column(s) {', '.join(missing)}; is it a geotag predictions file?")
+        raise SchemaError(
+            f"{path} lacks the column(s) {', '.join(missing)}; is it a geotag predictions file?"
+        )
     return pf
 
 

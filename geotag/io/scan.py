@@ -69,6 +69,17 @@ def _walk_folder(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:
             yield Path(entry.path)
 
 
+def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The paths as Path objects; a missing one is an input error (one line, exit 2)."""
+    checked = [Path(p) for p in paths]
+    if not checked:
+        raise InputError("no paths given")
+    for p in checked:
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+    return checked
+
+
 def iter_image_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     """Photo paths under `paths`, in a stable order, each file once.
 
@@ -76,10 +87,7 @@ def iter_image_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
     explicitly is taken whatever its extension: the user asked for it, and if it is no photo it
     becomes an error row rather than vanishing. A missing path is an input error.
     """
-    paths = [Path(p) for p in paths]
-    for p in paths:
-        if not p.exists():
-            raise InputError(f"{p}: no such file or folder")
+    paths = validate_paths(paths)
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     for p in paths:

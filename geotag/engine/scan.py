@@ -1,0 +1,110 @@
+"""`geotag scan`: one row per photo with its identity, header and EXIF ground truth.
+
+The same row is the base of every `predict` row, so `scan_file` is shared with the predict engine.
+Files are inspected in worker processes (hashing and EXIF parsing are CPU-bound) with a bounded
+window of work in flight, so memory stays flat however many files there are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from geotag import __version__
+from geotag.io.decode import read_header
+from geotag.io.exif import read_exif
+from geotag.io.parquet import PredictionWriter, check_output_path
+from geotag.io.scan import ImageRecord, image_id, iter_image_paths, iter_records
+from geotag.progress import progress_bar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class ScanSummary:
+    total: int = 0
+    failed: int = 0
+    with_gps: int = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.total += 1
+        self.failed += row["status"] == "error"
+        self.with_gps += row.get("gt_lat") is not None
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def scan_file(record: ImageRecord) -> dict[str, Any]:
+    """Inspect one file; never raises: a file that cannot be read becomes `status = error`."""
+    row: dict[str, Any] = {
+        "path": str(record.path),
+        "size": record.size,
+        "mtime": record.mtime,
+        "status": "ok",
+        "geotag_version": __version__,
+        "created_at": datetime.now(UTC),
+    }
+    try:
+        row["image_id"] = image_id(record.path)
+    except OSError as exc:
+        row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
+        return row
+    try:
+        row.update(read_header(record.path))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
+        row.update(status="error", error=f"not a readable image: {_error_text(exc)}")
+    try:
+        row.update(read_exif(record.path).as_row())
+    except OSError as exc:
+        row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
+    return row
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, window: int = 256) -> Iterator[R]:
+    """`map(fn, items)` over a process pool, in input order, with at most `window` items in flight."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    pending: deque[Future[R]] = deque()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        for fut in pending:
+            yield fut.result()
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def run_scan(
+    paths: list[Path],
+    out: Path,
+    *,
+    progress: bool = False,
+    workers: int | None = None,
+) -> ScanSummary:
+    """Scan `paths` into `out` (atomically replaced at the end). Returns counts for the summary line."""
+    check_output_path(out)
+    total = sum(1 for _ in iter_image_paths(paths)) if progress else None
+    summary = ScanSummary()
+    rows = ordered_map(scan_file, iter_records(paths), workers=workers or default_workers())
+    writer = PredictionWriter(out, metadata={"command": "scan"})
+    with writer, progress_bar(total, "scan", enabled=progress) as bar:
+        for row in rows:
+            writer.write(row)
+            summary.add(row)
+            bar.update(1)
+    return summary

@@ -1,0 +1,161 @@
+"""Crash-safe, resumable output: finished part files beside the target, merged atomically at the end.
+
+While a run is going, rows go to `<out>.parts/part-NNNNNN.parquet`, each part a complete Parquet file
+(written to a temporary name and renamed, see PredictionWriter). A run killed at any moment therefore
+leaves `<out>` as it was before the run plus readable parts; `--resume` keeps both, skips what they
+hold and finishes the job. The last step streams the old file and the parts into a new `<out>` and
+renames it into place, then removes the parts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from geotag.io.parquet import PredictionWriter, check_output_path, iter_batches
+from geotag.io.scan import ImageRecord
+
+RecordKey = tuple[str, int, int]  # (path, size, mtime in microseconds)
+RECORD_SCHEMA = pa.schema(
+    [("path", pa.string()), ("size", pa.int64()), ("mtime", pa.timestamp("us", tz="UTC"))]
+)
+
+
+def record_key(path: str, size: int, mtime: datetime | None) -> RecordKey:
+    micros = int(mtime.timestamp() * 1_000_000) if mtime is not None else 0
+    return (path, int(size), micros)
+
+
+@dataclass
+class DoneSet:
+    """What earlier (possibly interrupted) runs already wrote: by content id and by file identity."""
+
+    ids: set[str] = field(default_factory=set)
+    keys: set[RecordKey] = field(default_factory=set)
+    rows: int = 0
+
+    def add_file(self, path: Path) -> None:
+        for batch in iter_batches(path, ["image_id", "path", "size", "mtime"]):
+            ids, paths, sizes, mtimes = (batch.column(i).to_pylist() for i in range(4))
+            self.ids.update(i for i in ids if i is not None)
+            self.keys.update(record_key(p, s, m) for p, s, m in zip(paths, sizes, mtimes, strict=True))
+            self.rows += batch.num_rows
+
+
+class PartStore:
+    """The `<out>.parts` folder of one output file."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = check_output_path(out)
+        self.dir = out.with_name(out.name + ".parts")
+
+    def parts(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def reset(self) -> bool:
+        """Forget an unfinished earlier run (a run without --resume starts over). True if one existed."""
+        existed = self.dir.exists()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return existed
+
+    def done(self, include_out: bool) -> DoneSet:
+        done = DoneSet()
+        if include_out and self.out.exists():
+            done.add_file(self.out)
+        for part in self.parts():
+            done.add_file(part)
+        return done
+
+    def write_file_list(self, records: Iterable[ImageRecord], skip: set[RecordKey]) -> tuple[Path, int, int]:
+        """Write the run's work list (records not in `skip`) as an Arrow IPC file workers memory-map.
+
+        Returns (path, number listed, number skipped). Memory stays flat: records stream to disk.
+        """
+        self.dir.mkdir(exist_ok=True)
+        path = self.dir / "files.arrow"
+        listed = skipped = 0
+        buf: list[ImageRecord] = []
+        with ipc.new_file(path, RECORD_SCHEMA) as sink:
+
+            def flush() -> None:
+                if buf:
+                    sink.write_batch(
+                        pa.record_batch(
+                            [[str(r.path) for r in buf], [r.size for r in buf], [r.mtime for r in buf]],
+                            schema=RECORD_SCHEMA,
+                        )
+                    )
+                    buf.clear()
+
+            for rec in records:
+                if record_key(str(rec.path), rec.size, rec.mtime) in skip:
+                    skipped += 1
+                    continue
+                buf.append(rec)
+                listed += 1
+                if len(buf) >= 10_000:
+                    flush()
+            flush()
+        return path, listed, skipped
+
+    def writer(self, rows_per_part: int) -> PartWriter:
+        self.dir.mkdir(exist_ok=True)
+        start = len(self.parts())
+        return PartWriter(self.dir, rows_per_part, start, metadata={"command": "predict"})
+
+    def finalize(self, keep_existing: bool, metadata: Mapping[str, Any]) -> int:
+        """Merge the old output (when resuming) and the parts into `<out>` atomically; returns rows."""
+        sources = ([self.out] if keep_existing and self.out.exists() else []) + self.parts()
+        with PredictionWriter(self.out, metadata=metadata) as writer:
+            for src in sources:
+                for batch in iter_batches(src):
+                    writer.write_table(pa.Table.from_batches([batch]))
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return writer.rows_written
+
+
+class PartWriter:
+    """Rows into numbered part files of `rows_per_part` rows; each part is finished on its own.
+
+    On an exception (Ctrl-C included) the rows already given are still finished into a part: they are
+    complete rows, and keeping them is what makes --resume cheap.
+    """
+
+    def __init__(self, folder: Path, rows_per_part: int, start: int, metadata: Mapping[str, Any]) -> None:
+        self.folder = folder
+        self.rows_per_part = rows_per_part
+        self.index = start
+        self.metadata = metadata
+        self._current: PredictionWriter | None = None
+        self._rows_in_part = 0
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self._current is None:
+            path = self.folder / f"part-{self.index:06d}.parquet"
+            self._current = PredictionWriter(path, row_group_size=self.rows_per_part, metadata=self.metadata)
+        self._current.write(row)
+        self._rows_in_part += 1
+        if self._rows_in_part >= self.rows_per_part:
+            self.close_part()
+
+    def close_part(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+            self._rows_in_part = 0
+            self.index += 1
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_part()
