@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO, fixture_dir
 
 from geotag.engine.scan import run_scan
 from geotag.errors import InputError
 from geotag.io.scan import image_id, iter_image_paths
-
-from conftest import REPO, fixture_dir
 
 GEOTAG = [sys.executable, "-m", "geotag.cli"]
 
@@ -28,7 +27,17 @@ def _touch(path: Path, data: bytes = b"x") -> Path:
 
 def test_walk_order_formats_hidden_and_loops(tmp_path: Path) -> None:
     root = tmp_path / "photos"
-    for name in ["b/2.JPG", "b/1.jpeg", "a/x.PNG", "a/y.tif", "a/z.TIFF", "c.webp", "d.HEIC", "e.heif", "f.txt"]:
+    for name in [
+        "b/2.JPG",
+        "b/1.jpeg",
+        "a/x.PNG",
+        "a/y.tif",
+        "a/z.TIFF",
+        "c.webp",
+        "d.HEIC",
+        "e.heif",
+        "f.txt",
+    ]:
         _touch(root / name)
     _touch(root / ".hidden" / "secret.jpg")
     _touch(root / ".dotfile.jpg")
@@ -36,7 +45,16 @@ def test_walk_order_formats_hidden_and_loops(tmp_path: Path) -> None:
     os.symlink(root / "c.webp", root / "b" / "same.webp")  # the same file twice: listed once
     found = [p.relative_to(root).as_posix() for p in iter_image_paths([root])]
     # the link is met first in walk order, so the file is listed under that name, once
-    assert found == ["a/x.PNG", "a/y.tif", "a/z.TIFF", "b/1.jpeg", "b/2.JPG", "b/same.webp", "d.HEIC", "e.heif"]
+    assert found == [
+        "a/x.PNG",
+        "a/y.tif",
+        "a/z.TIFF",
+        "b/1.jpeg",
+        "b/2.JPG",
+        "b/same.webp",
+        "d.HEIC",
+        "e.heif",
+    ]
     assert found == [p.relative_to(root).as_posix() for p in iter_image_paths([root])]
 
 
@@ -74,6 +92,7 @@ def test_scan_sample_data(sample_data: Path, tmp_path: Path) -> None:
     assert sydney["gt_lon"] == pytest.approx(151.215297, abs=1e-5)
     assert sydney["gt_source"] == "exif"
     assert by_name["tokyo.heic"]["gt_lat"] == pytest.approx(35.658581, abs=1e-5)
+    assert by_name["rome.webp"]["gt_lat"] == pytest.approx(41.89021, abs=1e-5)  # spec WebP EXIF chunk
     assert by_name["quito.tiff"]["gt_lon"] == pytest.approx(-78.467834, abs=1e-5)
     assert by_name["no_gps_1.jpg"]["gt_lat"] is None
     assert all(r["image_id"] for r in table if r["status"] == "ok")
@@ -91,7 +110,9 @@ def test_scan_is_deterministic_across_worker_counts(sample_data: Path, tmp_path:
 def test_cli_scan_exif_samples_finds_the_listed_gps(tmp_path: Path) -> None:
     folder = fixture_dir("exif-samples")
     out = tmp_path / "x.parquet"
-    proc = subprocess.run([*GEOTAG, "scan", str(folder), "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [*GEOTAG, "scan", str(folder), "--out", str(out)], capture_output=True, text=True, cwd=REPO
+    )
     # the "corrupted" files there have broken metadata, not broken pixels: every image reads
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
