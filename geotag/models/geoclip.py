@@ -1,0 +1,248 @@
+"""GeoCLIP (Vivanco Cepeda et al., NeurIPS 2023): image-to-GPS retrieval over a gallery of coordinates.
+
+Image encoder: a frozen CLIP ViT-L/14 (timm, see clip_convert) whose 768-d projected features go through
+an MLP 768-768-512. Location encoder: (lat, lon) -> Equal Earth projection -> random Fourier features at
+sigma 2^0, 2^4, 2^8, one MLP capsule per sigma, outputs summed to 512-d. The logits are the learned
+logit scale times the cosine similarity, and the prediction is the best-scoring gallery coordinate.
+
+Module and parameter names follow the `geoclip` package, so its released head weights
+(image_encoder_mlp_weights.pth, location_encoder_weights.pth, logit_scale_weights.pth) load directly.
+The gallery is encoded once in `prepare()` and kept on the device (the most requested GeoCLIP fix);
+similarity, softmax and top-k always run in float32 even under bf16 autocast, which only the backbone
+sees: random Fourier features at sigma 256 reach phases of thousands of radians, where bf16 is noise.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geotag.errors import InputError
+from geotag.geo.distance import haversine_matrix_torch
+from geotag.models.base import GeoModel, Prediction, Preprocess
+from geotag.models.gallery import geoclip_package_dir
+
+SIGMAS = (2.0**0, 2.0**4, 2.0**8)
+CONFIDENCE_RADIUS_KM = 25.0
+"""`confidence` is the gallery probability mass within this distance of the predicted point."""
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+GALLERY_CHUNK = 8192  # gallery rows encoded per step in prepare()
+DISTANCE_BLOCK = 4_000_000  # max elements of one (rows x gallery) distance block in predict()
+
+# Equal Earth projection constants (Šavrič, Patterson & Jenny 2018), scaled as the geoclip package does.
+_A1, _A2, _A3, _A4 = 1.340264, -0.081106, 0.000893, 0.003796
+_SCALE = 66.50336
+
+
+def geoclip_version() -> str:
+    return importlib.metadata.version("geoclip")
+
+
+def released_weights_dir() -> Path:
+    """Folder of the released GeoCLIP heads inside the installed geoclip package."""
+    return geoclip_package_dir() / "model" / "weights"
+
+
+def _fp32(device: torch.device) -> torch.autocast:
+    """A region where autocast is off, so float32 inputs stay float32."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def equal_earth(latlon: torch.Tensor) -> torch.Tensor:
+    """(N, 2) lat/lon degrees -> (N, 2) Equal Earth x/y, scaled to about [-1, 1] like the release.
+
+    The operation order mirrors the reference so float32 results match it bit for bit: the sigma-256
+    Fourier features amplify any rounding difference.
+    """
+    lat, lon = torch.deg2rad(latlon[:, 0]), torch.deg2rad(latlon[:, 1])
+    sqrt3 = torch.sqrt(torch.tensor(3.0))
+    theta = torch.asin((sqrt3 / 2) * torch.sin(lat))
+    denominator = 3 * (9 * _A4 * theta**8 + 7 * _A3 * theta**6 + 3 * _A2 * theta**2 + _A1)
+    x = (2 * sqrt3 * lon * torch.cos(theta)) / denominator
+    y = _A4 * theta**9 + _A3 * theta**7 + _A2 * theta**3 + _A1 * theta
+    return (torch.stack((x, y), dim=1) * _SCALE) / 180
+
+
+class GaussianEncoding(nn.Module):
+    """Random Fourier features [cos 2πBv, sin 2πBv] (Tancik et al. 2020); B is a fixed N(0, σ²) matrix.
+
+    `b` is a buffer (never trained) but is stored in the released state dict, so the released
+    projection is what gets used.
+    """
+
+    def __init__(self, sigma: float, input_size: int = 2, encoded_size: int = 256):
+        super().__init__()
+        self.register_buffer("b", torch.randn(encoded_size, input_size) * sigma)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        vp = 2 * math.pi * v @ self.b.T
+        return torch.cat((torch.cos(vp), torch.sin(vp)), dim=-1)
+
+
+class LocationCapsule(nn.Module):
+    """One sigma's branch: RFF (512) -> 3 x (Linear 1024, ReLU) -> Linear 512."""
+
+    def __init__(self, sigma: float, width: int = 1024, out_dim: int = 512):
+        super().__init__()
+        self.capsule = nn.Sequential(
+            GaussianEncoding(sigma, 2, 256),
+            nn.Linear(512, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Linear(width, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.capsule(x))
+
+
+class LocationEncoder(nn.Module):
+    """GPS -> 512-d: the sum of one capsule per sigma over the Equal Earth coordinates."""
+
+    def __init__(self, sigmas: tuple[float, ...] = SIGMAS):
+        super().__init__()
+        self.sigmas = tuple(sigmas)
+        for i, sigma in enumerate(self.sigmas):
+            self.add_module(f"LocEnc{i}", LocationCapsule(sigma))
+
+    def forward(self, latlon: torch.Tensor) -> torch.Tensor:
+        projected = equal_earth(latlon)
+        out = self.LocEnc0(projected)
+        for i in range(1, len(self.sigmas)):
+            out = out + getattr(self, f"LocEnc{i}")(projected)
+        return out
+
+
+class ImageEncoder(nn.Module):
+    """A frozen CLIP vision tower (projected features) followed by the trainable MLP 768-768-512."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int = 768, out_dim: int = 512):
+        super().__init__()
+        self.backbone = backbone.requires_grad_(False)
+        self.mlp = nn.Sequential(nn.Linear(feature_dim, 768), nn.ReLU(), nn.Linear(768, out_dim))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(images)  # may run in bf16 under the engine's autocast
+        with _fp32(feats.device):
+            return self.mlp(feats.float())
+
+
+class GeoCLIP(GeoModel):
+    """GeoCLIP with a fixed GPS gallery.
+
+    `forward(images)` returns the (B, N) logits against the gallery; `predict` returns the top-1
+    gallery point as the prediction, the top-k points with their softmax probabilities, and as
+    `confidence` the probability mass of gallery points within 25 km (CONFIDENCE_RADIUS_KM) of the
+    top-1 point: the model's own probability that the photo lies within city distance of its answer.
+    It is a probability in [0, 1], not a raw logit, comparable across images for the same gallery; it is
+    only as calibrated as GeoCLIP's softmax and depends on how dense the gallery is around the answer.
+    """
+
+    name = "geoclip"
+
+    def __init__(
+        self, backbone: nn.Module, preprocess: Preprocess, gallery: torch.Tensor, weights_label: str = ""
+    ):
+        super().__init__()
+        self.image_encoder = ImageEncoder(backbone)
+        self.location_encoder = LocationEncoder()
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        self._preprocess = preprocess
+        self.weights_label = weights_label
+        self.register_buffer("gps_gallery", gallery.float(), persistent=False)
+        self.register_buffer("gallery_features", None, persistent=False)
+
+    def preprocess(self) -> Preprocess:
+        return self._preprocess
+
+    def load_released_heads(self, folder: Path | None = None) -> None:
+        """Load the image MLP, location encoder and logit scale released with the geoclip package."""
+        folder = released_weights_dir() if folder is None else folder
+
+        def read(name: str):
+            return torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
+
+        self.image_encoder.mlp.load_state_dict(read("image_encoder_mlp_weights"))
+        self.location_encoder.load_state_dict(read("location_encoder_weights"))
+        with torch.no_grad():
+            self.logit_scale.copy_(read("logit_scale_weights"))
+        self.gallery_features = None
+
+    def set_gallery(self, gallery: torch.Tensor) -> None:
+        """Replace the (N, 2) lat/lon gallery; its embeddings are recomputed by the next prepare()."""
+        self.gps_gallery = gallery.float().to(self.logit_scale.device)
+        self.gallery_features = None
+
+    @torch.no_grad()
+    def encode_locations(self, latlon: torch.Tensor, chunk: int = GALLERY_CHUNK) -> torch.Tensor:
+        """(N, 2) degrees -> (N, 512) L2-normalised float32 embeddings, `chunk` rows at a time."""
+        latlon = latlon.float()
+        with _fp32(latlon.device):
+            parts = [
+                F.normalize(self.location_encoder(latlon[i : i + chunk]), dim=1)
+                for i in range(0, len(latlon), chunk)
+            ]
+        return torch.cat(parts)
+
+    def prepare(self) -> None:
+        """Encode the gallery once, on the model's device, in float32."""
+        self.gallery_features = self.encode_locations(self.gps_gallery)
+
+    def _gallery_ready(self) -> torch.Tensor:
+        feats = self.gallery_features
+        if feats is None or feats.device != self.gps_gallery.device:
+            self.prepare()
+        return self.gallery_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised images -> (B, N) float32 logits over the gallery."""
+        gallery = self._gallery_ready()
+        image_features = self.image_encoder(images)
+        with _fp32(image_features.device):
+            image_features = F.normalize(image_features.float(), dim=1)
+            return self.logit_scale.float().exp() * (image_features @ gallery.T)
+
+    def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
+        n = len(self.gps_gallery)
+        if not 1 <= top_k <= n:
+            raise InputError(f"top-k must be between 1 and the gallery size {n}, got {top_k}")
+        logits = self.forward(images)
+        with _fp32(logits.device):
+            probs = logits.float().softmax(dim=1)
+            scores, index = probs.topk(top_k, dim=1)
+            coords = self.gps_gallery[index]  # (B, k, 2)
+            confidence = self._mass_near(probs, coords[:, 0])
+        coords = coords.double().cpu()
+        return Prediction(
+            lat=coords[:, 0, 0].contiguous(),
+            lon=coords[:, 0, 1].contiguous(),
+            confidence=confidence.cpu(),
+            topk_lat=coords[..., 0].contiguous(),
+            topk_lon=coords[..., 1].contiguous(),
+            topk_score=scores.cpu(),
+        )
+
+    def _mass_near(self, probs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Per row, the probability of gallery points within CONFIDENCE_RADIUS_KM of `points[row]`.
+
+        Distances are computed in row blocks of at most DISTANCE_BLOCK elements, so a large batch over
+        a 100K gallery stays within a few tens of MB.
+        """
+        gallery = self.gps_gallery
+        rows = max(1, DISTANCE_BLOCK // len(gallery))
+        out = []
+        for i in range(0, len(points), rows):
+            d = haversine_matrix_torch(
+                points[i : i + rows, 0], points[i : i + rows, 1], gallery[:, 0], gallery[:, 1]
+            )
+            near = torch.where(d <= CONFIDENCE_RADIUS_KM, probs[i : i + rows], 0.0)
+            out.append(near.sum(dim=1))
+        return torch.cat(out).clamp(0.0, 1.0)
