@@ -26,10 +26,13 @@ lint: install
 sample-data: install
 	$(BIN)/python -m geotag.sample_data sample_data
 
+# sample_data holds broken files on purpose, so scan and predict exit 1 (some files failed); 2 would stop the demo.
 demo: install sample-data
 	@mkdir -p out
-	-$(BIN)/geotag scan sample_data --out out/demo-scan.parquet
-	$(BIN)/geotag eval out/demo-scan.parquet
+	$(BIN)/geotag scan sample_data --out out/demo-scan.parquet || [ $$? -eq 1 ]
+	$(BIN)/geotag predict sample_data --out out/demo-preds.parquet --untrained-backbone || [ $$? -eq 1 ]
+	$(BIN)/geotag eval out/demo-preds.parquet
+	$(BIN)/geotag eval out/demo-preds.parquet --by folder --format markdown
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

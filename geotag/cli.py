@@ -6,6 +6,7 @@ code: 0 ok, 1 some files failed, 2 usage or input error.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,6 +66,88 @@ def scan(
     raise typer.Exit(1 if summary.failed else 0)
 
 
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Photo files or folders (walked recursively).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
+    model: Annotated[str, typer.Option(help="Model name (see `geotag models`).")] = "geoclip",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per batch (default: from the device).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Candidates kept per photo.")] = 5,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decoding processes (default: from the cores).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Keep what an earlier run wrote and do only the rest.")
+    ] = False,
+    backbone_weights: Annotated[
+        Path | None, typer.Option(help="Local backbone weights: a timm state dict or an HF CLIP folder.")
+    ] = None,
+    gallery: Annotated[
+        Path | None, typer.Option(help="Your own GPS gallery (CSV or Parquet with lat, lon).")
+    ] = None,
+    untrained_backbone: Annotated[
+        bool,
+        typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
+    ] = False,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
+    draft: Annotated[bool, typer.Option(help="Fast reduced-scale JPEG decoding.")] = True,
+    checkpoint_rows: Annotated[int, typer.Option(min=1, help="Rows per crash-safe part file.")] = 4096,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+) -> None:
+    """Predict where each photo was taken; one row per file, broken files included."""
+    from geotag.config import PredictConfig
+    from geotag.engine.predict import run_predict
+
+    cfg = PredictConfig(
+        paths=paths,
+        out=out_path,
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        top_k=top_k,
+        workers=workers,
+        resume=resume,
+        backbone_weights=backbone_weights,
+        gallery=gallery,
+        allow_untrained=untrained_backbone,
+        amp=amp,
+        draft=draft,
+        checkpoint_rows=checkpoint_rows,
+        progress=progress and sys.stderr.isatty(),
+    )
+    summary = run_predict(cfg)
+    if summary.restarted:
+        err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
+    if "UNTRAINED" in summary.weights:
+        err.print(
+            f"[bold yellow]warning:[/] {summary.weights}: predictions show the pipeline, not real accuracy"
+        )
+    err.print(
+        f"predicted {summary.new} new file(s) on {summary.device}"
+        + (f", {summary.skipped} already done" if summary.skipped else "")
+        + f"; {summary.total} rows, {summary.failed} failed -> {out_path}",
+        highlight=False,
+    )
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+@app.command()
+def models() -> None:
+    """List the models `predict --model` accepts."""
+    from rich.table import Table
+
+    from geotag.models.registry import MODELS
+
+    table = Table("name", "model", "paper", box=None)
+    for name in sorted(MODELS):
+        spec = MODELS[name]
+        table.add_row(name, spec.description, spec.paper)
+    out.print(table)
+
+
 @app.command("eval")
 def eval_cmd(
     files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
@@ -72,7 +155,8 @@ def eval_cmd(
         str, typer.Option(help="Comma-separated distance thresholds in km.")
     ] = "1,25,200,750,2500",
     by: Annotated[
-        list[str] | None, typer.Option("--by", help="Break down by a column (scene, model, folder, country, ...).")
+        list[str] | None,
+        typer.Option("--by", help="Break down by a column (scene, model, folder, country, ...)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv | markdown")] = "table",
 ) -> None:
@@ -84,8 +168,19 @@ def eval_cmd(
     render(result, fmt=fmt, console=out)
 
 
+def _setup_logging() -> None:
+    """Library warnings (for example an UNTRAINED backbone) reach the user as one plain stderr line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("geotag")
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    root.propagate = False
+
+
 def main() -> None:
     """Entry point: run the app, turning library errors into one line and an exit code."""
+    _setup_logging()
     try:
         app()
     except GeotagError as exc:

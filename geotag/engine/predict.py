@@ -1,0 +1,246 @@
+"""`geotag predict`: photos in, one predictions row per file out, on CPU or CUDA.
+
+Pipeline: the folder walk is written once to a work list (Arrow IPC, memory-mapped by the workers);
+DataLoader worker processes hash, read EXIF and decode each photo (JPEG draft mode, EXIF orientation)
+into uint8 tensors of the model's input size; batches travel pinned to the device, are normalised
+there and run under bf16 autocast on CUDA (float32 on CPU); rows stream into crash-safe part files
+that are merged atomically at the end (see geotag.io.parts). The engine knows models only through
+the registry's GeoModel interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from geotag.config import PredictConfig
+from geotag.engine.scan import scan_file
+from geotag.errors import InputError
+from geotag.io.decode import decode_for_model, normalize
+from geotag.io.parquet import iter_batches
+from geotag.io.parts import PartStore
+from geotag.io.scan import ImageRecord, iter_records, validate_paths
+from geotag.models.base import GeoModel, Prediction, Preprocess
+from geotag.models.registry import build_model
+from geotag.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictSummary:
+    total: int = 0  # rows in the output file
+    new: int = 0  # rows this run added
+    skipped: int = 0  # files already done by an earlier run (--resume)
+    failed: int = 0  # error rows in the output file
+    device: str = "cpu"
+    weights: str = ""
+    restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an input error, not a crash."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return device
+
+
+def auto_batch_size(device: torch.device) -> int:
+    """Large enough to keep a GPU busy, small enough for its memory; modest on CPU."""
+    if device.type != "cuda":
+        return 8
+    total_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return 256 if total_gib >= 40 else 128 if total_gib >= 20 else 32
+
+
+def auto_workers(device: torch.device) -> int:
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(cores - 1, 16))
+    return max(0, min(cores // 2, 4))  # on CPU the model needs the cores too
+
+
+class PhotoDataset(Dataset[dict[str, Any]]):
+    """Item i of the work list: its scan row (identity, header, EXIF) and its model-ready pixels.
+
+    A file already written by an earlier run (same image_id) comes back as `skip`; a file that cannot
+    be decoded comes back as an error row with no pixels. Nothing here raises for a bad photo.
+    """
+
+    def __init__(self, work_list: Path, pre: Preprocess, draft: bool, skip_ids: set[str]) -> None:
+        self.work_list = work_list
+        self.pre = pre
+        self.draft = draft
+        self.skip_ids = skip_ids
+        self._table: pa.Table | None = None
+        with ipc.open_file(work_list) as reader:
+            self._len = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+
+    def _records(self) -> pa.Table:
+        if self._table is None:  # opened lazily, once per worker process, memory-mapped
+            self._table = ipc.open_file(pa.memory_map(str(self.work_list))).read_all()
+        return self._table
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        table = self._records()
+        record = ImageRecord(
+            path=Path(table["path"][i].as_py()),
+            size=table["size"][i].as_py(),
+            mtime=table["mtime"][i].as_py(),
+        )
+        row = scan_file(record)
+        if row.get("image_id") in self.skip_ids:
+            return {"row": row, "pixels": None, "skip": True}
+        pixels = None
+        if row["status"] == "ok":
+            try:
+                pixels = decode_for_model(
+                    record.path, self.pre.input_size, self.pre.interpolation, draft=self.draft
+                )
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
+                text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+                row.update(status="error", error=f"cannot decode image: {text}")
+        return {"row": row, "pixels": pixels, "skip": False}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows stay a list; the decodable ones' pixels stack into one uint8 batch."""
+    rows = [it["row"] for it in items if not it["skip"]]
+    with_pixels = [it for it in items if not it["skip"] and it["pixels"] is not None]
+    pixels = torch.stack([it["pixels"] for it in with_pixels]) if with_pixels else None
+    index = [i for i, it in enumerate(it for it in items if not it["skip"]) if it["pixels"] is not None]
+    return {"rows": rows, "pixels": pixels, "index": index, "skipped": len(items) - len(rows)}
+
+
+def make_loader(dataset: PhotoDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def run_model(
+    model: GeoModel, pixels: torch.Tensor, device: torch.device, top_k: int, amp: bool
+) -> Prediction:
+    """Normalise on the device and predict; bf16 autocast on CUDA only."""
+    pre = model.preprocess()
+    batch = normalize(pixels.to(device, non_blocking=True), pre.mean, pre.std)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") else nullcontext()
+    )
+    with torch.inference_mode(), autocast:
+        return model.predict(batch, top_k)
+
+
+def prediction_rows(pred: Prediction, model: GeoModel) -> Iterator[dict[str, Any]]:
+    """The prediction columns of each image of a batch, in batch order."""
+    lat, lon, conf = pred.lat.tolist(), pred.lon.tolist(), pred.confidence.tolist()
+    tlat, tlon, tscore = pred.topk_lat.tolist(), pred.topk_lon.tolist(), pred.topk_score.tolist()
+    for i in range(len(lat)):
+        cols: dict[str, Any] = {
+            "pred_lat": lat[i],
+            "pred_lon": lon[i],
+            "confidence": conf[i],
+            "topk": [
+                {"lat": a, "lon": b, "score": s} for a, b, s in zip(tlat[i], tlon[i], tscore[i], strict=True)
+            ],
+        }
+        for name, values in pred.extras.items():
+            cols[name] = values[i]
+        yield cols
+
+
+def count_errors(path: Path) -> tuple[int, int]:
+    """(rows, error rows) of a finished output file."""
+    rows = errors = 0
+    for batch in iter_batches(path, ["status"]):
+        rows += batch.num_rows
+        errors += sum(1 for s in batch.column(0).to_pylist() if s == "error")
+    return rows, errors
+
+
+def load_model(cfg: PredictConfig, device: torch.device) -> GeoModel:
+    torch.manual_seed(cfg.seed)
+    model = build_model(
+        cfg.model,
+        backbone_weights=cfg.backbone_weights,
+        gallery=cfg.gallery,
+        allow_untrained=cfg.allow_untrained,
+    )
+    model.to(device).eval()
+    with torch.inference_mode():
+        model.prepare()
+    return model
+
+
+def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSummary:
+    """Predict every photo under cfg.paths into cfg.out; `model` may be given (tests, benchmarks)."""
+    if cfg.top_k < 1:
+        raise InputError("--top-k must be at least 1")
+    store = PartStore(cfg.out)
+    validate_paths(cfg.paths)  # before any model is loaded
+    summary = PredictSummary()
+    if not cfg.resume:
+        summary.restarted = store.reset()
+    done = store.done(include_out=cfg.resume)
+    device = resolve_device(cfg.device)
+    model = model if model is not None else load_model(cfg, device)
+    summary.device, summary.weights = str(device), model.weights_label
+
+    work_list, listed, summary.skipped = store.write_file_list(iter_records(cfg.paths), done.keys)
+    dataset = PhotoDataset(work_list, model.preprocess(), cfg.draft, done.ids)
+    workers = auto_workers(device) if cfg.workers is None else cfg.workers
+    loader = make_loader(dataset, cfg.batch_size or auto_batch_size(device), workers, device)
+    common = {"model": model.name, "weights": model.weights_label}
+
+    with (
+        store.writer(cfg.checkpoint_rows) as parts,
+        progress_bar(listed, "predict", enabled=cfg.progress) as bar,
+    ):
+        for batch in loader:
+            rows = batch["rows"]
+            if batch["pixels"] is not None:
+                pred = run_model(model, batch["pixels"], device, cfg.top_k, cfg.amp)
+                for i, cols in zip(batch["index"], prediction_rows(pred, model), strict=True):
+                    rows[i].update(cols)
+            for row in rows:
+                row.update(common)
+                parts.write(row)
+            summary.new += len(rows)
+            summary.skipped += batch["skipped"]
+            bar.update(len(rows) + batch["skipped"])
+
+    metadata = {
+        "command": "predict",
+        "model": model.name,
+        "weights": model.weights_label,
+        **cfg.extra_metadata,
+    }
+    store.finalize(keep_existing=cfg.resume, metadata=metadata)
+    summary.total, summary.failed = count_errors(cfg.out)
+    return summary

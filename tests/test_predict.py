@@ -1,0 +1,275 @@
+"""`geotag predict` end to end on CPU with a tiny GeoCLIP tower: rows, errors, determinism, resume, kill."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import REPO
+
+from geotag.config import PredictConfig
+from geotag.engine.predict import run_predict
+from geotag.io.parquet import COLUMNS
+from geotag.models.clip_convert import ClipVisionConfig
+from geotag.models.registry import build_geoclip
+from geotag.sample_data import Place, make_exif, render
+
+GEOTAG = [sys.executable, "-m", "geotag.cli"]
+TINY = ClipVisionConfig(width=32, layers=1, heads=2, mlp_dim=64, patch_size=16, image_size=64)
+PRED_COLS = ["path", "status", "pred_lat", "pred_lon", "confidence", "topk"]
+
+
+@pytest.fixture(scope="module")
+def small_gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """500 coordinates spread over the globe: the released 100K gallery is too slow for a CPU test."""
+    path = tmp_path_factory.mktemp("gallery") / "gallery.csv"
+    gen = torch.Generator().manual_seed(0)
+    lat = torch.rand(500, generator=gen) * 160 - 80
+    lon = torch.rand(500, generator=gen) * 360 - 180
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["lat", "lon"])
+        writer.writerows(zip(lat.tolist(), lon.tolist(), strict=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_gallery: Path):
+    torch.manual_seed(0)
+    return build_geoclip(vit=TINY, allow_untrained=True, gallery=small_gallery)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random HF CLIP vision checkpoint, as a user would pass with --backbone-weights."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+        projection_dim=768,
+    )
+    folder = tmp_path_factory.mktemp("tinyclip")
+    CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    return folder
+
+
+def _cfg(paths: list[Path], out: Path, **kw: object) -> PredictConfig:
+    settings: dict[str, object] = {"batch_size": 4, "workers": 0, **kw}
+    return PredictConfig(paths=paths, out=out, **settings)  # type: ignore[arg-type]
+
+
+def test_predict_sample_data_rows(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    out = tmp_path / "preds.parquet"
+    summary = run_predict(_cfg([sample_data], out, top_k=3), model=tiny_model)
+    table = pq.read_table(out)
+    assert table.schema.names == list(COLUMNS)
+    rows = {Path(r["path"]).name: r for r in table.to_pylist()}
+    assert summary.total == len(rows) == 14
+    assert summary.failed == 2
+    assert "cannot decode image" in rows["truncated.jpg"]["error"]
+    assert "not a readable image" in rows["not_a_photo.png"]["error"]
+    assert rows["truncated.jpg"]["pred_lat"] is None
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert len(ok) == 12
+    for r in ok:
+        assert len(r["topk"]) == 3
+        scores = [c["score"] for c in r["topk"]]
+        assert scores == sorted(scores, reverse=True)
+        assert (r["topk"][0]["lat"], r["topk"][0]["lon"]) == (r["pred_lat"], r["pred_lon"])
+        assert 0.0 <= r["confidence"] <= 1.0
+        assert r["confidence"] >= scores[0] - 1e-9  # the top-1 point lies within its own 25 km
+        assert r["model"] == "geoclip" and "UNTRAINED" in r["weights"]
+    assert rows["sydney.jpg"]["gt_lat"] == pytest.approx(-33.856784, abs=1e-5)  # EXIF truth rides along
+    assert not (tmp_path / "preds.parquet.parts").exists()
+
+
+def test_same_input_gives_same_rows(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    run_predict(_cfg([sample_data], tmp_path / "a.parquet"), model=tiny_model)
+    run_predict(_cfg([sample_data], tmp_path / "b.parquet", batch_size=3), model=tiny_model)
+    a = pq.read_table(tmp_path / "a.parquet", columns=PRED_COLS)
+    b = pq.read_table(tmp_path / "b.parquet", columns=PRED_COLS)
+    assert a.column("path").equals(b.column("path"))
+    for col in ["pred_lat", "pred_lon"]:
+        assert a.column(col).equals(b.column(col))
+    conf_a = [c for c in a.column("confidence").to_pylist() if c is not None]
+    conf_b = [c for c in b.column("confidence").to_pylist() if c is not None]
+    assert conf_a == pytest.approx(conf_b, abs=1e-6)
+
+
+def test_resume_adds_only_new_files(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    out = tmp_path / "preds.parquet"
+    run_predict(_cfg([sample_data / "europe"], out), model=tiny_model)
+    first = pq.read_table(out).num_rows
+    summary = run_predict(_cfg([sample_data], out, resume=True), model=tiny_model)
+    assert summary.skipped == first
+    paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
+    assert len(paths) == len(set(paths)) == 14
+
+
+def test_resume_recognises_moved_files_by_content(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    out = tmp_path / "preds.parquet"
+    run_predict(_cfg([sample_data / "europe"], out), model=tiny_model)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for p in (sample_data / "europe").iterdir():
+        (moved / p.name).write_bytes(p.read_bytes())
+    summary = run_predict(_cfg([moved], out, resume=True), model=tiny_model)
+    assert summary.new == 0 and summary.skipped == 3
+
+
+def test_without_resume_a_rerun_starts_over(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    out = tmp_path / "preds.parquet"
+    run_predict(_cfg([sample_data / "europe"], out), model=tiny_model)
+    run_predict(_cfg([sample_data / "europe"], out), model=tiny_model)
+    assert pq.read_table(out).num_rows == 3
+
+
+def test_worker_processes_give_the_same_rows(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    run_predict(_cfg([sample_data], tmp_path / "a.parquet"), model=tiny_model)
+    run_predict(_cfg([sample_data], tmp_path / "b.parquet", workers=2), model=tiny_model)
+    cols = ["path", "status", "error", "pred_lat", "pred_lon", "image_id"]
+    assert pq.read_table(tmp_path / "a.parquet", columns=cols).equals(
+        pq.read_table(tmp_path / "b.parquet", columns=cols)
+    )
+
+
+def _many_photos(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        place = Place(f"Place {i}", -60 + (i * 7) % 120, -170 + (i * 37) % 340, f"p{i:03d}.jpg")
+        path = folder / place.file
+        render(place, size=(96, 72)).save(path, exif=make_exif(place, datetime(2024, 1, 1)).tobytes())
+        paths.append(path)
+    return paths
+
+
+def test_kill_at_any_moment_then_resume(tmp_path: Path, tiny_clip_folder: Path, small_gallery: Path) -> None:
+    photos = tmp_path / "photos"
+    n = 60
+    _many_photos(photos, n)
+    out = tmp_path / "preds.parquet"
+    args = [
+        *GEOTAG,
+        "predict",
+        str(photos),
+        "--out",
+        str(out),
+        "--backbone-weights",
+        str(tiny_clip_folder),
+        "--gallery",
+        str(small_gallery),
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--checkpoint-rows",
+        "4",
+    ]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing half-written where the user looks
+    done = 0
+    for part in sorted(parts.glob("part-*.parquet")):
+        done += pq.read_table(part).num_rows  # every finished part reads
+    assert 0 < done < n
+
+    rerun = subprocess.run([*args, "--resume"], cwd=REPO, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "already done" in rerun.stderr
+    paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
+    assert sorted(paths) == sorted(str(p.absolute()) for p in photos.iterdir())
+    assert len(paths) == len(set(paths)) == n
+    assert not parts.exists()
+
+
+def test_cli_predict_exit_codes_and_weights_message(
+    sample_data: Path, tmp_path: Path, tiny_clip_folder: Path, small_gallery: Path
+) -> None:
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    base = ["--gallery", str(small_gallery), "--workers", "0"]
+    ok = subprocess.run(
+        [
+            *GEOTAG,
+            "predict",
+            str(sample_data / "europe"),
+            "--out",
+            str(tmp_path / "a.parquet"),
+            "--backbone-weights",
+            str(tiny_clip_folder),
+            *base,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert ok.returncode == 0, ok.stderr
+    some_failed = subprocess.run(
+        [
+            *GEOTAG,
+            "predict",
+            str(sample_data / "untagged"),
+            "--out",
+            str(tmp_path / "b.parquet"),
+            "--backbone-weights",
+            str(tiny_clip_folder),
+            *base,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert some_failed.returncode == 1, some_failed.stderr
+    no_weights = subprocess.run(
+        [*GEOTAG, "predict", str(sample_data / "europe"), "--out", str(tmp_path / "c.parquet"), *base],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert no_weights.returncode == 2
+    assert "--backbone-weights" in no_weights.stderr and "Traceback" not in no_weights.stderr
+    assert not (tmp_path / "c.parquet").exists()
+    bad_device = subprocess.run(
+        [
+            *GEOTAG,
+            "predict",
+            str(sample_data),
+            "--out",
+            str(tmp_path / "d.parquet"),
+            "--device",
+            "cuda",
+            "--untrained-backbone",
+            *base,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if not torch.cuda.is_available():
+        assert bad_device.returncode == 2 and "no CUDA device" in bad_device.stderr
+        assert len(bad_device.stderr.strip().splitlines()) == 1
