@@ -54,6 +54,7 @@ SCHEMA = pa.schema(
         ("pred_lat", pa.float64()),
         ("pred_lon", pa.float64()),
         ("confidence", pa.float64()),
+        ("error_km", pa.float64()),
         ("topk", TOPK_TYPE),
         ("cell", pa.string()),
         ("scene", pa.string()),
