@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,9 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sample_data")
     make_sample_data(folder)
     return folder
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests (and the CLI processes they start) use a cache folder of their own, never ~/.cache."""
+    os.environ["GEOTAG_CACHE"] = str(tmp_path_factory.mktemp("geotag-cache"))

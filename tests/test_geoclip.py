@@ -269,8 +269,12 @@ def test_confidence_counts_a_dense_cluster(clip_folder):
     model = build_geoclip(backbone_weights=clip_folder)
     model.set_gallery(torch.tensor([[48.85, 2.35], [48.86, 2.36], [48.90, 2.30], [49.75, 2.35]]))
     probs = torch.tensor([[0.5, 0.2, 0.1, 0.2]])
-    mass = model._mass_near(probs, model.gps_gallery[:1])
+    mass, radius = model._spread(probs, model.gps_gallery[:1])
     assert mass.item() == pytest.approx(0.8)
+    assert radius.item() == 0.0  # half the probability sits on the predicted point itself
+    mass, radius = model._spread(torch.tensor([[0.3, 0.3, 0.2, 0.2]]), model.gps_gallery[:1])
+    expected = haversine_np(48.85, 2.35, 48.86, 2.36)  # the second point completes half the mass
+    assert radius.item() == pytest.approx(float(expected), abs=1e-3)  # float32 gallery: metres
 
 
 def test_gallery_is_encoded_once(clip_folder, gallery, pixels):

@@ -92,6 +92,7 @@ def test_predict_sample_data_rows(sample_data: Path, tmp_path: Path, tiny_model)
         assert scores == sorted(scores, reverse=True)
         assert (r["topk"][0]["lat"], r["topk"][0]["lon"]) == (r["pred_lat"], r["pred_lon"])
         assert 0.0 <= r["confidence"] <= 1.0
+        assert r["error_km"] >= 0.0
         assert r["confidence"] >= scores[0] - 1e-9  # the top-1 point lies within its own 25 km
         assert r["model"] == "geoclip" and "UNTRAINED" in r["weights"]
     assert rows["sydney.jpg"]["gt_lat"] == pytest.approx(-33.856784, abs=1e-5)  # EXIF truth rides along

@@ -161,11 +161,13 @@ def prediction_rows(pred: Prediction, model: GeoModel) -> Iterator[dict[str, Any
     """The prediction columns of each image of a batch, in batch order."""
     lat, lon, conf = pred.lat.tolist(), pred.lon.tolist(), pred.confidence.tolist()
     tlat, tlon, tscore = pred.topk_lat.tolist(), pred.topk_lon.tolist(), pred.topk_score.tolist()
+    radius = pred.error_km.tolist() if pred.error_km is not None else [None] * len(lat)
     for i in range(len(lat)):
         cols: dict[str, Any] = {
             "pred_lat": lat[i],
             "pred_lon": lon[i],
             "confidence": conf[i],
+            "error_km": radius[i],
             "topk": [
                 {"lat": a, "lon": b, "score": s} for a, b, s in zip(tlat[i], tlon[i], tscore[i], strict=True)
             ],

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geotag.cache import cached_tensor, tensor_key
 from geotag.errors import InputError
 from geotag.geo.distance import haversine_matrix_torch
 from geotag.models.base import GeoModel, Prediction, Preprocess
@@ -193,8 +194,14 @@ class GeoCLIP(GeoModel):
         return torch.cat(parts)
 
     def prepare(self) -> None:
-        """Encode the gallery once, on the model's device, in float32."""
-        self.gallery_features = self.encode_locations(self.gps_gallery)
+        """Encode the gallery once, on the model's device, in float32; reuse an earlier run's result
+        from the on-disk cache when the coordinates, GPS-encoder weights and device type are the same."""
+        device = self.gps_gallery.device
+        key = tensor_key(self.gps_gallery, *self.location_encoder.state_dict().values())
+        features = cached_tensor(
+            f"geoclip-gallery-{device.type}", key, lambda: self.encode_locations(self.gps_gallery)
+        )
+        self.gallery_features = features.to(device)
 
     def _gallery_ready(self) -> torch.Tensor:
         feats = self.gallery_features
@@ -219,7 +226,7 @@ class GeoCLIP(GeoModel):
             probs = logits.float().softmax(dim=1)
             scores, index = probs.topk(top_k, dim=1)
             coords = self.gps_gallery[index]  # (B, k, 2)
-            confidence = self._mass_near(probs, coords[:, 0])
+            confidence, error_km = self._spread(probs, coords[:, 0])
         coords = coords.double().cpu()
         return Prediction(
             lat=coords[:, 0, 0].contiguous(),
@@ -228,21 +235,28 @@ class GeoCLIP(GeoModel):
             topk_lat=coords[..., 0].contiguous(),
             topk_lon=coords[..., 1].contiguous(),
             topk_score=scores.cpu(),
+            error_km=error_km.double().cpu(),
         )
 
-    def _mass_near(self, probs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Per row, the probability of gallery points within CONFIDENCE_RADIUS_KM of `points[row]`.
+    def _spread(self, probs: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: the probability of gallery points within CONFIDENCE_RADIUS_KM of `points[row]`
+        (the confidence), and the radius around `points[row]` that holds half the probability (the
+        model's median error estimate, `error_km`).
 
         Distances are computed in row blocks of at most DISTANCE_BLOCK elements, so a large batch over
         a 100K gallery stays within a few tens of MB.
         """
         gallery = self.gps_gallery
         rows = max(1, DISTANCE_BLOCK // len(gallery))
-        out = []
+        mass, radius = [], []
         for i in range(0, len(points), rows):
+            p = probs[i : i + rows]
             d = haversine_matrix_torch(
                 points[i : i + rows, 0], points[i : i + rows, 1], gallery[:, 0], gallery[:, 1]
             )
-            near = torch.where(d <= CONFIDENCE_RADIUS_KM, probs[i : i + rows], 0.0)
-            out.append(near.sum(dim=1))
-        return torch.cat(out).clamp(0.0, 1.0)
+            mass.append(torch.where(d <= CONFIDENCE_RADIUS_KM, p, 0.0).sum(dim=1))
+            d_sorted, order = d.sort(dim=1)
+            cum = p.gather(1, order).cumsum(dim=1)
+            half = (cum < 0.5 * cum[:, -1:]).sum(dim=1, keepdim=True).clamp(max=d.shape[1] - 1)
+            radius.append(d_sorted.gather(1, half).squeeze(1))
+        return torch.cat(mass).clamp(0.0, 1.0), torch.cat(radius)
