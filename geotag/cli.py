@@ -1,12 +1,14 @@
 """The `geotag` command: thin Typer commands that parse options and call the library.
 
 Errors of the library (GeotagError) are caught once, here, and become one line on stderr and an exit
-code: 0 ok, 1 some files failed, 2 usage or input error.
+code: 0 ok, 1 some files failed, 2 usage or input error, 3 internal error (a bug: one line, and the
+traceback with GEOTAG_DEBUG=1).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -121,10 +123,6 @@ def predict(
     summary = run_predict(cfg)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
-    if "UNTRAINED" in summary.weights:
-        err.print(
-            f"[bold yellow]warning:[/] {summary.weights}: predictions show the pipeline, not real accuracy"
-        )
     err.print(
         f"predicted {summary.new} new file(s) on {summary.device}"
         + (f", {summary.skipped} already done" if summary.skipped else "")
@@ -166,6 +164,8 @@ def eval_cmd(
 
     result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [])
     render(result, fmt=fmt, console=out)
+    for note in result.notes:
+        err.print(f"[bold yellow]warning:[/] {note}", highlight=False)
 
 
 def _setup_logging() -> None:
@@ -189,6 +189,17 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a bug of ours: still one line for the user, the traceback on request
+        if os.environ.get("GEOTAG_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {first} "
+            "(please report it; GEOTAG_DEBUG=1 shows the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(3)
 
 
 if __name__ == "__main__":

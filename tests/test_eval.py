@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 
 from geotag.errors import InputError, SchemaError
 from geotag.eval.metrics import (
@@ -462,3 +463,15 @@ def test_cli_subprocess(tmp_path: Path, mixed) -> None:
     assert bad.returncode == 2
     assert bad.stdout == "" and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
     assert "Traceback" not in bad.stderr
+
+
+def test_untrained_weights_are_flagged(tmp_path: Path) -> None:
+    """An offline demo runs with a random backbone: eval must say so next to its figures."""
+    untrained = "UNTRAINED backbone (random init) + geoclip 1.3.0 heads"
+    demo = write_preds(tmp_path / "demo.parquet", [rec("/a.jpg", gt=(1, 1), pred=(2, 2), weights=untrained)])
+    real = write_preds(tmp_path / "real.parquet", [rec("/a.jpg", gt=(1, 1), pred=(2, 2), weights="ckpt")])
+    result = evaluate([demo, real])
+    assert len(result.notes) == 1 and result.notes[0].startswith("demo: ") and "UNTRAINED" in result.notes[0]
+    buf = io.StringIO()
+    render(result, "json", Console(file=buf, width=200))
+    assert json.loads(buf.getvalue())["notes"] == result.notes

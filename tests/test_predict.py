@@ -14,7 +14,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import REPO
 
 from geotag.config import PredictConfig
 from geotag.engine.predict import run_predict
@@ -22,6 +21,8 @@ from geotag.io.parquet import COLUMNS
 from geotag.models.clip_convert import ClipVisionConfig
 from geotag.models.registry import build_geoclip
 from geotag.sample_data import Place, make_exif, render
+
+from conftest import REPO
 
 GEOTAG = [sys.executable, "-m", "geotag.cli"]
 TINY = ClipVisionConfig(width=32, layers=1, heads=2, mlp_dim=64, patch_size=16, image_size=64)

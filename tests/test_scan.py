@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, fixture_dir
 
 from geotag.engine.scan import run_scan
 from geotag.errors import InputError
 from geotag.io.scan import image_id, iter_image_paths
+
+from conftest import REPO, fixture_dir
 
 GEOTAG = [sys.executable, "-m", "geotag.cli"]
 

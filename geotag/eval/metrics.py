@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -100,6 +100,7 @@ class EvalResult:
     thresholds: list[float]
     by: list[str]
     rows: list[dict[str, object]]
+    notes: list[str] = field(default_factory=list)  # caveats a reader must see (e.g. UNTRAINED weights)
 
     @property
     def accuracy_keys(self) -> list[str]:
@@ -280,8 +281,22 @@ def evaluate(
     con = connect()
     try:
         rows = []
+        notes = []
         for path, label, columns in zip(paths, file_labels(paths), schemas, strict=True):
             rows.extend(evaluate_file(con, path, label, columns, thresholds, by))
+            if has_untrained_rows(con, path, columns):
+                notes.append(
+                    f"{label}: predictions made with UNTRAINED weights; "
+                    "these figures show the pipeline, not a model's accuracy"
+                )
     finally:
         con.close()
-    return EvalResult(thresholds=thresholds, by=by, rows=rows)
+    return EvalResult(thresholds=thresholds, by=by, rows=rows, notes=notes)
+
+
+def has_untrained_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> bool:
+    """Whether any row's `weights` says UNTRAINED (a random backbone, as in the offline demo)."""
+    if "weights" not in columns:
+        return False
+    sql = "SELECT count(*) FROM read_parquet(?) WHERE weights LIKE '%UNTRAINED%'"
+    return bool(con.sql(sql, params=[str(path)]).to_arrow_table().column(0)[0].as_py())

@@ -145,6 +145,7 @@ def render_json(result: EvalResult, console: Console) -> None:
         "accuracy_unit": "fraction",
         "thresholds_km": result.thresholds,
         "by": result.by,
+        "notes": result.notes,
         "rows": result.to_records(),
     }
     write_raw(console, json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False))
