@@ -610,23 +610,24 @@ def read_exif(path: str | os.PathLike[str]) -> ExifInfo:
             return ExifInfo(gt_note="exif unreadable (bad offset)")
         except Exception as exc:  # any parser failure is a metadata problem, reported, never raised
             return ExifInfo(gt_note=f"exif unreadable ({type(exc).__name__})")
-    if not tags and head[0:4] == b"RIFF" and head[8:12] == b"WEBP":
-        tags = _tags_from_webp(path)
+    if not tags and (head[0:4] == b"RIFF" and head[8:12] == b"WEBP" or head[0:2] == b"\xff\xd8"):
+        tags = _tags_from_pillow(path)
     if not tags:
         return ExifInfo(gt_note="no exif")
     return info_from_tags(tags)
 
 
-def _tags_from_webp(path: str | os.PathLike[str]) -> dict[str, object]:
-    """Second chance for WebP: exifread expects an 'Exif\\0\\0' prefix in the EXIF chunk that the WebP
-    spec does not have (Pillow and libwebp write none), so it misses spec-conformant files; Pillow's
-    WebP reader finds the chunk either way. No pixels are decoded."""
+def _tags_from_pillow(path: str | os.PathLike[str]) -> dict[str, object]:
+    """Second chance when exifread finds nothing in a WebP or JPEG. exifread expects an 'Exif\\0\\0'
+    prefix in WebP's EXIF chunk that the spec does not have (Pillow and libwebp write none), and it
+    misses a JPEG's EXIF segment that follows a large XMP segment; Pillow's readers find both.
+    No pixels are decoded."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path, formats=["WEBP"]) as im:
+            with Image.open(path, formats=["WEBP", "JPEG"]) as im:
                 exif_bytes = im.info.get("exif")
             return _tags_from_pillow_exif(bytes(exif_bytes)) if exif_bytes else {}
     except Exception:  # a broken WebP is a metadata problem here; decode reports the pixels
