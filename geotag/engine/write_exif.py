@@ -1,0 +1,669 @@
+"""`geotag write-exif`: put predicted positions into photos (or XMP sidecars), safely, and undo it.
+
+Which rows are written (GUIDE 6: writing estimates is opt-in and never overwrites measured GPS):
+status ok, a valid prediction (not the (0, 0) placeholder our own reader would drop), confidence at
+least `--min-confidence` when given, and a photo with no GPS yet, both according to the predictions
+row and to the file itself (a placeholder or broken GPS tag still counts as GPS). `--overwrite-gps`
+lifts the last rule.
+
+Per file, in this order, so that every photo ends either untouched or completely written:
+1. the file must still be the one that was predicted: its xxh3-128 hash must equal the row's
+   image_id (a file edited since is skipped, never written blindly); read-only files are refused;
+2. the writer creates a temp file beside the photo; it is read back and checked (position to 1e-7
+   degrees, refs, provenance; for JPEG the compressed image bytes are compared too);
+3. the temp file gets the photo's mode, owner and times (so the mtime is kept) and is fsynced;
+4. the old bytes are kept as a backup and the journal record is fsynced (write-ahead);
+5. the temp file is renamed over the photo (atomic) and the folder fsynced.
+A failure anywhere before 5 removes the temp file and leaves the photo as it was. Rows go through in
+batches of BATCH_SIZE so that exiftool round trips and the fsyncs of steps 4 and 5 are shared: all the
+records of a batch are durable before the first of its renames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import stat
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from geotag.errors import InputError
+from geotag.io.exif_write import (
+    ExiftoolWriter,
+    ExistingGps,
+    GpsFix,
+    GpsWriter,
+    WriteFailed,
+    build_sidecar,
+    find_exiftool,
+    fsync_dir,
+    fsync_file,
+    make_writer,
+    match_file_attributes,
+    read_gps_without_writer,
+    read_sidecar_gps,
+    replace_atomically,
+    same_image_data,
+    sidecar_has_gps,
+    sidecar_path,
+    temp_path_for,
+    write_new_file,
+)
+from geotag.io.journal import Journal, backup_dir_for, current_hash, iter_undo_order, read_journal
+from geotag.io.parquet import iter_batches, require_columns
+from geotag.io.scan import image_id, image_id_of_bytes
+from geotag.progress import progress_bar
+
+BATCH_SIZE = 64
+"""Rows per batch: enough to amortise exiftool round trips and fsyncs, small enough that a kill
+loses little work and memory stays flat."""
+REQUIRED_COLUMNS = ("image_id", "path", "status", "pred_lat", "pred_lon")
+OPTIONAL_COLUMNS = ("confidence", "error_km", "gt_lat", "gt_lon", "model")
+
+# Why a row is skipped (the summary counts these)
+SKIP_STATUS = "status is not ok"
+SKIP_NO_PREDICTION = "no prediction"
+SKIP_BAD_PREDICTION = "prediction out of range"
+SKIP_ZERO = "prediction is exactly (0, 0)"
+SKIP_CONFIDENCE = "below --min-confidence"
+SKIP_NO_CONFIDENCE = "no confidence to compare with --min-confidence"
+SKIP_HAS_GPS = "already has GPS (--overwrite-gps to replace)"
+SKIP_SIDECAR_GPS = "sidecar already has GPS (--overwrite-gps to replace)"
+SKIP_MISSING = "file missing"
+SKIP_CHANGED = "file changed since the predictions were made"
+SKIP_DUPLICATE = "an earlier row is for the same file"
+
+
+@dataclass
+class WriteOptions:
+    """What `geotag write-exif` was asked to do; the defaults are the safe choice."""
+
+    predictions: Path
+    min_confidence: float | None = None
+    overwrite_gps: bool = False
+    sidecar: bool = False
+    sidecar_name: str = "photo.jpg.xmp"  # or "photo.xmp"
+    dry_run: bool = False
+    backup: bool = True
+    journal: Path | None = None  # default: beside the predictions file, named by the time
+    writer: str = "auto"  # auto | exiftool | python
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one row: action is 'written', 'would write', 'skipped' or 'failed'."""
+
+    path: str
+    action: str
+    reason: str | None = None
+    target: str | None = None  # the file changed: the photo, or its sidecar
+    fix: GpsFix | None = None
+
+    def describe(self) -> str:
+        """One line for the user: the dry-run listing, or why a file failed."""
+        if self.action == "would write" and self.fix is not None:
+            fix = self.fix
+            extra = f"confidence {fix.confidence:.3f}" if fix.confidence is not None else "no confidence"
+            if fix.error_km is not None:
+                extra += f", error radius {fix.error_km:.3g} km"
+            return f"would write {self.target}\t{fix.lat:.6f}, {fix.lon:.6f}\t({extra})"
+        return f"{self.action}: {self.path}" + (f": {self.reason}" if self.reason else "")
+
+
+@dataclass
+class WriteSummary:
+    rows: int = 0
+    written: int = 0
+    would_write: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    journal: Path | None = None
+    writer: str = ""
+
+    def add(self, result: FileResult) -> None:
+        self.rows += 1
+        if result.action == "written":
+            self.written += 1
+        elif result.action == "would write":
+            self.would_write += 1
+        elif result.action == "skipped":
+            self.skipped[result.reason or "?"] += 1
+        else:
+            self.failed.append((result.path, result.reason or "?"))
+
+    def describe(self, dry_run: bool = False) -> str:
+        """The summary line: written (or would write), skipped by reason, failed."""
+        done = f"would write {self.would_write}" if dry_run else f"wrote {self.written}"
+        return (
+            f"{done} file(s) with {self.writer}; {_skipped_text(self.skipped)}; failed {len(self.failed)}"
+            + ("; dry run, nothing changed" if dry_run else "")
+        )
+
+
+def _skipped_text(skipped: Counter[str]) -> str:
+    if not skipped:
+        return "skipped 0"
+    reasons = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
+    return f"skipped {sum(skipped.values())} ({reasons})"
+
+
+def default_journal_path(predictions: Path) -> Path:
+    """`<predictions stem>.write-exif-<UTC time>.jsonl` beside the predictions file."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return predictions.absolute().with_name(f"{predictions.stem}.write-exif-{stamp}.jsonl")
+
+
+def _rows(predictions: Path) -> tuple[int, Iterator[dict[str, Any]]]:
+    pf = require_columns(predictions, REQUIRED_COLUMNS)
+    names = set(pf.schema_arrow.names)
+    columns = [*REQUIRED_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in names)]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in iter_batches(predictions, columns, batch_size=4096):
+            yield from batch.to_pylist()
+
+    return pf.metadata.num_rows, rows()
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, str | None]:
+    """The position to write for a row, or (None, why it is skipped). Looks at the row only."""
+    if row.get("status") != "ok":
+        return None, SKIP_STATUS
+    lat, lon = _finite(row.get("pred_lat")), _finite(row.get("pred_lon"))
+    if lat is None or lon is None:
+        return None, SKIP_NO_PREDICTION
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None, SKIP_BAD_PREDICTION
+    if lat == 0 and lon == 0:
+        return None, SKIP_ZERO
+    confidence = _finite(row.get("confidence"))
+    if opts.min_confidence is not None:
+        if confidence is None:
+            return None, SKIP_NO_CONFIDENCE
+        if confidence < opts.min_confidence:
+            return None, SKIP_CONFIDENCE
+    if not opts.overwrite_gps and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
+        return None, SKIP_HAS_GPS
+    error_km = _finite(row.get("error_km"))
+    fix = GpsFix(lat=lat, lon=lon, model=row.get("model"), confidence=confidence, error_km=error_km)
+    return fix, None
+
+
+def _read_only(path: Path, st: os.stat_result) -> bool:
+    """No write bit at all counts as read-only even for root, who could write it anyway: a user who
+    chmods a photo read-only means 'do not change this'."""
+    return not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK)
+
+
+def _io_reason(exc: OSError) -> str:
+    if exc.errno == 28:
+        return "disk full"
+    return exc.strerror or str(exc)
+
+
+@dataclass
+class _Job:
+    """One row on its way through a batch; `result` is set as soon as its fate is known."""
+
+    row: int
+    path_text: str  # as the predictions file gives it (reported back)
+    photo: Path  # with symlinks resolved: a link is never replaced by a copy of its target
+    st: os.stat_result
+    fix: GpsFix
+    photo_hash: str
+    existing: ExistingGps | None = None
+    target: Path | None = None  # the file that is replaced: the photo or its sidecar
+    target_st: os.stat_result | None = None  # None: a sidecar that does not exist yet
+    old_hash: str | None = None
+    tmp: Path | None = None
+    new_hash: str | None = None
+    result: FileResult | None = None
+
+    def end(self, action: str, reason: str | None = None) -> None:
+        if self.result is None:
+            target = str(self.target) if action in ("written", "would write") else None
+            self.result = FileResult(self.path_text, action, reason, target, self.fix)
+
+    def fail(self, exc: BaseException) -> None:
+        reason = _io_reason(exc) if isinstance(exc, OSError) else str(exc)
+        self.end("failed", reason)
+
+
+class _Run:
+    """One write-exif run: the writer process, the journal, and the procedure, done in batches.
+
+    A batch shares its exiftool round trips (one read of the old GPS, one read-back) and its
+    durability work (one fsync of the backup folder, one of the journal, one per photo folder);
+    each photo still gets its own fsynced temp file and its own atomic rename."""
+
+    def __init__(self, opts: WriteOptions) -> None:
+        self.opts = opts
+        self.writer: GpsWriter | None = None
+        self.reader: ExiftoolWriter | None = None  # sidecar mode: reads the photo's GPS
+        if opts.sidecar:
+            sidecar_path(Path("x.jpg"), opts.sidecar_name)  # validates the style early
+            if opts.writer not in ("auto", "exiftool", "python"):
+                raise InputError(f"unknown writer {opts.writer!r}; use auto, exiftool or python")
+            if opts.writer != "python":
+                exe = find_exiftool()
+                if exe is None and opts.writer == "exiftool":
+                    raise InputError("exiftool not found (apt-get install libimage-exiftool-perl)")
+                self.reader = ExiftoolWriter(exe) if exe else None
+            self.writer_name = "XMP sidecars"
+        else:
+            self.writer = make_writer(opts.writer)
+            self.writer_name = self.writer.name
+        self.journal: Journal | None = None
+        if not opts.dry_run:
+            path = opts.journal or default_journal_path(opts.predictions)
+            self.journal = Journal(
+                path,
+                keep_backups=opts.backup,
+                header={
+                    "predictions": str(opts.predictions.absolute()),
+                    "writer": self.writer_name,
+                    "backups": opts.backup,
+                    "sidecar": opts.sidecar,
+                },
+            )
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+        for w in (self.writer, self.reader):
+            if w is not None:
+                w.close()
+
+    # -- a batch of rows -----------------------------------------------------------------------
+
+    def process(self, rows: list[dict[str, Any]]) -> list[FileResult]:
+        results: list[FileResult | None] = [None] * len(rows)
+        jobs: list[_Job] = []
+        targets: set[Path] = set()
+        for i, row in enumerate(rows):
+            job_or_result = self._prepare(i, row)
+            if isinstance(job_or_result, FileResult):
+                results[i] = job_or_result
+            elif job_or_result.target in targets:  # the same file twice: the first row wins
+                results[i] = FileResult(job_or_result.path_text, "skipped", SKIP_DUPLICATE)
+            else:
+                targets.add(job_or_result.target)  # type: ignore[arg-type]
+                jobs.append(job_or_result)
+        try:
+            self._read_existing(jobs)
+            for job in jobs:
+                self._make_temp(job)
+            self._verify(jobs)
+            for job in jobs:
+                self._finish_temp(job)
+            self._commit(jobs)
+        finally:
+            for job in jobs:
+                if job.tmp is not None:
+                    job.tmp.unlink(missing_ok=True)
+        for job in jobs:
+            assert job.result is not None
+            results[job.row] = job.result
+        return [r for r in results if r is not None]
+
+    def _prepare(self, i: int, row: dict[str, Any]) -> _Job | FileResult:
+        """Row rules, then the file: still there, a regular file, the same bytes as predicted."""
+        path_text = str(row.get("path") or "")
+        fix, reason = select_fix(row, self.opts)
+        if fix is None:
+            return FileResult(path_text, "skipped", reason)
+        path = Path(path_text)
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return FileResult(path_text, "failed", "not a regular file")
+            if row.get("image_id") is None or image_id(path) != row["image_id"]:
+                return FileResult(path_text, "skipped", SKIP_CHANGED)
+        except FileNotFoundError:
+            return FileResult(path_text, "skipped", SKIP_MISSING)
+        except OSError as exc:
+            return FileResult(path_text, "failed", _io_reason(exc))
+        path = Path(os.path.realpath(path))
+        job = _Job(row=i, path_text=path_text, photo=path, st=st, fix=fix, photo_hash=row["image_id"])
+        if self.opts.sidecar:
+            job.target = sidecar_path(path, self.opts.sidecar_name)
+            return job
+        job.target, job.target_st, job.old_hash = path, st, job.photo_hash
+        assert self.writer is not None
+        if _read_only(path, st):
+            return FileResult(path_text, "failed", "read-only file")
+        why = self.writer.unsupported(path)
+        if why:
+            return FileResult(path_text, "failed", why)
+        return job
+
+    def _read_existing(self, jobs: list[_Job]) -> None:
+        """The GPS each photo has now (one exiftool command for the batch); skip those with GPS."""
+        if not jobs:
+            return
+        if self.writer is not None:
+            found = self.writer.read_gps_many([j.photo for j in jobs])
+        elif self.reader is not None:
+            found = self.reader.read_gps_many([j.photo for j in jobs])
+        else:
+            found = [_call_reader(j.photo) for j in jobs]
+        for job, existing in zip(jobs, found, strict=True):
+            if isinstance(existing, WriteFailed):
+                job.fail(existing)
+            elif existing.has_gps and not self.opts.overwrite_gps:
+                job.end("skipped", SKIP_HAS_GPS)
+            else:
+                job.existing = existing
+
+    def _make_temp(self, job: _Job) -> None:
+        """The new file, beside the one it replaces; in a dry run, only the decision."""
+        if job.result is not None:
+            return
+        assert job.target is not None and job.existing is not None
+        try:
+            new_sidecar = self._sidecar_bytes(job) if self.opts.sidecar else None
+            if job.result is not None:
+                return
+            if not os.access(job.target.parent, os.W_OK):
+                raise WriteFailed("folder not writable")
+            if self.opts.dry_run:
+                job.end("would write")
+                return
+            job.tmp = temp_path_for(job.target)
+            job.tmp.unlink(missing_ok=True)  # left by a run that was killed
+            if new_sidecar is not None:
+                write_new_file(job.tmp, new_sidecar)
+            else:
+                assert self.writer is not None
+                self.writer.write(job.photo, job.tmp, job.fix, job.existing)
+        except (WriteFailed, OSError) as exc:
+            job.fail(exc)
+
+    def _sidecar_bytes(self, job: _Job) -> bytes | None:
+        """The sidecar to write (merged into an existing one), or None with job.result set."""
+        assert job.target is not None
+        old: bytes | None = None
+        if job.target.exists() or job.target.is_symlink():
+            job.target_st = os.stat(job.target)
+            if not stat.S_ISREG(job.target_st.st_mode):
+                raise WriteFailed(f"{job.target.name} is not a regular file")
+            if _read_only(job.target, job.target_st):
+                raise WriteFailed(f"{job.target.name} is read-only")
+            old = job.target.read_bytes()
+            job.old_hash = image_id_of_bytes(old)
+            if sidecar_has_gps(old) and not self.opts.overwrite_gps:
+                job.end("skipped", SKIP_SIDECAR_GPS)
+                return None
+        return build_sidecar(old, job.fix)
+
+    def _verify(self, jobs: list[_Job]) -> None:
+        """Read every new file back (one exiftool command for the batch)."""
+        live = [j for j in jobs if j.result is None and j.tmp is not None]
+        if not live:
+            return
+        if self.opts.sidecar:
+            checks = [_call_check(_check_sidecar, j.tmp, j.fix) for j in live]
+        else:
+            assert self.writer is not None
+            checks = self.writer.verify_many([(j.tmp, j.fix, j.existing) for j in live])  # type: ignore[misc]
+        for job, problem in zip(live, checks, strict=True):
+            if problem is not None:
+                job.fail(problem)
+
+    def _finish_temp(self, job: _Job) -> None:
+        """Same image data, the old file's mode, owner and times, fsynced; its hash for the journal."""
+        if job.result is not None or job.tmp is None:
+            return
+        try:
+            if not self.opts.sidecar and same_image_data(job.photo, job.tmp) is False:
+                raise WriteFailed("the compressed image data would have changed")
+            if job.target_st is not None:
+                match_file_attributes(job.tmp, job.target_st)
+            fsync_file(job.tmp)
+            job.new_hash = image_id(job.tmp)
+        except (WriteFailed, OSError) as exc:
+            job.fail(exc)
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        """Backups, then the journal records (one fsync), then the renames, then the folders."""
+        live = [j for j in jobs if j.result is None and j.tmp is not None]
+        if not live:
+            return
+        assert self.journal is not None
+        records, ready = [], []
+        for job in live:
+            assert job.target is not None and job.existing is not None
+            try:
+                backup = None
+                if job.target_st is not None and job.old_hash:
+                    backup = self.journal.backup(job.target, job.old_hash, sync=False)
+                    now = os.stat(job.target)
+                    then = job.target_st
+                    if (now.st_size, now.st_mtime_ns, now.st_ino) != (
+                        then.st_size,
+                        then.st_mtime_ns,
+                        then.st_ino,
+                    ):
+                        raise WriteFailed("the file changed while it was being written; left as it is now")
+            except (WriteFailed, OSError) as exc:
+                job.fail(exc)
+                continue
+            records.append(self._record(job, backup))
+            ready.append(job)
+        try:
+            self.journal.sync_backups()
+            self.journal.append_many(records)
+        except OSError as exc:
+            for job in ready:
+                job.fail(exc)
+            return
+        folders = set()
+        for job in ready:
+            assert job.tmp is not None and job.target is not None
+            try:
+                if job.target_st is None:  # a new sidecar: never clobber one that appeared meanwhile
+                    os.link(job.tmp, job.target)
+                else:
+                    replace_atomically(job.tmp, job.target, sync_dir=False)
+            except FileExistsError:
+                job.end("failed", f"{job.target.name} appeared while it was being written; left alone")
+                continue
+            except OSError as exc:
+                job.fail(exc)
+                continue
+            folders.add(job.target.parent)
+            job.end("written")
+        for folder in folders:
+            fsync_dir(folder)
+
+    def _record(self, job: _Job, backup: str | None) -> dict[str, Any]:
+        st, existing, fix = job.target_st, job.existing, job.fix
+        assert existing is not None
+        record: dict[str, Any] = {"op": "sidecar" if self.opts.sidecar else "photo"}
+        if self.opts.sidecar:
+            record.update(photo=str(job.photo), photo_hash=job.photo_hash, existed=st is not None)
+        record.update(
+            path=str(job.target),
+            old_hash=job.old_hash if st is not None else None,
+            new_hash=job.new_hash,
+            backup=backup,
+            size=st.st_size if st else None,
+            mode=stat.S_IMODE(st.st_mode) if st else None,
+            atime_ns=st.st_atime_ns if st else None,
+            mtime_ns=st.st_mtime_ns if st else None,
+            old_gps={"lat": existing.lat, "lon": existing.lon, "tags": existing.tags},
+            new_gps={"lat": fix.lat, "lon": fix.lon, "method": fix.method, "error_m": fix.error_m},
+            writer=self.writer_name,
+        )
+        return record
+
+
+def _call_reader(photo: Path) -> ExistingGps | WriteFailed:
+    try:
+        return read_gps_without_writer(photo)
+    except WriteFailed as exc:
+        return exc
+    except OSError as exc:
+        return WriteFailed(f"cannot read file: {exc.strerror or exc}")
+
+
+def _call_check(fn: Callable[..., None], *args: Any) -> WriteFailed | None:
+    try:
+        fn(*args)
+    except WriteFailed as exc:
+        return exc
+    except OSError as exc:
+        return WriteFailed(f"cannot read back: {exc.strerror or exc}")
+    return None
+
+
+def _check_sidecar(path: Path, fix: GpsFix) -> None:
+    lat, lon, props = read_sidecar_gps(path.read_bytes())
+    if lat is None or lon is None or abs(lat - fix.lat) > 1e-7 or abs(lon - fix.lon) > 1e-7:
+        raise WriteFailed("sidecar read-back position differs from what was written")
+    if props.get("GPSProcessingMethod") != fix.method:
+        raise WriteFailed("sidecar read-back GPSProcessingMethod differs")
+
+
+def run_write_exif(
+    opts: WriteOptions, report: Callable[[FileResult], None] | None = None, *, batch_size: int = BATCH_SIZE
+) -> WriteSummary:
+    """Write (or with dry_run, list) the positions of a predictions file; see the module docstring.
+
+    `report` is called with every row's result, in row order (the CLI prints the dry-run list and
+    the failures). Rows go through in batches of `batch_size`."""
+    if opts.min_confidence is not None and not 0 <= opts.min_confidence <= 1:
+        raise InputError("--min-confidence must be between 0 and 1")
+    total, rows = _rows(opts.predictions)
+    run = _Run(opts)
+    summary = WriteSummary(writer=run.writer_name)
+    try:
+        with progress_bar(total, "write-exif", enabled=opts.progress) as bar:
+            for batch in _batched(rows, batch_size):
+                for result in run.process(batch):
+                    summary.add(result)
+                    if report is not None:
+                        report(result)
+                bar.update(len(batch))
+    finally:
+        run.close()
+    if run.journal is not None and run.journal.created:
+        summary.journal = run.journal.path
+    return summary
+
+
+def _batched(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --------------------------------------------------------------------------------------------------
+# Undo
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UndoSummary:
+    restored: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"restored {self.restored} file(s); {_skipped_text(self.skipped)}; failed {len(self.failed)}"
+
+
+def _restore(path: Path, source: Path, record: dict[str, Any]) -> None:
+    """Put the backup's bytes back at `path` atomically, with the old mode and times. The folder is
+    fsynced by the caller, once per folder: an undo cut short is simply run again."""
+    tmp = temp_path_for(path)
+    tmp.unlink(missing_ok=True)
+    try:
+        shutil.copyfile(source, tmp)
+        if record.get("mode") is not None:
+            os.chmod(tmp, record["mode"])
+        if record.get("mtime_ns") is not None:
+            os.utime(tmp, ns=(record.get("atime_ns") or record["mtime_ns"], record["mtime_ns"]))
+        fsync_file(tmp)
+        replace_atomically(tmp, path, sync_dir=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _undo_one(record: dict[str, Any], backups: Path) -> tuple[str, str | None]:
+    """('restored' | 'skipped' | 'failed', reason) for one journal record."""
+    path = Path(record["path"])
+    now = current_hash(path)
+    old, new = record.get("old_hash"), record.get("new_hash")
+    if now == old:
+        return "skipped", "already original"
+    if now is None:
+        return "skipped", SKIP_MISSING
+    if now != new:
+        return "skipped", "changed after write-exif; left alone"
+    st = os.stat(path)
+    if _read_only(path, st):
+        return "failed", "read-only file"
+    if old is None:  # a sidecar that write-exif created: undo removes it
+        path.unlink()
+        return "restored", None
+    if not record.get("backup"):
+        gps = record.get("old_gps") or {}
+        return "failed", (
+            "written with --no-backup, so the old bytes cannot be restored "
+            f"(old GPS: {gps.get('lat')}, {gps.get('lon')})"
+        )
+    source = backups / record["backup"]
+    if current_hash(source) != old:
+        return "failed", f"backup {source} is missing or damaged"
+    _restore(path, source, record)
+    return "restored", None
+
+
+def run_undo(journal_path: Path, report: Callable[[str, str, str | None], None] | None = None) -> UndoSummary:
+    """Undo every change a journal records, newest first; see geotag.io.journal for the rules.
+
+    Safe to run twice: files already restored are reported as 'already original'."""
+    _, records = read_journal(journal_path)
+    backups = backup_dir_for(Path(journal_path).absolute())
+    summary = UndoSummary()
+    folders: set[Path] = set()
+    for record in iter_undo_order(records):
+        try:
+            action, reason = _undo_one(record, backups)
+        except OSError as exc:
+            action, reason = "failed", _io_reason(exc)
+        path = str(record.get("path"))
+        if action == "restored":
+            folders.add(Path(path).parent)
+            summary.restored += 1
+        elif action == "skipped":
+            summary.skipped[reason or "?"] += 1
+        else:
+            summary.failed.append((path, reason or "?"))
+        if report is not None:
+            report(path, action, reason)
+    for folder in folders:
+        fsync_dir(folder)
+    return summary

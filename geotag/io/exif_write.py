@@ -1,0 +1,1165 @@
+"""Write an estimated GPS position into photos (or XMP sidecars) without harming anything else.
+
+Two photo writers share one interface (`GpsWriter`): read the GPS a file already has, write a *new*
+file with the position added, and verify that new file. Neither ever touches the original: the
+engine (geotag.engine.write_exif) journals the change and swaps the verified file in atomically with
+`replace_atomically` (fsync, rename, fsync of the folder), so a crash, a full disk or a kill leaves
+every photo either as it was or completely written.
+
+- `ExiftoolWriter` drives one long-lived `exiftool -stay_open True -@ -` process (exiftool is the most
+  trusted metadata writer: JPEG, TIFF, PNG, WebP, HEIC and camera RAW). It writes with `-o TEMP`, not
+  `-overwrite_original`, because exiftool's own rename does not fsync and we verify before swapping.
+- `PythonJpegWriter` is the fallback for JPEG when exiftool is absent. It appends a new GPS IFD (and,
+  when needed, a copy of IFD0 carrying the GPS pointer) at the end of the existing EXIF block, so no
+  existing byte moves and every other tag, MakerNote and thumbnail stays valid. piexif was not used:
+  it re-serialises the whole EXIF block (breaking MakerNote offsets) and is unmaintained (GUIDE 7).
+
+The trap (GUIDE 7): EXIF stores an unsigned latitude plus an N/S ref. Both writers always write the
+absolute value and an explicit N/S/E/W ref; a signed value is never handed to a writer that may drop
+the sign. XMP, which has no ref tags, gets the hemisphere letter inside the coordinate string.
+
+Provenance: GPSProcessingMethod (EXIF and XMP) says "geotag <version> estimate", the model, the
+confidence and the error radius, so an estimate is never mistaken for a measured fix; the error
+radius also goes to GPSHPositioningError (metres) when the model gives one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import mmap
+import os
+import queue
+import re
+import shutil
+import stat
+import struct
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from geotag import __version__
+from geotag.errors import InputError
+
+__all__ = [
+    "EXIFTOOL_ENV",
+    "ExistingGps",
+    "ExiftoolProcess",
+    "ExiftoolWriter",
+    "GpsFix",
+    "GpsWriter",
+    "PythonJpegWriter",
+    "WriteFailed",
+    "build_sidecar",
+    "find_exiftool",
+    "fsync_dir",
+    "make_writer",
+    "provenance_text",
+    "read_sidecar_gps",
+    "replace_atomically",
+    "same_image_data",
+    "sidecar_path",
+    "temp_path_for",
+]
+
+EXIFTOOL_ENV = "GEOTAG_EXIFTOOL"
+"""Unset: find `exiftool` on the PATH. `none` (or off/0/false/no): never use it. Else: the program."""
+
+GPS_VERSION = (2, 3, 0, 0)
+VERIFY_TOLERANCE_DEG = 1e-7
+"""Read-back must match the requested position this closely (the promise is 1e-6 degrees)."""
+
+EXIFTOOL_TIMEOUT_S = 300.0
+"""One exiftool command (one file) may take this long before the process is killed and restarted."""
+
+_OFF_WORDS = frozenset({"none", "off", "0", "false", "no"})
+
+
+class WriteFailed(Exception):
+    """This one file could not be written safely; the message says why (one line). Never fatal."""
+
+
+@dataclass(frozen=True)
+class GpsFix:
+    """The position to write and where it came from.
+
+    `lat`/`lon` are signed decimal degrees (south and west negative); they are split into an absolute
+    value and a ref only at the last moment, by each writer.
+    """
+
+    lat: float
+    lon: float
+    model: str | None = None
+    confidence: float | None = None
+    error_km: float | None = None
+
+    @property
+    def lat_ref(self) -> str:
+        return "S" if self.lat < 0 else "N"
+
+    @property
+    def lon_ref(self) -> str:
+        return "W" if self.lon < 0 else "E"
+
+    @property
+    def error_m(self) -> float | None:
+        """GPSHPositioningError in metres; None when the model gave no usable radius."""
+        if self.error_km is None or not math.isfinite(self.error_km) or self.error_km < 0:
+            return None
+        return self.error_km * 1000.0
+
+    @property
+    def method(self) -> str:
+        return provenance_text(self.model, self.confidence, self.error_km)
+
+
+def provenance_text(model: str | None, confidence: float | None, error_km: float | None) -> str:
+    """GPSProcessingMethod: plain ASCII naming geotag, the model, the confidence and the error radius.
+
+    Standard values of this tag are 'GPS', 'NETWORK', 'MANUAL', ...; this text cannot be mistaken for
+    one, and photo managers show it verbatim."""
+    parts = [f"geotag {__version__} estimate (not measured)", f"model={_ascii(model or 'unknown')}"]
+    if confidence is not None and math.isfinite(confidence):
+        parts.append(f"confidence={confidence:.3f}")
+    if error_km is not None and math.isfinite(error_km) and error_km >= 0:
+        parts.append(f"error_km={error_km:.3g}")
+    return "; ".join(parts)
+
+
+def _ascii(text: str) -> str:
+    """Printable ASCII only (EXIF ASCII, exiftool arg lines): anything else becomes '?'."""
+    return "".join(c if 32 <= ord(c) < 127 and c != ";" else "?" for c in text)[:80]
+
+
+@dataclass(frozen=True)
+class ExistingGps:
+    """What a file already says about its position, before anything is written.
+
+    `has_gps` is True when any latitude or longitude tag exists (EXIF or XMP), even an unreadable one:
+    a measured position, however broken, is never silently replaced. `tags` is kept in the journal.
+    """
+
+    has_gps: bool
+    lat: float | None = None
+    lon: float | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    groups: frozenset[str] = frozenset()
+    file_type: str | None = None
+    absent_ifd0: tuple[str, ...] = ()  # exiftool only: mandatory IFD0 tags the file lacks
+
+
+class GpsWriter(Protocol):
+    """What the engine needs from a photo writer."""
+
+    name: str
+
+    def unsupported(self, path: Path) -> str | None:
+        """None when this writer can write `path`; else a one-line reason."""
+
+    def read_gps(self, path: Path) -> ExistingGps: ...
+
+    def read_gps_many(self, paths: Sequence[Path]) -> list[ExistingGps | WriteFailed]:
+        """read_gps for many files at once (one exiftool round trip); failures are returned."""
+
+    def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
+        """Create `dst` (must not exist) = `src` with the position written. Raises WriteFailed."""
+
+    def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
+        """Read the written file back; raise WriteFailed unless it says exactly `fix`."""
+
+    def verify_many(self, items: Sequence[tuple[Path, GpsFix, ExistingGps]]) -> list[WriteFailed | None]:
+        """verify for many written files at once; None where the file is right."""
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Files: temp names, fsync, the atomic swap, image-data comparison
+# --------------------------------------------------------------------------------------------------
+
+
+def temp_path_for(path: Path) -> Path:
+    """A hidden temp name in the same folder (same file system, so the final rename is atomic).
+
+    Deterministic, so a temp file left by a killed run is found and removed by the next one; hidden,
+    so `geotag scan` never lists it. The `.tmp` suffix also matters to exiftool, which decides the
+    output format from `-o`'s extension and refuses some (`-o x.webp` fails in 12.57)."""
+    name = f".{path.name}.geotag.tmp"
+    if len(os.fsencode(name)) > 240:  # NAME_MAX is 255
+        import xxhash
+
+        name = f".geotag-{xxhash.xxh3_64_hexdigest(os.fsencode(path.name))}.tmp"
+    return path.with_name(name)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort on file systems that cannot fsync folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def match_file_attributes(tmp: Path, st: os.stat_result) -> None:
+    """Give the new file the original's permission bits, owner (when allowed) and times (to the ns)."""
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    with contextlib.suppress(OSError):
+        if os.stat(tmp).st_uid != st.st_uid or os.stat(tmp).st_gid != st.st_gid:
+            os.chown(tmp, st.st_uid, st.st_gid)
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def replace_atomically(tmp: Path, target: Path, *, sync_dir: bool = True) -> None:
+    """Rename the finished, fsynced `tmp` onto `target` and make the rename durable (the caller may
+    fsync the folder itself, once for many renames)."""
+    os.replace(tmp, target)
+    if sync_dir:
+        fsync_dir(target.parent)
+
+
+def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Create `path` (must not exist) with `data`, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def jpeg_scan_start(data: bytes | mmap.mmap) -> int | None:
+    """Offset of the first SOS marker: everything from there on is the compressed image (plus any
+    trailer). None when the header segments cannot be walked."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return pos
+        if marker == 0xD9:
+            return None
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def same_image_data(original: Path, written: Path) -> bool | None:
+    """For JPEG: are the compressed image bytes (first SOS to the end of the file) identical?
+
+    None when `original` is no JPEG (other formats rely on the writer and on the test suite)."""
+    with open(original, "rb") as fa, open(written, "rb") as fb:
+        if fa.read(2) != b"\xff\xd8":
+            return None
+        if os.fstat(fa.fileno()).st_size == 0 or os.fstat(fb.fileno()).st_size == 0:
+            return False
+        with (
+            mmap.mmap(fa.fileno(), 0, access=mmap.ACCESS_READ) as a,
+            mmap.mmap(fb.fileno(), 0, access=mmap.ACCESS_READ) as b,
+        ):
+            sa, sb = jpeg_scan_start(a), jpeg_scan_start(b)
+            if sa is None or sb is None:
+                return False
+            return len(a) - sa == len(b) - sb and a[sa:] == b[sb:]
+
+
+# --------------------------------------------------------------------------------------------------
+# exiftool, batch mode
+# --------------------------------------------------------------------------------------------------
+
+
+def find_exiftool() -> str | None:
+    """The exiftool program to use, honouring GEOTAG_EXIFTOOL; None when there is none (or 'none')."""
+    setting = os.environ.get(EXIFTOOL_ENV, "").strip()
+    if setting.lower() in _OFF_WORDS:
+        return None
+    if setting:
+        found = shutil.which(setting)
+        if found is None:
+            raise InputError(f"{EXIFTOOL_ENV}={setting}: no such program (use 'none' to disable exiftool)")
+        return found
+    return shutil.which("exiftool")
+
+
+def _arg_line(arg: str | os.PathLike[str]) -> bytes:
+    """One line of exiftool's argument file, as raw bytes (any file name encoding).
+
+    A plain line is taken literally except for leading blanks and a leading '#' (a comment), which
+    never start the absolute paths and options geotag passes. Only a line break needs a `#[CSTR]`
+    line (C escapes); exiftool mangles '$' and '@' there, so a name with both kinds is refused."""
+    raw = os.fsencode(arg)
+    if b"\n" not in raw and b"\r" not in raw and not raw.startswith((b"#", b" ", b"\t")):
+        return raw + b"\n"
+    if b"$" in raw or b"@" in raw:
+        raise WriteFailed("exiftool cannot be given a file name with both a line break and '$' or '@'")
+    return b"#[CSTR]" + raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r") + b"\n"
+
+
+class ExiftoolError(Exception):
+    """The exiftool process itself failed (died, hung); the caller restarts it."""
+
+
+class ExiftoolProcess:
+    """One `exiftool -stay_open True -@ -` process; `execute(args)` runs one command and returns its
+    stdout and stderr. A reader thread per pipe keeps either pipe from filling up and lets a hung
+    command time out. `-config ''` keeps a user's ~/.ExifTool_config from changing what is written."""
+
+    def __init__(self, executable: str, timeout: float = EXIFTOOL_TIMEOUT_S) -> None:
+        self.executable = executable
+        self.timeout = timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._out: queue.Queue[bytes | None] = queue.Queue()
+        self._err: queue.Queue[bytes | None] = queue.Queue()
+        self._seq = 0
+        self.version = ""
+
+    def start(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        try:
+            self._proc = subprocess.Popen(
+                [self.executable, "-config", "", "-stay_open", "True", "-@", "-"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+            )
+        except OSError as exc:
+            raise InputError(f"cannot start exiftool ({self.executable}): {exc.strerror or exc}") from exc
+        self._out, self._err = queue.Queue(), queue.Queue()
+        for pipe, q in ((self._proc.stdout, self._out), (self._proc.stderr, self._err)):
+            threading.Thread(target=_pump, args=(pipe, q), daemon=True).start()
+        out, _ = self.execute(["-ver"])
+        self.version = out.strip()
+
+    def execute(self, args: Sequence[str | os.PathLike[str]]) -> tuple[str, str]:
+        self.start()
+        assert self._proc is not None and self._proc.stdin is not None
+        self._seq += 1
+        seq = self._seq
+        done = f"{{geotag-done{seq}}}"
+        payload = b"".join(_arg_line(a) for a in args)
+        payload += f"-echo4\n{done}\n-execute{seq}\n".encode()
+        try:
+            self._proc.stdin.write(payload)
+            self._proc.stdin.flush()
+            out = self._collect(self._out, f"{{ready{seq}}}")
+            err = self._collect(self._err, done)
+        except (OSError, ExiftoolError) as exc:
+            self.kill()
+            raise ExiftoolError(f"exiftool failed: {exc}") from exc
+        return out, err
+
+    def _collect(self, q: queue.Queue[bytes | None], marker: str) -> str:
+        lines: list[bytes] = []
+        end = marker.encode()
+        while True:
+            try:
+                line = q.get(timeout=self.timeout)
+            except queue.Empty:
+                raise ExiftoolError(f"no answer within {self.timeout:.0f} s") from None
+            if line is None:
+                raise ExiftoolError("process ended")
+            if line.rstrip(b"\r\n") == end:
+                return b"".join(lines).decode("utf-8", "replace")
+            lines.append(line)
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            with contextlib.suppress(Exception):
+                self._proc.wait(timeout=10)
+            self._proc = None
+
+    def close(self) -> None:
+        """Ask exiftool to exit; kill it if it does not within a few seconds."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"-stay_open\nFalse\n")
+            proc.stdin.close()
+            proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> ExiftoolProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pump(pipe: Any, q: queue.Queue[bytes | None]) -> None:
+    try:
+        for line in iter(pipe.readline, b""):
+            q.put(line)
+    except (OSError, ValueError):
+        pass
+    finally:
+        q.put(None)
+
+
+_ERROR_LINE = re.compile(r"^Error: (.*?)(?: - .*)?$", re.MULTILINE)
+_MANDATORY_IFD0 = ("XResolution", "YResolution", "ResolutionUnit", "YCbCrPositioning")
+"""Tags exiftool adds on its own when it creates IFD0 (a file with no EXIF yet). Naming the absent ones
+for deletion stops that, so a write adds GPS and nothing else."""
+_READ_TAGS = ["-FileType", "-GPS:all", "-XMP-exif:GPS*", *(f"-IFD0:{t}" for t in _MANDATORY_IFD0)]
+
+
+def _first_error(stderr: str) -> str | None:
+    match = _ERROR_LINE.search(stderr)
+    return match.group(1).strip() if match else None
+
+
+def _coordinate(value: Any, ref: Any, negative_ref: str) -> float | None:
+    try:
+        magnitude = abs(float(value))
+    except (TypeError, ValueError):
+        return None
+    ref_text = str(ref or "").strip().upper()[:1]
+    return -magnitude if ref_text == negative_ref else magnitude
+
+
+class ExiftoolWriter:
+    """GPS writer for every format exiftool can write, through one batch-mode process."""
+
+    def __init__(self, executable: str, timeout: float = EXIFTOOL_TIMEOUT_S) -> None:
+        self.process = ExiftoolProcess(executable, timeout)
+        try:
+            self.process.start()
+            out, _ = self.process.execute(["-listwf"])
+        except ExiftoolError as exc:
+            raise InputError(f"exiftool ({executable}) does not answer: {exc}") from exc
+        self.name = f"exiftool {self.process.version}"
+        self._writable = {f".{ext.lower()}" for ext in out.split(":", 1)[-1].split()}
+
+    def unsupported(self, path: Path) -> str | None:
+        suffix = path.suffix.lower()
+        if suffix in self._writable:
+            return None
+        return f"exiftool cannot write {suffix or 'extensionless'} files"
+
+    def _read(self, path: Path) -> dict[str, Any]:
+        try:
+            out, err = self.process.execute(["-j", "-n", "-a", "-G1", *_READ_TAGS, str(path)])
+        except ExiftoolError as exc:
+            raise WriteFailed(str(exc)) from exc
+        try:
+            info = json.loads(out)[0] if out.strip() else {}
+        except (ValueError, IndexError) as exc:
+            raise WriteFailed(f"exiftool gave unreadable output for {path.name}") from exc
+        error = info.get("ExifTool:Error") or _first_error(err)
+        if error:
+            raise WriteFailed(f"exiftool: {error}")
+        return info
+
+    def _read_many(self, paths: Sequence[Path]) -> list[dict[str, Any] | WriteFailed]:
+        """One exiftool command for many files (a round trip per file is most of the cost of a small
+        one). A file the batch answer does not cover cleanly is read again alone, for its message."""
+        by_name: dict[str, Any] = {}
+        if len(paths) > 1:
+            try:
+                out, _ = self.process.execute(["-j", "-n", "-a", "-G1", *_READ_TAGS, *map(str, paths)])
+                by_name = {d.get("SourceFile"): d for d in json.loads(out)} if out.strip() else {}
+            except (ExiftoolError, WriteFailed, ValueError):
+                by_name = {}
+        results: list[dict[str, Any] | WriteFailed] = []
+        for path in paths:
+            info = by_name.get(str(path))
+            if info is None or "ExifTool:Error" in info:
+                try:
+                    info = self._read(path)
+                except WriteFailed as exc:
+                    info = exc
+            results.append(info)
+        return results
+
+    def read_gps(self, path: Path) -> ExistingGps:
+        return _existing_from_info(self._read(path))
+
+    def read_gps_many(self, paths: Sequence[Path]) -> list[ExistingGps | WriteFailed]:
+        return [r if isinstance(r, WriteFailed) else _existing_from_info(r) for r in self._read_many(paths)]
+
+    def _assignments(self, fix: GpsFix, existing: ExistingGps) -> list[str]:
+        """Tag assignments: EXIF GPS always; XMP-exif only where the file already keeps GPS in XMP, so
+        the two never disagree. `#` turns off print conversion, so values are taken literally."""
+        args = [
+            "-GPS:GPSVersionID=" + ".".join(map(str, GPS_VERSION)),
+            f"-GPS:GPSLatitude#={abs(fix.lat):.10f}",
+            f"-GPS:GPSLatitudeRef#={fix.lat_ref}",
+            f"-GPS:GPSLongitude#={abs(fix.lon):.10f}",
+            f"-GPS:GPSLongitudeRef#={fix.lon_ref}",
+            f"-GPS:GPSProcessingMethod={fix.method}",
+        ]
+        error_m = fix.error_m
+        args.append(
+            f"-GPS:GPSHPositioningError#={error_m:.3f}"
+            if error_m is not None
+            else "-GPS:GPSHPositioningError="
+        )
+        args += [f"-IFD0:{tag}=" for tag in existing.absent_ifd0]
+        if "XMP-exif" in existing.groups:
+            args += [
+                # XMP has no ref tags: the numeric value is signed and exiftool writes "33,51.4S"
+                f"-XMP-exif:GPSLatitude#={fix.lat:.10f}",
+                f"-XMP-exif:GPSLongitude#={fix.lon:.10f}",
+                "-XMP-exif:GPSVersionID=" + ".".join(map(str, GPS_VERSION)),
+                f"-XMP-exif:GPSProcessingMethod={fix.method}",
+                f"-XMP-exif:GPSHPositioningError#={error_m:.3f}"
+                if error_m is not None
+                else "-XMP-exif:GPSHPositioningError=",
+            ]
+        return args
+
+    def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
+        args = [*self._assignments(fix, existing), "-o", str(dst), str(src)]
+        try:
+            _, err = self.process.execute(args)
+        except ExiftoolError as exc:
+            dst.unlink(missing_ok=True)
+            raise WriteFailed(str(exc)) from exc
+        error = _first_error(err)
+        if error or not dst.exists():
+            dst.unlink(missing_ok=True)
+            raise WriteFailed(f"exiftool: {error or 'no file written'}")
+
+    def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
+        _check_info(self._read(path), fix, existing)
+
+    def verify_many(self, items: Sequence[tuple[Path, GpsFix, ExistingGps]]) -> list[WriteFailed | None]:
+        results: list[WriteFailed | None] = []
+        for info, (_, fix, existing) in zip(self._read_many([p for p, _, _ in items]), items, strict=True):
+            try:
+                if isinstance(info, WriteFailed):
+                    raise info
+                _check_info(info, fix, existing)
+                results.append(None)
+            except WriteFailed as exc:
+                results.append(exc)
+        return results
+
+    def close(self) -> None:
+        self.process.close()
+
+
+def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
+    tags = {k: v for k, v in info.items() if k.startswith(("GPS:", "XMP-exif:"))}
+    # XMP counts only with a position: a lone XMP GPSVersionID is left alone, not updated
+    groups = frozenset(k.split(":", 1)[0] for k in tags if k.startswith("GPS:") or "GPSL" in k)
+    has = any(k.endswith((":GPSLatitude", ":GPSLongitude")) for k in tags)
+    lat = _coordinate(tags.get("GPS:GPSLatitude"), tags.get("GPS:GPSLatitudeRef"), "S")
+    lon = _coordinate(tags.get("GPS:GPSLongitude"), tags.get("GPS:GPSLongitudeRef"), "W")
+    if lat is None and "XMP-exif:GPSLatitude" in tags:  # XMP values are signed already
+        lat = _float(tags.get("XMP-exif:GPSLatitude"))
+        lon = _float(tags.get("XMP-exif:GPSLongitude"))
+    return ExistingGps(
+        has_gps=has,
+        lat=lat,
+        lon=lon,
+        tags=tags,
+        groups=groups,
+        file_type=info.get("File:FileType"),
+        absent_ifd0=tuple(t for t in _MANDATORY_IFD0 if f"IFD0:{t}" not in info),
+    )
+
+
+def _check_info(info: dict[str, Any], fix: GpsFix, existing: ExistingGps) -> None:
+    """exiftool's read-back of a written file against what was meant; raises WriteFailed."""
+    if existing.file_type and info.get("File:FileType") != existing.file_type:
+        raise WriteFailed(f"file type changed from {existing.file_type} to {info.get('File:FileType')}")
+    lat = _coordinate(info.get("GPS:GPSLatitude"), info.get("GPS:GPSLatitudeRef"), "S")
+    lon = _coordinate(info.get("GPS:GPSLongitude"), info.get("GPS:GPSLongitudeRef"), "W")
+    _check_position(lat, lon, fix, "EXIF")
+    if (
+        str(info.get("GPS:GPSLatitudeRef")) != fix.lat_ref
+        or str(info.get("GPS:GPSLongitudeRef")) != fix.lon_ref
+    ):
+        raise WriteFailed("read-back GPS refs differ from what was written")
+    if str(info.get("GPS:GPSVersionID")) != " ".join(map(str, GPS_VERSION)):
+        raise WriteFailed(f"read-back GPSVersionID is {info.get('GPS:GPSVersionID')!r}")
+    if str(info.get("GPS:GPSProcessingMethod", "")).strip() != fix.method:
+        raise WriteFailed("read-back GPSProcessingMethod differs from what was written")
+    _check_error(_float(info.get("GPS:GPSHPositioningError")), fix)
+    if "XMP-exif" in existing.groups:
+        xmp_lat, xmp_lon = _float(info.get("XMP-exif:GPSLatitude")), _float(info.get("XMP-exif:GPSLongitude"))
+        _check_position(xmp_lat, xmp_lon, fix, "XMP")
+
+
+def _float(value: Any) -> float | None:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _check_position(lat: float | None, lon: float | None, fix: GpsFix, where: str) -> None:
+    if lat is None or lon is None:
+        raise WriteFailed(f"read-back found no {where} position")
+    if abs(lat - fix.lat) > VERIFY_TOLERANCE_DEG or abs(lon - fix.lon) > VERIFY_TOLERANCE_DEG:
+        raise WriteFailed(
+            f"read-back {where} position {lat:.7f}, {lon:.7f} differs from {fix.lat:.7f}, {fix.lon:.7f}"
+        )
+
+
+def _check_error(value: float | None, fix: GpsFix) -> None:
+    wanted = fix.error_m
+    if wanted is None:
+        if value is not None:
+            raise WriteFailed("a stale GPSHPositioningError was left in place")
+        return
+    if value is None or abs(value - wanted) > max(0.01, 1e-6 * wanted):
+        raise WriteFailed(f"read-back GPSHPositioningError is {value}, expected {wanted:.2f}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure-Python JPEG writer
+# --------------------------------------------------------------------------------------------------
+
+_EXIF_HEADER = b"Exif\x00\x00"
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+_MAX_SEGMENT = 65533  # APP1 payload limit: the 16-bit length counts itself
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_GPS_POINTER = 0x8825
+_WRITTEN_GPS_TAGS = frozenset({0x00, 0x01, 0x02, 0x03, 0x04, 0x1B, 0x1F})
+_GPS_NAMES = {
+    0x00: "GPSVersionID",
+    0x01: "GPSLatitudeRef",
+    0x02: "GPSLatitude",
+    0x03: "GPSLongitudeRef",
+    0x04: "GPSLongitude",
+    0x05: "GPSAltitudeRef",
+    0x06: "GPSAltitude",
+    0x1B: "GPSProcessingMethod",
+    0x1F: "GPSHPositioningError",
+}
+_ASCII_CHARSET = b"ASCII\x00\x00\x00"
+
+
+@dataclass
+class _Segment:
+    marker: int
+    start: int  # offset of the 0xFF
+    end: int  # offset after the segment
+
+    def payload(self, data: bytes) -> bytes:
+        return data[self.start + 4 : self.end]
+
+
+def _jpeg_segments(data: bytes) -> list[_Segment]:
+    """The header segments (SOI to the first SOS, exclusive). Raises WriteFailed on anything odd."""
+    if data[:3] != b"\xff\xd8\xff":
+        raise WriteFailed("not a JPEG file")
+    segments: list[_Segment] = []
+    pos, n = 2, len(data)
+    while True:
+        if pos + 2 > n or data[pos] != 0xFF:
+            raise WriteFailed("JPEG header structure is broken")
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xDA, 0xD9):
+            return segments
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            raise WriteFailed("JPEG header is truncated")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2 or pos + 2 + length > n:
+            raise WriteFailed("JPEG segment length is out of range")
+        segments.append(_Segment(marker, pos, pos + 2 + length))
+        pos += 2 + length
+
+
+@dataclass
+class _Entry:
+    tag: int
+    type: int
+    count: int
+    raw: bytes  # the 12 bytes of the entry, copied verbatim when kept
+
+
+class _Tiff:
+    """Just enough TIFF to find IFD0 and the GPS IFD and read their entries, bounds-checked."""
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+        if block[:4] == b"II*\x00":
+            self.order = "<"
+        elif block[:4] == b"MM\x00*":
+            self.order = ">"
+        else:
+            raise WriteFailed("EXIF block has no TIFF header")
+        self.ifd0_offset = self.u32(4)
+
+    def u16(self, off: int) -> int:
+        return struct.unpack_from(self.order + "H", self.block, off)[0]
+
+    def u32(self, off: int) -> int:
+        return struct.unpack_from(self.order + "I", self.block, off)[0]
+
+    def read_ifd(self, offset: int, what: str) -> tuple[list[_Entry], int]:
+        if offset < 8 or offset + 2 > len(self.block):
+            raise WriteFailed(f"EXIF {what} offset is out of range")
+        count = self.u16(offset)
+        end = offset + 2 + 12 * count
+        if end + 4 > len(self.block):
+            raise WriteFailed(f"EXIF {what} runs past the EXIF block")
+        entries = []
+        for i in range(count):
+            pos = offset + 2 + 12 * i
+            tag, typ, cnt = struct.unpack_from(self.order + "HHI", self.block, pos)
+            entries.append(_Entry(tag, typ, cnt, self.block[pos : pos + 12]))
+        return entries, self.u32(end)
+
+    def u32_at(self, entry: _Entry) -> int:
+        """The value/offset field of an entry as an unsigned 32-bit number."""
+        return struct.unpack_from(self.order + "I", entry.raw, 8)[0]
+
+    def value_bytes(self, entry: _Entry) -> bytes | None:
+        size = _TYPE_SIZES.get(entry.type, 0) * entry.count
+        if size <= 4:
+            return entry.raw[8 : 8 + size]
+        off = struct.unpack_from(self.order + "I", entry.raw, 8)[0]
+        if off + size > len(self.block):
+            return None
+        return self.block[off : off + size]
+
+    def value(self, entry: _Entry) -> Any:
+        """A JSON-friendly value of a GPS entry (for the journal and the read-back check)."""
+        raw = self.value_bytes(entry)
+        if raw is None:
+            return None
+        if entry.type == 2:
+            return raw.split(b"\x00", 1)[0].decode("latin-1")
+        if entry.type in (5, 10):
+            fmt = self.order + ("I" if entry.type == 5 else "i") * (2 * entry.count)
+            nums = struct.unpack(fmt, raw)
+            return [nums[i] / nums[i + 1] if nums[i + 1] else None for i in range(0, len(nums), 2)]
+        if entry.type in (1, 3, 4):
+            fmt = self.order + {1: "B", 3: "H", 4: "I"}[entry.type] * entry.count
+            return list(struct.unpack(fmt, raw))
+        if entry.type == 7:
+            return raw.removeprefix(_ASCII_CHARSET).split(b"\x00", 1)[0].decode("latin-1")
+        return None
+
+
+def _dms_rationals(value: float) -> list[tuple[int, int]]:
+    """|value| as degrees/1, minutes/1, seconds/1e6 in exact integers (seconds never reach 60)."""
+    micro = round(abs(value) * 3600 * 1_000_000)
+    deg, rest = divmod(micro, 3600 * 1_000_000)
+    minutes, micro_sec = divmod(rest, 60 * 1_000_000)
+    return [(deg, 1), (minutes, 1), (micro_sec, 1_000_000)]
+
+
+def _metres_rational(value: float) -> tuple[int, int]:
+    centi = round(value * 100)
+    return (centi, 100) if centi < 2**32 else (min(round(value), 2**32 - 1), 1)
+
+
+class _Exif:
+    """The Exif APP1 segment of a JPEG, parsed; `with_gps` returns the new file's bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.segments = _jpeg_segments(data)
+        self.app1 = next(
+            (s for s in self.segments if s.marker == 0xE1 and s.payload(data).startswith(b"Exif\x00")), None
+        )
+        self.tiff: _Tiff | None = None
+        self.ifd0: list[_Entry] = []
+        self.ifd0_next = 0
+        self.gps: list[_Entry] = []
+        self.gps_pointer: _Entry | None = None
+        if self.app1 is None:
+            return
+        self.tiff = _Tiff(self.app1.payload(data)[6:])
+        self.ifd0, self.ifd0_next = self.tiff.read_ifd(self.tiff.ifd0_offset, "IFD0")
+        self.gps_pointer = next((e for e in self.ifd0 if e.tag == _GPS_POINTER), None)
+        if self.gps_pointer is not None:
+            if self.gps_pointer.count != 1 or self.gps_pointer.type not in (4, 13):
+                raise WriteFailed("EXIF GPS pointer is malformed")
+            self.gps, _ = self.tiff.read_ifd(self.tiff.u32_at(self.gps_pointer), "GPS IFD")
+
+    def xmp_has_gps(self) -> bool:
+        return any(
+            s.marker == 0xE1
+            and s.payload(self.data).startswith(_XMP_HEADER)
+            and b"GPSL" in s.payload(self.data)
+            for s in self.segments
+        )
+
+    def gps_tags(self) -> dict[str, Any]:
+        if self.tiff is None:
+            return {}
+        return {_GPS_NAMES.get(e.tag, f"GPSTag{e.tag:#06x}"): self.tiff.value(e) for e in self.gps}
+
+    def with_gps(self, fix: GpsFix) -> bytes:
+        if self.tiff is None:
+            order = ">"
+            block = bytearray(b"MM\x00*\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00")  # empty IFD0 at 8
+            ifd0: list[_Entry] = []
+            ifd0_next = 0
+            gps_pointer = None
+        else:
+            order = self.tiff.order
+            block = bytearray(self.tiff.block)
+            ifd0, ifd0_next, gps_pointer = self.ifd0, self.ifd0_next, self.gps_pointer
+        pack = lambda fmt, *v: struct.pack(order + fmt, *v)  # noqa: E731
+        if len(block) % 2:
+            block += b"\x00"  # TIFF offsets are word aligned
+
+        new_entries: list[tuple[int, int, int, bytes]] = [
+            (0x00, 1, 4, bytes(GPS_VERSION)),
+            (0x01, 2, 2, fix.lat_ref.encode() + b"\x00"),
+            (0x02, 5, 3, b"".join(pack("II", *r) for r in _dms_rationals(fix.lat))),
+            (0x03, 2, 2, fix.lon_ref.encode() + b"\x00"),
+            (0x04, 5, 3, b"".join(pack("II", *r) for r in _dms_rationals(fix.lon))),
+        ]
+        method = _ASCII_CHARSET + fix.method.encode("ascii")
+        new_entries.append((0x1B, 7, len(method), method))
+        if fix.error_m is not None:
+            new_entries.append((0x1F, 5, 1, pack("II", *_metres_rational(fix.error_m))))
+        kept = [e for e in self.gps if e.tag not in _WRITTEN_GPS_TAGS]
+
+        # Layout at the end of the block: [IFD0 copy, when it lacks a GPS pointer] [GPS IFD] [values]
+        ifd0_copy_at = len(block) if gps_pointer is None else None
+        gps_at = len(block) + (2 + 12 * (len(ifd0) + 1) + 4 if gps_pointer is None else 0)
+        n_gps = len(kept) + len(new_entries)
+        values_at = gps_at + 2 + 12 * n_gps + 4
+        values = bytearray()
+        rows: list[tuple[int, bytes]] = [(e.tag, e.raw) for e in kept]
+        for tag, typ, count, value in new_entries:
+            if len(value) <= 4:
+                field_bytes = value.ljust(4, b"\x00")
+            else:
+                field_bytes = pack("I", values_at + len(values))
+                values += value + (b"\x00" if len(value) % 2 else b"")
+            rows.append((tag, pack("HHI", tag, typ, count) + field_bytes))
+        rows.sort(key=lambda r: r[0])
+        gps_ifd = pack("H", n_gps) + b"".join(r for _, r in rows) + pack("I", 0)
+
+        if gps_pointer is None:
+            pointer = pack("HHI", _GPS_POINTER, 4, 1) + pack("I", gps_at)
+            entries = sorted([(e.tag, e.raw) for e in ifd0] + [(_GPS_POINTER, pointer)], key=lambda r: r[0])
+            block += pack("H", len(entries)) + b"".join(r for _, r in entries) + pack("I", ifd0_next)
+            assert ifd0_copy_at is not None
+            block[4:8] = pack("I", ifd0_copy_at)
+        else:
+            pos = self._entry_offset(gps_pointer)
+            block[pos + 8 : pos + 12] = pack("I", gps_at)
+        assert len(block) == gps_at
+        block += gps_ifd + values
+
+        payload = _EXIF_HEADER + bytes(block)
+        if len(payload) > _MAX_SEGMENT:
+            raise WriteFailed("the EXIF block would outgrow a JPEG segment (64 KB); install exiftool")
+        segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+        if self.app1 is not None:
+            return self.data[: self.app1.start] + segment + self.data[self.app1.end :]
+        insert_at = 2
+        for s in self.segments:  # after a leading JFIF/JFXX APP0, as exiftool places it
+            if s.marker != 0xE0 or s.start != insert_at:
+                break
+            insert_at = s.end
+        return self.data[:insert_at] + segment + self.data[insert_at:]
+
+    def _entry_offset(self, entry: _Entry) -> int:
+        """Where `entry` (one of IFD0's) sits in the TIFF block."""
+        assert self.tiff is not None
+        index = self.ifd0.index(entry)
+        return self.tiff.ifd0_offset + 2 + 12 * index
+
+
+def _dms_value(tags: dict[str, Any], axis: str, negative_ref: str) -> float | None:
+    parts = tags.get(f"GPS{axis}")
+    if not isinstance(parts, list) or len(parts) != 3 or any(p is None for p in parts):
+        return None
+    value = parts[0] + parts[1] / 60 + parts[2] / 3600
+    return -value if tags.get(f"GPS{axis}Ref") == negative_ref else value
+
+
+class PythonJpegWriter:
+    """The fallback when exiftool is absent: JPEG only, EXIF GPS only, nothing else moves."""
+
+    name = "python (JPEG only)"
+
+    def unsupported(self, path: Path) -> str | None:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(3)
+        except OSError as exc:
+            return f"cannot read file: {exc.strerror or exc}"
+        if head == b"\xff\xd8\xff":
+            return None
+        return "only JPEG can be written without exiftool (apt-get install libimage-exiftool-perl)"
+
+    def read_gps(self, path: Path) -> ExistingGps:
+        exif = _Exif(path.read_bytes())
+        tags = exif.gps_tags()
+        has = "GPSLatitude" in tags or "GPSLongitude" in tags or exif.xmp_has_gps()
+        from geotag.io.exif import read_exif
+
+        info = read_exif(path)
+        return ExistingGps(
+            has_gps=has,
+            lat=info.gt_lat,
+            lon=info.gt_lon,
+            tags={f"GPS:{k}": v for k, v in tags.items()},
+            groups=frozenset({"GPS"} if tags else set()) | ({"XMP"} if exif.xmp_has_gps() else set()),
+            file_type="JPEG",
+        )
+
+    def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
+        if "XMP" in existing.groups:
+            raise WriteFailed("the photo keeps GPS in XMP too; only exiftool updates both")
+        new = _Exif(src.read_bytes()).with_gps(fix)
+        try:
+            write_new_file(dst, new)
+        except OSError as exc:
+            dst.unlink(missing_ok=True)
+            raise WriteFailed(f"cannot write: {exc.strerror or exc}") from exc
+
+    def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
+        from geotag.io.exif import read_exif
+
+        tags = _Exif(path.read_bytes()).gps_tags()
+        _check_position(_dms_value(tags, "Latitude", "S"), _dms_value(tags, "Longitude", "W"), fix, "EXIF")
+        # and through an independent parser, the one `geotag scan` uses (exifread). It cannot see an
+        # EXIF block that follows a large XMP segment ('no exif'); then the check above stands alone.
+        info = read_exif(path)
+        if info.gt_note != "no exif":
+            _check_position(info.gt_lat, info.gt_lon, fix, "EXIF (exifread)")
+        if tags.get("GPSLatitudeRef") != fix.lat_ref or tags.get("GPSLongitudeRef") != fix.lon_ref:
+            raise WriteFailed("read-back GPS refs differ from what was written")
+        if tags.get("GPSVersionID") != list(GPS_VERSION) or tags.get("GPSProcessingMethod") != fix.method:
+            raise WriteFailed("read-back GPSVersionID or GPSProcessingMethod differs")
+        error = tags.get("GPSHPositioningError")
+        _check_error(error[0] if error else None, fix)
+
+    def read_gps_many(self, paths: Sequence[Path]) -> list[ExistingGps | WriteFailed]:
+        return [_call(self.read_gps, p) for p in paths]
+
+    def verify_many(self, items: Sequence[tuple[Path, GpsFix, ExistingGps]]) -> list[WriteFailed | None]:
+        return [_call(self.verify, *item) for item in items]
+
+    def close(self) -> None:
+        pass
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    """fn(*args), with a WriteFailed (or a read error) returned instead of raised."""
+    try:
+        return fn(*args)
+    except WriteFailed as exc:
+        return exc
+    except OSError as exc:
+        return WriteFailed(f"cannot read file: {exc.strerror or exc}")
+
+
+def make_writer(kind: str = "auto") -> GpsWriter:
+    """'auto': exiftool when available (GEOTAG_EXIFTOOL), else the Python JPEG writer; 'exiftool' or
+    'python' force one. Asking for exiftool when there is none is an input error."""
+    if kind not in ("auto", "exiftool", "python"):
+        raise InputError(f"unknown writer {kind!r}; use auto, exiftool or python")
+    if kind == "python":
+        return PythonJpegWriter()
+    exe = find_exiftool()
+    if exe is None:
+        if kind == "exiftool":
+            raise InputError(
+                "exiftool not found (apt-get install libimage-exiftool-perl, or unset GEOTAG_EXIFTOOL=none)"
+            )
+        return PythonJpegWriter()
+    return ExiftoolWriter(exe)
+
+
+def read_gps_without_writer(path: Path) -> ExistingGps:
+    """Whether a photo has GPS, through geotag's own reader (sidecar mode without exiftool)."""
+    from geotag.io.exif import read_exif
+
+    info = read_exif(path)
+    note = info.gt_note or ""
+    if note.startswith(("unsupported format", "exif unreadable")):
+        raise WriteFailed(f"cannot tell whether the photo has GPS ({note}); install exiftool")
+    has = info.gt_lat is not None or note not in ("no exif", "no gps", "no gps position")
+    return ExistingGps(has_gps=has, lat=info.gt_lat, lon=info.gt_lon, tags={"gt_note": info.gt_note})
+
+
+# --------------------------------------------------------------------------------------------------
+# XMP sidecars
+# --------------------------------------------------------------------------------------------------
+
+NS_X = "adobe:ns:meta/"
+NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+NS_EXIF = "http://ns.adobe.com/exif/1.0/"
+_SIDECAR_GPS = ("GPSVersionID", "GPSLatitude", "GPSLongitude", "GPSProcessingMethod", "GPSHPositioningError")
+
+
+def sidecar_path(photo: Path, style: str = "photo.jpg.xmp") -> Path:
+    """`photo.jpg.xmp` (darktable, digiKam; the default) or `photo.xmp` (Lightroom, for raw files)."""
+    if style == "photo.jpg.xmp":
+        return photo.with_name(photo.name + ".xmp")
+    if style == "photo.xmp":
+        return photo.with_suffix(".xmp")
+    raise InputError(f"unknown sidecar name style {style!r}; use photo.jpg.xmp or photo.xmp")
+
+
+def xmp_coordinate(value: float, positive: str, negative: str) -> str:
+    """XMP GPSCoordinate 'DDD,MM.mmmmmmmmK' (degrees, decimal minutes, hemisphere letter)."""
+    micro_min = round(abs(value) * 60 * 10**8)
+    deg, rest = divmod(micro_min, 60 * 10**8)
+    return f"{deg},{rest // 10**8:02d}.{rest % 10**8:08d}{negative if value < 0 else positive}"
+
+
+def parse_xmp_coordinate(text: str) -> float | None:
+    """'33,51.40704S' or '33,51,24.42S' -> signed degrees; None when unreadable."""
+    match = re.fullmatch(
+        r"\s*(\d+(?:\.\d+)?)(?:,(\d+(?:\.\d+)?))?(?:,(\d+(?:\.\d+)?))?\s*([NSEWnsew])\s*", text
+    )
+    if not match:
+        return None
+    deg, minutes, seconds, ref = match.groups()
+    value = float(deg) + float(minutes or 0) / 60 + float(seconds or 0) / 3600
+    return -value if ref.upper() in "SW" else value
+
+
+def _sidecar_values(fix: GpsFix) -> dict[str, str]:
+    values = {
+        "GPSVersionID": ".".join(map(str, GPS_VERSION)),
+        "GPSLatitude": xmp_coordinate(fix.lat, "N", "S"),
+        "GPSLongitude": xmp_coordinate(fix.lon, "E", "W"),
+        "GPSProcessingMethod": fix.method,
+    }
+    if fix.error_m is not None:
+        num, den = _metres_rational(fix.error_m)
+        values["GPSHPositioningError"] = f"{num}/{den}"
+    return values
+
+
+def _fresh_sidecar(fix: GpsFix) -> bytes:
+    from xml.sax.saxutils import escape
+
+    props = "".join(f"   <exif:{k}>{escape(v)}</exif:{k}>\n" for k, v in _sidecar_values(fix).items())
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<x:xmpmeta xmlns:x="{NS_X}" x:xmptk="geotag {__version__}">\n'
+        f' <rdf:RDF xmlns:rdf="{NS_RDF}">\n'
+        f'  <rdf:Description rdf:about=""\n    xmlns:exif="{NS_EXIF}">\n'
+        f"{props}"
+        "  </rdf:Description>\n"
+        " </rdf:RDF>\n"
+        "</x:xmpmeta>\n"
+    ).encode()
+
+
+def _parse_xmp(data: bytes) -> tuple[ET.Element, list[tuple[str, str]]]:
+    """The XMP tree (comments kept) plus its namespace prefixes, to write them back unchanged."""
+    import io
+
+    try:
+        prefixes = [item for _, item in ET.iterparse(io.BytesIO(data), events=("start-ns",))]
+        root = ET.fromstring(data, parser=ET.XMLParser(target=ET.TreeBuilder(insert_comments=True)))
+    except ET.ParseError as exc:
+        raise WriteFailed(f"existing sidecar is not valid XML ({exc})") from exc
+    return root, prefixes  # type: ignore[return-value]
+
+
+def _descriptions(root: ET.Element) -> list[ET.Element]:
+    return list(root.iter(f"{{{NS_RDF}}}Description"))
+
+
+def read_sidecar_gps(data: bytes) -> tuple[float | None, float | None, dict[str, str]]:
+    """(lat, lon, exif GPS properties) of an XMP sidecar; properties may be attributes or elements."""
+    root, _ = _parse_xmp(data)
+    props: dict[str, str] = {}
+    for desc in _descriptions(root):
+        for key, value in desc.attrib.items():
+            if key.startswith(f"{{{NS_EXIF}}}GPS"):
+                props[key.split("}", 1)[1]] = value
+        for child in desc:
+            if isinstance(child.tag, str) and child.tag.startswith(f"{{{NS_EXIF}}}GPS"):
+                props[child.tag.split("}", 1)[1]] = (child.text or "").strip()
+    lat = parse_xmp_coordinate(props["GPSLatitude"]) if "GPSLatitude" in props else None
+    lon = parse_xmp_coordinate(props["GPSLongitude"]) if "GPSLongitude" in props else None
+    return lat, lon, props
+
+
+def sidecar_has_gps(data: bytes) -> bool:
+    _, _, props = read_sidecar_gps(data)
+    return "GPSLatitude" in props or "GPSLongitude" in props
+
+
+def build_sidecar(existing: bytes | None, fix: GpsFix) -> bytes:
+    """A new sidecar, or `existing` with its exif:GPS properties replaced and everything else kept.
+
+    The merge re-serialises the XML tree with the original prefixes, so other applications' data
+    (darktable history, Lightroom develop settings) survives; text around the root element (an
+    `<?xpacket?>` wrapper, the XML declaration) is kept byte for byte."""
+    if existing is None or not existing.strip():
+        return _fresh_sidecar(fix)
+    root, prefixes = _parse_xmp(existing)
+    descs = _descriptions(root)
+    if not descs:
+        raise WriteFailed("existing sidecar has no rdf:Description to add GPS to")
+    written = {f"{{{NS_EXIF}}}{name}" for name in _SIDECAR_GPS}
+    for desc in descs:
+        for key in [k for k in desc.attrib if k in written]:
+            del desc.attrib[key]
+        for child in [c for c in desc if c.tag in written]:
+            desc.remove(child)
+    target = descs[0]
+    for name, value in _sidecar_values(fix).items():
+        ET.SubElement(target, f"{{{NS_EXIF}}}{name}").text = value
+    try:
+        text = existing.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WriteFailed("existing sidecar is not UTF-8") from exc
+    start = re.search(r"<(?![?!])([^\s/>]+)", text)
+    close = text.rfind(f"</{start.group(1)}") if start else -1
+    end = text.find(">", close) if close >= 0 else -1
+    if start is None or end < 0:
+        raise WriteFailed("existing sidecar has no XML root element")
+    registered = dict(prefixes)
+    registered.setdefault("exif", NS_EXIF)
+    for prefix, uri in registered.items():
+        if prefix and not re.match(r"ns\d+$", prefix):
+            ET.register_namespace(prefix, uri)
+    body = ET.tostring(root, encoding="unicode")
+    return (text[: start.start()] + body + text[end + 1 :]).encode("utf-8")
