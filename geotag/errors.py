@@ -24,3 +24,8 @@ class SchemaError(InputError):
 
 class WeightsError(GeotagError):
     """Model weights cannot be found or loaded (offline with no cache, bad file)."""
+
+
+class ImageError(GeotagError):
+    """A problem with one image a model was given (a missing segmentation map, say): the predict engine
+    turns it into an error row for that image and goes on with the others."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from geotag.errors import InputError
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -38,6 +40,7 @@ class Prediction:
     topk_lat: torch.Tensor  # (B, k)
     topk_lon: torch.Tensor
     topk_score: torch.Tensor  # (B, k) probabilities
+    error_km: torch.Tensor | None = None  # (B,) the model's median-error radius, where it has one
     extras: dict[str, list[str | None]] = field(
         default_factory=dict
     )  # optional columns: cell, scene, country
@@ -54,6 +57,15 @@ class GeoModel(nn.Module):
 
     name: str = ""
     weights_label: str = ""
+    needs_image_keys: bool = False  # True: predict() also wants the batch's image_ids and paths
+
+    def set_tta(self, crops: int) -> None:
+        """Test-time augmentation (several crops, probabilities averaged), for models that have it."""
+        raise InputError(f"model {self.name!r} has no test-time augmentation (--tta-crops)")
+
+    def set_segmentation(self, provider: object) -> None:
+        """Another segmentation source (--seg-dir, --segmenter), for models with a segmentation branch."""
+        raise InputError(f"model {self.name!r} has no segmentation branch (--seg-dir, --segmenter)")
 
     def preprocess(self) -> Preprocess:
         """The transform decode must apply before `forward` / `predict`."""
