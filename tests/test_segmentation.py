@@ -128,7 +128,7 @@ def test_disk_maps_by_image_id_then_stem(tmp_path: Path) -> None:
     assert (maps[0, :, 5, 0] * 255).round().tolist() == [6, 230, 230]  # left half of the crop: sky
     assert maps[0, :, 5, 9].tolist() == [0.0, 0.0, 0.0]  # right half: unlabelled -> black
     assert (maps[1, :, 0, 0] * 255).round().tolist() == [1, 2, 3]  # an RGB map is used as is
-    with pytest.raises(InputError, match="nope.png, other.png"):
+    with pytest.raises(ImageError, match="nope.png, other.png"):
         disk.load(["nope"], ["/photos/other.jpg"], size=10)
     with pytest.raises(InputError, match="not found"):
         DiskSegmentation(tmp_path / "missing")
