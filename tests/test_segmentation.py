@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from geotag.errors import InputError, WeightsError
+from geotag.errors import ImageError, InputError, WeightsError
 from geotag.models import segmentation as seg
 from geotag.models.segmentation import (
     ADE20K_PALETTE,
