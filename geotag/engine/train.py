@@ -1,0 +1,665 @@
+"""`geotag train`: the training loop shared by every model; what is model-specific lives in a TrainTask.
+
+One optimizer step = `accum` micro-batches of `batch_size` images. AdamW over parameter groups (no
+weight decay on biases, norms and scalars such as GeoCLIP's logit scale; optional layer-wise LR decay over
+the backbone's blocks), a linear warm-up then a cosine to `lr * min_lr_ratio` computed from the step
+number alone, bf16 autocast on CUDA (float32 on CPU), global-norm gradient clipping.
+
+Each epoch ends with a validation: the task predicts the validation images and the distances to their
+truth give the standard accuracies (1 / 25 / 200 / 750 / 2500 km, d <= t, haversine R = 6,371.0088 km),
+the median and mean error and GeoScore, appended to `OUT/metrics.csv` (first row: the constant baseline
+that always answers the training coordinates' spherical mean). Checkpoints (see models/checkpoint.py)
+are written every `save_every` steps, at each epoch end and at the end.
+
+Exact resume: the data order is a permutation seeded by (seed, epoch), crops are seeded per image, the
+DataLoader draws its worker seeds from its own generator, validation runs inside a forked RNG, and a
+checkpoint holds the weights, the optimizer, the task state (GPS queue), the position and every RNG
+state. On CPU a run cut at a checkpoint and resumed ends with the same bits as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xxhash
+from torch import nn
+from torch.utils.data import DataLoader
+
+from geotag import __version__
+from geotag.config import TrainConfig
+from geotag.engine.predict import auto_workers, resolve_device
+from geotag.engine.train_data import (
+    EpochSampler,
+    TrainDataset,
+    TrainSamples,
+    collate_train,
+    load_samples,
+    split_samples,
+)
+from geotag.errors import GeotagError, InputError
+from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
+from geotag.io.decode import normalize
+from geotag.models.base import GeoModel
+from geotag.models.checkpoint import (
+    TrainerState,
+    list_checkpoints,
+    load_trainer_state,
+    prune_checkpoints,
+    read_train_info,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    step_dir,
+)
+from geotag.models.tasks import TrainTask, make_task
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"
+METRIC_KEYS = ("n", *(f"acc_{t}km" for t in DEFAULT_THRESHOLDS_KM), "median_km", "mean_km", "geoscore")
+CSV_COLUMNS = ("kind", "epoch", "step", *METRIC_KEYS, "train_loss", "lr", "seconds")
+RESUME_KEYS = (
+    "model",
+    "batch_size",
+    "accum",
+    "lr",
+    "min_lr_ratio",
+    "weight_decay",
+    "warmup_steps",
+    "clip_grad",
+    "freeze_backbone",
+    "layer_decay",
+    "augment",
+    "seed",
+    "val_fraction",
+    "train_gps_encoder",
+    "queue_size",
+    "variant",
+    "label_smoothing_km",
+)
+"""Settings that shape the result: a resumed run must use the saved values."""
+
+
+class TrainingDiverged(GeotagError):
+    """The loss became NaN or infinite: the run stops (its last checkpoint stays usable)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces (each tested on its own)
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the base LR for optimizer step `step` (0-based): linear warm-up over `warmup`
+    steps to 1, then a half cosine down to `min_ratio` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, layer_decay: float = 1.0, layered: list[nn.Module] | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters, each with an `lr_scale`.
+
+    Weight decay skips 1-d parameters (biases, norms) and scalars. With layer_decay < 1, the parameters
+    of the `layered` timm modules are grouped by block (timm's param_groups_layer_decay: the last block
+    keeps the full LR, each earlier one is scaled by layer_decay once more).
+    """
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    if layer_decay < 1.0:
+        from timm.optim import param_groups_layer_decay
+
+        for module in layered or []:
+            for g in param_groups_layer_decay(module, weight_decay, layer_decay=layer_decay):
+                params = [p for p in g["params"] if p.requires_grad and id(p) not in seen]
+                seen.update(id(p) for p in params)
+                if params:
+                    groups.append(
+                        {"params": params, "weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"]}
+                    )
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups.append({"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0})
+    groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0})
+    return [g for g in groups if g["params"]]
+
+
+def distance_metrics(
+    pred_lat: np.ndarray, pred_lon: np.ndarray, lat: np.ndarray, lon: np.ndarray
+) -> dict[str, float | int]:
+    """Accuracy at the standard thresholds (d <= t), median / mean error (km) and mean GeoScore,
+    named as `geotag eval` names them (acc_25km, ...)."""
+    d = haversine_np(pred_lat, pred_lon, lat, lon)
+    row: dict[str, float | int] = {"n": int(len(d))}
+    for t in DEFAULT_THRESHOLDS_KM:
+        row[f"acc_{t}km"] = float((d <= t).mean()) if len(d) else float("nan")
+    row["median_km"] = float(np.median(d)) if len(d) else float("nan")
+    row["mean_km"] = float(d.mean()) if len(d) else float("nan")
+    row["geoscore"] = float(geoscore(d).mean()) if len(d) else float("nan")
+    return row
+
+
+def mean_location(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float]:
+    """Spherical mean of coordinates: the constant baseline's answer."""
+    phi, lam = np.radians(lat), np.radians(lon)
+    v = np.array([(np.cos(phi) * np.cos(lam)).sum(), (np.cos(phi) * np.sin(lam)).sum(), np.sin(phi).sum()])
+    v /= max(np.linalg.norm(v), 1e-12)
+    return float(np.degrees(np.arcsin(np.clip(v[2], -1, 1)))), float(np.degrees(np.arctan2(v[1], v[0])))
+
+
+def fingerprint(samples: TrainSamples) -> str:
+    """A hash of the training split's ids and coordinates: a resumed run must see the same data."""
+    h = xxhash.xxh64()
+    for i in samples.image_ids.to_pylist():
+        h.update(str(i).encode())
+        h.update(b"\0")
+    h.update(np.round(samples.lat, 7).tobytes())
+    h.update(np.round(samples.lon, 7).tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress (the CLI passes a RichMonitor; library callers get silence)
+
+
+class TrainMonitor:
+    """Receives progress; the default does nothing (library functions never print)."""
+
+    def start(self, total_steps: int, done_steps: int, info: dict[str, Any]) -> None: ...
+
+    def step(self, step: int, logs: dict[str, float]) -> None: ...
+
+    def validated(self, row: dict[str, Any]) -> None: ...
+
+    def saved(self, path: Path) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RichMonitor(TrainMonitor):
+    """A rich progress bar (steps, loss, LR) and one line per validation, on the given console."""
+
+    def __init__(self, console: Any, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.progress: Any = None
+        self.task: Any = None
+
+    def start(self, total_steps: int, done_steps: int, info: dict[str, Any]) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console.print(
+            f"training {info['model']} on {info['device']}: {info['n_train']} train / {info['n_val']} val "
+            f"images, {info['steps_per_epoch']} steps per epoch",
+            highlight=False,
+        )
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[logs]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total_steps, completed=done_steps, logs="")
+
+    def step(self, step: int, logs: dict[str, float]) -> None:
+        if self.progress is not None:
+            text = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
+            self.progress.update(self.task, completed=step, logs=text)
+
+    def validated(self, row: dict[str, Any]) -> None:
+        accs = " ".join(f"{t}km {row[f'acc_{t}km'] * 100:.1f}%" for t in DEFAULT_THRESHOLDS_KM)
+        what = "baseline (mean location)" if row["kind"] == "baseline" else f"epoch {row['epoch']} val"
+        self.console.print(
+            f"{what}: {accs}, median {row['median_km']:,.0f} km (n={row['n']})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def saved(self, path: Path) -> None:
+        self.console.print(f"checkpoint {path}", highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainSummary:
+    steps: int = 0
+    epochs_done: int = 0
+    checkpoint: Path | None = None  # the newest checkpoint (what `predict --weights` takes)
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # rows written to metrics.csv this run
+    n_train: int = 0
+    n_val: int = 0
+    device: str = "cpu"
+    resumed_from: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    predict_args: str = ""  # `geotag predict` options that use the result
+
+
+@dataclass
+class Position:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    micro: int = 0  # micro-batches of the current epoch done
+    last_val_step: int = -1
+    loss_sum: float = 0.0  # running training loss of the current epoch (survives a resume)
+    loss_count: int = 0
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.batch_size < 1 or cfg.accum < 1 or cfg.epochs < 1:
+        raise InputError("--batch-size, --accum and --epochs must be at least 1")
+    if not cfg.lr > 0:
+        raise InputError(f"--lr must be positive, got {cfg.lr}")
+    if not 0 < cfg.layer_decay <= 1:
+        raise InputError(f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
+    if cfg.warmup_steps < 0 or (cfg.clip_grad is not None and cfg.clip_grad < 0):
+        raise InputError("--warmup-steps and --clip-grad must not be negative")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise InputError("--max-steps must be at least 1")
+
+
+def settings(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "data"} | {
+        "data": [str(p) for p in cfg.data]
+    }
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+
+
+@contextmanager
+def _rng_preserved(device: torch.device) -> Iterator[None]:
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _loader(
+    dataset: TrainDataset,
+    batch_size: int,
+    sampler: EpochSampler,
+    workers: int,
+    device: torch.device,
+    seed: int,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_train,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),  # worker seeds never touch the global RNG
+        persistent_workers=False,
+    )
+
+
+def _to_device(batch: dict[str, Any], model: GeoModel, device: torch.device, samples: TrainSamples) -> dict:
+    pre = model.preprocess()
+    index = batch["index"].tolist()
+    return {
+        "images": normalize(batch["pixels"].to(device, non_blocking=True), pre.mean, pre.std),
+        "latlon": batch["latlon"],
+        "scene": batch["scene"],
+        "index": batch["index"],
+        "paths": [samples.paths[i].as_py() for i in index],
+        "image_ids": [samples.image_ids[i].as_py() for i in index],
+    }
+
+
+class Trainer:
+    """One training run; `run_train` is the function to call."""
+
+    def __init__(self, cfg: TrainConfig, task: TrainTask | None, monitor: TrainMonitor | None) -> None:
+        check_config(cfg)
+        self.cfg = cfg
+        self.task = task if task is not None else make_task(cfg)
+        self.monitor = monitor or TrainMonitor()
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        self.workers = auto_workers(self.device) if cfg.workers is None else cfg.workers
+        self.summary = TrainSummary(device=str(self.device))
+        self.pos = Position()
+
+    # -- setup --------------------------------------------------------------------------------------
+
+    def _resume_point(self) -> Path | None:
+        found = list_checkpoints(self.out)
+        if found and not self.cfg.resume:
+            raise InputError(
+                f"{self.out} already holds checkpoints (newest {found[-1][1].name}): pass --resume to "
+                "continue that run, or choose another --out"
+            )
+        if self.cfg.resume and not found:
+            raise InputError(f"--resume: no checkpoint to resume from in {self.out}")
+        return found[-1][1] if found else None
+
+    def _check_resume(self, folder: Path, train: TrainSamples) -> None:
+        info = read_train_info(folder)
+        saved, now = info.get("settings", {}), settings(self.cfg)
+        diff = [
+            f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in RESUME_KEYS if k in saved and saved[k] != now[k]
+        ]
+        if diff:
+            raise InputError(f"--resume with other settings than the saved run: {', '.join(diff)}")
+        if info.get("data_fingerprint") != fingerprint(train):
+            raise InputError("--resume: the training data differ from the run being resumed")
+        if saved.get("epochs") != self.cfg.epochs:
+            self.summary.notes.append(
+                f"epochs changed from {saved.get('epochs')} to {self.cfg.epochs}: the LR schedule changes"
+            )
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        resume_from = self._resume_point()
+        samples = load_samples(cfg.data, cfg.image_root, workers=max(1, self.workers))
+        val = load_samples([cfg.val], cfg.image_root, workers=max(1, self.workers)) if cfg.val else None
+        self.train, self.val = split_samples(samples, seed=cfg.seed, val_fraction=cfg.val_fraction, val=val)
+        self.summary.notes.extend(self.train.notes + (val.notes if val is not None else []))
+        self.steps_per_epoch = len(self.train) // (cfg.batch_size * cfg.accum)
+        if self.steps_per_epoch < 1:
+            raise InputError(
+                f"{len(self.train)} training images: fewer than one step of --batch-size x --accum "
+                f"({cfg.batch_size * cfg.accum})"
+            )
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if resume_from is not None:
+            self._check_resume(resume_from, self.train)
+        else:
+            self._metrics_path().unlink(missing_ok=True)  # left by an earlier run that saved nothing
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        self.model = self.task.build(cfg, self.train, resume_from)
+        self.task.configure(self.model, cfg.freeze_backbone)
+        if resume_from is not None:
+            self.task.load_weights(self.model, resume_from)
+        self.model.to(self.device)
+        groups = param_groups(
+            self.model, cfg.weight_decay, cfg.layer_decay, self.task.layered_modules(self.model)
+        )
+        if not groups:
+            raise InputError("nothing to train: every parameter is frozen")
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
+        self.dataset = TrainDataset(self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed)
+
+    def _restore(self, folder: Path) -> None:
+        state = load_trainer_state(folder)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.task.load_state_dict(state.task_tensors, state.task_scalars)
+        self.pos = Position(**state.position)
+        set_rng_state(state.rng_tensors, state.rng_json)
+        self.summary.resumed_from = folder
+        self._truncate_metrics(self.pos.step)
+
+    # -- metrics ------------------------------------------------------------------------------------
+
+    def _metrics_path(self) -> Path:
+        return self.out / METRICS_FILE
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop rows an interrupted run wrote after the checkpoint being resumed."""
+        path = self._metrics_path()
+        if not path.is_file():
+            return
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        kept = [r for r in rows if int(r["step"]) <= step]
+        self._write_metrics(kept, mode="w")
+
+    def _write_metrics(self, rows: list[dict[str, Any]], mode: str = "a") -> None:
+        path = self._metrics_path()
+        new = mode == "w" or not path.is_file()
+        with path.open("w" if new else "a", newline="") as fh:
+            writer = csv.DictWriter(fh, CSV_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self._write_metrics([row])
+        self.summary.metrics.append(row)
+        self.monitor.validated(row)
+
+    # -- validation ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any] | None:
+        if not len(self.val):
+            return None
+        model, cfg = self.model, self.cfg
+        dataset = TrainDataset(self.val, model.preprocess(), augment=False, seed=cfg.seed)
+        sampler = list(range(len(self.val)))
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=self.workers,
+            collate_fn=collate_train,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        lat_p, lon_p, index = [], [], []
+        with _rng_preserved(self.device):
+            model.eval()
+            self.task.before_validation(model)
+            for batch in loader:
+                if batch["pixels"] is None:
+                    continue
+                b = _to_device(batch, model, self.device, self.val)
+                with _autocast(self.device, cfg.amp):
+                    lat, lon = self.task.predict(model, b)
+                lat_p.append(lat.double().cpu().numpy())
+                lon_p.append(lon.double().cpu().numpy())
+                index.append(batch["index"].numpy())
+        if not index:
+            return None
+        idx = np.concatenate(index)
+        return distance_metrics(
+            np.concatenate(lat_p), np.concatenate(lon_p), self.val.lat[idx], self.val.lon[idx]
+        )
+
+    def _baseline(self) -> None:
+        if not len(self.val) or self.pos.step > 0 or self._metrics_path().is_file():
+            return
+        lat, lon = mean_location(self.train.lat, self.train.lon)
+        n = len(self.val)
+        row = distance_metrics(np.full(n, lat), np.full(n, lon), self.val.lat, self.val.lon)
+        self._record({"kind": "baseline", "epoch": -1, "step": 0, **row})
+
+    def _validate_and_record(self, epoch: int, loss: float | None, started: float) -> None:
+        metrics = self.validate()
+        self.pos.last_val_step = self.pos.step
+        if metrics is None:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"kind": "val", "epoch": epoch, "step": self.pos.step, **metrics}
+        row.update(train_loss=loss, lr=lr, seconds=round(time.monotonic() - started, 1))
+        self._record(row)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        cfg = self.cfg
+        folder = step_dir(self.out, self.pos.step)
+        task_tensors, task_scalars = self.task.state_dict()
+        rng_tensors, rng_json = rng_state()
+        trainer = TrainerState(
+            optimizer=self.optimizer.state_dict(),
+            position=asdict(self.pos),
+            task_tensors=task_tensors,
+            task_scalars=task_scalars,
+            rng_tensors=rng_tensors,
+            rng_json=rng_json,
+        )
+        last = next((r for r in reversed(self.summary.metrics) if r["kind"] == "val"), None)
+        info = {
+            "geotag_version": __version__,
+            "task": self.task.name,
+            "step": self.pos.step,
+            "epoch": self.pos.epoch,
+            "settings": settings(cfg),
+            "split": {
+                "seed": cfg.seed,
+                "val_fraction": cfg.val_fraction,
+                "val": str(cfg.val) if cfg.val else None,
+            },
+            "data": {"n_train": len(self.train), "n_val": len(self.val)},
+            "data_fingerprint": fingerprint(self.train),
+            "metrics": {
+                k: v for k, v in (last or {}).items() if isinstance(v, int | float) and math.isfinite(v)
+            },
+        }
+        model_info = {"train": {k: info[k] for k in ("step", "epoch", "settings", "split")}}
+        save_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp, model_info), info, trainer)
+        prune_checkpoints(self.out, cfg.keep)
+        self.summary.checkpoint = folder
+        self.monitor.saved(folder)
+        return folder
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        for module in self.task.frozen_modules(self.model):
+            module.eval()
+
+    def _optimizer_step(self) -> float:
+        cfg = self.cfg
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        total_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if cfg.clip_grad and grads:
+            torch.nn.utils.clip_grads_with_norm_(params, cfg.clip_grad, total_norm)
+        norm = float(total_norm)
+        factor = lr_factor(self.pos.step, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * group.get("lr_scale", 1.0) * factor
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pos.step += 1
+        return norm
+
+    def run(self) -> TrainSummary:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.setup()
+        stop_at = min(self.total_steps, cfg.max_steps or self.total_steps)
+        micro_per_epoch = self.steps_per_epoch * cfg.accum
+        started = time.monotonic()
+        self.monitor.start(
+            stop_at,
+            self.pos.step,
+            {
+                "model": cfg.model,
+                "device": self.device,
+                "n_train": len(self.train),
+                "n_val": len(self.val),
+                "steps_per_epoch": self.steps_per_epoch,
+            },
+        )
+        saved_at = self.pos.step if self.summary.resumed_from else -1
+        try:
+            self._baseline()
+            self.optimizer.zero_grad(set_to_none=True)
+            while self.pos.step < stop_at and self.pos.epoch < cfg.epochs:
+                epoch_loss = self._run_epoch(stop_at, micro_per_epoch)
+                if self.pos.micro < micro_per_epoch:
+                    break  # stopped by max_steps inside the epoch
+                self._validate_and_record(self.pos.epoch, epoch_loss, started)
+                self.pos.epoch += 1
+                self.pos.micro = 0
+                self.pos.loss_sum, self.pos.loss_count = 0.0, 0
+                self.summary.epochs_done += 1
+                self.save()
+                saved_at = self.pos.step
+            if self.pos.last_val_step != self.pos.step and self.pos.step > 0:
+                self._validate_and_record(self.pos.epoch, None, started)
+            if saved_at != self.pos.step:
+                self.save()
+        finally:
+            self.monitor.close()
+        self.summary.steps = self.pos.step
+        if self.summary.checkpoint is None and (found := list_checkpoints(self.out)):
+            self.summary.checkpoint = found[-1][1]
+        if self.summary.checkpoint is not None:
+            self.summary.predict_args = self.task.predict_args(self.out, self.summary.checkpoint)
+        return self.summary
+
+    def _run_epoch(self, stop_at: int, micro_per_epoch: int) -> float | None:
+        cfg, pos = self.cfg, self.pos
+        self.dataset.epoch = pos.epoch
+        sampler = EpochSampler(
+            len(self.train), cfg.seed, pos.epoch, pos.micro * cfg.batch_size, micro_per_epoch * cfg.batch_size
+        )
+        loader_seed = xxhash.xxh64_intdigest(f"loader:{cfg.seed}:{pos.epoch}:{pos.micro}".encode()) & (
+            2**63 - 1
+        )
+        loader = _loader(self.dataset, cfg.batch_size, sampler, self.workers, self.device, loader_seed)
+        logs: dict[str, float] = {}
+        self._train_mode()
+        for batch in loader:
+            if batch["pixels"] is not None:
+                b = _to_device(batch, self.model, self.device, self.train)
+                with _autocast(self.device, cfg.amp):
+                    out = self.task.loss(self.model, b)
+                (out["loss"] / cfg.accum).backward()
+                value = float(out["loss"].detach())
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss is {value} at step {pos.step + 1}; lower --lr, keep "
+                        "--clip-grad on, or add --warmup-steps"
+                    )
+                pos.loss_sum, pos.loss_count = pos.loss_sum + value, pos.loss_count + 1
+                logs = {k: float(v.detach().float().mean()) for k, v in out.items()}
+            pos.micro += 1
+            if pos.micro % cfg.accum:
+                continue
+            logs["grad_norm"] = self._optimizer_step()
+            logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.monitor.step(pos.step, logs)
+            if cfg.save_every and pos.step % cfg.save_every == 0 and pos.micro < micro_per_epoch:
+                self.save()
+            if pos.step >= stop_at:
+                break
+        return pos.loss_sum / pos.loss_count if pos.loss_count else None
+
+
+def run_train(
+    cfg: TrainConfig, *, task: TrainTask | None = None, monitor: TrainMonitor | None = None
+) -> TrainSummary:
+    """Train `cfg.model` on `cfg.data` into the run folder `cfg.out` (see the module docstring).
+
+    `task` overrides the registry's task for `cfg.model` (tests and benchmarks pass tiny models).
+    """
+    return Trainer(cfg, task, monitor).run()

@@ -1,0 +1,381 @@
+"""Training data: where the (photo, coordinate) pairs come from, how they are split, how they are read.
+
+Sources (any mix, concatenated in the order given):
+- a manifest, CSV / TSV / Parquet, with a path column (`path`, `file`, `filename`, `img_file`, `image`,
+  `img_path`, `image_path`, `img_id`; any case) and `lat`/`latitude`, `lon`/`longitude`/`lng`, optional
+  `image_id`, `scene` (indoor / natural / urban, or 0 / 1 / 2) and `country`. Relative paths are taken
+  from `image_root`, else from the manifest's folder. MP-16-style lists (IMG_FILE, LAT, LON) read as they
+  are. A `geotag scan` / `predict` Parquet file works too: its `gt_lat` / `gt_lon` are the truth;
+- a folder of photos: every photo whose EXIF carries GPS is a training example (a photographer's own
+  archive: learn from the tagged part, then `geotag predict` the untagged part).
+
+Split: an image is in the validation set when a seeded 64-bit hash of its image_id falls below
+`val_fraction`, so the split is stable whatever the order of the rows and whatever else is added. The
+image_id is the content hash for folders (as in every geotag file), the manifest's `image_id` column when
+it has one, else the path as written in the manifest (hashing millions of files up front would cost
+more than the training epoch it protects). With a separate validation manifest, training rows whose
+image_id is also in it are dropped (a leak).
+
+Reading is deterministic for exact resume: the order of an epoch is a permutation seeded by (seed,
+epoch), and the random crop of an image depends only on (seed, epoch, index), never on which DataLoader
+worker reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+import xxhash
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from geotag.errors import InputError
+from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
+from geotag.models.base import Preprocess
+
+log = logging.getLogger(__name__)
+
+PATH_NAMES = ("path", "file", "filename", "img_file", "image", "img_path", "image_path", "img_id")
+LAT_NAMES = ("lat", "latitude", "gt_lat")
+LON_NAMES = ("lon", "longitude", "lng", "gt_lon")
+SCENES = ("indoor", "natural", "urban")
+CROP_SCALE = (0.35, 1.0)
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+@dataclass
+class TrainSamples:
+    """Columns of the training pairs (pyarrow strings stay compact and fork-friendly for millions)."""
+
+    paths: pa.Array  # absolute paths (string)
+    image_ids: pa.Array  # string
+    lat: np.ndarray  # float64 degrees
+    lon: np.ndarray
+    scene: np.ndarray  # int64 index into SCENES, -1 unknown
+    country: pa.Array  # string or null
+    notes: list[str] = field(default_factory=list)  # what was left out and why
+
+    def __len__(self) -> int:
+        return len(self.lat)
+
+    def take(self, index: np.ndarray) -> TrainSamples:
+        idx = pa.array(np.asarray(index, dtype=np.int64))
+        return TrainSamples(
+            self.paths.take(idx),
+            self.image_ids.take(idx),
+            self.lat[index],
+            self.lon[index],
+            self.scene[index],
+            self.country.take(idx),
+            list(self.notes),
+        )
+
+    @property
+    def has_scene(self) -> bool:
+        return bool((self.scene >= 0).any())
+
+    @staticmethod
+    def concat(parts: Sequence[TrainSamples]) -> TrainSamples:
+        if not parts:
+            raise InputError("no training data given")
+        return TrainSamples(
+            pa.concat_arrays([p.paths for p in parts]),
+            pa.concat_arrays([p.image_ids for p in parts]),
+            np.concatenate([p.lat for p in parts]),
+            np.concatenate([p.lon for p in parts]),
+            np.concatenate([p.scene for p in parts]),
+            pa.concat_arrays([p.country for p in parts]),
+            [n for p in parts for n in p.notes],
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Sources
+
+
+def load_samples(sources: Sequence[Path], image_root: Path | None = None, workers: int = 1) -> TrainSamples:
+    """Training pairs from manifests and / or EXIF-tagged folders (see the module docstring)."""
+    parts = []
+    for src in sources:
+        src = Path(src)
+        if src.is_dir():
+            parts.append(samples_from_folder(src, workers))
+        elif src.is_file():
+            parts.append(read_manifest(src, image_root))
+        else:
+            raise InputError(f"training data not found: {src}")
+    samples = TrainSamples.concat(parts)
+    if not len(samples):
+        raise InputError("no usable training examples (no rows with a valid lat/lon)")
+    return samples
+
+
+def read_manifest(path: Path, image_root: Path | None = None) -> TrainSamples:
+    """A CSV / TSV / Parquet manifest; rows without a valid coordinate or path are dropped (noted)."""
+    table = _read_table(path)
+    path_col = _column(table, PATH_NAMES, path, "path")
+    lat_col, lon_col = _column(table, LAT_NAMES, path, "lat"), _column(table, LON_NAMES, path, "lon")
+    names = [c.lower() for c in table.column_names]
+    notes = []
+    if "img_id" in names and names.index(lat_col.lower()) > names.index(lon_col.lower()):
+        lat_col, lon_col = lon_col, lat_col  # the 2018 GeoEstimation CSVs: see geotag.io.truth
+        notes.append(f"{path.name}: header says LON before LAT (GeoEstimation 2018); read by position")
+    lat, lon = _floats(table.column(lat_col)), _floats(table.column(lon_col))
+    raw_paths = pc.cast(table.column(path_col), pa.string()).combine_chunks()
+    ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    ok &= ~np.asarray(raw_paths.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if "status" in table.column_names:  # a geotag predictions / scan file: only readable rows
+        status = table.column("status").to_pylist()
+        ok &= np.array([s == "ok" for s in status], dtype=bool)
+    keep = np.flatnonzero(ok)
+    if len(keep) < len(ok):
+        notes.append(f"{path.name}: {len(ok) - len(keep)} row(s) without a valid path and lat/lon")
+    base = Path(image_root) if image_root is not None else path.parent
+    text = raw_paths.take(pa.array(keep)).to_pylist()
+    paths = pa.array([str(p) if Path(p).is_absolute() else str((base / p).absolute()) for p in text])
+    id_col = _maybe_column(table, ("image_id",))
+    ids = pa.array(text) if id_col is None else table.column(id_col).combine_chunks().take(pa.array(keep))
+    ids = pc.if_else(pc.is_null(ids), pa.array(text), pc.cast(ids, pa.string()))
+    scene_col = _maybe_column(table, ("scene", "s3_label"))
+    scene = (
+        parse_scenes(table.column(scene_col).to_pylist())[keep]
+        if scene_col
+        else np.full(len(keep), -1, np.int64)
+    )
+    country_col = _maybe_column(table, ("country",))
+    country = pa.nulls(len(keep), pa.string())
+    if country_col:
+        text = pc.utf8_trim_whitespace(pc.cast(table.column(country_col).combine_chunks(), pa.string()))
+        country = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).take(pa.array(keep))
+    return TrainSamples(paths, ids, lat[keep], lon[keep], scene, country, notes)
+
+
+def samples_from_folder(folder: Path, workers: int = 1) -> TrainSamples:
+    """Every photo under `folder` whose EXIF has GPS; the untagged and unreadable ones are counted."""
+    from geotag.engine.scan import ordered_map, scan_file
+    from geotag.io.scan import iter_records
+
+    paths, ids, lat, lon = [], [], [], []
+    untagged = failed = 0
+    for row in ordered_map(scan_file, iter_records([folder]), workers=workers):
+        if row["status"] != "ok":
+            failed += 1
+        elif row.get("gt_lat") is None or row.get("gt_lon") is None:
+            untagged += 1
+        else:
+            paths.append(row["path"])
+            ids.append(row["image_id"])
+            lat.append(row["gt_lat"])
+            lon.append(row["gt_lon"])
+    notes = [f"{folder}: {untagged} photo(s) without GPS, {failed} unreadable"] if untagged or failed else []
+    n = len(paths)
+    return TrainSamples(
+        pa.array(paths, pa.string()),
+        pa.array(ids, pa.string()),
+        np.array(lat, dtype=np.float64),
+        np.array(lon, dtype=np.float64),
+        np.full(n, -1, np.int64),
+        pa.nulls(n, pa.string()),
+        notes,
+    )
+
+
+def parse_scenes(values: Sequence[Any]) -> np.ndarray:
+    """Scene labels as indices into SCENES: names in any case, or 0 / 1 / 2 as numbers or text
+    (GeoEstimation's S3_Label); anything else -1."""
+    out = np.full(len(values), -1, np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or v is None:
+            continue
+        text = str(v).strip().lower()
+        if text in SCENES:
+            out[i] = SCENES.index(text)
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        if number in (0.0, 1.0, 2.0):
+            out[i] = int(number)
+    return out
+
+
+def _read_table(path: Path) -> pa.Table:
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+        if magic == b"PAR1":
+            return pq.read_table(path)
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        convert = pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True)  # "NA" is Namibia
+        return pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=convert
+        )
+    except (OSError, pa.ArrowException) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"cannot read manifest {path}: {first}") from exc
+
+
+def _maybe_column(table: pa.Table, names: Sequence[str]) -> str | None:
+    by_lower = {n.lower(): n for n in table.column_names}
+    return next((by_lower[n] for n in names if n in by_lower), None)
+
+
+def _column(table: pa.Table, names: Sequence[str], path: Path, what: str) -> str:
+    found = _maybe_column(table, names)
+    if found is None:
+        have = ", ".join(table.column_names) or "none"
+        raise InputError(f"manifest {path} needs a {what} column ({'/'.join(names)}); has: {have}")
+    return found
+
+
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    """Column as float64; nulls and text that is not a number become NaN (the row is then dropped)."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        is_number = pc.match_substring_regex(column, _NUMBER)
+        column = pc.if_else(is_number, pc.utf8_trim_whitespace(column), pa.scalar(None, column.type))
+    try:
+        column = pc.cast(column, pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(f"coordinate column of type {column.type} is not numeric") from exc
+    return column.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Split
+
+
+def hash_unit(image_ids: Sequence[str] | pa.Array, seed: int) -> np.ndarray:
+    """A number in [0, 1) per id from xxh64 of "seed:id": stable across runs, machines and row order."""
+    ids = image_ids.to_pylist() if isinstance(image_ids, pa.Array) else list(image_ids)
+    prefix = f"{seed}:"
+    return (
+        np.array([xxhash.xxh64_intdigest((prefix + str(i)).encode()) for i in ids], dtype=np.float64)
+        / 2.0**64
+    )
+
+
+def split_samples(
+    samples: TrainSamples, *, seed: int, val_fraction: float, val: TrainSamples | None = None
+) -> tuple[TrainSamples, TrainSamples]:
+    """(train, val): by the seeded id hash, or `val` as given (its ids removed from training)."""
+    if val is not None:
+        val_ids = set(val.image_ids.to_pylist())
+        keep = np.array([i not in val_ids for i in samples.image_ids.to_pylist()], dtype=bool)
+        train = samples.take(np.flatnonzero(keep))
+        if (~keep).any():
+            train.notes.append(
+                f"{int((~keep).sum())} training row(s) also in the validation set were dropped"
+            )
+        return train, val
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    in_val = hash_unit(samples.image_ids, seed) < val_fraction
+    return samples.take(np.flatnonzero(~in_val)), samples.take(np.flatnonzero(in_val))
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    return xxhash.xxh64_intdigest(f"{seed}:{epoch}:{index}".encode())
+
+
+def random_resized_crop(img: Image.Image, size: int, rng: random.Random, interpolation: str) -> Image.Image:
+    """torchvision's RandomResizedCrop geometry (area scale CROP_SCALE, log-uniform aspect CROP_RATIO)
+    drawn from `rng`. No flips: a mirror swaps the side of the road and reverses writing, both of which
+    are location cues."""
+    w, h = img.size
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(*CROP_SCALE)
+        ratio = math.exp(rng.uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            img = img.crop((left, top, left + cw, top + ch))
+            break
+    return resize_center_crop(img, size, interpolation)
+
+
+class TrainDataset(Dataset[dict[str, Any]]):
+    """Item i: model-ready uint8 pixels (or None when the file cannot be read) and its labels."""
+
+    def __init__(
+        self, samples: TrainSamples, pre: Preprocess, *, augment: bool, seed: int, draft: bool = True
+    ) -> None:
+        self.samples = samples
+        self.pre = pre
+        self.augment = augment
+        self.seed = seed
+        self.draft = draft
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.samples
+        path = s.paths[i].as_py()
+        size = self.pre.input_size
+        try:
+            img = load_rgb(path, min_side=size if self.draft else None)
+            if self.augment:
+                rng = random.Random(item_seed(self.seed, self.epoch, i))
+                img = random_resized_crop(img, size, rng, self.pre.interpolation)
+            else:
+                img = resize_center_crop(img, size, self.pre.interpolation)
+            pixels: torch.Tensor | None = to_uint8_tensor(img)
+        except Exception as exc:  # noqa: BLE001 - a broken photo is skipped (and counted), not fatal
+            log.debug("skipping %s: %s", path, exc)
+            pixels = None
+        return {"pixels": pixels, "index": i, "lat": s.lat[i], "lon": s.lon[i], "scene": int(s.scene[i])}
+
+
+def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the readable items; `failed` counts the rest (dropped from this batch)."""
+    good = [it for it in items if it["pixels"] is not None]
+    if not good:
+        return {"pixels": None, "failed": len(items)}
+    return {
+        "pixels": torch.stack([it["pixels"] for it in good]),
+        "latlon": torch.tensor([[it["lat"], it["lon"]] for it in good], dtype=torch.float64),
+        "scene": torch.tensor([it["scene"] for it in good], dtype=torch.int64),
+        "index": torch.tensor([it["index"] for it in good], dtype=torch.int64),
+        "failed": len(items) - len(good),
+    }
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of an epoch: a function of (n, seed, epoch) only."""
+    gen = torch.Generator().manual_seed(
+        xxhash.xxh64_intdigest(f"order:{seed}:{epoch}".encode()) & (2**63 - 1)
+    )
+    return torch.randperm(n, generator=gen)
+
+
+class EpochSampler(Sampler[int]):
+    """Indices `start:stop` of an epoch's permutation (a resumed epoch starts where it was cut)."""
+
+    def __init__(self, n: int, seed: int, epoch: int, start: int, stop: int) -> None:
+        self.order = epoch_order(n, seed, epoch)[start:stop]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order.tolist())

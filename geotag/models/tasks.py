@@ -1,0 +1,475 @@
+"""Training tasks: what the model-agnostic trainer (geotag.engine.train) needs to know about one model
+family, and nothing more. A task builds its model from the training coordinates, says which parameters
+train, turns a batch into a dict of losses, predicts for validation, and writes the model's files into a
+checkpoint in the format `registry.build_model(name, weights=folder)` reads.
+
+- `GeoCLIPTask`: contrastive image-GPS loss with the GPS queue (geotag.models.losses), frozen CLIP
+  backbone by default; trains the image MLP and the logit scale, optionally the GPS encoder.
+- `TransLocatorTask`: geocells built from the training coordinates (geo/cells.py), cross-entropy per
+  partition weighted 0.5 / 0.3 / 0.2 coarse to fine, optional PIGEON haversine label smoothing, and the
+  scene loss where scene labels exist.
+- GeoDecoder's per-hierarchy losses will be one more task once the model exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geotag.errors import InputError
+from geotag.models.base import GeoModel
+from geotag.models.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    load_model_weights,
+    load_state_checked,
+    read_weights,
+    write_json,
+    write_model_files,
+)
+from geotag.models.losses import (
+    BATCH_NOISE_M,
+    QUEUE_NOISE_M,
+    QUEUE_SIZE,
+    GPSQueue,
+    contrastive_loss,
+    hierarchical_cell_loss,
+    jitter_gps,
+)
+
+if TYPE_CHECKING:
+    from geotag.config import TrainConfig
+    from geotag.engine.train_data import TrainSamples
+    from geotag.geo.cells import Geocells
+
+log = logging.getLogger(__name__)
+
+GALLERY_FILE = "gallery.parquet"
+MAX_GALLERY = 100_000
+"""GeoCLIP's default gallery size (100K MP-16 coordinates); a larger training set is subsampled."""
+
+
+class TrainTask:
+    """Base class: the defaults suit a model whose `predict` needs only the images."""
+
+    name = ""
+    frozen = False
+
+    def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
+        """The model to train, from scratch or shaped like `checkpoint` (resume) before its weights load."""
+        raise NotImplementedError
+
+    def configure(self, model: GeoModel, freeze_backbone: bool) -> None:
+        """Set `requires_grad` on what trains."""
+        raise NotImplementedError
+
+    def frozen_modules(self, model: GeoModel) -> list[nn.Module]:
+        """Modules kept in eval mode while training (a frozen backbone: no dropout, fixed norms)."""
+        return []
+
+    def layered_modules(self, model: GeoModel) -> list[nn.Module]:
+        """timm modules whose blocks get layer-wise LR decay."""
+        return []
+
+    def loss(self, model: GeoModel, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Losses of one micro-batch; "loss" is what is minimised, the rest are logged."""
+        raise NotImplementedError
+
+    def before_validation(self, model: GeoModel) -> None:
+        """Refresh what prediction caches (e.g. gallery embeddings after the GPS encoder changed)."""
+
+    @torch.no_grad()
+    def predict(self, model: GeoModel, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = model.predict(batch["images"], 1)
+        return pred.lat, pred.lon
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Task state a resumed run needs (tensors, JSON scalars)."""
+        return {}, {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+        pass
+
+    def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
+        """Write the model's files into a checkpoint folder (read back by the registry's builder)."""
+        raise NotImplementedError
+
+    def load_weights(self, model: GeoModel, folder: Path) -> None:
+        """Load a checkpoint's trained weights into a model from `build(..., checkpoint=folder)`."""
+        raise NotImplementedError
+
+    def predict_args(self, run_dir: Path, checkpoint: Path) -> str:
+        """The `geotag predict` options that use this run's newest checkpoint."""
+        return f"--model {self.name} --weights {run_dir}"
+
+
+# ------------------------------------------------------------------------------------------------
+# GeoCLIP
+
+
+def gallery_from_coords(
+    lat: np.ndarray, lon: np.ndarray, limit: int = MAX_GALLERY, seed: int = 0
+) -> torch.Tensor:
+    """Unique training coordinates (to ~1 m), a seeded subsample when there are more than `limit`:
+    GeoCLIP's gallery is a sample of its training coordinates."""
+    points = np.unique(np.round(np.stack([lat, lon], axis=1), 5), axis=0)
+    if len(points) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(points), limit, replace=False))
+        points = points[keep]
+    return torch.from_numpy(points.astype(np.float32))
+
+
+class GeoCLIPTask(TrainTask):
+    """GeoCLIP's contrastive training (Vivanco Cepeda et al. 2023) with the details of losses.py.
+
+    Trained: the image MLP and the logit scale; the GPS encoder with `train_gps_encoder`; the CLIP tower
+    only without `freeze_backbone`. Training starts from the released heads, as fine-tuning.
+    """
+
+    name = "geoclip"
+
+    def __init__(
+        self,
+        queue_size: int = QUEUE_SIZE,
+        batch_noise_m: float = BATCH_NOISE_M,
+        queue_noise_m: float = QUEUE_NOISE_M,
+        train_gps_encoder: bool = False,
+    ) -> None:
+        self.queue = GPSQueue(queue_size, queue_noise_m)
+        self.batch_noise_m = batch_noise_m
+        self.train_gps_encoder = train_gps_encoder
+        self.own_gallery = False
+        self.untrained_backbone = False
+
+    def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
+        from geotag.models.gallery import load_gallery
+        from geotag.models.registry import build_model
+
+        model = build_model(
+            "geoclip",
+            backbone_weights=cfg.backbone_weights,
+            gallery=cfg.gallery,
+            allow_untrained=cfg.allow_untrained,
+        )
+        self.untrained_backbone = "UNTRAINED" in model.weights_label
+        if cfg.gallery is None:
+            own = checkpoint / GALLERY_FILE if checkpoint is not None else None
+            points = (
+                load_gallery(own)
+                if own is not None and own.is_file()
+                else gallery_from_coords(train.lat, train.lon, seed=cfg.seed)
+            )
+            model.set_gallery(points)  # type: ignore[attr-defined]
+            self.own_gallery = True
+        return model
+
+    def configure(self, model: GeoModel, freeze_backbone: bool) -> None:
+        self.frozen = freeze_backbone
+        model.requires_grad_(False)
+        model.image_encoder.mlp.requires_grad_(True)  # type: ignore[attr-defined]
+        model.logit_scale.requires_grad_(True)  # type: ignore[attr-defined]
+        if self.train_gps_encoder:
+            model.location_encoder.requires_grad_(True)  # type: ignore[attr-defined]
+        if not freeze_backbone:
+            model.image_encoder.backbone.requires_grad_(True)  # type: ignore[attr-defined]
+
+    def frozen_modules(self, model: GeoModel) -> list[nn.Module]:
+        frozen = [model.image_encoder.backbone] if self.frozen else []  # type: ignore[attr-defined]
+        return frozen if self.train_gps_encoder else [*frozen, model.location_encoder]  # type: ignore[attr-defined]
+
+    def layered_modules(self, model: GeoModel) -> list[nn.Module]:
+        return [model.image_encoder.backbone]  # type: ignore[attr-defined]
+
+    def loss(self, model: GeoModel, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        images, latlon = batch["images"], batch["latlon"]
+        positives = jitter_gps(latlon, self.batch_noise_m)  # ~150 m: augmentation of the batch's own GPS
+        negatives = self.queue.entries().double()  # read before this batch enters the queue
+        gps = torch.cat([positives, negatives]).float().to(images.device)
+        image_features = model.image_encoder(images)  # type: ignore[operator]
+        with (
+            torch.autocast(device_type=images.device.type, enabled=False),
+            torch.set_grad_enabled(self.train_gps_encoder and torch.is_grad_enabled()),
+        ):
+            gps_features = model.location_encoder(gps)  # type: ignore[operator]  # float32: RFF at sigma 256
+        loss = contrastive_loss(image_features, gps_features, model.logit_scale)  # type: ignore[arg-type]
+        self.queue.push(latlon)
+        return {"loss": loss, "logit_scale": model.logit_scale.detach().exp()}  # type: ignore[union-attr]
+
+    def before_validation(self, model: GeoModel) -> None:
+        if self.train_gps_encoder:  # changed weights: encode now, without filling the on-disk cache
+            model.gallery_features = model.encode_locations(model.gps_gallery)  # type: ignore[operator]
+        else:
+            model.prepare()
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {f"queue.{k}": v for k, v in self.queue.state_dict().items()}, {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+        self.queue.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("queue.")})
+
+    def skipped_prefixes(self) -> list[str]:
+        """What a checkpoint leaves out because the registry rebuilds it identically: a frozen
+        pretrained backbone and an untrained GPS encoder (the released one)."""
+        skip = []
+        if self.frozen and not self.untrained_backbone:
+            skip.append("image_encoder.backbone.")
+        if not self.train_gps_encoder:
+            skip.append("location_encoder.")
+        return skip
+
+    def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from geotag.models.geoclip import geoclip_version
+
+        gallery = model.gps_gallery.detach().cpu().double().numpy()  # type: ignore[union-attr]
+        extra = {}
+        if self.own_gallery:
+            extra[GALLERY_FILE] = lambda path: pq.write_table(
+                pa.table({"lat": gallery[:, 0], "lon": gallery[:, 1]}), path
+            )
+        config = {
+            "model": "geoclip",
+            "model_config": {
+                "geoclip_version": geoclip_version(),
+                "backbone": model.weights_label,
+                "frozen_backbone": self.frozen,
+                "trained_gps_encoder": self.train_gps_encoder,
+            },
+            "preprocess": dataclasses.asdict(model.preprocess()),
+            "files": {"gallery": GALLERY_FILE} if self.own_gallery else {},
+            **info,
+        }
+        write_model_files(folder, model, config, skip_prefixes=self.skipped_prefixes(), extra_files=extra)
+
+    def load_weights(self, model: GeoModel, folder: Path) -> None:
+        load_model_weights(model, folder, expect_model="geoclip")
+
+
+class GeoCLIPLiteTask(GeoCLIPTask):
+    """GeoCLIP-Lite: the same contrastive loss and queue; only the image MLP (and the logit scale)
+    trains, against GeoCLIP's frozen released GPS encoder, over a frozen EfficientNet-Lite.
+
+    The checkpoint's model file is a head file (`head.safetensors`, geoclip_lite.save_head) plus the
+    training coordinates as `gallery.parquet`: `predict --model geoclip-lite --weights
+    STEP_DIR/head.safetensors [--gallery STEP_DIR/gallery.parquet]`.
+    """
+
+    name = "geoclip-lite"
+    HEAD_FILE = "head.safetensors"
+
+    def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
+        from geotag.models.backbones import DEFAULT_BACKBONE, create_backbone
+        from geotag.models.gallery import load_gallery
+        from geotag.models.geoclip_lite import GeoCLIPLite
+
+        if self.train_gps_encoder:
+            raise InputError("geoclip-lite keeps GeoCLIP's released GPS encoder: drop --train-gps-encoder")
+        module, preprocess, _ = create_backbone(
+            DEFAULT_BACKBONE, weights=cfg.backbone_weights, allow_untrained=cfg.allow_untrained
+        )
+        points = load_gallery(cfg.gallery) if cfg.gallery is not None else None
+        own = checkpoint / GALLERY_FILE if checkpoint is not None else None
+        if points is None:
+            points = (
+                load_gallery(own)
+                if own is not None and own.is_file()
+                else gallery_from_coords(train.lat, train.lon, seed=cfg.seed)
+            )
+            self.own_gallery = True
+        model = GeoCLIPLite(module, preprocess, points)
+        model.load_released_heads()
+        model.weights_label = f"{module.weights_label} + trained head + released GeoCLIP GPS encoder"
+        self.untrained_backbone = "UNTRAINED" in module.weights_label
+        return model
+
+    def configure(self, model: GeoModel, freeze_backbone: bool) -> None:
+        if not freeze_backbone:
+            raise InputError("geoclip-lite trains its image head only: drop --full")
+        super().configure(model, freeze_backbone)
+
+    def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        model.save_head(folder / self.HEAD_FILE)  # type: ignore[operator]
+        gallery = model.gps_gallery.detach().cpu().double().numpy()  # type: ignore[union-attr]
+        pq.write_table(pa.table({"lat": gallery[:, 0], "lon": gallery[:, 1]}), folder / GALLERY_FILE)
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.name,
+            "preprocess": dataclasses.asdict(model.preprocess()),
+            "files": {"head": self.HEAD_FILE, "gallery": GALLERY_FILE},
+            **info,
+        }
+        write_json(folder / "config.json", config)
+
+    def predict_args(self, run_dir: Path, checkpoint: Path) -> str:
+        head, gallery = checkpoint / self.HEAD_FILE, checkpoint / GALLERY_FILE
+        return f"--model {self.name} --weights {head} --gallery {gallery}"
+
+    def load_weights(self, model: GeoModel, folder: Path) -> None:
+        from geotag.models.geoclip_lite import read_head
+
+        model.load_head(read_head(folder / self.HEAD_FILE))  # type: ignore[operator]
+
+
+# ------------------------------------------------------------------------------------------------
+# TransLocator (geocell classification)
+
+
+class TransLocatorTask(TrainTask):
+    """Geocell classification with TransLocator (Pramanick et al. 2022).
+
+    Cells come from `cells_file` or are built from the training coordinates (MP-16 thresholds scaled to
+    the data size, cells.py `scale="auto"`); a resumed run reads them from its checkpoint. The loss is
+    losses.hierarchical_cell_loss (0.5 / 0.3 / 0.2 coarse to fine; PIGEON smoothing with `tau_km`)
+    plus `scene_weight` x the scene cross-entropy over the images with a scene label.
+    """
+
+    name = "translocator"
+
+    def __init__(
+        self,
+        variant: str | None = None,
+        *,
+        cells_file: Path | None = None,
+        tau_km: float | None = None,
+        scene_weight: float = 1.0,
+        level_weights: tuple[float, ...] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.variant = variant
+        self.cells_file = cells_file
+        self.tau_km = tau_km
+        self.scene_weight = scene_weight
+        self.level_weights = level_weights
+        self.model_kwargs = model_kwargs or {}
+        self.targets = torch.empty(0, 0, dtype=torch.int64)
+        self.centroids: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def make_cells(self, train: TrainSamples, checkpoint: Path | None) -> Geocells:
+        from geotag.geo.cells import Geocells, build_cells
+
+        if checkpoint is not None:
+            from geotag.models.translocator import CELLS_FILE
+
+            return Geocells.load(checkpoint / CELLS_FILE)
+        if self.cells_file is not None:
+            return Geocells.load(self.cells_file)
+        return build_cells(train.lat, train.lon, scale="auto")
+
+    def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
+        from geotag.models.translocator import DEFAULT_VARIANT, build_translocator
+
+        cells = self.make_cells(train, checkpoint)
+        model = build_translocator(
+            cells,
+            self.variant or cfg.variant or DEFAULT_VARIANT,
+            backbone_weights=cfg.backbone_weights,
+            allow_untrained=cfg.allow_untrained,
+            **self.model_kwargs,
+        )
+        assigned = cells.assign(train.lat, train.lon)
+        self.targets = torch.from_numpy(assigned)
+        covered = int((assigned[:, -1] >= 0).sum())
+        if covered == 0:
+            raise InputError("no training image falls in a kept fine cell; give more data or a cells file")
+        self.centroids = [(torch.from_numpy(p.lat), torch.from_numpy(p.lon)) for p in cells.partitions]
+        if self.level_weights is None:
+            n = len(cells.partitions)
+            self.level_weights = (0.5, 0.3, 0.2) if n == 3 else tuple([1.0 / n] * n)
+        return model
+
+    def configure(self, model: GeoModel, freeze_backbone: bool) -> None:
+        self.frozen = freeze_backbone
+        model.requires_grad_(True)
+        if model.segmenter is not None:  # type: ignore[attr-defined]
+            model.segmenter.requires_grad_(False)  # type: ignore[attr-defined]
+        if freeze_backbone:
+            for vit in self._vits(model):
+                vit.requires_grad_(False)
+
+    @staticmethod
+    def _vits(model: GeoModel) -> list[nn.Module]:
+        return [m for m in (model.rgb, model.seg) if m is not None]  # type: ignore[attr-defined]
+
+    def frozen_modules(self, model: GeoModel) -> list[nn.Module]:
+        seg = [model.segmenter] if model.segmenter is not None else []  # type: ignore[attr-defined]
+        return [*seg, *self._vits(model)] if self.frozen else seg
+
+    def layered_modules(self, model: GeoModel) -> list[nn.Module]:
+        return self._vits(model)
+
+    def _seg_input(self, model: GeoModel, batch: dict[str, Any]) -> torch.Tensor | None:
+        if not model.variant.use_seg:  # type: ignore[attr-defined]
+            return None
+        with torch.no_grad():
+            seg01 = model.segment(batch["images"], None, batch.get("image_ids"), batch.get("paths"))  # type: ignore[operator]
+        return model._normalise(seg01.to(batch["images"].dtype))  # type: ignore[operator]
+
+    def loss(self, model: GeoModel, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        images = batch["images"]
+        logits = model(images, self._seg_input(model, batch))
+        names = model.cells.names  # type: ignore[attr-defined]
+        targets = self.targets[batch["index"]].to(images.device)
+        latlon = batch["latlon"]
+        out = hierarchical_cell_loss(
+            [logits[n] for n in names],
+            targets,
+            self.level_weights or (),
+            lat=latlon[:, 0],
+            lon=latlon[:, 1],
+            centroids=self.centroids,
+            tau_km=self.tau_km,
+        )
+        loss = out["cells"]
+        if "scene" in logits:
+            scene = batch["scene"].to(images.device)
+            if bool((scene >= 0).any()):
+                out["scene"] = F.cross_entropy(logits["scene"].float(), scene, ignore_index=-1)
+                loss = loss + self.scene_weight * out["scene"]
+        out["loss"] = loss
+        return out
+
+    @torch.no_grad()
+    def predict(self, model: GeoModel, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = model.predict(batch["images"], 1, image_ids=batch.get("image_ids"), paths=batch.get("paths"))  # type: ignore[call-arg]
+        return pred.lat, pred.lon
+
+    def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
+        from geotag.models.translocator import save_checkpoint
+
+        save_checkpoint(model, folder)  # type: ignore[arg-type]
+
+    def load_weights(self, model: GeoModel, folder: Path) -> None:
+        from geotag.models.translocator import WEIGHTS_FILE
+
+        state = read_weights(folder / WEIGHTS_FILE)
+        load_state_checked(model, state, skip_prefixes=("segmenter.",), source=str(folder))
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+TRAINABLE = ("geoclip", "geoclip-lite", "translocator")
+
+
+def make_task(cfg: TrainConfig) -> TrainTask:
+    """The task for `cfg.model` with the task options of the config."""
+    if cfg.model == "geoclip":
+        return GeoCLIPTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
+    if cfg.model == "geoclip-lite":
+        return GeoCLIPLiteTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
+    if cfg.model == "translocator":
+        return TransLocatorTask(cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
+    raise InputError(f"no training task for model {cfg.model!r}; trainable: {', '.join(TRAINABLE)}")
