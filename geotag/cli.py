@@ -54,14 +54,19 @@ def _main(
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Photo files or folders (walked recursively).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Ground-truth manifest (CSV or Parquet: places365, OSV-5M or path,lat,lon)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
 ) -> None:
     """Inventory photos with their EXIF ground truth (GPS, time, camera) into a predictions-schema Parquet."""
     from geotag.engine.scan import run_scan
 
-    summary = run_scan(paths, out_path, progress=progress and sys.stderr.isatty())
+    summary = run_scan(paths, out_path, progress=progress and sys.stderr.isatty(), truth=truth)
+    _say_truth(summary.truth)
     err.print(
-        f"scanned {summary.total} file(s): {summary.with_gps} with GPS, "
+        f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
         f"{summary.failed} unreadable -> {out_path}",
         highlight=False,
     )
@@ -87,9 +92,25 @@ def predict(
     backbone_weights: Annotated[
         Path | None, typer.Option(help="Local backbone weights: a timm state dict or an HF CLIP folder.")
     ] = None,
-    gallery: Annotated[
-        Path | None, typer.Option(help="Your own GPS gallery (CSV or Parquet with lat, lon).")
+    weights: Annotated[
+        Path | None, typer.Option(help="Trained weights: a `geotag train` checkpoint or run folder.")
     ] = None,
+    gallery: Annotated[
+        Path | None, typer.Option(help="GPS gallery (CSV / Parquet: lat, lon); knn: a `gallery build` file.")
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Ground-truth manifest (CSV or Parquet: places365, OSV-5M or path,lat,lon)."),
+    ] = None,
+    seg_dir: Annotated[
+        Path | None, typer.Option(help="Precomputed segmentation maps (<image_id>.png or <stem>.png).")
+    ] = None,
+    segmenter: Annotated[
+        str | None, typer.Option(help="Segmentation model: HF hub id or local folder (TransLocator).")
+    ] = None,
+    tta_crops: Annotated[
+        int, typer.Option(help="Test-time augmentation crops: 1 (off), 2, 5 or 10 (TransLocator).")
+    ] = 1,
     untrained_backbone: Annotated[
         bool,
         typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
@@ -113,7 +134,12 @@ def predict(
         workers=workers,
         resume=resume,
         backbone_weights=backbone_weights,
+        weights=weights,
         gallery=gallery,
+        truth=truth,
+        seg_dir=seg_dir,
+        segmenter=segmenter,
+        tta_crops=tta_crops,
         allow_untrained=untrained_backbone,
         amp=amp,
         draft=draft,
@@ -121,6 +147,7 @@ def predict(
         progress=progress and sys.stderr.isatty(),
     )
     summary = run_predict(cfg)
+    _say_truth(summary.truth)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
     err.print(
@@ -132,18 +159,378 @@ def predict(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-@app.command()
-def models() -> None:
-    """List the models `predict --model` accepts."""
+models_app = typer.Typer(help="Registered models and backbones, and where their weights come from.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def _models(ctx: typer.Context) -> None:
+    """`geotag models` alone lists them, as `geotag models list` does."""
+    if ctx.invoked_subcommand is None:
+        models_list()
+
+
+@models_app.command("list")
+def models_list(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
+) -> None:
+    """Every model and backbone: where its weights come from, whether this machine has them, their size."""
+    import json
+
     from rich.table import Table
 
+    from geotag.models.catalog import weight_sources
     from geotag.models.registry import MODELS
 
-    table = Table("name", "model", "paper", box=None)
+    rows = weight_sources()
+    if fmt == "json":
+        out.file.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+        return
+    if fmt != "table":
+        raise fail(f"--format {fmt}: choose table or json")
+    models_table = Table("model", "what it is", "paper", box=None, title="models (predict --model)")
     for name in sorted(MODELS):
-        spec = MODELS[name]
-        table.add_row(name, spec.description, spec.paper)
-    out.print(table)
+        models_table.add_row(name, MODELS[name].description, MODELS[name].paper)
+    weights = Table("name", "kind", "part", "source", "here", "size", "location", box=None, title="weights")
+    for r in rows:
+        here = "-" if r.present is None else "yes" if r.present else "no"
+        size = "" if r.size_bytes is None else f"{r.size_bytes / 1e6:,.1f} MB"
+        weights.add_row(r.name, r.kind, r.part, r.source, here, size, r.location)
+    for table in (models_table, weights):
+        _print_unsqueezed(table)
+
+
+def _print_unsqueezed(table: object) -> None:
+    """On a terminal, as rich fits it; into a pipe or file at its natural width (never cut to 80)."""
+    import io
+
+    from rich.measure import Measurement
+
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = Measurement.get(out, out.options.update(width=10_000), table).maximum
+    wide = Console(file=io.StringIO(), width=width, color_system=None)
+    wide.print(table)
+    out.file.write(wide.file.getvalue())
+
+
+gallery_app = typer.Typer(help="Embedding galleries of geotagged photos for `predict --model knn`.")
+app.add_typer(gallery_app, name="gallery")
+
+
+@gallery_app.command("build")
+def gallery_build(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Geotagged photos / folders, or one manifest CSV (path, lat, lon).")
+    ],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Gallery Parquet file to write.")],
+    backbone: Annotated[
+        str, typer.Option(help="Backbone (see `geotag models list`).")
+    ] = "efficientnet_lite0.imagenet",
+    backbone_weights: Annotated[Path | None, typer.Option(help="Local weights for the backbone.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+) -> None:
+    """Embed photos that have a position (EXIF GPS or the manifest's) into a kNN gallery file."""
+    from geotag.config import GalleryConfig
+    from geotag.engine.gallery import run_gallery_build
+
+    cfg = GalleryConfig(
+        paths=paths,
+        out=out_path,
+        backbone=backbone,
+        backbone_weights=backbone_weights,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress and sys.stderr.isatty(),
+    )
+    s = run_gallery_build(cfg)
+    err.print(
+        f"embedded {s.embedded} photo(s) with {s.backbone} ({s.feature_dim}-d) on {s.device}; skipped "
+        f"{s.no_gps} without a position, {s.failed} unreadable -> {out_path}",
+        highlight=False,
+    )
+    raise typer.Exit(1 if s.failed else 0)
+
+
+@app.command("write-exif")
+def write_exif(
+    predictions: Annotated[
+        Path | None, typer.Argument(help="Predictions Parquet (from `geotag predict`).", show_default=False)
+    ] = None,
+    min_confidence: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Write only predictions at least this confident.")
+    ] = None,
+    overwrite_gps: Annotated[
+        bool, typer.Option("--overwrite-gps", help="Also replace GPS a photo already has (measured GPS!).")
+    ] = False,
+    sidecar: Annotated[
+        bool, typer.Option("--sidecar", help="Write XMP sidecars; leave the photos untouched.")
+    ] = False,
+    sidecar_name: Annotated[
+        str, typer.Option(help="photo.jpg.xmp (darktable, digiKam) or photo.xmp (Lightroom).")
+    ] = "photo.jpg.xmp",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would change; change nothing.")
+    ] = False,
+    backup: Annotated[
+        bool, typer.Option("--backup/--no-backup", help="Keep the old bytes so --undo can restore them.")
+    ] = True,
+    journal: Annotated[
+        Path | None, typer.Option(help="Journal file (default: beside PREDICTIONS, named by the time).")
+    ] = None,
+    undo: Annotated[
+        Path | None, typer.Option(help="Restore every file a journal records, then exit.", show_default=False)
+    ] = None,
+    writer: Annotated[
+        str, typer.Option(help="auto (exiftool if found) | exiftool | python (JPEG only).")
+    ] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+) -> None:
+    """Write predicted GPS into photos (or XMP sidecars), marked as estimated; journalled and undoable."""
+    from geotag.engine.write_exif import FileResult, WriteOptions, run_undo, run_write_exif
+
+    def say(text: str, console: Console = err) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    if undo is not None:
+        if predictions is not None:
+            raise fail("give either PREDICTIONS or --undo JOURNAL, not both")
+        undone = run_undo(undo, report=lambda p, a, r: a == "failed" and say(f"failed: {p}: {r}"))
+        say(undone.describe())
+        raise typer.Exit(1 if undone.failed else 0)
+    if predictions is None:
+        raise fail("give a predictions file (or --undo JOURNAL)")
+    opts = WriteOptions(
+        predictions=predictions,
+        min_confidence=min_confidence,
+        overwrite_gps=overwrite_gps,
+        sidecar=sidecar,
+        sidecar_name=sidecar_name,
+        dry_run=dry_run,
+        backup=backup,
+        journal=journal,
+        writer=writer,
+        progress=progress and sys.stderr.isatty(),
+    )
+
+    def report(result: FileResult) -> None:  # the dry-run list on stdout, failures on stderr
+        if result.action in ("would write", "failed"):
+            say(result.describe(), out if result.action == "would write" else err)
+
+    summary = run_write_exif(opts, report=report)
+    say(summary.describe(dry_run))
+    if summary.journal is not None:
+        say(f"journal: {summary.journal} (undo: geotag write-exif --undo {summary.journal})")
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+cells_app = typer.Typer(help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True)
+app.add_typer(cells_app, name="cells")
+
+
+@cells_app.command("build")
+def cells_build(
+    manifest: Annotated[Path, typer.Argument(help="CSV or Parquet with lat, lon (or latitude, longitude).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Cells Parquet file to write.")],
+    names: Annotated[str | None, typer.Option(help="Partition names, coarse to fine.")] = None,
+    tau_max: Annotated[
+        str | None, typer.Option(help="Split cells holding more coordinates, per partition [5000,2000,1000].")
+    ] = None,
+    tau_min: Annotated[
+        str | None, typer.Option(help="Drop cells holding fewer: one, or one per partition [50].")
+    ] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(help="auto | none | a factor [auto for the MP-16 defaults, none for given thresholds]."),
+    ] = None,
+) -> None:
+    """Build adaptive S2 partitions (Müller-Budack et al. 2018) from training coordinates."""
+    from geotag.geo.cells import build_cells_file, parse_specs
+
+    specs, explicit = parse_specs(names, tau_max, tau_min)
+    summary = build_cells_file(manifest, out_path, specs, scale=scale or ("none" if explicit else "auto"))
+    for name, lo, hi, cells, covered in summary.partitions:
+        err.print(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
+    err.print(
+        f"{summary.used} of {summary.rows} manifest rows had coordinates -> {out_path}", highlight=False
+    )
+
+
+def _say_truth(report: object | None) -> None:
+    """The --truth summary line of scan / predict (and the manifest's notes) on stderr."""
+    if report is None:
+        return
+    from geotag.io.truth import TruthReport, describe
+
+    assert isinstance(report, TruthReport)
+    for line in [describe(report), *(f"note: {n}" for n in report.notes)]:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def benchmark(
+    name: Annotated[str, typer.Argument(help="Test set: im2gps, im2gps3k, yfcc4k, yfcc26k, osv5m-test, ...")],
+    folder: Annotated[Path, typer.Argument(help="Folder holding the test set's images.")],
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="The set's manifest (default: its usual file in FOLDER or its parent)."),
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Predictions file (default: benchmark-NAME.parquet).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model name (see `geotag models`).")] = "geoclip",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes.")] = None,
+    backbone_weights: Annotated[Path | None, typer.Option(help="Local backbone weights.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="A trained checkpoint (see `geotag train`).")] = None,
+    gallery: Annotated[Path | None, typer.Option(help="Your own GPS gallery (CSV or Parquet).")] = None,
+    untrained_backbone: Annotated[
+        bool, typer.Option(help="Run with a random backbone (shows the pipeline only).")
+    ] = False,
+    allow_mismatch: Annotated[
+        bool, typer.Option(help="Run even when the folder does not match the set (its images only).")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json")] = "table",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+) -> None:
+    """Check a test-set folder against its description, then predict, score and compare with the papers."""
+    from geotag.config import PredictConfig
+    from geotag.engine.benchmark import check_folder, run_benchmark
+    from geotag.eval.benchmark_report import FORMATS, render_benchmark
+
+    if fmt.strip().lower() not in (*FORMATS, "md"):
+        raise fail(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
+    check = check_folder(name, folder, truth)  # no model is built before this passes
+    for line in check.report_lines():
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+    if not check.ok and not allow_mismatch:
+        raise fail(f"{check.summary()}; no model was run (fix the folder, or pass --allow-mismatch)")
+    cfg = PredictConfig(
+        paths=[folder],
+        out=out_path or Path(f"benchmark-{check.test_set.name}.parquet"),
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        backbone_weights=backbone_weights,
+        weights=weights,
+        gallery=gallery,
+        allow_untrained=untrained_backbone,
+        progress=progress and sys.stderr.isatty(),
+        extra_metadata={"benchmark": check.test_set.name},
+    )
+    result = run_benchmark(check, cfg)
+    render_benchmark(result, fmt, out)
+    raise typer.Exit(1 if result.predict.failed else 0)
+
+
+@app.command()
+def train(
+    data: Annotated[
+        list[Path],
+        typer.Option("--data", help="Manifest (CSV / Parquet: path, lat, lon) or folder of tagged photos."),
+    ],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics.csv.")],
+    model: Annotated[str, typer.Option(help="geoclip | geoclip-lite | translocator.")] = "geoclip",
+    val: Annotated[
+        Path | None, typer.Option(help="Validation manifest or folder (default: a seeded split of --data).")
+    ] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.99, help="Held out by id hash.")] = 0.05,
+    image_root: Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per micro-batch.")] = 32,
+    accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW).")] = 3e-5,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-6,
+    warmup_steps: Annotated[int, typer.Option(min=0, help="Linear warm-up, then cosine.")] = 0,
+    clip_grad: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off).")] = 1.0,
+    freeze_backbone: Annotated[
+        bool, typer.Option("--freeze-backbone/--full", help="Frozen backbone, or full fine-tuning.")
+    ] = True,
+    layer_decay: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Layer-wise LR decay over backbone blocks (1: off).")
+    ] = 1.0,
+    augment: Annotated[bool, typer.Option(help="Seeded random resized crops.")] = True,
+    save_every: Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: off).")] = 0,
+    keep: Annotated[int, typer.Option(min=0, help="Newest checkpoints kept (0: all).")] = 3,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decoding processes (default: from the cores).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the split, the data order and the initialisation.")] = 0,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
+    backbone_weights: Annotated[Path | None, typer.Option(help="Local backbone weights.")] = None,
+    untrained_backbone: Annotated[
+        bool, typer.Option(help="Start from a random backbone when no weights can be had.")
+    ] = False,
+    gallery: Annotated[
+        Path | None, typer.Option(help="GeoCLIP: validation gallery (default: the training coordinates).")
+    ] = None,
+    train_gps_encoder: Annotated[bool, typer.Option(help="GeoCLIP: also train the GPS encoder.")] = False,
+    queue_size: Annotated[int, typer.Option(min=0, help="GeoCLIP: GPS queue length.")] = 4096,
+    variant: Annotated[str, typer.Option(help="TransLocator ablation row.")] = "vit+seg+mff+scene",
+    cells: Annotated[Path | None, typer.Option(help="Cell models: a `geotag cells build` file.")] = None,
+    label_smoothing_km: Annotated[
+        float | None, typer.Option(min=0.1, help="Cell models: PIGEON haversine label smoothing tau (km).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+) -> None:
+    """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
+    from geotag.config import TrainConfig
+    from geotag.engine.train import RichMonitor, run_train
+
+    cfg = TrainConfig(
+        data=data,
+        out=out_path,
+        model=model,
+        val=val,
+        val_fraction=val_fraction,
+        image_root=image_root,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        accum=accum,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        clip_grad=clip_grad or None,
+        freeze_backbone=freeze_backbone,
+        layer_decay=layer_decay,
+        augment=augment,
+        save_every=save_every,
+        keep=keep,
+        resume=resume,
+        device=device,
+        workers=workers,
+        seed=seed,
+        amp=amp,
+        backbone_weights=backbone_weights,
+        allow_untrained=untrained_backbone,
+        gallery=gallery,
+        train_gps_encoder=train_gps_encoder,
+        queue_size=queue_size,
+        variant=variant,
+        cells=cells,
+        label_smoothing_km=label_smoothing_km,
+    )
+    summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
+    for note in summary.notes:
+        err.print(f"note: {note}", highlight=False)
+    err.print(
+        f"trained {summary.steps} step(s) on {summary.device}"
+        + (f" (resumed from {summary.resumed_from.name})" if summary.resumed_from else "")
+        + f" -> {summary.checkpoint} (use: geotag predict PHOTOS --out PREDS {summary.predict_args})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("eval")
@@ -157,12 +544,16 @@ def eval_cmd(
         typer.Option("--by", help="Break down by a column (scene, model, folder, country, ...)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv | markdown")] = "table",
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Re-join ground truth from a manifest by file name (manifest wins over EXIF)."),
+    ] = None,
 ) -> None:
     """Score predictions against ground truth with DuckDB: accuracy at thresholds, median error, GeoScore."""
     from geotag.eval.metrics import evaluate, parse_thresholds
     from geotag.eval.report import render
 
-    result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [])
+    result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [], truth=truth)
     render(result, fmt=fmt, console=out)
     for note in result.notes:
         err.print(f"[bold yellow]warning:[/] {note}", highlight=False)

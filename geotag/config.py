@@ -19,7 +19,12 @@ class PredictConfig:
     workers: int | None = None  # decoding processes; None: chosen from the cores
     resume: bool = False
     backbone_weights: Path | None = None
+    weights: Path | None = None  # trained checkpoint folder (geotag train) or run folder
     gallery: Path | None = None
+    truth: Path | None = None  # ground-truth manifest (CSV / Parquet, see geotag.io.truth)
+    seg_dir: Path | None = None  # precomputed segmentation maps (models with a segmentation branch)
+    segmenter: str | None = None  # segmentation model: HF hub id or local folder
+    tta_crops: int = 1  # test-time augmentation crops (1 = off)
     allow_untrained: bool = False
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     draft: bool = True  # JPEG draft-mode decoding (see geotag.io.decode)
@@ -27,3 +32,61 @@ class PredictConfig:
     progress: bool = False
     seed: int = 0
     extra_metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class GalleryConfig:
+    """Everything `geotag gallery build` needs: photos (or one manifest) in, an embedding gallery out."""
+
+    paths: list[Path]
+    out: Path
+    backbone: str = "efficientnet_lite0.imagenet"  # a geotag.models.backbones name
+    backbone_weights: Path | None = None
+    allow_untrained: bool = False
+    device: str = "auto"
+    batch_size: int | None = None
+    workers: int | None = None
+    amp: bool = True
+    draft: bool = True
+    progress: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Everything `geotag train` needs (see docs/training.md). The settings that shape the result are
+    stored in every checkpoint, and `--resume` refuses to continue with different ones."""
+
+    data: list[Path]  # manifests (CSV / Parquet) and / or folders of EXIF-tagged photos
+    out: Path  # run folder: step-NNNNNNNN/ checkpoints and metrics.csv
+    model: str = "geoclip"
+    val: Path | None = None  # validation manifest / folder; None: a seeded hash split of `data`
+    val_fraction: float = 0.05
+    image_root: Path | None = None  # base of relative manifest paths (default: the manifest's folder)
+    epochs: int = 10
+    max_steps: int | None = None  # stop early after this many optimizer steps (the schedule is unchanged)
+    batch_size: int = 32
+    accum: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-5
+    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    weight_decay: float = 1e-6
+    warmup_steps: int = 0
+    clip_grad: float | None = 1.0  # max global grad norm; None or 0: no clipping
+    freeze_backbone: bool = True
+    layer_decay: float = 1.0  # < 1: layer-wise LR decay over the backbone's blocks (full fine-tuning)
+    augment: bool = True  # seeded random resized crops (no flips)
+    save_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends and the end only)
+    keep: int = 3  # newest checkpoints kept (0: all)
+    resume: bool = False
+    device: str = "auto"
+    workers: int | None = None
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA
+    backbone_weights: Path | None = None
+    allow_untrained: bool = False
+    gallery: Path | None = None  # GeoCLIP: validation / prediction gallery (default: the training coords)
+    train_gps_encoder: bool = False  # GeoCLIP: also train the location encoder
+    queue_size: int = 4096  # GeoCLIP: GPS queue of past coordinates used as extra negatives
+    variant: str = "vit+seg+mff+scene"  # TransLocator ablation row
+    cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
+    label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)
+    progress: bool = False

@@ -96,6 +96,11 @@ def test_scan_sample_data(sample_data: Path, tmp_path: Path) -> None:
     assert by_name["rome.webp"]["gt_lat"] == pytest.approx(41.89021, abs=1e-5)  # spec WebP EXIF chunk
     assert by_name["quito.tiff"]["gt_lon"] == pytest.approx(-78.467834, abs=1e-5)
     assert by_name["no_gps_1.jpg"]["gt_lat"] is None
+    assert (sydney["gt_country"], by_name["tokyo.heic"]["gt_country"], by_name["rio.jpg"]["gt_country"]) == (
+        "AU",
+        "JP",
+        "BR",
+    )
     assert all(r["image_id"] for r in table if r["status"] == "ok")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.scan import scan_file
-from geotag.errors import InputError
+from geotag.errors import ImageError, InputError
+from geotag.geo.places import add_countries
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
 from geotag.io.scan import ImageRecord, iter_records, validate_paths
+from geotag.io.truth import TruthReport, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.registry import build_model
 from geotag.progress import progress_bar
@@ -46,6 +48,7 @@ class PredictSummary:
     device: str = "cpu"
     weights: str = ""
     restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
+    truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,19 +110,23 @@ class PhotoDataset(Dataset[dict[str, Any]]):
             size=table["size"][i].as_py(),
             mtime=table["mtime"][i].as_py(),
         )
-        row = scan_file(record)
-        if row.get("image_id") in self.skip_ids:
-            return {"row": row, "pixels": None, "skip": True}
-        pixels = None
-        if row["status"] == "ok":
-            try:
-                pixels = decode_for_model(
-                    record.path, self.pre.input_size, self.pre.interpolation, draft=self.draft
-                )
-            except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
-                text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-                row.update(status="error", error=f"cannot decode image: {text}")
-        return {"row": row, "pixels": pixels, "skip": False}
+        return read_item(record, self.pre, self.draft, self.skip_ids)
+
+
+def read_item(record: ImageRecord, pre: Preprocess, draft: bool, skip_ids: Container[str]) -> dict[str, Any]:
+    """One photo's scan row and model-ready pixels (shared by the local and Ray engines, so both give
+    the same row): `skip` when its image_id is in `skip_ids`; an undecodable photo is an error row."""
+    row = scan_file(record)
+    if row.get("image_id") in skip_ids:
+        return {"row": row, "pixels": None, "skip": True}
+    pixels = None
+    if row["status"] == "ok":
+        try:
+            pixels = decode_for_model(record.path, pre.input_size, pre.interpolation, draft=draft)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
+            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            row.update(status="error", error=f"cannot decode image: {text}")
+    return {"row": row, "pixels": pixels, "skip": False}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -145,16 +152,25 @@ def make_loader(dataset: PhotoDataset, batch_size: int, workers: int, device: to
 
 
 def run_model(
-    model: GeoModel, pixels: torch.Tensor, device: torch.device, top_k: int, amp: bool
+    model: GeoModel,
+    pixels: torch.Tensor,
+    device: torch.device,
+    top_k: int,
+    amp: bool,
+    rows: list[dict[str, Any]] | None = None,
 ) -> Prediction:
-    """Normalise on the device and predict; bf16 autocast on CUDA only."""
+    """Normalise on the device and predict; bf16 autocast on CUDA only. `rows` (the scan rows of the
+    images, in batch order) are handed on as image ids and paths to models that look files up."""
     pre = model.preprocess()
     batch = normalize(pixels.to(device, non_blocking=True), pre.mean, pre.std)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") else nullcontext()
     )
+    keys: dict[str, Any] = {}
+    if model.needs_image_keys and rows is not None:
+        keys = {"image_ids": [r.get("image_id") for r in rows], "paths": [r["path"] for r in rows]}
     with torch.inference_mode(), autocast:
-        return model.predict(batch, top_k)
+        return model.predict(batch, top_k, **keys)
 
 
 def prediction_rows(pred: Prediction, model: GeoModel) -> Iterator[dict[str, Any]]:
@@ -177,6 +193,27 @@ def prediction_rows(pred: Prediction, model: GeoModel) -> Iterator[dict[str, Any
         yield cols
 
 
+def predict_columns(
+    model: GeoModel,
+    pixels: torch.Tensor,
+    rows: list[dict[str, Any]],
+    device: torch.device,
+    top_k: int,
+    amp: bool,
+) -> list[dict[str, Any]]:
+    """Prediction columns for each decoded image. When the model rejects one image (ImageError), the
+    batch is split so that only that image becomes an error row and the others are still predicted."""
+    try:
+        return list(prediction_rows(run_model(model, pixels, device, top_k, amp, rows), model))
+    except ImageError as exc:
+        if len(rows) == 1:
+            return [{"status": "error", "error": str(exc)}]
+        half = len(rows) // 2
+        return predict_columns(model, pixels[:half], rows[:half], device, top_k, amp) + predict_columns(
+            model, pixels[half:], rows[half:], device, top_k, amp
+        )
+
+
 def count_errors(path: Path) -> tuple[int, int]:
     """(rows, error rows) of a finished output file."""
     rows = errors = 0
@@ -193,11 +230,29 @@ def load_model(cfg: PredictConfig, device: torch.device) -> GeoModel:
         backbone_weights=cfg.backbone_weights,
         gallery=cfg.gallery,
         allow_untrained=cfg.allow_untrained,
+        weights=cfg.weights,
     )
+    apply_model_options(model, cfg)
     model.to(device).eval()
     with torch.inference_mode():
         model.prepare()
     return model
+
+
+def apply_model_options(model: GeoModel, cfg: PredictConfig) -> None:
+    """Segmentation source and test-time augmentation; a model without them says so (exit 2)."""
+    if cfg.seg_dir is not None:
+        from geotag.models.segmentation import DiskSegmentation
+
+        if not cfg.seg_dir.is_dir():
+            raise InputError(f"--seg-dir {cfg.seg_dir}: no such folder")
+        model.set_segmentation(DiskSegmentation(cfg.seg_dir))
+    elif cfg.segmenter is not None:
+        from geotag.models.segmentation import load_segformer
+
+        model.set_segmentation(load_segformer(cfg.segmenter))
+    if cfg.tta_crops != 1:
+        model.set_tta(cfg.tta_crops)
 
 
 def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSummary:
@@ -206,6 +261,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         raise InputError("--top-k must be at least 1")
     store = PartStore(cfg.out)
     validate_paths(cfg.paths)  # before any model is loaded
+    manifest = load_truth(cfg.truth) if cfg.truth is not None else None  # likewise
     summary = PredictSummary()
     if not cfg.resume:
         summary.restarted = store.reset()
@@ -227,11 +283,16 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         for batch in loader:
             rows = batch["rows"]
             if batch["pixels"] is not None:
-                pred = run_model(model, batch["pixels"], device, cfg.top_k, cfg.amp)
-                for i, cols in zip(batch["index"], prediction_rows(pred, model), strict=True):
+                decoded = [rows[i] for i in batch["index"]]
+                columns = predict_columns(model, batch["pixels"], decoded, device, cfg.top_k, cfg.amp)
+                for i, cols in zip(batch["index"], columns, strict=True):
                     rows[i].update(cols)
+            add_countries(rows, ["country"])  # one vectorised lookup per batch, before a manifest acts
             for row in rows:
                 row.update(common)
+                apply_truth(row, manifest)  # main process, right before writing
+            add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
+            for row in rows:
                 parts.write(row)
             summary.new += len(rows)
             summary.skipped += batch["skipped"]
@@ -245,4 +306,5 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     }
     store.finalize(keep_existing=cfg.resume, metadata=metadata)
     summary.total, summary.failed = count_errors(cfg.out)
+    summary.truth = manifest.finish() if manifest is not None else None
     return summary

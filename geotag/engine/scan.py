@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from geotag import __version__
+from geotag.geo.places import add_countries
 from geotag.io.decode import read_header
 from geotag.io.exif import read_exif
 from geotag.io.parquet import PredictionWriter, check_output_path
 from geotag.io.scan import ImageRecord, image_id, iter_image_paths, iter_records
+from geotag.io.truth import TruthReport, apply_truth, load_truth
 from geotag.progress import progress_bar
 
 T = TypeVar("T")
@@ -32,6 +34,7 @@ class ScanSummary:
     total: int = 0
     failed: int = 0
     with_gps: int = 0
+    truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
 
     def add(self, row: dict[str, Any]) -> None:
         self.total += 1
@@ -85,6 +88,18 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, windo
             yield fut.result()
 
 
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to `size` consecutive items (itertools.batched arrives only in Python 3.12)."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -95,16 +110,26 @@ def run_scan(
     *,
     progress: bool = False,
     workers: int | None = None,
+    truth: Path | None = None,
 ) -> ScanSummary:
-    """Scan `paths` into `out` (atomically replaced at the end). Returns counts for the summary line."""
+    """Scan `paths` into `out` (atomically replaced at the end). Returns counts for the summary line.
+
+    `truth`: a ground-truth manifest; its rows are joined here, in the main process, as rows are written.
+    """
     check_output_path(out)
+    manifest = load_truth(truth) if truth is not None else None  # a bad manifest fails before the walk
     total = sum(1 for _ in iter_image_paths(paths)) if progress else None
     summary = ScanSummary()
     rows = ordered_map(scan_file, iter_records(paths), workers=workers or default_workers())
     writer = PredictionWriter(out, metadata={"command": "scan"})
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
-        for row in rows:
-            writer.write(row)
-            summary.add(row)
-            bar.update(1)
+        for chunk in chunked(rows, 256):
+            for row in chunk:
+                apply_truth(row, manifest)
+            add_countries(chunk, ["gt_country"])  # one vectorised lookup per chunk, after the manifest
+            for row in chunk:
+                writer.write(row)
+                summary.add(row)
+            bar.update(len(chunk))
+    summary.truth = manifest.finish() if manifest is not None else None
     return summary

@@ -26,13 +26,15 @@ from pathlib import Path
 import duckdb
 
 from geotag.errors import InputError, SchemaError
+from geotag.eval import truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
 from geotag.io.parquet import require_columns
 
 NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
 DERIVED_BY = ("folder",)
 COUNT_KEYS = ("n_rows", "n_error", "n_no_gt", "n_no_pred", "n_scored")
-STAT_KEYS = ("median_km", "mean_km", "geoscore")
+STAT_KEYS = ("median_km", "mean_km", "geoscore", "country_acc")
+COUNTRY_COLUMNS = ("country", "gt_country")  # country_acc: share of scored rows with country = gt_country
 
 
 def sql_double(value: float) -> str:
@@ -192,13 +194,20 @@ def group_expr(name: str, columns: Sequence[str]) -> str:
     return quote(name)
 
 
-def build_query(thresholds: Sequence[float], by: Sequence[str], columns: Sequence[str]) -> str:
-    """SQL that scores one file (the `?` parameter) grouped by `by`."""
+def build_query(
+    thresholds: Sequence[float], by: Sequence[str], columns: Sequence[str], source: str = "read_parquet(?)"
+) -> str:
+    """SQL that scores one file (the `?` parameter, read through `source`) grouped by `by`."""
     groups = [f"{group_expr(name, columns)} AS {quote(f'g{i}')}" for i, name in enumerate(by)]
     group_names = [quote(f"g{i}") for i in range(len(by))]
     acc = [f"avg(CAST(d <= {sql_double(t)} AS DOUBLE)) AS {quote(threshold_key(t))}" for t in thresholds]
     select_groups = "".join(f"{g}, " for g in group_names)
     group_by = f"GROUP BY {', '.join(group_names)} ORDER BY {', '.join(group_names)} NULLS LAST" if by else ""
+    has_countries = all(c in columns for c in COUNTRY_COLUMNS)
+    countries = ", ".join(
+        f"CAST({quote(c) if has_countries else 'NULL'} AS VARCHAR) AS {quote('c_' + c)}"
+        for c in COUNTRY_COLUMNS
+    )
     return f"""
     WITH src AS (
         SELECT {"".join(f"{g}, " for g in groups)}
@@ -206,8 +215,9 @@ def build_query(thresholds: Sequence[float], by: Sequence[str], columns: Sequenc
             present(CAST(gt_lat AS DOUBLE)) AND present(CAST(gt_lon AS DOUBLE)) AS has_gt,
             present(CAST(pred_lat AS DOUBLE)) AND present(CAST(pred_lon AS DOUBLE)) AS has_pred,
             CAST(gt_lat AS DOUBLE) AS gt_lat, CAST(gt_lon AS DOUBLE) AS gt_lon,
-            CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon
-        FROM read_parquet(?)
+            CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon,
+            {countries}
+        FROM {source}
     ), scored AS (
         SELECT *, CASE WHEN NOT is_error AND has_gt AND has_pred
                        THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
@@ -222,7 +232,9 @@ def build_query(thresholds: Sequence[float], by: Sequence[str], columns: Sequenc
         {", ".join(acc)},
         median(d) AS median_km,
         avg(d) AS mean_km,
-        avg({sql_double(GEOSCORE_MAX)} * exp(-d / {sql_double(GEOSCORE_SCALE_KM)})) AS geoscore
+        avg({sql_double(GEOSCORE_MAX)} * exp(-d / {sql_double(GEOSCORE_SCALE_KM)})) AS geoscore,
+        avg(CAST(coalesce(c_country = c_gt_country, false) AS DOUBLE))
+            FILTER (WHERE d IS NOT NULL AND c_gt_country IS NOT NULL) AS country_acc
     FROM scored
     {group_by}
     """
@@ -243,9 +255,10 @@ def evaluate_file(
     columns: Sequence[str],
     thresholds: Sequence[float],
     by: Sequence[str],
+    source: str = "read_parquet(?)",
 ) -> list[dict[str, object]]:
     """Score one file whose column names are `columns`; one dict per group (just one without `by`)."""
-    sql = build_query(thresholds, by, columns)
+    sql = build_query(thresholds, by, columns, source)
     try:  # fetched through Arrow: group values of any type (timestamps with a zone, lists) convert cleanly
         records = con.sql(sql, params=[str(path)]).to_arrow_table().to_pylist()
     except duckdb.Error as exc:
@@ -268,8 +281,12 @@ def evaluate(
     files: Sequence[Path],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM,
     by: Sequence[str] = (),
+    truth: Path | None = None,
 ) -> EvalResult:
-    """Score each predictions file (grouped by the `by` columns) and return one row per (file, group)."""
+    """Score each predictions file (grouped by the `by` columns) and return one row per (file, group).
+
+    `truth`: a ground-truth manifest joined onto every file by file name (see geotag.eval.truth_join).
+    """
     if not files:
         raise InputError("no predictions file given")
     thresholds = normalise_thresholds(list(thresholds))
@@ -277,13 +294,18 @@ def evaluate(
     paths = [Path(f) for f in files]
     schemas = [require_columns(path, NEEDED_COLUMNS).schema_arrow.names for path in paths]
     for path, columns in zip(paths, schemas, strict=True):  # fail on the first bad file before any work
-        check_by(path, columns, by)
+        check_by(path, truth_join.joined_columns(columns) if truth else columns, by)
     con = connect()
     try:
         rows = []
-        notes = []
+        notes = truth_join.register_truth(con, truth) if truth else []
         for path, label, columns in zip(paths, file_labels(paths), schemas, strict=True):
-            rows.extend(evaluate_file(con, path, label, columns, thresholds, by))
+            source, cols = "read_parquet(?)", columns
+            if truth:
+                source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
+            rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source))
+            if truth:
+                notes.append(truth_join.match_note(con, path, label, columns))
             if has_untrained_rows(con, path, columns):
                 notes.append(
                     f"{label}: predictions made with UNTRAINED weights; "

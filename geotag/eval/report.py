@@ -85,7 +85,7 @@ def human_rows(result: EvalResult) -> tuple[list[str], list[list[str]], list[boo
         right.append(False)
     headers += ["N", "scored", "error", "no GT", "no pred"]
     headers += [threshold_title(t) for t in result.thresholds]
-    headers += ["median km", "mean km", "GeoScore"]
+    headers += ["median km", "mean km", "GeoScore", "country"]
     right += [True] * (len(headers) - len(right))
     body = []
     for row in result.rows:
@@ -93,6 +93,7 @@ def human_rows(result: EvalResult) -> tuple[list[str], list[list[str]], list[boo
         cells += [f"{row[k]:,}" for k in ("n_rows", "n_scored", "n_error", "n_no_gt", "n_no_pred")]
         cells += [pct(row.get(k)) for k in result.accuracy_keys]
         cells += [km(row.get("median_km")), km(row.get("mean_km")), score(row.get("geoscore"))]
+        cells.append(pct(row.get("country_acc")))  # share of scored rows whose predicted country is right
         body.append(cells)
     return headers, body, right
 

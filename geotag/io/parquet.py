@@ -59,6 +59,7 @@ SCHEMA = pa.schema(
         ("cell", pa.string()),
         ("scene", pa.string()),
         ("country", pa.string()),
+        ("gt_country", pa.string()),
         ("model", pa.string()),
         ("weights", pa.string()),
         ("geotag_version", pa.string()),

@@ -26,6 +26,7 @@ import torch
 
 from geotag.errors import InputError, WeightsError
 from geotag.models.base import GeoModel, Preprocess
+from geotag.models.checkpoint import checkpoint_file, checkpoint_label, load_model_weights, resolve_checkpoint
 from geotag.models.clip_convert import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -86,11 +87,17 @@ def build_geoclip(
     backbone_weights: Path | None = None,
     gallery: Path | None = None,
     allow_untrained: bool = False,
+    weights: Path | None = None,
     vit: ClipVisionConfig = VIT_L14_OPENAI,
     source: BackboneSource = GEOCLIP_BACKBONE,
 ) -> GeoCLIP:
     """GeoCLIP with the released heads. `vit` other than the source's shape (tiny test towers) skips
-    the hub: such a tower is either loaded from `backbone_weights` or, if allowed, left random."""
+    the hub: such a tower is either loaded from `backbone_weights` or, if allowed, left random.
+    `weights`: a `geotag train` checkpoint (or run folder) whose trained heads (and backbone, if it was
+    trained) replace the released ones; its gallery (the training coordinates) is the default gallery."""
+    checkpoint = resolve_checkpoint(weights) if weights is not None else None
+    if checkpoint is not None and gallery is None:
+        gallery = checkpoint_file(checkpoint, "gallery")
     points = load_gallery(gallery)  # a bad gallery file fails before a ViT-L is built
     found = resolve_backbone(source, vit, backbone_weights)
     if found is None and not allow_untrained:
@@ -112,7 +119,38 @@ def build_geoclip(
         label += f"; gallery {Path(gallery).name} ({len(points)} points)"
     model = GeoCLIP(backbone, preprocess, points, weights_label=label)
     model.load_released_heads()
+    if checkpoint is not None:
+        trained = load_model_weights(model, checkpoint, expect_model="geoclip")
+        model.weights_label += f"; trained {checkpoint_label(checkpoint, trained)}"
     return model.eval()
+
+
+def build_translocator_checkpoint(**kwargs: Path | bool | None) -> GeoModel:
+    """TransLocator from a checkpoint folder (`weights`); imported on use, it pulls in timm and SegFormer."""
+    from geotag.models.translocator import build_for_registry
+
+    return build_for_registry(**kwargs)  # type: ignore[arg-type]
+
+
+def build_knn_gallery(**kwargs: Path | bool | None) -> GeoModel:
+    """kNN over an embedding gallery (`geotag gallery build`); the gallery names its backbone."""
+    from geotag.models.knn import build_knn
+
+    return build_knn(**kwargs)  # type: ignore[arg-type]
+
+
+def build_knn_leave_one_out(**kwargs: Path | bool | None) -> GeoModel:
+    """kNN that ignores copies of the query in the gallery: scores a gallery on its own photos."""
+    from geotag.models.knn import build_knn
+
+    return build_knn(**kwargs, leave_one_out=True)  # type: ignore[arg-type]
+
+
+def build_geoclip_lite_head(**kwargs: Path | bool | None) -> GeoModel:
+    """GeoCLIP-Lite: EfficientNet-Lite + trained MLP (`weights`) against GeoCLIP's released GPS encoder."""
+    from geotag.models.geoclip_lite import build_geoclip_lite
+
+    return build_geoclip_lite(**kwargs)  # type: ignore[arg-type]
 
 
 def clip_preprocess(size: int = 224) -> Preprocess:
@@ -128,6 +166,30 @@ MODELS: dict[str, ModelSpec] = {
         backbone=GEOCLIP_BACKBONE,
         paper="Vivanco Cepeda et al., NeurIPS 2023",
     ),
+    "translocator": ModelSpec(
+        name="translocator",
+        builder=build_translocator_checkpoint,
+        description="TransLocator: dual ViT-B/16 over RGB + segmentation map, hierarchical S2 geocells",
+        paper="Pramanick et al., ECCV 2022",
+    ),
+    "knn": ModelSpec(
+        name="knn",
+        builder=build_knn_gallery,
+        description="kNN: kernel-density mode of the k most similar photos of a `gallery build` file",
+        paper="[L]kNN baseline, Vo et al., ICCV 2017",
+    ),
+    "knn-loo": ModelSpec(
+        name="knn-loo",
+        builder=build_knn_leave_one_out,
+        description="kNN that skips copies of the query: scores a gallery on its own photos",
+        paper="[L]kNN baseline, Vo et al., ICCV 2017",
+    ),
+    "geoclip-lite": ModelSpec(
+        name="geoclip-lite",
+        builder=build_geoclip_lite_head,
+        description="GeoCLIP-Lite: EfficientNet-Lite + trained MLP, GeoCLIP's GPS encoder and gallery",
+        paper="after Vivanco Cepeda et al., NeurIPS 2023",
+    ),
 }
 
 
@@ -141,12 +203,16 @@ def build_model(
     backbone_weights: Path | None = None,
     gallery: Path | None = None,
     allow_untrained: bool = False,
+    weights: Path | None = None,
 ) -> GeoModel:
-    """Build a registered model, ready for `.to(device).eval()` and `prepare()`."""
+    """Build a registered model, ready for `.to(device).eval()` and `prepare()`. `weights` is a trained
+    checkpoint folder (TransLocator); models whose weights ship elsewhere ignore it."""
     spec = MODELS.get(name)
     if spec is None:
         raise InputError(f"unknown model {name!r}; available: {', '.join(available_models())}")
-    return spec.builder(backbone_weights=backbone_weights, gallery=gallery, allow_untrained=allow_untrained)
+    return spec.builder(
+        backbone_weights=backbone_weights, gallery=gallery, allow_untrained=allow_untrained, weights=weights
+    )
 
 
 def missing_weights_message(source: BackboneSource) -> str:
