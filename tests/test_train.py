@@ -592,6 +592,8 @@ def test_geoclip_lite_head_trains_and_loads(photos: Path, tmp_path: Path) -> Non
     trained = build_model(
         "geoclip-lite", weights=head, gallery=summary.checkpoint / "gallery.parquet"
     ).state_dict()
+    from_run_dir = build_model("geoclip-lite", weights=tmp_path / "run").state_dict()  # newest step + gallery
+    assert not tensors_equal(from_run_dir, trained)
     fresh = build_model("geoclip-lite", allow_untrained=True).state_dict()
     changed = tensors_equal(fresh, trained)
     assert "logit_scale" in changed  # trained (the fresh one is the released value)

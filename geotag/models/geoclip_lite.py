@@ -125,12 +125,19 @@ def build_geoclip_lite(
     from geotag.models.gallery import load_gallery
     from geotag.models.geoclip import geoclip_version
 
+    if weights is not None and Path(weights).is_dir():  # a `geotag train` run or step folder
+        from geotag.models.checkpoint import resolve_checkpoint
+
+        step = resolve_checkpoint(Path(weights))
+        weights = step / "head.safetensors"
+        if gallery is None and (step / "gallery.parquet").is_file():
+            gallery = step / "gallery.parquet"  # the training coordinates, as training validated on
     points = load_gallery(gallery)
     if weights is None and not allow_untrained:
         raise WeightsError(
-            "geoclip-lite needs its trained image head: pass --weights HEAD.safetensors (made by "
-            "`geotag train`, which arrives in a later release), or --untrained-backbone to run the "
-            "pipeline with a random head"
+            "geoclip-lite needs its trained image head: pass --weights RUN_DIR (or HEAD.safetensors) made "
+            "by `geotag train --model geoclip-lite`, or --untrained-backbone to run the pipeline with a "
+            "random head"
         )
     head = read_head(weights) if weights is not None else None
     module, preprocess, _ = create_backbone(
