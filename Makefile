@@ -39,9 +39,10 @@ demo: install sample-data
 		status, gt_country AS truth, round(pred_lat, 3) AS pred_lat, round(pred_lon, 3) AS pred_lon, country, \
 		round(confidence, 2) AS confidence FROM 'out/demo-preds.parquet' ORDER BY photo\").show(max_width=200)"
 	$(BIN)/geotag eval out/demo-preds.parquet
-	$(BIN)/geotag eval out/demo-preds.parquet --by folder --format markdown
-	@echo "note: ten synthetic photos of ten different places are a tiny, hard gallery for an ImageNet CNN, so"
-	@echo "      expect poor numbers. A hub backbone (GeoCLIP's CLIP ViT-L/14) gives far better results when the"
+	$(BIN)/geotag eval out/demo-preds.parquet --truth sample_data/truth.csv --by folder --format markdown
+	@echo "note: the two untagged photos are second shots of tagged places (Paris, Sydney), so kNN places them"
+	@echo "      by their near-duplicates; each tagged place appears once, so the tagged photos (placed by the"
+	@echo "      others) score poorly. A hub backbone (GeoCLIP's CLIP ViT-L/14) gives far better results when the"
 	@echo "      network allows: geotag predict PHOTOS --model geoclip, or gallery build --backbone clip_vit_large_patch14.openai."
 
 clean:

@@ -9,6 +9,7 @@ re-encoded. Run: `python -m geotag.sample_data sample_data`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import random
 import sys
@@ -32,6 +33,7 @@ class Place:
     lon: float
     file: str  # relative path inside the sample folder; the suffix picks the format
     tagged: bool = True
+    view: int = 0  # another view of the same place: same climate and name, different sun and hills
 
 
 PLACES = (
@@ -45,8 +47,10 @@ PLACES = (
     Place("Sydney", -33.856784, 151.215297, "oceania/sydney.jpg"),
     Place("Cape Town", -33.962822, 18.409840, "africa/cape_town.jpg"),
     Place("Nairobi", -1.292066, 36.821945, "africa/nairobi.JPG"),
-    Place("Somewhere", 46.0, 8.0, "untagged/no_gps_1.jpg", tagged=False),
-    Place("Elsewhere", -10.0, -50.0, "untagged/no_gps_2.png", tagged=False),
+    # untagged second views of tagged places: what a photographer's archive looks like, and what kNN and
+    # training learn to place from the tagged part (truth.csv knows where they are; their EXIF does not)
+    Place("Paris", 48.858370, 2.294481, "untagged/no_gps_1.jpg", tagged=False, view=1),
+    Place("Sydney", -33.856784, 151.215297, "untagged/no_gps_2.png", tagged=False, view=1),
 )
 TRUNCATED_FILE = "untagged/truncated.jpg"  # header fine, pixels missing: predict reports it
 NOT_A_PHOTO = "untagged/not_a_photo.png"  # no image at all: scan reports it
@@ -85,7 +89,16 @@ def _climate_colour(lat: float, rng: random.Random) -> tuple[int, int, int]:
 
 
 def render(place: Place, size: tuple[int, int] = (640, 480)) -> Image.Image:
-    """A small landscape whose colours depend on latitude, with the place name written on it."""
+    """A small landscape whose colours depend on latitude, with the place name written on it.
+
+    View 0 is the whole scene; another view is a second shot of it from a step aside (a shifted,
+    slightly zoomed crop), as an archive holds several photos taken at one spot."""
+    if place.view:
+        w, h = size
+        wide = render(dataclasses.replace(place, view=0), (int(w * 1.25), int(h * 1.25)))
+        dx = (place.view * 37) % (wide.width - w)
+        dy = (place.view * 23) % (wide.height - h)
+        return wide.crop((dx, dy, dx + w, dy + h))
     rng = random.Random(place.name)
     w, h = size
     img = Image.new("RGB", size)
