@@ -17,6 +17,8 @@ import torch
 import xxhash
 from safetensors.torch import load_file, save_file
 
+from geotag.io.durable import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -53,9 +55,8 @@ def cached_tensor(kind: str, key: str, compute: Callable[[], torch.Tensor]) -> t
     value = compute()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file({"value": value.detach().cpu().contiguous()}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, sync=False) as tmp:  # a lost entry is recomputed: no fsync
+            save_file({"value": value.detach().cpu().contiguous()}, tmp)
     except OSError as exc:  # a read-only home is no reason to fail a prediction run
         log.debug("could not write cache entry %s: %s", path, exc)
     return value

@@ -32,6 +32,7 @@ from geotag.io.decode import decode_for_model, normalize
 from geotag.io.embeddings import GalleryInfo, GalleryWriter
 from geotag.io.parquet import check_output_path
 from geotag.io.scan import ImageRecord, iter_records, validate_paths
+from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 from geotag.models.backbones import Backbone, create_backbone
 from geotag.models.base import Preprocess
 from geotag.progress import progress_bar
@@ -70,17 +71,11 @@ def is_manifest(paths: list[Path]) -> bool:
 
 def manifest_records(path: Path) -> Iterator[tuple[ImageRecord, float, float]]:
     """(record, lat, lon) per manifest row with valid coordinates; the path column is found by name."""
-    from geotag.models.gallery import LAT_NAMES, LON_NAMES, _as_float, _find_column, _read_table
-
-    try:
-        table = _read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"cannot read manifest {path}: {str(exc).strip().splitlines()[0]}") from exc
-    path_col = _find_column(table, PATH_NAMES, path)
-    lat, lon = (
-        _as_float(table.column(_find_column(table, LAT_NAMES, path))),
-        _as_float(table.column(_find_column(table, LON_NAMES, path))),
-    )
+    table = read_table(path, "manifest")
+    where = f"manifest {path}"
+    path_col = require_column(table, PATH_NAMES, where)
+    lat = float_column(table, require_column(table, LAT_NAMES, where), where)
+    lon = float_column(table, require_column(table, LON_NAMES, where), where)
     ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
     names = table.column(path_col).to_pylist()
     base = path.parent

@@ -34,8 +34,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import torch
 import xxhash
 from PIL import Image
@@ -43,6 +41,7 @@ from torch.utils.data import Dataset, Sampler
 
 from geotag.errors import InputError
 from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
+from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,6 @@ LAT_NAMES = ("lat", "latitude", "gt_lat")
 LON_NAMES = ("lon", "longitude", "lng", "gt_lon")
 SCENES = ("indoor", "natural", "urban")
 CROP_SCALE = (0.35, 1.0)
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
@@ -125,15 +123,16 @@ def load_samples(sources: Sequence[Path], image_root: Path | None = None, worker
 
 def read_manifest(path: Path, image_root: Path | None = None) -> TrainSamples:
     """A CSV / TSV / Parquet manifest; rows without a valid coordinate or path are dropped (noted)."""
-    table = _read_table(path)
-    path_col = _column(table, PATH_NAMES, path, "path")
-    lat_col, lon_col = _column(table, LAT_NAMES, path, "lat"), _column(table, LON_NAMES, path, "lon")
+    table = read_table(path, "manifest", convert=text_convert())  # "NA" in a country column is Namibia
+    where = f"manifest {path}"
+    path_col = require_column(table, PATH_NAMES, where)
+    lat_col, lon_col = require_column(table, LAT_NAMES, where), require_column(table, LON_NAMES, where)
     names = [c.lower() for c in table.column_names]
     notes = []
     if "img_id" in names and names.index(lat_col.lower()) > names.index(lon_col.lower()):
         lat_col, lon_col = lon_col, lat_col  # the 2018 GeoEstimation CSVs: see geotag.io.truth
         notes.append(f"{path.name}: header says LON before LAT (GeoEstimation 2018); read by position")
-    lat, lon = _floats(table.column(lat_col)), _floats(table.column(lon_col))
+    lat, lon = float_column(table, lat_col, where), float_column(table, lon_col, where)
     raw_paths = pc.cast(table.column(path_col), pa.string()).combine_chunks()
     ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
     ok &= ~np.asarray(raw_paths.is_null().to_numpy(zero_copy_only=False), dtype=bool)
@@ -146,16 +145,16 @@ def read_manifest(path: Path, image_root: Path | None = None) -> TrainSamples:
     base = Path(image_root) if image_root is not None else path.parent
     text = raw_paths.take(pa.array(keep)).to_pylist()
     paths = pa.array([str(p) if Path(p).is_absolute() else str((base / p).absolute()) for p in text])
-    id_col = _maybe_column(table, ("image_id",))
+    id_col = find_column(table, ("image_id",))
     ids = pa.array(text) if id_col is None else table.column(id_col).combine_chunks().take(pa.array(keep))
     ids = pc.if_else(pc.is_null(ids), pa.array(text), pc.cast(ids, pa.string()))
-    scene_col = _maybe_column(table, ("scene", "s3_label"))
+    scene_col = find_column(table, ("scene", "s3_label"))
     scene = (
         parse_scenes(table.column(scene_col).to_pylist())[keep]
         if scene_col
         else np.full(len(keep), -1, np.int64)
     )
-    country_col = _maybe_column(table, ("country",))
+    country_col = find_column(table, ("country",))
     country = pa.nulls(len(keep), pa.string())
     if country_col:
         text = pc.utf8_trim_whitespace(pc.cast(table.column(country_col).combine_chunks(), pa.string()))
@@ -211,47 +210,6 @@ def parse_scenes(values: Sequence[Any]) -> np.ndarray:
         if number in (0.0, 1.0, 2.0):
             out[i] = int(number)
     return out
-
-
-def _read_table(path: Path) -> pa.Table:
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-        if magic == b"PAR1":
-            return pq.read_table(path)
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        convert = pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True)  # "NA" is Namibia
-        return pacsv.read_csv(
-            path, parse_options=pacsv.ParseOptions(delimiter=delimiter), convert_options=convert
-        )
-    except (OSError, pa.ArrowException) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"cannot read manifest {path}: {first}") from exc
-
-
-def _maybe_column(table: pa.Table, names: Sequence[str]) -> str | None:
-    by_lower = {n.lower(): n for n in table.column_names}
-    return next((by_lower[n] for n in names if n in by_lower), None)
-
-
-def _column(table: pa.Table, names: Sequence[str], path: Path, what: str) -> str:
-    found = _maybe_column(table, names)
-    if found is None:
-        have = ", ".join(table.column_names) or "none"
-        raise InputError(f"manifest {path} needs a {what} column ({'/'.join(names)}); has: {have}")
-    return found
-
-
-def _floats(column: pa.ChunkedArray) -> np.ndarray:
-    """Column as float64; nulls and text that is not a number become NaN (the row is then dropped)."""
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        is_number = pc.match_substring_regex(column, _NUMBER)
-        column = pc.if_else(is_number, pc.utf8_trim_whitespace(column), pa.scalar(None, column.type))
-    try:
-        column = pc.cast(column, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InputError(f"coordinate column of type {column.type} is not numeric") from exc
-    return column.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from geotag.errors import InputError
+from geotag.io.durable import fsync_dir, fsync_file, replace_atomically, write_new_file
 from geotag.io.exif_write import (
     ExiftoolWriter,
     ExistingGps,
@@ -41,18 +42,14 @@ from geotag.io.exif_write import (
     WriteFailed,
     build_sidecar,
     find_exiftool,
-    fsync_dir,
-    fsync_file,
     make_writer,
     match_file_attributes,
     read_gps_without_writer,
     read_sidecar_gps,
-    replace_atomically,
     same_image_data,
     sidecar_has_gps,
     sidecar_path,
     temp_path_for,
-    write_new_file,
 )
 from geotag.io.journal import Journal, backup_dir_for, current_hash, iter_undo_order, read_journal
 from geotag.io.parquet import iter_batches, require_columns

@@ -42,14 +42,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geotag.errors import InputError, OutputError, SchemaError
+from geotag.io.durable import atomic_path
+from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 
 MAX_LEVEL = 30
 MP16_IMAGES = 4_723_695
 """Size of MP-16, the training set the default thresholds were chosen for."""
 FORMAT_VERSION = 1
 METADATA_KEY = b"geotag_cells"
-LAT_NAMES = ("lat", "latitude")
-LON_NAMES = ("lon", "longitude", "lng")
 
 _U64 = np.uint64
 _POS_TO_IJ = ((0, 1, 3, 2), (0, 2, 3, 1), (3, 2, 0, 1), (3, 1, 0, 2))
@@ -287,12 +287,10 @@ class Geocells:
         from geotag.io.parquet import check_output_path
 
         path = check_output_path(Path(path))
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            pq.write_table(self.to_table(), tmp, compression="zstd")
-            os.replace(tmp, path)
+            with atomic_path(path, sync=False) as tmp:
+                pq.write_table(self.to_table(), tmp, compression="zstd")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path
 
@@ -554,38 +552,13 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray,
     """(lat, lon, rows) of a CSV or Parquet manifest with lat/latitude and lon/longitude/lng columns
     (any letter case). Rows without a valid coordinate are left out of lat/lon but counted in rows.
     Read with pyarrow alone: the gallery reader would pull in torch (seconds) for a CLI command."""
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"manifest not found: {path}")
-    try:
-        with path.open("rb") as fh:
-            parquet = fh.read(4) == b"PAR1"
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        parse = pacsv.ParseOptions(delimiter=delimiter)
-        table = pq.read_table(path) if parquet else pacsv.read_csv(path, parse_options=parse)
-    except (OSError, pa.ArrowException) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"cannot read manifest {path}: {reason}") from exc
-    by_lower = {name.lower(): name for name in table.column_names}
-    cols = []
-    for names in (LAT_NAMES, LON_NAMES):
-        found = next((by_lower[n] for n in names if n in by_lower), None)
-        if found is None:
-            have = ", ".join(table.column_names) or "none"
-            raise SchemaError(f"manifest {path} needs a {'/'.join(names)} column (any case); has: {have}")
-        column = table.column(found)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):  # "n/a" -> null
-            number = pc.match_substring_regex(column, r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
-            column = pc.if_else(number, pc.utf8_trim_whitespace(column), pa.scalar(None, column.type))
-        try:
-            values = pc.cast(column, pa.float64(), safe=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SchemaError(f"manifest {path}: column {found} is not numeric ({exc})") from exc
-        cols.append(values.to_numpy(zero_copy_only=False).astype(np.float64))
-    lat, lon = cols
+    table = read_table(path, "manifest")
+    where = f"manifest {path}"
+    lat, lon = (
+        float_column(table, require_column(table, names, where, SchemaError), where, error=SchemaError)
+        for names in (LAT_NAMES, LON_NAMES)
+    )
     keep = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
     return lat[keep], lon[keep], table.num_rows
 

@@ -4,14 +4,14 @@ Columns: `image_id`, `path`, `lat`, `lon`, `gt_source` (exif / manifest) and `em
 fixed-size list of float16 (L2-normalised features: half the bytes of float32 and ample for cosine
 ranking). File metadata `geotag_gallery` (JSON) records the backbone's registry name, its weights label
 and a fingerprint of its weights, because features of two backbones are not comparable: a predictor
-checks them before it uses the file. Written row group by row group to a temporary name, then renamed,
-so a gallery of millions streams in flat memory and a reader never sees half a file.
+checks them before it uses the file. Written row group by row group to a temporary name, then fsynced
+and renamed (geotag.io.parquet.AtomicParquetWriter), so a gallery of millions streams in flat memory
+and a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import torch
 
 from geotag import __version__
-from geotag.errors import InputError, OutputError
-from geotag.io.parquet import check_output_path
+from geotag.errors import InputError
+from geotag.io.parquet import AtomicParquetWriter
 
 GALLERY_KEY = b"geotag_gallery"
 GALLERY_FORMAT = 1
@@ -66,21 +66,15 @@ def gallery_schema(feature_dim: int) -> pa.Schema:
     )
 
 
-class GalleryWriter:
+class GalleryWriter(AtomicParquetWriter):
     """Stream (row, embedding) pairs into a gallery file; a context manager that renames on success."""
 
     def __init__(self, path: Path, info: GalleryInfo) -> None:
-        self.path = check_output_path(Path(path))
         self.info = info
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.schema = gallery_schema(info.feature_dim).with_metadata({GALLERY_KEY: info.to_json()})
-        try:
-            self._writer = pq.ParquetWriter(self.tmp_path, self.schema, compression="zstd")
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        super().__init__(path, self.schema)
         self._rows: list[Mapping[str, Any]] = []
         self._emb: list[np.ndarray] = []
-        self.rows_written = 0
 
     def write(self, rows: Sequence[Mapping[str, Any]], embeddings: torch.Tensor) -> None:
         """`rows` (image_id, path, lat, lon, gt_source) and their (len(rows), D) normalised embeddings."""
@@ -101,26 +95,6 @@ class GalleryWriter:
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.rows_written += len(self._rows)
         self._rows, self._emb = [], []
-
-    def close(self) -> None:
-        self.flush()
-        self._writer.close()
-        os.replace(self.tmp_path, self.path)
-
-    def abort(self) -> None:
-        try:
-            self._writer.close()
-        finally:
-            self.tmp_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> GalleryWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def read_gallery_info(path: Path) -> GalleryInfo:

@@ -3,7 +3,7 @@
 Two photo writers share one interface (`GpsWriter`): read the GPS a file already has, write a *new*
 file with the position added, and verify that new file. Neither ever touches the original: the
 engine (geotag.engine.write_exif) journals the change and swaps the verified file in atomically with
-`replace_atomically` (fsync, rename, fsync of the folder), so a crash, a full disk or a kill leaves
+geotag.io.durable (fsync, rename, fsync of the folder), so a crash, a full disk or a kill leaves
 every photo either as it was or completely written.
 
 - `ExiftoolWriter` drives one long-lived `exiftool -stay_open True -@ -` process (exiftool is the most
@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 from geotag import __version__
 from geotag.errors import InputError
+from geotag.io.durable import write_new_file
 
 __all__ = [
     "EXIFTOOL_ENV",
@@ -57,11 +58,9 @@ __all__ = [
     "WriteFailed",
     "build_sidecar",
     "find_exiftool",
-    "fsync_dir",
     "make_writer",
     "provenance_text",
     "read_sidecar_gps",
-    "replace_atomically",
     "same_image_data",
     "sidecar_path",
     "temp_path_for",
@@ -179,7 +178,7 @@ class GpsWriter(Protocol):
 
 
 # --------------------------------------------------------------------------------------------------
-# Files: temp names, fsync, the atomic swap, image-data comparison
+# Files: temp names, file attributes, image-data comparison (fsync and the atomic swap: geotag.io.durable)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -197,28 +196,6 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(name)
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort on file systems that cannot fsync folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def match_file_attributes(tmp: Path, st: os.stat_result) -> None:
     """Give the new file the original's permission bits, owner (when allowed) and times (to the ns)."""
     os.chmod(tmp, stat.S_IMODE(st.st_mode))
@@ -226,27 +203,6 @@ def match_file_attributes(tmp: Path, st: os.stat_result) -> None:
         if os.stat(tmp).st_uid != st.st_uid or os.stat(tmp).st_gid != st.st_gid:
             os.chown(tmp, st.st_uid, st.st_gid)
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def replace_atomically(tmp: Path, target: Path, *, sync_dir: bool = True) -> None:
-    """Rename the finished, fsynced `tmp` onto `target` and make the rename durable (the caller may
-    fsync the folder itself, once for many renames)."""
-    os.replace(tmp, target)
-    if sync_dir:
-        fsync_dir(target.parent)
-
-
-def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Create `path` (must not exist) with `data`, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def jpeg_scan_start(data: bytes | mmap.mmap) -> int | None:

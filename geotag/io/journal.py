@@ -30,6 +30,7 @@ from typing import Any
 
 from geotag import __version__
 from geotag.errors import InputError, OutputError
+from geotag.io.durable import fsync_dir, fsync_file
 from geotag.io.scan import image_id
 
 try:
@@ -43,15 +44,6 @@ JOURNAL_VERSION = 1
 
 def backup_dir_for(journal: Path) -> Path:
     return journal.with_name(journal.name + ".backup")
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class Journal:
@@ -103,7 +95,7 @@ class Journal:
                 **self._header,
             }
             self._write_line(header)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def _write_line(self, obj: dict[str, Any]) -> None:
         self._fh.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
@@ -131,20 +123,19 @@ class Journal:
             tmp = target.with_name(f".{name}.tmp")
             try:
                 shutil.copyfile(path, tmp)
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
+                fsync_file(tmp)
                 os.replace(tmp, target)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
         if sync:
-            _fsync_dir(self.backup_dir)
+            fsync_dir(self.backup_dir)
         return name
 
     def sync_backups(self) -> None:
         """Make the backup links made since the last call durable (one fsync of the folder)."""
         if self.backup_dir.is_dir():
-            _fsync_dir(self.backup_dir)
+            fsync_dir(self.backup_dir)
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (fsync) before the change it describes is made."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from geotag import __version__
 from geotag.errors import InputError, OutputError, SchemaError
+from geotag.io.durable import fsync_file, replace_atomically, temp_path
 
 SCHEMA_VERSION = "1"
 """Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata."""
@@ -142,19 +143,6 @@ def conform(table: pa.Table) -> pa.Table:
     return table.select(list(COLUMNS)).cast(SCHEMA)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def check_output_path(path: Path) -> Path:
     """Fail early, with one clear line, when `path` cannot receive a file."""
     path = Path(path)
@@ -168,12 +156,59 @@ def check_output_path(path: Path) -> Path:
     return path
 
 
-class PredictionWriter:
-    """Streams rows into a Parquet file of SCHEMA, one row group per `row_group_size` rows.
+class AtomicParquetWriter:
+    """A Parquet file written under a temporary name beside `path` and moved into place on close.
 
     Use as a context manager: on a clean exit the temporary file is fsynced and renamed onto `path`;
-    on an exception it is removed and `path` is left as it was.
+    on an exception it is removed and `path` is left as it was. Subclasses buffer rows, write them in
+    `flush()` through `self._writer` and count them in `rows_written`.
     """
+
+    def __init__(self, path: str | os.PathLike[str], schema: pa.Schema) -> None:
+        self.path = check_output_path(Path(path))
+        self.tmp_path = temp_path(self.path)
+        try:
+            self._writer = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self.rows_written = 0
+        self._closed = False
+
+    def flush(self) -> None:
+        """Write the buffered rows (nothing to do here: subclasses buffer)."""
+
+    def close(self) -> None:
+        """Finish the file and move it into place atomically."""
+        if self._closed:
+            return
+        self.flush()
+        self._writer.close()
+        self._closed = True
+        fsync_file(self.tmp_path)
+        replace_atomically(self.tmp_path, self.path)
+
+    def abort(self) -> None:
+        """Drop the temporary file; `path` keeps whatever it held before."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._writer.close()
+            finally:
+                self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class PredictionWriter(AtomicParquetWriter):
+    """Streams rows into a Parquet file of SCHEMA, one row group per `row_group_size` rows (written
+    atomically: see AtomicParquetWriter)."""
 
     def __init__(
         self,
@@ -182,17 +217,9 @@ class PredictionWriter:
         row_group_size: int = 65_536,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        self.path = check_output_path(Path(path))
+        super().__init__(path, SCHEMA.with_metadata(file_metadata(metadata)))
         self.row_group_size = row_group_size
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        schema = SCHEMA.with_metadata(file_metadata(metadata))
-        try:
-            self._writer = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self._buffer: list[Mapping[str, Any]] = []
-        self.rows_written = 0
-        self._closed = False
 
     def write(self, row: Mapping[str, Any]) -> None:
         self._buffer.append(row)
@@ -217,36 +244,6 @@ class PredictionWriter:
         self._writer.write_table(table, row_group_size=self.row_group_size)
         self.rows_written += len(self._buffer)
         self._buffer = []
-
-    def close(self) -> None:
-        """Finish the file and move it into place atomically."""
-        if self._closed:
-            return
-        self.flush()
-        self._writer.close()
-        self._closed = True
-        with open(self.tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp_path, self.path)
-        _fsync_dir(self.path.parent)
-
-    def abort(self) -> None:
-        """Drop the temporary file; `path` keeps whatever it held before."""
-        if not self._closed:
-            self._closed = True
-            try:
-                self._writer.close()
-            finally:
-                self.tmp_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> PredictionWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def now_utc() -> datetime:

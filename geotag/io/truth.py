@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from geotag.errors import InputError, SchemaError
 from geotag.geo.distance import haversine_np
+from geotag.io.tables import float_column, read_table, text_convert
 
 DISAGREE_KM = 1.0
 """EXIF and manifest further apart than this get a note on the row."""
@@ -172,38 +172,22 @@ def _swapped_places365(columns: list[str], chosen: Mapping[str, str]) -> bool:
 
 
 def _read_columns(path: Path, chosen: Mapping[str, str]) -> pa.Table:
+    """The chosen columns; a CSV's keys, scenes and countries as text (only empty cells are null: "NA"
+    is Namibia, not a missing value) and its coordinates as numbers (a non-number fails the read)."""
     names = list(dict.fromkeys(chosen.values()))
-    if path.suffix.lower() == ".parquet":
-        table = pq.read_table(path, columns=names)
-    else:
-        types = {chosen[r]: pa.string() for r in ("key", "scene", "country") if r in chosen}
-        types |= {chosen["lat"]: pa.float64(), chosen["lon"]: pa.float64()}
-        convert = pacsv.ConvertOptions(
-            include_columns=names,
-            column_types=types,
-            null_values=[""],  # only empty cells are null: "NA" is Namibia, not a missing value
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        )
-        try:
-            table = pacsv.read_csv(path, convert_options=convert)
-        except (OSError, pa.ArrowException) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"--truth {path}: cannot read the CSV ({first})") from exc
-    return table
+    parquet = path.suffix.lower() == ".parquet"
+    types = {chosen[r]: pa.string() for r in ("key", "scene", "country") if r in chosen}
+    types |= {chosen["lat"]: pa.float64(), chosen["lon"]: pa.float64()}
+    convert = text_convert(include_columns=names, column_types=types, quoted_strings_can_be_null=False)
+    kind = "Parquet file" if parquet else "CSV"
+    message = f"--truth {{path}}: cannot read the {kind} ({{reason}})"
+    return read_table(path, "--truth", parquet=parquet, columns=names, convert=convert, message=message)
 
 
 def _as_str_list(column: pa.ChunkedArray) -> list[str | None]:
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         column = pc.cast(column, pa.string())
     return column.to_pylist()
-
-
-def _as_float(column: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
-    try:
-        return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    except (pa.ArrowException, ValueError) as exc:
-        raise InputError(f"--truth {path}: column {name} is not numeric ({exc})") from exc
 
 
 class Truth:
@@ -228,8 +212,8 @@ class Truth:
                 "latitude, longitude"
             )
         keys = _as_str_list(table[chosen["key"]])
-        lat = _as_float(table[lat_col], self.path, lat_col)
-        lon = _as_float(table[lon_col], self.path, lon_col)
+        lat = float_column(table, lat_col, f"--truth {self.path}", strict=True)
+        lon = float_column(table, lon_col, f"--truth {self.path}", strict=True)
         scene = self._scenes(table, chosen, fmt)
         country = _as_str_list(table[chosen["country"]]) if "country" in chosen else None
 
