@@ -175,6 +175,50 @@ def countries(
     return codes, names
 
 
+LABEL_FIELDS = ("LABEL_Y", "LABEL_X", "LABELRANK")
+
+
+@lru_cache(maxsize=1)
+def country_label_points() -> dict[str, tuple[float, float]]:
+    """ISO alpha-2 code -> (lat, lon) of the country's Natural Earth label point: a point inside its main
+    landmass, chosen by cartographers to place its name, so a country-level answer (the experts model)
+    lands on land and inside the country (a centroid can fall in the sea or abroad). A code with several
+    features (France, Brazil and Australia have small territories of their own) takes the most prominent
+    one (lowest LABELRANK). Empty, after one warning, where the data package is unavailable."""
+    path = data_file()
+    if path is None:
+        _warn_once(f"the {DATA_PACKAGE.replace('_', '-')} package is not installed")
+        return {}
+    try:
+        try:
+            import pyogrio
+
+            meta, _, _, fields = pyogrio.raw.read(
+                f"zip://{path}", columns=[CODE_FIELD, *LABEL_FIELDS], read_geometry=False
+            )
+            by_name = dict(zip(list(meta["fields"]), fields, strict=True))  # in the file's order
+            rows = list(zip(*(by_name[n].tolist() for n in (CODE_FIELD, *LABEL_FIELDS)), strict=True))
+        except ImportError:
+            import shapefile  # pyshp, a dependency of the data package
+
+            with shapefile.Reader(str(path), encoding="utf-8") as sf:
+                names = [f[0] for f in sf.fields[1:]]
+                index = [names.index(n) for n in (CODE_FIELD, *LABEL_FIELDS)]
+                rows = [tuple(r[i] for i in index) for r in sf.records()]
+    except Exception as exc:  # noqa: BLE001 - a broken install must not fail a prediction run
+        _warn_once(f"cannot read {path.name}: {exc}")
+        return {}
+    best: dict[str, tuple[float, float, float]] = {}
+    for code, lat, lon, rank in rows:
+        code = (code or "").strip()
+        if code in _MISSING or lat is None or lon is None:
+            continue
+        rank = float(rank) if rank is not None else 99.0
+        if code not in best or rank < best[code][2]:
+            best[code] = (float(lat), float(lon), rank)
+    return {code: (lat, lon) for code, (lat, lon, _) in best.items()}
+
+
 COUNTRY_COLUMNS = {"country": ("pred_lat", "pred_lon"), "gt_country": ("gt_lat", "gt_lon")}
 
 

@@ -67,12 +67,29 @@ class GeoModel(nn.Module):
         """Another segmentation source (--seg-dir, --segmenter), for models with a segmentation branch."""
         raise InputError(f"model {self.name!r} has no segmentation branch (--seg-dir, --segmenter)")
 
+    def use_segmenter(self, source: str) -> None:
+        """Load the segmentation model this model needs from a hub id or a local folder (--segmenter)."""
+        raise InputError(f"model {self.name!r} uses no segmentation model (--segmenter)")
+
     def preprocess(self) -> Preprocess:
         """The transform decode must apply before `forward` / `predict`."""
         raise NotImplementedError
 
     def prepare(self) -> None:
         """Called once by the engine after `.to(device).eval()`: cache what every batch reuses."""
+
+    def compile_targets(self) -> list[nn.Module]:
+        """The heavy submodules `--compile` hands to torch.compile (the backbones); none by default."""
+        return []
+
+    def shared_state(self) -> dict[str, torch.Tensor]:
+        """What `prepare` computed that other replicas can adopt instead of recomputing it (the Ray
+        engine computes it once and shares it through the object store); CPU tensors. Default: none."""
+        return {}
+
+    def adopt_shared_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take another replica's `shared_state()` in place of `prepare()`."""
+        self.prepare()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Raw model output (logits or embeddings) for normalised float images (B, 3, H, W)."""

@@ -132,6 +132,20 @@ def build_translocator_checkpoint(**kwargs: Path | bool | None) -> GeoModel:
     return build_for_registry(**kwargs)  # type: ignore[arg-type]
 
 
+def build_geodecoder_checkpoint(**kwargs: Path | bool | None) -> GeoModel:
+    """GeoDecoder from a checkpoint folder (`weights`); imported on use, it pulls in timm."""
+    from geotag.models.geodecoder import build_for_registry
+
+    return build_for_registry(**kwargs)  # type: ignore[arg-type]
+
+
+def build_experts_checkpoint(**kwargs: Path | bool | None) -> GeoModel:
+    """Directed feature experts from a checkpoint folder (`weights`), with its instance segmenter."""
+    from geotag.models.experts import build_for_registry
+
+    return build_for_registry(**kwargs)  # type: ignore[arg-type]
+
+
 def build_knn_gallery(**kwargs: Path | bool | None) -> GeoModel:
     """kNN over an embedding gallery (`geotag gallery build`); the gallery names its backbone."""
     from geotag.models.knn import build_knn
@@ -171,6 +185,18 @@ MODELS: dict[str, ModelSpec] = {
         builder=build_translocator_checkpoint,
         description="TransLocator: dual ViT-B/16 over RGB + segmentation map, hierarchical S2 geocells",
         paper="Pramanick et al., ECCV 2022",
+    ),
+    "geodecoder": ModelSpec(
+        name="geodecoder",
+        builder=build_geodecoder_checkpoint,
+        description="GeoDecoder: CLIP ViT-L/14 + hierarchy/scene queries, coarse-to-fine cross-attention",
+        paper="Clark et al., CVPR 2023",
+    ),
+    "experts": ModelSpec(
+        name="experts",
+        builder=build_experts_checkpoint,
+        description="Directed feature experts: crops of roads, buildings, vehicles, plants vote on a country",
+        paper="Gong & Brumley",
     ),
     "knn": ModelSpec(
         name="knn",

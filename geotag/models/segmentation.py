@@ -30,7 +30,9 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -330,3 +332,217 @@ def load_map(path: Path, size: int) -> torch.Tensor:
         img = img.getchannel(0)
     labels = np.asarray(resize_center_crop(img, size, "nearest")).astype(np.int64)
     return render_labels(torch.from_numpy(labels)[None])[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Instance segmentation: the features the directed feature experts (experts.py) look at
+#
+# A provider finds instances in an RGB batch and returns, per image, its detections best first: a class
+# name from the model's own label set, a score and a box. `Mask2FormerInstances` runs a transformers
+# Mask2Former (a COCO-panoptic or ADE20K checkpoint: their "stuff" classes hold roads, terrain, buildings
+# and vegetation, which box detectors trained on COCO things, such as torchvision's Mask R-CNN, never
+# see). It is built from `Mask2FormerModel` plus the class head, not from
+# `Mask2FormerForUniversalSegmentation`, whose constructor wants scipy for a training loss we never use;
+# the checkpoint files are the same.
+
+DEFAULT_INSTANCE_SEGMENTER = "facebook/mask2former-swin-large-coco-panoptic"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One instance: `label` in the segmenter's label set, `score` in [0, 1], `box` (x0, y0, x1, y1) in
+    pixels of the image it was found in (x1, y1 exclusive)."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+class InstanceSegmenter(nn.Module):
+    """Finds instances in RGB batches. An nn.Module, so `.to(device)` moves it with its owner; always in
+    eval mode; its weights are never part of the owner's checkpoint."""
+
+    name: str = ""
+    source: str = ""  # what a checkpoint records to find it again: a hub id or a folder
+    labels: tuple[str, ...] = ()
+
+    def detect(self, rgb: torch.Tensor) -> list[list[Detection]]:
+        """(B, 3, H, W) float RGB in [0, 1] -> per image, its detections, best first."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> InstanceSegmenter:
+        return super().train(False)
+
+
+class Mask2FormerInstances(InstanceSegmenter):
+    """Mask2Former's instance inference: each query's best class (the "no object" class dropped) times
+    the mean sigmoid of its mask inside the mask; queries scoring at least `min_score` become
+    detections, their box the extent of the mask (found at the mask's 1/4 resolution, scaled up)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_head: nn.Linear,
+        *,
+        size: int = 384,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        min_score: float = 0.5,
+        mask_threshold: float = 0.5,
+        name: str = "",
+        source: str = "",
+    ) -> None:
+        super().__init__()
+        id2label = getattr(model.config, "id2label", None) or {}
+        if class_head.out_features != len(id2label) + 1:
+            raise WeightsError(
+                f"segmenter {name or 'model'}: {class_head.out_features} class outputs for "
+                f"{len(id2label)} labels (+1 for no object expected)"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.class_head = class_head.eval().requires_grad_(False)
+        self.labels = tuple(str(id2label[i]) for i in range(len(id2label)))
+        self.size, self.min_score, self.mask_threshold = int(size), float(min_score), float(mask_threshold)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.name = name or "Mask2Former"
+        self.source = source
+
+    @classmethod
+    def from_config(cls, config: object, **kwargs: Any) -> Mask2FormerInstances:
+        """A randomly initialised model of a `Mask2FormerConfig` (tests, or before loading weights)."""
+        from transformers import Mask2FormerModel
+
+        model = Mask2FormerModel(config)
+        head = nn.Linear(config.hidden_dim, config.num_labels + 1)  # type: ignore[attr-defined]
+        return cls(model, head, **kwargs)
+
+    @torch.no_grad()
+    def detect(self, rgb: torch.Tensor) -> list[list[Detection]]:
+        h, w = rgb.shape[-2:]
+        x = F.interpolate(rgb.float(), size=(self.size, self.size), mode="bilinear", align_corners=False)
+        out = self.model(pixel_values=(x - self.mean) / self.std, output_hidden_states=True)
+        hidden = out.transformer_decoder_intermediate_states[-1].transpose(0, 1)  # (B, Q, C)
+        probs = self.class_head(hidden).float().softmax(dim=-1)[..., :-1]
+        class_score, label = probs.max(dim=-1)  # (B, Q)
+        masks = out.masks_queries_logits[-1].float().sigmoid()  # (B, Q, h/4, w/4)
+        binary = masks > self.mask_threshold
+        inside = binary.sum(dim=(-1, -2))
+        score = class_score * (masks * binary).sum(dim=(-1, -2)) / inside.clamp_min(1)
+        rows, cols = binary.any(dim=-1), binary.any(dim=-2)  # (B, Q, mh), (B, Q, mw)
+        mh, mw = rows.shape[-1], cols.shape[-1]
+        y0 = rows.float().argmax(dim=-1)
+        y1 = mh - rows.flip(-1).float().argmax(dim=-1)
+        x0 = cols.float().argmax(dim=-1)
+        x1 = mw - cols.flip(-1).float().argmax(dim=-1)
+        boxes = torch.stack([x0 * (w / mw), y0 * (h / mh), x1 * (w / mw), y1 * (h / mh)], dim=-1)
+        keep = (score >= self.min_score) & (inside > 0)
+        found: list[list[Detection]] = []
+        for b in range(rgb.shape[0]):
+            idx = keep[b].nonzero().flatten()
+            idx = idx[score[b, idx].argsort(descending=True)]
+            found.append(
+                [
+                    Detection(self.labels[int(label[b, i])], float(score[b, i]), tuple(boxes[b, i].tolist()))  # type: ignore[arg-type]
+                    for i in idx.tolist()
+                ]
+            )
+        return found
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """A folder transformers' `Mask2FormerForUniversalSegmentation.from_pretrained` also reads:
+        config.json, model.safetensors (`model.*`, `class_predictor.*`), preprocessor_config.json."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.config.architectures = ["Mask2FormerForUniversalSegmentation"]
+        self.model.config.save_pretrained(folder)
+        state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        state.update(
+            {f"class_predictor.{k}": v.detach().cpu() for k, v in self.class_head.state_dict().items()}
+        )
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        processor = {
+            "size": {"shortest_edge": self.size},
+            "image_mean": self.mean.flatten().tolist(),
+            "image_std": self.std.flatten().tolist(),
+            "image_processor_type": "Mask2FormerImageProcessor",
+        }
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+        return folder
+
+
+def load_instance_segmenter(
+    source: str | os.PathLike[str] = DEFAULT_INSTANCE_SEGMENTER, *, min_score: float | None = None
+) -> Mask2FormerInstances:
+    """A Mask2Former from a local folder, or from a hub id: HF cache, then a download when the hub
+    answers. Offline with nothing cached, fails at once with one WeightsError line saying what to do."""
+    path = Path(source)
+    if path.is_dir():
+        return _mask2former_from_folder(path, str(path), min_score)
+    if path.exists() or not _looks_like_repo_id(str(source)):
+        raise WeightsError(f"segmenter {source}: not a folder with a Mask2Former config.json and weights")
+    repo = str(source)
+    folder = _cached_snapshot(repo) or _download(repo)
+    if folder is None:
+        raise WeightsError(
+            f"no weights for the instance segmenter {repo} (not in the Hugging Face cache, hub unreachable "
+            f"or HF_HUB_OFFLINE set): run `hf download {repo}`, or give a local Mask2Former folder"
+        )
+    return _mask2former_from_folder(folder, repo, min_score)
+
+
+def _mask2former_from_folder(folder: Path, source: str, min_score: float | None) -> Mask2FormerInstances:
+    weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
+    if not (folder / "config.json").is_file() or weights is None:
+        raise WeightsError(
+            f"segmenter folder {folder} needs config.json and model.safetensors (or pytorch_model.bin)"
+        )
+    from transformers import Mask2FormerModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    try:
+        hf_logging.set_verbosity_error()  # its load report lists the class head as unexpected: it is ours
+        with quiet_transformers():
+            model, info = Mask2FormerModel.from_pretrained(folder, output_loading_info=True)  # model.*
+        head_state = _read_tensors(weights, ("class_predictor.weight", "class_predictor.bias"))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(f"cannot load the instance segmenter from {folder}: {reason}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise WeightsError(f"instance segmenter {folder} lacks weights: {', '.join(missing[:3])}")
+    head = nn.Linear(
+        head_state["class_predictor.weight"].shape[1], head_state["class_predictor.weight"].shape[0]
+    )
+    head.load_state_dict({k.split(".", 1)[1]: v for k, v in head_state.items()})
+    mean, std, size = IMAGENET_MEAN, IMAGENET_STD, 384
+    processor = folder / "preprocessor_config.json"
+    if processor.is_file():
+        cfg = json.loads(processor.read_text())
+        mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
+        raw = cfg.get("size") or {}
+        size = (
+            int(raw.get("shortest_edge") or raw.get("height") or size) if isinstance(raw, dict) else int(raw)
+        )
+    kwargs: dict[str, Any] = {"min_score": min_score} if min_score is not None else {}
+    return Mask2FormerInstances(
+        model, head, size=size, mean=mean, std=std, name=source, source=source, **kwargs
+    )
+
+
+def _read_tensors(file: Path, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Only `keys` of a safetensors or torch checkpoint (the big one is not read twice)."""
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in keys}
+    state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    return {k: state[k] for k in keys}

@@ -461,7 +461,7 @@ class TransLocatorTask(TrainTask):
 # ------------------------------------------------------------------------------------------------
 
 
-TRAINABLE = ("geoclip", "geoclip-lite", "translocator")
+TRAINABLE = ("geoclip", "geoclip-lite", "translocator", "geodecoder", "experts")
 
 
 def make_task(cfg: TrainConfig) -> TrainTask:
@@ -472,4 +472,12 @@ def make_task(cfg: TrainConfig) -> TrainTask:
         return GeoCLIPLiteTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
     if cfg.model == "translocator":
         return TransLocatorTask(cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
+    if cfg.model == "geodecoder":
+        from geotag.models.geodecoder import GeoDecoderTask
+
+        return GeoDecoderTask.from_train_config(cfg)
+    if cfg.model == "experts":
+        from geotag.models.experts import ExpertsTask
+
+        return ExpertsTask.from_train_config(cfg)
     raise InputError(f"no training task for model {cfg.model!r}; trainable: {', '.join(TRAINABLE)}")

@@ -42,15 +42,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from geotag.errors import InputError, WeightsError
 from geotag.geo.cells import Geocells
-from geotag.geo.distance import haversine_matrix_torch
 from geotag.models.base import GeoModel, Prediction, Preprocess
+from geotag.models.cell_head import (
+    TTA_CROPS,
+    assign_state,
+    cell_prediction,
+    hierarchical_probabilities,  # noqa: F401 - re-exported: callers import it from here
+    median_radius,
+    read_folder_config,
+    register_cell_buffers,
+    save_state,
+    tta_views,
+)
 from geotag.models.segmentation import (
     DEFAULT_SEGFORMER,
     SegFormerProvider,
@@ -64,7 +73,6 @@ log = logging.getLogger(__name__)
 SCENES = ("indoor", "natural", "urban")
 LEVEL_WEIGHTS = (0.5, 0.3, 0.2)
 """Loss weight per partition, coarse -> fine (the authors' training code; GUIDE section 6)."""
-TTA_CROPS = (1, 2, 5, 10)
 CHECKPOINT_FORMAT = "geotag-translocator"
 CHECKPOINT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, CELLS_FILE, SEGMENTER_DIR = (
@@ -103,10 +111,11 @@ class BackboneConfig:
     arch: str = "vit_base_patch16_224"
     tag: str = "augreg_in21k"
     overrides: dict[str, Any] = field(default_factory=dict)
+    hub: str = ""  # the weights' hub repo when it is not timm/<arch>.<tag> (QuickGELU CLIP variants)
 
     @property
     def hub_id(self) -> str:
-        return f"timm/{self.arch}.{self.tag}"
+        return self.hub or f"timm/{self.arch}.{self.tag}"
 
 
 @dataclass(frozen=True)
@@ -148,18 +157,6 @@ class TransLocatorConfig:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
-
-
-def hierarchical_probabilities(probs: Sequence[torch.Tensor], ancestors: torch.Tensor) -> torch.Tensor:
-    """(B, n_fine): each fine cell's probability times its ancestors' (GeoEstimation / TransLocator).
-
-    `probs[p]` is (B, n_p), coarse first; `ancestors` (n_fine, P) gives each fine cell's index in every
-    partition (its last column is the fine index itself). Not renormalised.
-    """
-    out = probs[-1][:, ancestors[:, -1]]
-    for p in range(len(probs) - 1):
-        out = out * probs[p][:, ancestors[:, p]]
-    return out
 
 
 def translocator_loss(
@@ -221,11 +218,7 @@ class TransLocator(GeoModel):
         self.segmenter = segmenter
         self.segmenter_missing: str | None = None  # why no segmenter could be loaded (raised in prepare)
         self.weights_label = weights_label
-        fine = cells.fine
-        self.cell_tokens = fine.tokens()
-        centroids = torch.from_numpy(np.stack([fine.lat, fine.lon], axis=1).astype(np.float64))
-        self.register_buffer("centroids", centroids, persistent=False)
-        self.register_buffer("ancestors", torch.from_numpy(cells.ancestors()), persistent=False)
+        register_cell_buffers(self, cells)  # cell_tokens, centroids, ancestors (cell_head.py)
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -235,9 +228,17 @@ class TransLocator(GeoModel):
             size = round(size / self.config.tta_crop_pct)
         return Preprocess(size, self.config.mean, self.config.std, self.config.interpolation)
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The transformer blocks of both branches (features() calls them one by one)."""
+        return [*self.rgb.blocks, *(self.seg.blocks if self.seg is not None else [])]
+
     def set_tta(self, crops: int) -> None:
         """Test-time augmentation: 1 (off), 2 (centre + flip), 5 (corners + centre) or 10 (5 + flips)."""
         self.config = dataclasses.replace(self.config, tta_crops=crops)
+
+    def use_segmenter(self, source: str) -> None:
+        """--segmenter: a semantic SegFormer (ADE20K labels) from a hub id or a local folder."""
+        self.set_segmentation(load_segformer(source))
 
     def set_segmentation(self, provider: SegmentationProvider | None) -> None:
         """Use another segmentation source, e.g. DiskSegmentation(seg_dir) for precomputed maps."""
@@ -345,18 +346,7 @@ class TransLocator(GeoModel):
 
     def _views(self, x: torch.Tensor) -> torch.Tensor:
         """(n_views, B, 3, c, c): the TTA crops of a batch (one centre crop when TTA is off)."""
-        c, n = self.config.img_size, self.config.tta_crops
-        h, w = x.shape[-2:]
-        top, left = (h - c) // 2, (w - c) // 2
-        centre = x[..., top : top + c, left : left + c]
-        if n == 1:
-            return centre[None]
-        if n == 2:
-            return torch.stack([centre, centre.flip(-1)])
-        corners = [x[..., :c, :c], x[..., :c, w - c :], x[..., h - c :, :c], x[..., h - c :, w - c :], centre]
-        if n == 10:
-            corners += [v.flip(-1) for v in corners]
-        return torch.stack(corners)
+        return tta_views(x, self.config.img_size, self.config.tta_crops)
 
     def probabilities(self, images: torch.Tensor, seg01: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Softmax per head, averaged over the TTA views, in float32."""
@@ -383,35 +373,18 @@ class TransLocator(GeoModel):
             raise InputError(f"top-k must be between 1 and the number of fine cells {n_fine}, got {top_k}")
         seg01 = self.segment(images, seg_maps, image_ids, paths) if self.variant.use_seg else None
         probs = self.probabilities(images, seg01)
-        with _fp32(images.device):
-            hier = hierarchical_probabilities([probs[p] for p in self.cells.names], self.ancestors)
-            hier = hier / hier.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-            scores, index = hier.topk(top_k, dim=1)
-            coords = self.centroids[index]  # (B, k, 2) float64
-            error_km = self._median_radius(hier, coords[:, 0])
-        extras: dict[str, list[str | None]] = {"cell": [self.cell_tokens[i] for i in index[:, 0].tolist()]}
-        if "scene" in probs:
-            extras["scene"] = [self.config.scene_classes[i] for i in probs["scene"].argmax(dim=1).tolist()]
-        coords = coords.cpu()
-        return Prediction(
-            lat=coords[:, 0, 0].contiguous(),
-            lon=coords[:, 0, 1].contiguous(),
-            confidence=scores[:, 0].cpu(),
-            topk_lat=coords[..., 0].contiguous(),
-            topk_lon=coords[..., 1].contiguous(),
-            topk_score=scores.cpu(),
-            extras=extras,
-            error_km=error_km.double().cpu(),
+        pred = cell_prediction(
+            [probs[p] for p in self.cells.names], self.ancestors, self.centroids, self.cell_tokens, top_k
         )
+        if "scene" in probs:
+            pred.extras["scene"] = [
+                self.config.scene_classes[i] for i in probs["scene"].argmax(dim=1).tolist()
+            ]
+        return pred
 
     def _median_radius(self, probs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Per row, the distance from `points[row]` within which half of the cell probability lies."""
-        cents = self.centroids.float()
-        d = haversine_matrix_torch(points[:, 0].float(), points[:, 1].float(), cents[:, 0], cents[:, 1])
-        d, order = d.sort(dim=1)
-        mass = probs.gather(1, order).cumsum(dim=1)
-        k = (mass < 0.5).sum(dim=1, keepdim=True).clamp_max(d.shape[1] - 1)
-        return d.gather(1, k)[:, 0]
+        return median_radius(probs, points, self.centroids)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -579,8 +552,6 @@ def save_checkpoint(
 ) -> Path:
     """Write everything `load_translocator` needs to predict: weights, configuration, cells, scene
     classes, preprocessing and, when it is a SegFormer, the segmenter itself."""
-    from safetensors.torch import save_file
-
     from geotag import __version__
 
     folder = Path(folder)
@@ -588,12 +559,7 @@ def save_checkpoint(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"cannot create checkpoint folder {folder}: {exc.strerror or exc}") from exc
-    state = {
-        k: v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if not k.startswith("segmenter.")
-    }
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+    save_state(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT, skip_prefixes=("segmenter.",))
     model.cells.save(folder / CELLS_FILE)
     segmenter_dir = None
     if include_segmenter and isinstance(model.segmenter, SegFormerProvider):
@@ -619,20 +585,7 @@ def save_checkpoint(
 
 
 def read_checkpoint_info(folder: Path) -> dict[str, Any]:
-    config_file = folder / CONFIG_FILE
-    if not folder.is_dir() or not config_file.is_file():
-        raise WeightsError(f"{folder} is not a TransLocator checkpoint folder (no {CONFIG_FILE})")
-    try:
-        info = json.loads(config_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read {config_file}: {exc}") from exc
-    if info.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(
-            f"{config_file} is not a {CHECKPOINT_FORMAT} config (format {info.get('format')!r})"
-        )
-    if int(info.get("format_version", 0)) > CHECKPOINT_VERSION:
-        raise WeightsError(f"{folder} was written by a newer geotag (format {info['format_version']})")
-    return info
+    return read_folder_config(folder, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "TransLocator", CONFIG_FILE)
 
 
 def load_translocator(
@@ -647,9 +600,6 @@ def load_translocator(
     download); if neither can be had, loading still succeeds and `prepare()` raises the reason, unless
     precomputed maps are set with `set_segmentation(DiskSegmentation(...))` first.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     info = read_checkpoint_info(folder)
     config = TransLocatorConfig.from_dict(info["config"])
@@ -659,15 +609,7 @@ def load_translocator(
     rgb = create_vit(config, meta=True)
     seg = create_vit(config, meta=True) if VARIANTS[config.variant].use_seg else None
     model = TransLocator(config, cells, rgb, seg, None, "")
-    try:
-        state = load_file(str(folder / info.get("weights_file", WEIGHTS_FILE)), device="cpu")
-    except (OSError, SafetensorError) as exc:
-        raise WeightsError(f"cannot read the weights of checkpoint {folder}: {exc}") from exc
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected or any(p.is_meta for p in model.parameters()):
-        raise WeightsError(
-            f"checkpoint {folder} does not fit its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+    assign_state(model, folder / info.get("weights_file", WEIGHTS_FILE), folder)
     stored = info.get("weights_label") or "no label"
     model.weights_label = f"checkpoint {folder.resolve().name} ({stored})"
     if model.variant.use_seg:
