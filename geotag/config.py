@@ -10,7 +10,7 @@ from pathlib import Path
 class PredictConfig:
     """Everything `geotag predict` needs; defaults are what a user gets with no options."""
 
-    paths: list[Path]
+    paths: list[Path | str]  # files / folders; fsspec URLs (s3://, gs://) stay text (engine ray)
     out: Path
     model: str = "geoclip"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -28,10 +28,19 @@ class PredictConfig:
     allow_untrained: bool = False
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     draft: bool = True  # JPEG draft-mode decoding (see geotag.io.decode)
+    gpu_decode: bool = False  # nvJPEG for a share of the large JPEGs, CPU workers for the rest (CUDA)
+    gpu_decode_share: float = 0.6  # share of the eligible JPEGs sent to nvJPEG (geotag.io.gpu_decode)
+    gpu_decode_min_pixels: int = 4_000_000  # smaller JPEGs stay on the CPU (draft mode is cheap for them)
+    compile: bool = False  # torch.compile the model's backbone(s); the last batch is padded
     checkpoint_rows: int = 4096  # rows per finished part file; what a kill can cost at most
     progress: bool = False
     seed: int = 0
     extra_metadata: dict[str, str] = field(default_factory=dict)
+    engine: str = "local"  # local | ray (docs/scale.md); ray writes a folder of part files to `out`
+    ray_address: str | None = None  # ray: cluster to join ("auto", "ray://host:10001"); None: start one here
+    ray_gpus: int | None = None  # ray: GPU model actors, one GPU each; None: every GPU of the cluster
+    ray_actors: int | None = None  # ray: CPU model actors when no GPU is used; None: 1
+    cpus_per_decoder: float = 1.0  # ray: CPUs each listing / decoding task reserves
 
 
 @dataclass

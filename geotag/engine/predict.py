@@ -2,10 +2,13 @@
 
 Pipeline: the folder walk is written once to a work list (Arrow IPC, memory-mapped by the workers);
 DataLoader worker processes hash, read EXIF and decode each photo (JPEG draft mode, EXIF orientation)
-into uint8 tensors of the model's input size; batches travel pinned to the device, are normalised
-there and run under bf16 autocast on CUDA (float32 on CPU); rows stream into crash-safe part files
-that are merged atomically at the end (see geotag.io.parts). The engine knows models only through
-the registry's GeoModel interface.
+into uint8 tensors of the model's input size, in chunks of 32; a stager thread copies them pinned to
+the device (on CUDA on a side stream), decodes with nvJPEG the share of large JPEGs the workers left
+for it (--gpu-decode) and joins chunks into model batches; the main thread normalises them and runs
+the model under bf16 autocast on CUDA (float32 on CPU); a writer thread streams rows into crash-safe
+part files that are merged atomically at the end (see geotag.io.parts). geotag.engine.pipeline holds
+the threads; docs/performance.md what each step measured. The engine knows models only through the
+registry's GeoModel interface.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
+from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
 from geotag.engine.scan import scan_file
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
+from geotag.io import gpu_decode
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
 from geotag.io.scan import ImageRecord, iter_records, validate_paths
-from geotag.io.truth import TruthReport, apply_truth, load_truth
+from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.registry import build_model
 from geotag.progress import progress_bar
@@ -86,11 +91,22 @@ class PhotoDataset(Dataset[dict[str, Any]]):
     be decoded comes back as an error row with no pixels. Nothing here raises for a bad photo.
     """
 
-    def __init__(self, work_list: Path, pre: Preprocess, draft: bool, skip_ids: set[str]) -> None:
+    def __init__(
+        self,
+        work_list: Path,
+        pre: Preprocess,
+        draft: bool,
+        skip_ids: set[str],
+        *,
+        gpu_share: float = 0.0,
+        gpu_min_pixels: int = gpu_decode.DEFAULT_MIN_PIXELS,
+    ) -> None:
         self.work_list = work_list
         self.pre = pre
         self.draft = draft
         self.skip_ids = skip_ids
+        self.gpu_share = gpu_share  # share of large, checked JPEGs left for nvJPEG (--gpu-decode)
+        self.gpu_min_pixels = gpu_min_pixels
         self._table: pa.Table | None = None
         with ipc.open_file(work_list) as reader:
             self._len = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
@@ -110,15 +126,30 @@ class PhotoDataset(Dataset[dict[str, Any]]):
             size=table["size"][i].as_py(),
             mtime=table["mtime"][i].as_py(),
         )
-        return read_item(record, self.pre, self.draft, self.skip_ids)
+        gpu = {"gpu_share": self.gpu_share, "gpu_min_pixels": self.gpu_min_pixels}
+        return read_item(record, self.pre, self.draft, self.skip_ids, **gpu)
 
 
-def read_item(record: ImageRecord, pre: Preprocess, draft: bool, skip_ids: Container[str]) -> dict[str, Any]:
+def read_item(
+    record: ImageRecord,
+    pre: Preprocess,
+    draft: bool,
+    skip_ids: Container[str],
+    *,
+    gpu_share: float = 0.0,
+    gpu_min_pixels: int | None = None,
+) -> dict[str, Any]:
     """One photo's scan row and model-ready pixels (shared by the local and Ray engines, so both give
-    the same row): `skip` when its image_id is in `skip_ids`; an undecodable photo is an error row."""
+    the same row): `skip` when its image_id is in `skip_ids`; an undecodable photo is an error row.
+    With `gpu_share`, a large JPEG that passes the CPU-side checks comes back as `gpu` (no pixels):
+    the engine decodes it with nvJPEG (geotag.io.gpu_decode)."""
     row = scan_file(record)
     if row.get("image_id") in skip_ids:
         return {"row": row, "pixels": None, "skip": True}
+    min_pixels = gpu_decode.DEFAULT_MIN_PIXELS if gpu_min_pixels is None else gpu_min_pixels
+    if gpu_share > 0 and _for_gpu(row, gpu_share, min_pixels):
+        orientation = gpu_decode.exif_orientation(record.path)
+        return {"row": row, "pixels": None, "skip": False, "gpu": True, "orientation": orientation}
     pixels = None
     if row["status"] == "ok":
         try:
@@ -129,13 +160,39 @@ def read_item(record: ImageRecord, pre: Preprocess, draft: bool, skip_ids: Conta
     return {"row": row, "pixels": pixels, "skip": False}
 
 
+def _for_gpu(row: dict[str, Any], share: float, min_pixels: int) -> bool:
+    """A large JPEG in this run's GPU share that passes the CPU-side checks (end marker, header).
+    MPO files (a second image after the first one's end marker) stay on the CPU: the end-marker check
+    cannot vouch for the first image."""
+    if row["status"] != "ok" or row.get("format") != "JPEG":
+        return False
+    if (row.get("width") or 0) * (row.get("height") or 0) < min_pixels:
+        return False
+    if not gpu_decode.wants_gpu(row.get("image_id"), share):
+        return False
+    reason = gpu_decode.gpu_decode_reason(row["path"])
+    if reason is not None:
+        log.debug("%s stays on the CPU decoder: %s", row["path"], reason)
+    return reason is None
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows stay a list; the decodable ones' pixels stack into one uint8 batch."""
-    rows = [it["row"] for it in items if not it["skip"]]
-    with_pixels = [it for it in items if not it["skip"] and it["pixels"] is not None]
+    """Rows stay a list; the decodable ones' pixels stack into one uint8 batch; rows left for nvJPEG
+    are listed in `gpu_index` (with their EXIF orientation)."""
+    kept = [it for it in items if not it["skip"]]
+    rows = [it["row"] for it in kept]
+    with_pixels = [it for it in kept if it["pixels"] is not None]
     pixels = torch.stack([it["pixels"] for it in with_pixels]) if with_pixels else None
-    index = [i for i, it in enumerate(it for it in items if not it["skip"]) if it["pixels"] is not None]
-    return {"rows": rows, "pixels": pixels, "index": index, "skipped": len(items) - len(rows)}
+    index = [i for i, it in enumerate(kept) if it["pixels"] is not None]
+    gpu_index = [i for i, it in enumerate(kept) if it.get("gpu")]
+    return {
+        "rows": rows,
+        "pixels": pixels,
+        "index": index,
+        "skipped": len(items) - len(rows),
+        "gpu_index": gpu_index,
+        "gpu_orientation": [kept[i]["orientation"] for i in gpu_index],
+    }
 
 
 def make_loader(dataset: PhotoDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
@@ -214,6 +271,30 @@ def predict_columns(
         )
 
 
+def complete_rows(
+    rows: list[dict[str, Any]],
+    pixels: torch.Tensor | None,
+    index: list[int],
+    model: GeoModel,
+    device: torch.device,
+    cfg: PredictConfig,
+    manifest: Truth | None,
+    common: dict[str, Any],
+) -> None:
+    """Fill one batch's scan rows in place: predictions for the decoded ones (`pixels` are rows[index]),
+    countries, the model columns and a manifest's truth. Both engines call it, so rows agree."""
+    if pixels is not None:
+        decoded = [rows[i] for i in index]
+        columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp)
+        for i, cols in zip(index, columns, strict=True):
+            rows[i].update(cols)
+    add_countries(rows, ["country"])  # one vectorised lookup per batch, before a manifest acts
+    for row in rows:
+        row.update(common)
+        apply_truth(row, manifest)  # right before writing
+    add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
+
+
 def count_errors(path: Path) -> tuple[int, int]:
     """(rows, error rows) of a finished output file."""
     rows = errors = 0
@@ -223,7 +304,11 @@ def count_errors(path: Path) -> tuple[int, int]:
     return rows, errors
 
 
-def load_model(cfg: PredictConfig, device: torch.device) -> GeoModel:
+def load_model(
+    cfg: PredictConfig, device: torch.device, shared: dict[str, torch.Tensor] | None = None
+) -> GeoModel:
+    """Build, move and prepare the model; `shared`: another replica's `shared_state()` (Ray actors)
+    adopted instead of preparing again."""
     torch.manual_seed(cfg.seed)
     model = build_model(
         cfg.model,
@@ -235,7 +320,10 @@ def load_model(cfg: PredictConfig, device: torch.device) -> GeoModel:
     apply_model_options(model, cfg)
     model.to(device).eval()
     with torch.inference_mode():
-        model.prepare()
+        if shared:
+            model.adopt_shared_state(shared)
+        else:
+            model.prepare()
     return model
 
 
@@ -248,9 +336,7 @@ def apply_model_options(model: GeoModel, cfg: PredictConfig) -> None:
             raise InputError(f"--seg-dir {cfg.seg_dir}: no such folder")
         model.set_segmentation(DiskSegmentation(cfg.seg_dir))
     elif cfg.segmenter is not None:
-        from geotag.models.segmentation import load_segformer
-
-        model.set_segmentation(load_segformer(cfg.segmenter))
+        model.use_segmenter(cfg.segmenter)
     if cfg.tta_crops != 1:
         model.set_tta(cfg.tta_crops)
 
@@ -270,33 +356,51 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     model = model if model is not None else load_model(cfg, device)
     summary.device, summary.weights = str(device), model.weights_label
 
+    if cfg.compile:
+        compile_model(model)
+    gpu_share = cfg.gpu_decode_share if cfg.gpu_decode else 0.0
+    if gpu_share and not gpu_decode.available(device):
+        log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
+        gpu_share = 0.0
+
     work_list, listed, summary.skipped = store.write_file_list(iter_records(cfg.paths), done.keys)
-    dataset = PhotoDataset(work_list, model.preprocess(), cfg.draft, done.ids)
+    pre = model.preprocess()
+    dataset = PhotoDataset(
+        work_list, pre, cfg.draft, done.ids, gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
+    )
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
-    loader = make_loader(dataset, cfg.batch_size or auto_batch_size(device), workers, device)
+    batch_size = cfg.batch_size or auto_batch_size(device)
+    # workers hand over small chunks (the first reaches the model long before a whole batch would);
+    # the stager thread joins them into model batches on the device
+    loader = make_loader(dataset, min(batch_size, LOADER_CHUNK), workers, device)
     common = {"model": model.name, "weights": model.weights_label}
+
+    def finish_rows(rows: list[dict[str, Any]]) -> None:  # on the writer thread
+        complete_rows(rows, None, [], model, device, cfg, manifest, common)
+        for row in rows:
+            parts.write(row)
 
     with (
         store.writer(cfg.checkpoint_rows) as parts,
         progress_bar(listed, "predict", enabled=cfg.progress) as bar,
+        RowSink(finish_rows) as sink,
+        Stager(loader, pre, device, batch_size) as staged,
     ):
-        for batch in loader:
-            rows = batch["rows"]
-            if batch["pixels"] is not None:
-                decoded = [rows[i] for i in batch["index"]]
-                columns = predict_columns(model, batch["pixels"], decoded, device, cfg.top_k, cfg.amp)
-                for i, cols in zip(batch["index"], columns, strict=True):
+        for batch in staged:
+            rows = batch.rows
+            if batch.pixels is not None:
+                pixels, decoded = batch.pixels, [rows[i] for i in batch.index]
+                n = len(decoded)
+                if cfg.compile and n < batch_size:  # static shapes: pad rather than recompile
+                    pixels = torch.cat([pixels, pixels[-1:].expand(batch_size - n, *pixels.shape[1:])])
+                    decoded = decoded + [decoded[-1]] * (batch_size - n)
+                columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp)[:n]
+                for i, cols in zip(batch.index, columns, strict=True):
                     rows[i].update(cols)
-            add_countries(rows, ["country"])  # one vectorised lookup per batch, before a manifest acts
-            for row in rows:
-                row.update(common)
-                apply_truth(row, manifest)  # main process, right before writing
-            add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
-            for row in rows:
-                parts.write(row)
+            sink.put(rows)
             summary.new += len(rows)
-            summary.skipped += batch["skipped"]
-            bar.update(len(rows) + batch["skipped"])
+            summary.skipped += batch.skipped
+            bar.update(len(rows) + batch.skipped)
 
     metadata = {
         "command": "predict",

@@ -15,6 +15,7 @@ Every row of a file falls in exactly one bucket, so n_rows = n_error + n_no_gt +
 
 from __future__ import annotations
 
+import glob
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -291,15 +292,16 @@ def evaluate(
         raise InputError("no predictions file given")
     thresholds = normalise_thresholds(list(thresholds))
     by = list(dict.fromkeys(by))
-    paths = [Path(f) for f in files]
-    schemas = [require_columns(path, NEEDED_COLUMNS).schema_arrow.names for path in paths]
+    given = [Path(f) for f in files]
+    paths, samples = zip(*(parquet_source(p) for p in given), strict=True)
+    schemas = [require_columns(sample, NEEDED_COLUMNS).schema_arrow.names for sample in samples]
     for path, columns in zip(paths, schemas, strict=True):  # fail on the first bad file before any work
         check_by(path, truth_join.joined_columns(columns) if truth else columns, by)
     con = connect()
     try:
         rows = []
         notes = truth_join.register_truth(con, truth) if truth else []
-        for path, label, columns in zip(paths, file_labels(paths), schemas, strict=True):
+        for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
             source, cols = "read_parquet(?)", columns
             if truth:
                 source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
@@ -314,6 +316,21 @@ def evaluate(
     finally:
         con.close()
     return EvalResult(thresholds=thresholds, by=by, rows=rows, notes=notes)
+
+
+def parquet_source(path: Path) -> tuple[Path, Path]:
+    """(what DuckDB reads, one file whose schema stands for it): a file as given; a folder of part files
+    (`geotag predict --engine ray`) as FOLDER/*.parquet; a quoted glob as given. All read as one table."""
+    if path.is_dir():
+        pattern = path / "*.parquet"
+    elif any(c in str(path) for c in "*?["):
+        pattern = path
+    else:
+        return path, path
+    matches = sorted(glob.glob(str(pattern)))
+    if not matches:
+        raise InputError(f"{path}: no Parquet files match {pattern}")
+    return pattern, Path(matches[0])
 
 
 def has_untrained_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> bool:

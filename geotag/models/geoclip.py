@@ -24,7 +24,7 @@ from torch import nn
 
 from geotag.cache import cached_tensor, tensor_key
 from geotag.errors import InputError
-from geotag.geo.distance import haversine_matrix_torch
+from geotag.geo.distance import EARTH_RADIUS_KM, haversine_torch
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.gallery import geoclip_package_dir
 
@@ -34,6 +34,7 @@ CONFIDENCE_RADIUS_KM = 25.0
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 GALLERY_CHUNK = 8192  # gallery rows encoded per step in prepare()
 DISTANCE_BLOCK = 4_000_000  # max elements of one (rows x gallery) distance block in predict()
+RADIUS_BINS = 4096  # chord-length bins of the half-mass search in _spread (about 3 km wide near 0)
 
 # Equal Earth projection constants (Šavrič, Patterson & Jenny 2018), scaled as the geoclip package does.
 _A1, _A2, _A3, _A4 = 1.340264, -0.081106, 0.000893, 0.003796
@@ -164,6 +165,9 @@ class GeoCLIP(GeoModel):
     def preprocess(self) -> Preprocess:
         return self._preprocess
 
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.image_encoder.backbone]
+
     def load_released_heads(self, folder: Path | None = None) -> None:
         """Load the image MLP, location encoder and logit scale released with the geoclip package."""
         folder = released_weights_dir() if folder is None else folder
@@ -202,6 +206,18 @@ class GeoCLIP(GeoModel):
             f"geoclip-gallery-{device.type}", key, lambda: self.encode_locations(self.gps_gallery)
         )
         self.gallery_features = features.to(device)
+
+    def shared_state(self) -> dict[str, torch.Tensor]:
+        """The gallery embeddings: encoded once per run, then shared with every replica."""
+        feats = self._gallery_ready()
+        return {"gallery_features": feats.detach().cpu()}
+
+    def adopt_shared_state(self, state: dict[str, torch.Tensor]) -> None:
+        feats = state.get("gallery_features")
+        if feats is None or len(feats) != len(self.gps_gallery):
+            self.prepare()
+        else:
+            self.gallery_features = feats.to(self.gps_gallery.device)
 
     def _gallery_ready(self) -> torch.Tensor:
         feats = self.gallery_features
@@ -243,20 +259,58 @@ class GeoCLIP(GeoModel):
         (the confidence), and the radius around `points[row]` that holds half the probability (the
         model's median error estimate, `error_km`).
 
-        Distances are computed in row blocks of at most DISTANCE_BLOCK elements, so a large batch over
-        a 100K gallery stays within a few tens of MB.
+        Distances are compared through float64 unit vectors (one (rows x 3) @ (3 x gallery) product
+        instead of a haversine per pair, which dominated a CPU profile); the half-mass radius comes from
+        a chord-length histogram and a sort of the one bin where the mass crosses half, not a sort of
+        the whole gallery per row. Both give the answers of the brute-force haversine and full sort
+        (tests/test_geoclip.py). Row blocks of at most DISTANCE_BLOCK elements bound the memory.
         """
         gallery = self.gps_gallery
+        cached = getattr(self, "_xyz", None)
+        if cached is None or cached[0] is not gallery:  # the gallery's unit vectors, once per gallery
+            self._xyz = (gallery, unit_vectors(gallery))
+        xyz = self._xyz[1]
+        cos_r = math.cos(CONFIDENCE_RADIUS_KM / EARTH_RADIUS_KM)
         rows = max(1, DISTANCE_BLOCK // len(gallery))
         mass, radius = [], []
         for i in range(0, len(points), rows):
-            p = probs[i : i + rows]
-            d = haversine_matrix_torch(
-                points[i : i + rows, 0], points[i : i + rows, 1], gallery[:, 0], gallery[:, 1]
-            )
-            mass.append(torch.where(d <= CONFIDENCE_RADIUS_KM, p, 0.0).sum(dim=1))
-            d_sorted, order = d.sort(dim=1)
-            cum = p.gather(1, order).cumsum(dim=1)
-            half = (cum < 0.5 * cum[:, -1:]).sum(dim=1, keepdim=True).clamp(max=d.shape[1] - 1)
-            radius.append(d_sorted.gather(1, half).squeeze(1))
+            p = probs[i : i + rows].float()
+            pts = points[i : i + rows]
+            dot = unit_vectors(pts) @ xyz.T  # (rows, N) float64 cosine of the central angle
+            mass.append(p.masked_fill(dot < cos_r, 0.0).sum(dim=1))
+            chord = (2.0 - 2.0 * dot).clamp_(min=0.0).sqrt_().float()  # monotone in distance, in [0, 2]
+            nearest = half_mass_index(chord, p)
+            g = gallery[nearest].double()
+            radius.append(haversine_torch(pts[:, 0].double(), pts[:, 1].double(), g[:, 0], g[:, 1]).float())
         return torch.cat(mass).clamp(0.0, 1.0), torch.cat(radius)
+
+
+def unit_vectors(latlon: torch.Tensor) -> torch.Tensor:
+    """(N, 2) degrees -> (N, 3) float64 points on the unit sphere."""
+    lat, lon = torch.deg2rad(latlon[:, 0].double()), torch.deg2rad(latlon[:, 1].double())
+    return torch.stack((lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()), dim=1)
+
+
+def half_mass_index(key: torch.Tensor, p: torch.Tensor, bins: int = RADIUS_BINS) -> torch.Tensor:
+    """Per row, the column where the cumulative `p` in increasing `key` order first reaches half the
+    row's total: what `key.sort()` then `cumsum` gives, without sorting whole rows. `key` in [0, 2].
+
+    Pass 1 sums `p` into `bins` equal-width key bins and finds the bin where the cumulative mass crosses
+    half; pass 2 sorts only that bin's entries (a top-k over the row with the others masked out).
+    """
+    b = key.shape[0]
+    bin_of = (key * (bins / 2.0)).long().clamp_(0, bins - 1)
+    per_bin = torch.zeros(b, bins, dtype=p.dtype, device=p.device).scatter_add_(1, bin_of, p)
+    cum = per_bin.cumsum(dim=1)
+    half = 0.5 * cum[:, -1:]
+    crossing = (cum < half).sum(dim=1, keepdim=True).clamp_(max=bins - 1)
+    before = torch.where(crossing > 0, cum.gather(1, (crossing - 1).clamp(min=0)), 0.0)
+    inside = bin_of == crossing
+    count = inside.sum(dim=1, keepdim=True)
+    width = max(1, int(count.max()))
+    masked = key.masked_fill(~inside, math.inf)
+    _, cols = masked.topk(width, dim=1, largest=False, sorted=True)
+    in_bin = torch.arange(width, device=key.device)[None, :] < count
+    running = before + p.gather(1, cols).masked_fill_(~in_bin, 0.0).cumsum(dim=1)
+    j = (running < half).sum(dim=1, keepdim=True).clamp_(max=(count - 1).clamp(min=0))
+    return cols.gather(1, j).squeeze(1)
