@@ -29,7 +29,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -280,12 +279,15 @@ def read_bytes(path: str | os.PathLike[str]) -> torch.Tensor | None:
     """The file as a 1-D uint8 tensor, or None when it no longer ends with FFD9 (changed since the
     worker checked it) or cannot be read."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            data = bytearray(os.fstat(fh.fileno()).st_size)  # read straight into a writable buffer
+            if fh.readinto(data) != len(data):
+                return None
     except OSError:
         return None
-    if not has_end_marker(data[-TAIL_BYTES:]):
+    if not data or not has_end_marker(bytes(data[-TAIL_BYTES:])):
         return None
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return torch.frombuffer(data, dtype=torch.uint8)
 
 
 def available(device: torch.device) -> bool:
