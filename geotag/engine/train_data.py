@@ -27,7 +27,6 @@ import logging
 import math
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,63 +40,17 @@ from torch.utils.data import Dataset, Sampler
 
 from geotag.errors import InputError
 from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
+from geotag.io.samples import PATH_NAMES, TrainSamples
 from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
 
 log = logging.getLogger(__name__)
 
-PATH_NAMES = ("path", "file", "filename", "img_file", "image", "img_path", "image_path", "img_id")
 LAT_NAMES = ("lat", "latitude", "gt_lat")
 LON_NAMES = ("lon", "longitude", "lng", "gt_lon")
 SCENES = ("indoor", "natural", "urban")
 CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-
-
-@dataclass
-class TrainSamples:
-    """Columns of the training pairs (pyarrow strings stay compact and fork-friendly for millions)."""
-
-    paths: pa.Array  # absolute paths (string)
-    image_ids: pa.Array  # string
-    lat: np.ndarray  # float64 degrees
-    lon: np.ndarray
-    scene: np.ndarray  # int64 index into SCENES, -1 unknown
-    country: pa.Array  # string or null
-    notes: list[str] = field(default_factory=list)  # what was left out and why
-
-    def __len__(self) -> int:
-        return len(self.lat)
-
-    def take(self, index: np.ndarray) -> TrainSamples:
-        idx = pa.array(np.asarray(index, dtype=np.int64))
-        return TrainSamples(
-            self.paths.take(idx),
-            self.image_ids.take(idx),
-            self.lat[index],
-            self.lon[index],
-            self.scene[index],
-            self.country.take(idx),
-            list(self.notes),
-        )
-
-    @property
-    def has_scene(self) -> bool:
-        return bool((self.scene >= 0).any())
-
-    @staticmethod
-    def concat(parts: Sequence[TrainSamples]) -> TrainSamples:
-        if not parts:
-            raise InputError("no training data given")
-        return TrainSamples(
-            pa.concat_arrays([p.paths for p in parts]),
-            pa.concat_arrays([p.image_ids for p in parts]),
-            np.concatenate([p.lat for p in parts]),
-            np.concatenate([p.lon for p in parts]),
-            np.concatenate([p.scene for p in parts]),
-            pa.concat_arrays([p.country for p in parts]),
-            [n for p in parts for n in p.notes],
-        )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from geotag.eval.benchmarks import THRESHOLDS_KM, Published
 from geotag.eval.metrics import json_safe, threshold_key
 from geotag.eval.report import write_raw
 
-if TYPE_CHECKING:  # the engine imports torch; rendering does not need it
-    from geotag.engine.benchmark import BenchmarkResult
+if TYPE_CHECKING:  # annotations only
+    from geotag.eval.benchmark_result import BenchmarkResult
 
 FORMATS = ("table", "markdown", "json")
 HEADERS = ["system", *(f"≤{t:g} km" for t in THRESHOLDS_KM), "median km", "GeoScore", "N", "source"]

@@ -12,7 +12,7 @@ Two kinds of source:
   which map one to one, in order, onto timm's `tf_efficientnet_lite*` (TF "same" padding, which is
   what the weights were trained with: the symmetric-padding `efficientnet_lite*` variant classifies
   noticeably worse with them). `checkpoint_filter_fn` does that mapping and checks every pair.
-- **hub**: OpenAI CLIP ViT-L/14 (GeoCLIP's backbone), resolved by the registry's resolver (a local file,
+- **hub**: OpenAI CLIP ViT-L/14 (GeoCLIP's backbone), resolved by geotag.models.hub's resolver (a local file,
   the Hugging Face cache, or a download when the network allows). Far better features for places.
 
 Every backbone returns L2-unnormalised pooled features; callers normalise as they need.
@@ -219,12 +219,12 @@ def _build_package_backbone(
 
 
 def _build_hub_backbone(spec: BackboneSpec, weights: Path | None, allow_untrained: bool) -> PooledBackbone:
-    from geotag.models import registry  # the CLIP resolver lives there (lazy: registry imports us)
+    from geotag.models import hub  # the CLIP resolver
     from geotag.models.clip_convert import VIT_L14_OPENAI, create_clip_vit, load_backbone_state
 
-    found = registry.resolve_backbone(registry.GEOCLIP_BACKBONE, VIT_L14_OPENAI, weights)
+    found = hub.resolve_backbone(hub.GEOCLIP_BACKBONE, VIT_L14_OPENAI, weights)
     if found is None and not allow_untrained:
-        raise WeightsError(registry.missing_weights_message(registry.GEOCLIP_BACKBONE))
+        raise WeightsError(hub.missing_weights_message(hub.GEOCLIP_BACKBONE))
     config = VIT_L14_OPENAI if found is None or found.config is None else found.config
     if found is None:
         vit = create_clip_vit(config)

@@ -46,10 +46,10 @@ def _size(path: Path | None) -> int | None:
 
 def _hub_file(repo: str) -> Path | None:
     """The cached weights file of a hub repo, if the HF cache has one (no network)."""
-    from geotag.models import registry
+    from geotag.models import hub
 
-    for filename in (*registry._TIMM_FILES, *registry._HF_FILES):
-        hit = registry._cached(repo, filename)
+    for filename in (*hub._TIMM_FILES, *hub._HF_FILES):
+        hit = hub._cached(repo, filename)
         if hit is not None:
             return hit
     return None
@@ -67,7 +67,7 @@ def backbone_sources(spec: BackboneSpec) -> WeightSource:
             file is not None,
             _size(file),
         )
-    from geotag.models.registry import GEOCLIP_BACKBONE
+    from geotag.models.hub import GEOCLIP_BACKBONE
 
     hit = next((h for repo in (spec.hub_id, *GEOCLIP_BACKBONE.hf_clip_ids) if (h := _hub_file(repo))), None)
     return WeightSource(

@@ -11,15 +11,20 @@ answers follow one convention, kept here once:
   from the prediction within which half of the fine-cell probability lies (cells taken at their
   centroids), a median-error estimate in the sense of docs/schema.md;
 - test-time augmentation: 1, 2, 5 or 10 crops (10 = the authors' TenCrop), probabilities averaged;
-- checkpoint folders: `config.json` (a format tag and version), `model.safetensors`, `cells.parquet`.
+- checkpoint folders: `config.json` (a format tag and version), `model.safetensors`, `cells.parquet`;
+  the directed experts (a country classifier) share the folder format, the ranked answer and the
+  registry builder's checks too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,7 +35,10 @@ from geotag.geo.cells import Geocells
 from geotag.geo.distance import haversine_matrix_torch
 from geotag.models.base import Prediction
 
+log = logging.getLogger(__name__)
+
 TTA_CROPS = (1, 2, 5, 10)
+T = TypeVar("T")
 
 
 def hierarchical_probabilities(probs: Sequence[torch.Tensor], ancestors: torch.Tensor) -> torch.Tensor:
@@ -86,17 +94,7 @@ def cell_prediction(
         scores, index = hier.topk(top_k, dim=1)
         coords = centroids[index]  # (B, k, 2) float64
         error_km = median_radius(hier, coords[:, 0], centroids)
-    coords = coords.cpu()
-    return Prediction(
-        lat=coords[:, 0, 0].contiguous(),
-        lon=coords[:, 0, 1].contiguous(),
-        confidence=scores[:, 0].cpu(),
-        topk_lat=coords[..., 0].contiguous(),
-        topk_lon=coords[..., 1].contiguous(),
-        topk_score=scores.cpu(),
-        extras={"cell": [tokens[i] for i in index[:, 0].tolist()]},
-        error_km=error_km.double().cpu(),
-    )
+    return ranked_prediction(coords, scores, error_km, {"cell": [tokens[i] for i in index[:, 0].tolist()]})
 
 
 def tta_views(x: torch.Tensor, crop: int, n: int) -> torch.Tensor:
@@ -176,10 +174,104 @@ def assign_state(model: nn.Module, file: Path, folder: Path) -> None:
         )
 
 
+def make_checkpoint_folder(folder: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder, created if needed; one WeightsError line when it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(f"cannot create checkpoint folder {folder}: {exc.strerror or exc}") from exc
+    return folder
+
+
+def write_folder_config(
+    folder: Path, model: Any, fmt: str, version: int, fields: dict[str, Any], config_file: str = "config.json"
+) -> Path:
+    """config.json of a checkpoint: the format tag and versions, the model's name and configuration, then
+    the model's own `fields` (files, cells, preprocessing, label)."""
+    from geotag import __version__
+
+    info = {
+        "format": fmt,
+        "format_version": version,
+        "geotag_version": __version__,
+        "model": model.name,
+        "config": model.config.to_dict(),
+        **fields,
+    }
+    (folder / config_file).write_text(json.dumps(info, indent=2))
+    return folder
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], tuples: Iterable[str], **nested: Any) -> T:
+    """A config dataclass from its JSON dict: unknown keys dropped, lists back to tuples, nested configs
+    (`nested`) given already built."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in known}
+    values.update(nested)
+    for key in tuples:
+        if key in values:
+            values[key] = tuple(values[key])
+    return cls(**values)
+
+
+def registry_checkpoint(
+    what: str,
+    *,
+    weights: Path | None,
+    backbone_weights: Path | None,
+    gallery: Path | None,
+    no_gallery: str,
+    no_weights: str,
+    holds: str,
+) -> Path:
+    """The checkpoint a cell model's registry builder loads: `weights` (a checkpoint or a `geotag train`
+    run folder: its newest) is required; a gallery is refused and backbone weights are ignored."""
+    if gallery is not None:
+        raise InputError(f"{what} {no_gallery} (that is for retrieval models)")
+    if weights is None:
+        raise WeightsError(no_weights)
+    if backbone_weights is not None:
+        log.info("--backbone-weights is ignored: the checkpoint holds %s", holds)
+    from geotag.models.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(weights)
+
+
+def load_trained_state(model: nn.Module, folder: Path, weights_file: str) -> None:
+    """A training resume: the weights of `folder` into a built model, checked key by key."""
+    from geotag.models.checkpoint import load_state_checked, read_weights
+
+    load_state_checked(model, read_weights(folder / weights_file), source=str(folder))
+
+
+def ranked_prediction(
+    coords: torch.Tensor, scores: torch.Tensor, error_km: torch.Tensor, extras: dict[str, Any]
+) -> Prediction:
+    """A Prediction from the ranked candidates: (B, k, 2) coordinates, (B, k) scores, (B,) error radii."""
+    coords = coords.cpu()
+    return Prediction(
+        lat=coords[:, 0, 0].contiguous(),
+        lon=coords[:, 0, 1].contiguous(),
+        confidence=scores[:, 0].cpu(),
+        topk_lat=coords[..., 0].contiguous(),
+        topk_lon=coords[..., 1].contiguous(),
+        topk_score=scores.cpu(),
+        extras=extras,
+        error_km=error_km.double().cpu(),
+    )
+
+
 __all__ = [
     "TTA_CROPS",
     "assign_state",
     "cell_prediction",
+    "config_from_dict",
+    "load_trained_state",
+    "make_checkpoint_folder",
+    "ranked_prediction",
+    "registry_checkpoint",
+    "write_folder_config",
     "hierarchical_probabilities",
     "median_radius",
     "read_folder_config",

@@ -47,7 +47,18 @@ from torch import nn
 
 from geotag.errors import InputError, WeightsError
 from geotag.models.base import GeoModel, Prediction, Preprocess
-from geotag.models.cell_head import assign_state, median_radius, read_folder_config, save_state
+from geotag.models.cell_head import (
+    assign_state,
+    config_from_dict,
+    load_trained_state,
+    make_checkpoint_folder,
+    median_radius,
+    ranked_prediction,
+    read_folder_config,
+    registry_checkpoint,
+    save_state,
+    write_folder_config,
+)
 from geotag.models.segmentation import (
     DEFAULT_INSTANCE_SEGMENTER,
     Detection,
@@ -59,7 +70,7 @@ from geotag.models.translocator import BackboneConfig
 
 if TYPE_CHECKING:
     from geotag.config import TrainConfig
-    from geotag.engine.train_data import TrainSamples
+    from geotag.io.samples import TrainSamples
 
 log = logging.getLogger(__name__)
 
@@ -285,14 +296,9 @@ class ExpertsConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExpertsConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["crops"] = CropSettings.from_dict(data.get("crops", {}))
-        values["points"] = tuple(tuple(p) for p in values.get("points", ()))
-        for key in ("countries", "groups", "mean", "std"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        crops = CropSettings.from_dict(data.get("crops", {}))
+        points = tuple(tuple(p) for p in data.get("points", ()))
+        return config_from_dict(cls, data, ("countries", "groups", "mean", "std"), crops=crops, points=points)
 
 
 class Expert(nn.Module):
@@ -421,16 +427,8 @@ class DirectedExperts(GeoModel):
             coords = self.points[best]  # (B, k, 2) float64
             error_km = median_radius(share, coords[:, 0], self.points)
             scores = share.gather(1, best)
-        coords = coords.cpu()
-        return Prediction(
-            lat=coords[:, 0, 0].contiguous(),
-            lon=coords[:, 0, 1].contiguous(),
-            confidence=scores[:, 0].cpu(),
-            topk_lat=coords[..., 0].contiguous(),
-            topk_lon=coords[..., 1].contiguous(),
-            topk_score=scores.cpu(),
-            extras={"country": [self.config.countries[i] for i in best[:, 0].tolist()]},
-            error_km=error_km.double().cpu(),
+        return ranked_prediction(
+            coords, scores, error_km, {"country": [self.config.countries[i] for i in best[:, 0].tolist()]}
         )
 
 
@@ -533,13 +531,7 @@ def build_experts(
 def save_checkpoint(model: DirectedExperts, folder: str | os.PathLike[str]) -> Path:
     """Write everything `load_experts` needs; a segmenter that lives in a local folder is copied in
     (a hub id is recorded: the large public checkpoints are fetched once into the HF cache)."""
-    from geotag import __version__
-
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(f"cannot create checkpoint folder {folder}: {exc.strerror or exc}") from exc
+    folder = make_checkpoint_folder(folder)
     save_state(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT, skip_prefixes=("segmenter.",))
     source = model.config.crops.segmenter
     segmenter_dir = None
@@ -553,19 +545,13 @@ def save_checkpoint(model: DirectedExperts, folder: str | os.PathLike[str]) -> P
         model.segmenter.save(folder / SEGMENTER_DIR)  # type: ignore[union-attr]
         segmenter_dir = SEGMENTER_DIR
     pre = dataclasses.replace(model.preprocess(), input_size=model.config.crops.image_size)
-    info = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "geotag_version": __version__,
-        "model": model.name,
-        "config": model.config.to_dict(),
+    fields = {
         "weights_file": WEIGHTS_FILE,
         "segmenter_dir": segmenter_dir,
         "preprocess": dataclasses.asdict(pre),
         "weights_label": model.weights_label,
     }
-    (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2))
-    return folder
+    return write_folder_config(folder, model, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, fields, CONFIG_FILE)
 
 
 def read_checkpoint_info(folder: Path) -> dict[str, Any]:
@@ -616,18 +602,17 @@ def build_for_registry(
     allow_untrained: bool = False,
 ) -> DirectedExperts:
     """`build_model("experts", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run folder)."""
-    if gallery is not None:
-        raise InputError("experts classify countries and take no --gallery (that is for retrieval models)")
-    if weights is None:
-        raise WeightsError(
-            "experts need a checkpoint folder: pass --weights FOLDER (from `geotag experts extract` + "
-            "`geotag train --model experts`); no pretrained experts are published to download"
-        )
-    if backbone_weights is not None:
-        log.info("--backbone-weights is ignored: the checkpoint holds the experts")
-    from geotag.models.checkpoint import resolve_checkpoint
-
-    return load_experts(resolve_checkpoint(weights))
+    folder = registry_checkpoint(
+        "experts",
+        weights=weights,
+        backbone_weights=backbone_weights,
+        gallery=gallery,
+        no_gallery="classify countries and take no --gallery",
+        no_weights="experts need a checkpoint folder: pass --weights FOLDER (from `geotag experts extract` + "
+        "`geotag train --model experts`); no pretrained experts are published to download",
+        holds="the experts",
+    )
+    return load_experts(folder)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -653,7 +638,7 @@ def crop_groups(cfg: TrainConfig, train: TrainSamples) -> np.ndarray:
     absolute path), else the crop's folder name (extract writes CROPS/<group>/...)."""
     import pyarrow.compute as pc
 
-    from geotag.engine.train_data import PATH_NAMES
+    from geotag.io.samples import PATH_NAMES
     from geotag.io.tables import find_column, read_table, require_column, text_convert
 
     by_path: dict[str, str] = {}
@@ -799,9 +784,7 @@ class ExpertsTask(TrainTask):
         save_checkpoint(model, folder)  # type: ignore[arg-type]
 
     def load_weights(self, model: GeoModel, folder: Path) -> None:
-        from geotag.models.checkpoint import load_state_checked, read_weights
-
-        load_state_checked(model, read_weights(folder / WEIGHTS_FILE), source=str(folder))
+        load_trained_state(model, folder, WEIGHTS_FILE)
 
 
 __all__ = [

@@ -42,7 +42,6 @@ Choices the paper leaves open or that differ from it, made explicit here:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -61,10 +60,15 @@ from geotag.models.cell_head import (
     TTA_CROPS,
     assign_state,
     cell_prediction,
+    config_from_dict,
+    load_trained_state,
+    make_checkpoint_folder,
     read_folder_config,
     register_cell_buffers,
+    registry_checkpoint,
     save_state,
     tta_views,
+    write_folder_config,
 )
 from geotag.models.losses import smoothed_cell_targets
 from geotag.models.tasks import TransLocatorTask
@@ -72,7 +76,7 @@ from geotag.models.translocator import BackboneConfig, pretrained_preprocess, re
 
 if TYPE_CHECKING:
     from geotag.config import TrainConfig
-    from geotag.engine.train_data import TrainSamples
+    from geotag.io.samples import TrainSamples
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +134,8 @@ class GeoDecoderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GeoDecoderConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["backbone"] = BackboneConfig(**data.get("backbone", {}))
-        for key in ("mean", "std", "scene_classes"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        backbone = BackboneConfig(**data.get("backbone", {}))
+        return config_from_dict(cls, data, ("mean", "std", "scene_classes"), backbone=backbone)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -460,21 +459,10 @@ def build_geodecoder(
 
 def save_checkpoint(model: GeoDecoder, folder: str | os.PathLike[str]) -> Path:
     """Write everything `load_geodecoder` needs: weights, configuration, cells, preprocessing."""
-    from geotag import __version__
-
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(f"cannot create checkpoint folder {folder}: {exc.strerror or exc}") from exc
+    folder = make_checkpoint_folder(folder)
     save_state(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT)
     model.cells.save(folder / CELLS_FILE)
-    info = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "geotag_version": __version__,
-        "model": model.name,
-        "config": model.config.to_dict(),
+    fields = {
         "weights_file": WEIGHTS_FILE,
         "cells_file": CELLS_FILE,
         "partitions": [{"name": p.name, "cells": len(p)} for p in model.cells.partitions],
@@ -482,8 +470,7 @@ def save_checkpoint(model: GeoDecoder, folder: str | os.PathLike[str]) -> Path:
         "preprocess": dataclasses.asdict(model.preprocess()),
         "weights_label": model.weights_label,
     }
-    (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2))
-    return folder
+    return write_folder_config(folder, model, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, fields, CONFIG_FILE)
 
 
 def load_geodecoder(folder: str | os.PathLike[str], *, tta_crops: int | None = None) -> GeoDecoder:
@@ -510,18 +497,17 @@ def build_for_registry(
 ) -> GeoDecoder:
     """`build_model("geodecoder", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run folder:
     its newest) is required; the authors released no weights."""
-    if gallery is not None:
-        raise InputError("geodecoder predicts geocells and takes no --gallery (that is for retrieval models)")
-    if weights is None:
-        raise WeightsError(
-            "geodecoder needs a checkpoint folder: pass --weights FOLDER (written by `geotag train --model "
-            "geodecoder` or save_checkpoint); no pretrained GeoDecoder weights are published to download"
-        )
-    if backbone_weights is not None:
-        log.info("--backbone-weights is ignored: the checkpoint holds the encoder")
-    from geotag.models.checkpoint import resolve_checkpoint
-
-    return load_geodecoder(resolve_checkpoint(weights))
+    folder = registry_checkpoint(
+        "geodecoder",
+        weights=weights,
+        backbone_weights=backbone_weights,
+        gallery=gallery,
+        no_gallery="predicts geocells and takes no --gallery",
+        no_weights="geodecoder needs a checkpoint folder: pass --weights FOLDER (written by `geotag train "
+        "--model geodecoder` or save_checkpoint); no pretrained GeoDecoder weights are published to download",
+        holds="the encoder",
+    )
+    return load_geodecoder(folder)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -623,9 +609,7 @@ class GeoDecoderTask(TransLocatorTask):
         save_checkpoint(model, folder)  # type: ignore[arg-type]
 
     def load_weights(self, model: GeoModel, folder: Path) -> None:
-        from geotag.models.checkpoint import load_state_checked, read_weights
-
-        load_state_checked(model, read_weights(folder / WEIGHTS_FILE), source=str(folder))
+        load_trained_state(model, folder, WEIGHTS_FILE)
 
 
 __all__ = [

@@ -1,222 +1,80 @@
-"""Model registry: a builder per named model, pretrained sources as data, and the weights resolver.
+"""Model registry as data (models.json): each name maps to its builder's import path and its sources.
 
-GeoCLIP's heads (image MLP, GPS encoder, logit scale) always come from the installed geoclip package.
-Its CLIP backbone is resolved in this order, and the first hit wins:
-
-1. `backbone_weights`: a timm state dict, an OpenAI/OpenCLIP checkpoint, or an HF CLIP folder / file;
-2. the Hugging Face cache: timm's `timm/vit_large_patch14_clip_224.openai`, then transformers'
-   `openai/clip-vit-large-patch14` (what the geoclip package itself downloads);
-3. a download of the timm weights, only when not offline (HF_HUB_OFFLINE) and the hub answers a
-   3-second connection probe, so an offline machine fails in well under a second instead of retrying;
-4. random weights when `allow_untrained`, clearly labelled, else one WeightsError line saying what to do.
+A builder is named `"module:function"` and imported on first use (importlib), so the registry imports no
+model module and no model imports the registry back: listing the models costs no timm / SegFormer
+import, and no import circle runs through here. Weights resolution lives in `geotag.models.hub`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
+import importlib
+import json
+import socket  # noqa: F401  (re-exported: tests patch the hub probe's socket through this module)
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
-import torch
-
-from geotag.errors import InputError, WeightsError
-from geotag.models.base import GeoModel, Preprocess
-from geotag.models.checkpoint import checkpoint_file, checkpoint_label, load_model_weights, resolve_checkpoint
-from geotag.models.clip_convert import (
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
-    VIT_L14_OPENAI,
-    ClipCheckpoint,
-    ClipVisionConfig,
-    create_clip_vit,
-    load_backbone_state,
-    read_clip_checkpoint,
-    read_state_dict,
+from geotag.errors import InputError
+from geotag.models.base import GeoModel
+from geotag.models.geoclip_builder import build_geoclip, clip_preprocess
+from geotag.models.hub import (  # re-exported: the registry's public face
+    GEOCLIP_BACKBONE,
+    BackboneSource,
+    hub_cache_dir,
+    hub_offline,
+    hub_reachable,
+    missing_weights_message,
+    resolve_backbone,
 )
-from geotag.models.gallery import load_gallery
-from geotag.models.geoclip import GeoCLIP, geoclip_version
 
-log = logging.getLogger(__name__)
-
-PROBE_TIMEOUT_S = 3.0
-_TIMM_FILES = (
-    "model.safetensors",
-    "open_clip_model.safetensors",
-    "pytorch_model.bin",
-    "open_clip_pytorch_model.bin",
-)
-_HF_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-@dataclass(frozen=True)
-class BackboneSource:
-    """Where a model's pretrained backbone lives (pretrained config as data, timm-style)."""
-
-    description: str  # human name, e.g. "CLIP ViT-L/14 (OpenAI)"
-    config: ClipVisionConfig
-    timm_hub_id: str  # timm-format weights on the HF hub
-    hf_clip_ids: tuple[str, ...] = ()  # transformers CLIP repos whose cache we also accept
+SPECS_FILE = Path(__file__).with_name("models.json")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model: its builder and the data that describes its pretrained weights."""
+    """A named model: where its builder lives, fixed builder options, and its pretrained weights."""
 
     name: str
-    builder: Callable[..., GeoModel]
+    builder_path: str  # "package.module:function"
     description: str
     backbone: BackboneSource | None = None
     paper: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the builder
+
+    @property
+    def builder(self) -> Callable[..., GeoModel]:
+        """The builder, imported now (it may pull in timm, SegFormer, Mask2Former)."""
+        build = _resolve(self.builder_path)
+        if not self.options:
+            return build
+        return lambda **kwargs: build(**kwargs, **self.options)
 
 
-GEOCLIP_BACKBONE = BackboneSource(
-    description="CLIP ViT-L/14 (OpenAI)",
-    config=VIT_L14_OPENAI,
-    timm_hub_id="timm/vit_large_patch14_clip_224.openai",
-    hf_clip_ids=("openai/clip-vit-large-patch14",),
-)
+def _resolve(path: str) -> Any:
+    """The object an import path `"package.module:attribute"` names, imported now."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
-def build_geoclip(
-    *,
-    backbone_weights: Path | None = None,
-    gallery: Path | None = None,
-    allow_untrained: bool = False,
-    weights: Path | None = None,
-    vit: ClipVisionConfig = VIT_L14_OPENAI,
-    source: BackboneSource = GEOCLIP_BACKBONE,
-) -> GeoCLIP:
-    """GeoCLIP with the released heads. `vit` other than the source's shape (tiny test towers) skips
-    the hub: such a tower is either loaded from `backbone_weights` or, if allowed, left random.
-    `weights`: a `geotag train` checkpoint (or run folder) whose trained heads (and backbone, if it was
-    trained) replace the released ones; its gallery (the training coordinates) is the default gallery."""
-    checkpoint = resolve_checkpoint(weights) if weights is not None else None
-    if checkpoint is not None and gallery is None:
-        gallery = checkpoint_file(checkpoint, "gallery")
-    points = load_gallery(gallery)  # a bad gallery file fails before a ViT-L is built
-    found = resolve_backbone(source, vit, backbone_weights)
-    if found is None and not allow_untrained:
-        raise WeightsError(missing_weights_message(source))
-    config = vit if found is None or found.config is None else found.config
-    if config.proj_dim != 768:
-        raise WeightsError(f"GeoCLIP needs a CLIP tower with 768-d projected features, got {config.proj_dim}")
-    if found is not None:
-        with torch.device("meta"):  # every tensor comes from the checkpoint: skip random init
-            backbone = create_clip_vit(config)
-        load_backbone_state(backbone, found.state_dict, found.name)
-        label = f"{found.name} + geoclip {geoclip_version()} heads"
-    else:
-        backbone = create_clip_vit(config)
-        label = f"UNTRAINED backbone (random init) + geoclip {geoclip_version()} heads"
-        log.warning("GeoCLIP backbone is UNTRAINED (random init): predictions are meaningless")
-    preprocess = (found.preprocess if found else None) or clip_preprocess(config.image_size)
-    if gallery is not None:
-        label += f"; gallery {Path(gallery).name} ({len(points)} points)"
-    model = GeoCLIP(backbone, preprocess, points, weights_label=label)
-    model.load_released_heads()
-    if checkpoint is not None:
-        trained = load_model_weights(model, checkpoint, expect_model="geoclip")
-        model.weights_label += f"; trained {checkpoint_label(checkpoint, trained)}"
-    return model.eval()
+def load_specs(file: Path = SPECS_FILE) -> dict[str, ModelSpec]:
+    """The registry table (models.json beside this module): name -> builder path, description, paper,
+    backbone source (an import path to a BackboneSource) and fixed builder options."""
+    table = json.loads(file.read_text())
+    return {
+        name: ModelSpec(
+            name=name,
+            builder_path=entry["builder"],
+            description=entry["description"],
+            backbone=_resolve(entry["backbone"]) if entry.get("backbone") else None,
+            paper=entry.get("paper", ""),
+            options=dict(entry.get("options", {})),
+        )
+        for name, entry in table.items()
+    }
 
 
-def build_translocator_checkpoint(**kwargs: Path | bool | None) -> GeoModel:
-    """TransLocator from a checkpoint folder (`weights`); imported on use, it pulls in timm and SegFormer."""
-    from geotag.models.translocator import build_for_registry
-
-    return build_for_registry(**kwargs)  # type: ignore[arg-type]
-
-
-def build_geodecoder_checkpoint(**kwargs: Path | bool | None) -> GeoModel:
-    """GeoDecoder from a checkpoint folder (`weights`); imported on use, it pulls in timm."""
-    from geotag.models.geodecoder import build_for_registry
-
-    return build_for_registry(**kwargs)  # type: ignore[arg-type]
-
-
-def build_experts_checkpoint(**kwargs: Path | bool | None) -> GeoModel:
-    """Directed feature experts from a checkpoint folder (`weights`), with its instance segmenter."""
-    from geotag.models.experts import build_for_registry
-
-    return build_for_registry(**kwargs)  # type: ignore[arg-type]
-
-
-def build_knn_gallery(**kwargs: Path | bool | None) -> GeoModel:
-    """kNN over an embedding gallery (`geotag gallery build`); the gallery names its backbone."""
-    from geotag.models.knn import build_knn
-
-    return build_knn(**kwargs)  # type: ignore[arg-type]
-
-
-def build_knn_leave_one_out(**kwargs: Path | bool | None) -> GeoModel:
-    """kNN that ignores copies of the query in the gallery: scores a gallery on its own photos."""
-    from geotag.models.knn import build_knn
-
-    return build_knn(**kwargs, leave_one_out=True)  # type: ignore[arg-type]
-
-
-def build_geoclip_lite_head(**kwargs: Path | bool | None) -> GeoModel:
-    """GeoCLIP-Lite: EfficientNet-Lite + trained MLP (`weights`) against GeoCLIP's released GPS encoder."""
-    from geotag.models.geoclip_lite import build_geoclip_lite
-
-    return build_geoclip_lite(**kwargs)  # type: ignore[arg-type]
-
-
-def clip_preprocess(size: int = 224) -> Preprocess:
-    """OpenAI CLIP's processor: shortest side to `size` (bicubic), centre crop, CLIP mean/std."""
-    return Preprocess(size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "bicubic")
-
-
-MODELS: dict[str, ModelSpec] = {
-    "geoclip": ModelSpec(
-        name="geoclip",
-        builder=build_geoclip,
-        description="GeoCLIP: CLIP ViT-L/14 + GPS encoder, retrieval over a GPS gallery (100K MP-16 default)",
-        backbone=GEOCLIP_BACKBONE,
-        paper="Vivanco Cepeda et al., NeurIPS 2023",
-    ),
-    "translocator": ModelSpec(
-        name="translocator",
-        builder=build_translocator_checkpoint,
-        description="TransLocator: dual ViT-B/16 over RGB + segmentation map, hierarchical S2 geocells",
-        paper="Pramanick et al., ECCV 2022",
-    ),
-    "geodecoder": ModelSpec(
-        name="geodecoder",
-        builder=build_geodecoder_checkpoint,
-        description="GeoDecoder: CLIP ViT-L/14 + hierarchy/scene queries, coarse-to-fine cross-attention",
-        paper="Clark et al., CVPR 2023",
-    ),
-    "experts": ModelSpec(
-        name="experts",
-        builder=build_experts_checkpoint,
-        description="Directed feature experts: crops of roads, buildings, vehicles, plants vote on a country",
-        paper="Gong & Brumley",
-    ),
-    "knn": ModelSpec(
-        name="knn",
-        builder=build_knn_gallery,
-        description="kNN: kernel-density mode of the k most similar photos of a `gallery build` file",
-        paper="[L]kNN baseline, Vo et al., ICCV 2017",
-    ),
-    "knn-loo": ModelSpec(
-        name="knn-loo",
-        builder=build_knn_leave_one_out,
-        description="kNN that skips copies of the query: scores a gallery on its own photos",
-        paper="[L]kNN baseline, Vo et al., ICCV 2017",
-    ),
-    "geoclip-lite": ModelSpec(
-        name="geoclip-lite",
-        builder=build_geoclip_lite_head,
-        description="GeoCLIP-Lite: EfficientNet-Lite + trained MLP, GeoCLIP's GPS encoder and gallery",
-        paper="after Vivanco Cepeda et al., NeurIPS 2023",
-    ),
-}
+MODELS: dict[str, ModelSpec] = load_specs()
 
 
 def available_models() -> list[str]:
@@ -241,118 +99,24 @@ def build_model(
     )
 
 
-def missing_weights_message(source: BackboneSource) -> str:
-    """One line that says exactly what to download or pass."""
-    hf = " or ".join([*source.hf_clip_ids, "geolocal/StreetCLIP"])
-    return (
-        f"no weights for the {source.description} backbone (not passed, not in the Hugging Face cache, "
-        f"hub unreachable or HF_HUB_OFFLINE set): run `hf download {source.timm_hub_id} model.safetensors`, "
-        f"or pass --backbone-weights PATH (a timm state dict, or an HF CLIP folder such as {hf})"
-    )
-
-
-def resolve_backbone(
-    source: BackboneSource, vit: ClipVisionConfig, path: Path | None
-) -> ClipCheckpoint | None:
-    """The backbone checkpoint by the order in the module docstring, or None when there is none."""
-    if path is not None:
-        ckpt = read_clip_checkpoint(Path(path))
-        log.info("GeoCLIP backbone from %s", ckpt.name)
-        return ckpt
-    if vit != source.config:
-        return None
-    return _from_cache(source) or _download(source)
-
-
-def hub_cache_dir() -> Path:
-    """The HF hub cache, read from the environment at call time (not at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return flag in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
-
-
-def _cached(repo_id: str, filename: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    hit = try_to_load_from_cache(repo_id, filename, cache_dir=hub_cache_dir())
-    return Path(hit) if isinstance(hit, str) else None
-
-
-def _from_cache(source: BackboneSource) -> ClipCheckpoint | None:
-    for filename in _TIMM_FILES:
-        if (hit := _cached(source.timm_hub_id, filename)) is not None:
-            log.info("GeoCLIP backbone from the HF cache: %s", hit)
-            return ClipCheckpoint(read_state_dict(hit), None, None, f"{source.timm_hub_id} (HF cache)")
-    for repo in source.hf_clip_ids:
-        config = _cached(repo, "config.json")
-        weights = next((w for f in _HF_FILES if (w := _cached(repo, f)) is not None), None)
-        if config is not None and weights is not None:
-            ckpt = read_clip_checkpoint(weights)
-            log.info("GeoCLIP backbone from the HF cache: %s", weights)
-            return ClipCheckpoint(ckpt.state_dict, ckpt.config, ckpt.preprocess, f"HF CLIP {repo} (HF cache)")
-    return None
-
-
-def _download(source: BackboneSource) -> ClipCheckpoint | None:
-    if hub_offline() or not hub_reachable():
-        return None
-    from huggingface_hub import hf_hub_download
-
-    try:
-        file = hf_hub_download(source.timm_hub_id, "model.safetensors", cache_dir=hub_cache_dir())
-    except Exception as exc:  # any hub/network failure means "no weights"; the caller says what to do
-        log.warning("download of %s failed: %s", source.timm_hub_id, exc)
-        return None
-    return ClipCheckpoint(read_state_dict(Path(file)), None, None, f"{source.timm_hub_id} (downloaded)")
-
-
-def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Can we open a TCP connection to the hub endpoint within `timeout` (DNS included)?
-
-    huggingface_hub retries a failed request five times with backoff (about 23 s here offline); this
-    probe keeps an offline run's failure under `timeout`. It runs in a daemon thread because a stuck DNS
-    lookup ignores socket timeouts.
-    """
-    from huggingface_hub import constants
-
-    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((url.hostname or "", port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
 def describe_models() -> list[tuple[str, str]]:
     """(name, description) pairs for `geotag models` style listings."""
     return [(name, MODELS[name].description) for name in available_models()]
 
 
 __all__ = [
+    "GEOCLIP_BACKBONE",
     "MODELS",
     "ModelSpec",
     "BackboneSource",
     "available_models",
     "build_model",
     "build_geoclip",
+    "clip_preprocess",
+    "describe_models",
+    "hub_cache_dir",
+    "hub_offline",
+    "hub_reachable",
+    "missing_weights_message",
+    "resolve_backbone",
 ]

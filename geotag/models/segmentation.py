@@ -245,7 +245,7 @@ def _from_folder(folder: Path, size: int | None, name: str) -> SegFormerProvider
 
 
 def _cached_snapshot(repo: str) -> Path | None:
-    from geotag.models.registry import _cached
+    from geotag.models.hub import _cached
 
     config = _cached(repo, "config.json")
     if config is None:
@@ -255,7 +255,7 @@ def _cached_snapshot(repo: str) -> Path | None:
 
 
 def _download(repo: str) -> Path | None:
-    from geotag.models.registry import hub_cache_dir, hub_offline, hub_reachable
+    from geotag.models.hub import hub_cache_dir, hub_offline, hub_reachable
 
     if hub_offline() or not hub_reachable():
         return None

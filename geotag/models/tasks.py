@@ -14,6 +14,7 @@ checkpoint in the format `registry.build_model(name, weights=folder)` reads.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,8 @@ from geotag.models.losses import (
 
 if TYPE_CHECKING:
     from geotag.config import TrainConfig
-    from geotag.engine.train_data import TrainSamples
     from geotag.geo.cells import Geocells
+    from geotag.io.samples import TrainSamples
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +463,10 @@ class TransLocatorTask(TrainTask):
 
 
 TRAINABLE = ("geoclip", "geoclip-lite", "translocator", "geodecoder", "experts")
+CONFIGURED_TASKS = {
+    "geodecoder": "geotag.models.geodecoder:GeoDecoderTask",
+    "experts": "geotag.models.experts:ExpertsTask",
+}
 
 
 def make_task(cfg: TrainConfig) -> TrainTask:
@@ -472,12 +477,7 @@ def make_task(cfg: TrainConfig) -> TrainTask:
         return GeoCLIPLiteTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
     if cfg.model == "translocator":
         return TransLocatorTask(cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
-    if cfg.model == "geodecoder":
-        from geotag.models.geodecoder import GeoDecoderTask
-
-        return GeoDecoderTask.from_train_config(cfg)
-    if cfg.model == "experts":
-        from geotag.models.experts import ExpertsTask
-
-        return ExpertsTask.from_train_config(cfg)
+    if cfg.model in CONFIGURED_TASKS:  # these modules import this one: named by path, imported on use
+        module, _, name = CONFIGURED_TASKS[cfg.model].partition(":")
+        return getattr(importlib.import_module(module), name).from_train_config(cfg)
     raise InputError(f"no training task for model {cfg.model!r}; trainable: {', '.join(TRAINABLE)}")

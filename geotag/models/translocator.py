@@ -34,7 +34,6 @@ Choices the paper leaves open, made explicit here:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -53,12 +52,16 @@ from geotag.models.cell_head import (
     TTA_CROPS,
     assign_state,
     cell_prediction,
+    config_from_dict,
     hierarchical_probabilities,  # noqa: F401 - re-exported: callers import it from here
+    make_checkpoint_folder,
     median_radius,
     read_folder_config,
     register_cell_buffers,
+    registry_checkpoint,
     save_state,
     tta_views,
+    write_folder_config,
 )
 from geotag.models.segmentation import (
     DEFAULT_SEGFORMER,
@@ -150,13 +153,8 @@ class TransLocatorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TransLocatorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["backbone"] = BackboneConfig(**data.get("backbone", {}))
-        for key in ("mean", "std", "scene_classes"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        backbone = BackboneConfig(**data.get("backbone", {}))
+        return config_from_dict(cls, data, ("mean", "std", "scene_classes"), backbone=backbone)
 
 
 def translocator_loss(
@@ -430,7 +428,7 @@ def resolve_vit_weights(
     """(state dict, label) from `path`, the HF cache or a download (when the hub answers); (None, '')
     when there are none. Shape overrides (tiny test ViTs) have no hub weights."""
     from geotag.models.clip_convert import find_weights_file, read_state_dict
-    from geotag.models.registry import _cached, hub_cache_dir, hub_offline, hub_reachable
+    from geotag.models.hub import _cached, hub_cache_dir, hub_offline, hub_reachable
 
     if path is not None:
         path = Path(path)
@@ -552,13 +550,7 @@ def save_checkpoint(
 ) -> Path:
     """Write everything `load_translocator` needs to predict: weights, configuration, cells, scene
     classes, preprocessing and, when it is a SegFormer, the segmenter itself."""
-    from geotag import __version__
-
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(f"cannot create checkpoint folder {folder}: {exc.strerror or exc}") from exc
+    folder = make_checkpoint_folder(folder)
     save_state(model, folder / WEIGHTS_FILE, CHECKPOINT_FORMAT, skip_prefixes=("segmenter.",))
     model.cells.save(folder / CELLS_FILE)
     segmenter_dir = None
@@ -566,12 +558,7 @@ def save_checkpoint(
         model.segmenter.save(folder / SEGMENTER_DIR)
         segmenter_dir = SEGMENTER_DIR
     pre = model.preprocess()
-    info = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "geotag_version": __version__,
-        "model": model.name,
-        "config": model.config.to_dict(),
+    fields = {
         "weights_file": WEIGHTS_FILE,
         "cells_file": CELLS_FILE,
         "partitions": [{"name": p.name, "cells": len(p)} for p in model.cells.partitions],
@@ -580,8 +567,7 @@ def save_checkpoint(
         "segmenter_dir": segmenter_dir,
         "weights_label": model.weights_label,
     }
-    (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2))
-    return folder
+    return write_folder_config(folder, model, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, fields, CONFIG_FILE)
 
 
 def read_checkpoint_info(folder: Path) -> dict[str, Any]:
@@ -654,17 +640,14 @@ def build_for_registry(
     """`build_model("translocator", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run
     folder: its newest) is required, the authors released no weights; backbone weights and untrained
     backbones only matter for training."""
-    if gallery is not None:
-        raise InputError(
-            "translocator predicts geocells and takes no --gallery (that is for retrieval models)"
-        )
-    if weights is None:
-        raise WeightsError(
-            "translocator needs a checkpoint folder: pass --weights FOLDER (written by save_checkpoint or "
-            "training); no pretrained TransLocator weights are published to download"
-        )
-    if backbone_weights is not None:
-        log.info("--backbone-weights is ignored: the checkpoint holds both backbones")
-    from geotag.models.checkpoint import resolve_checkpoint
-
-    return load_translocator(resolve_checkpoint(weights))  # a checkpoint, or a run folder's newest
+    folder = registry_checkpoint(
+        "translocator",
+        weights=weights,
+        backbone_weights=backbone_weights,
+        gallery=gallery,
+        no_gallery="predicts geocells and takes no --gallery",
+        no_weights="translocator needs a checkpoint folder: pass --weights FOLDER (written by "
+        "save_checkpoint or training); no pretrained TransLocator weights are published to download",
+        holds="both backbones",
+    )
+    return load_translocator(folder)  # a checkpoint, or a run folder's newest
