@@ -29,6 +29,32 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
+# Options several commands take, declared once (the parameter name gives the flag).
+Progress = Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+ModelName = Annotated[str, typer.Option(help="Model name (see `geotag models`).")]
+BatchSize = Annotated[int | None, typer.Option(min=1, help="Images per batch (default: from the device).")]
+Workers = Annotated[int | None, typer.Option(min=0, help="Decoding processes (default: from the cores).")]
+Amp = Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")]
+BackboneWeights = Annotated[
+    Path | None, typer.Option(help="Local backbone weights: a timm state dict or an HF CLIP folder.")
+]
+Weights = Annotated[
+    Path | None, typer.Option(help="Trained weights: a `geotag train` checkpoint or run folder.")
+]
+Gallery = Annotated[
+    Path | None, typer.Option(help="GPS gallery (CSV / Parquet: lat, lon); knn: a `gallery build` file.")
+]
+Truth = Annotated[
+    Path | None,
+    typer.Option(help="Ground-truth manifest (CSV or Parquet: places365, OSV-5M or path,lat,lon)."),
+]
+UntrainedBackbone = Annotated[
+    bool,
+    typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
+]
+ImageRoot = Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")]
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -54,11 +80,8 @@ def _main(
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Photo files or folders (walked recursively).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
-    truth: Annotated[
-        Path | None,
-        typer.Option(help="Ground-truth manifest (CSV or Parquet: places365, OSV-5M or path,lat,lon)."),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    truth: Truth = None,
+    progress: Progress = True,
 ) -> None:
     """Inventory photos with their EXIF ground truth (GPS, time, camera) into a predictions-schema Parquet."""
     from geotag.engine.scan import run_scan
@@ -81,31 +104,18 @@ def predict(
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="Parquet file to write (--engine ray: a folder of parts).")
     ],
-    model: Annotated[str, typer.Option(help="Model name (see `geotag models`).")] = "geoclip",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Images per batch (default: from the device).")
-    ] = None,
+    model: ModelName = "geoclip",
+    device: Device = "auto",
+    batch_size: BatchSize = None,
     top_k: Annotated[int, typer.Option(min=1, help="Candidates kept per photo.")] = 5,
-    workers: Annotated[
-        int | None, typer.Option(min=0, help="Decoding processes (default: from the cores).")
-    ] = None,
+    workers: Workers = None,
     resume: Annotated[
         bool, typer.Option(help="Keep what an earlier run wrote and do only the rest.")
     ] = False,
-    backbone_weights: Annotated[
-        Path | None, typer.Option(help="Local backbone weights: a timm state dict or an HF CLIP folder.")
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="Trained weights: a `geotag train` checkpoint or run folder.")
-    ] = None,
-    gallery: Annotated[
-        Path | None, typer.Option(help="GPS gallery (CSV / Parquet: lat, lon); knn: a `gallery build` file.")
-    ] = None,
-    truth: Annotated[
-        Path | None,
-        typer.Option(help="Ground-truth manifest (CSV or Parquet: places365, OSV-5M or path,lat,lon)."),
-    ] = None,
+    backbone_weights: BackboneWeights = None,
+    weights: Weights = None,
+    gallery: Gallery = None,
+    truth: Truth = None,
     seg_dir: Annotated[
         Path | None, typer.Option(help="Precomputed segmentation maps (<image_id>.png or <stem>.png).")
     ] = None,
@@ -115,11 +125,8 @@ def predict(
     tta_crops: Annotated[
         int, typer.Option(help="Test-time augmentation crops: 1 (off), 2, 5 or 10 (TransLocator).")
     ] = 1,
-    untrained_backbone: Annotated[
-        bool,
-        typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
-    ] = False,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
+    untrained_backbone: UntrainedBackbone = False,
+    amp: Amp = True,
     draft: Annotated[bool, typer.Option(help="Fast reduced-scale JPEG decoding.")] = True,
     gpu_decode: Annotated[
         bool, typer.Option(help="CUDA: decode a share of the large JPEGs with nvJPEG, the rest on the CPU.")
@@ -131,7 +138,7 @@ def predict(
         bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone (slow start).")
     ] = False,
     checkpoint_rows: Annotated[int, typer.Option(min=1, help="Rows per crash-safe part file.")] = 4096,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    progress: Progress = True,
     engine: Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")] = "local",
     address: Annotated[
         str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); default: start one.")
@@ -269,11 +276,11 @@ def gallery_build(
     backbone: Annotated[
         str, typer.Option(help="Backbone (see `geotag models list`).")
     ] = "efficientnet_lite0.imagenet",
-    backbone_weights: Annotated[Path | None, typer.Option(help="Local weights for the backbone.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch.")] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    backbone_weights: BackboneWeights = None,
+    device: Device = "auto",
+    batch_size: BatchSize = None,
+    workers: Workers = None,
+    progress: Progress = True,
 ) -> None:
     """Embed photos that have a position (EXIF GPS or the manifest's) into a kNN gallery file."""
     from geotag.config import GalleryConfig
@@ -330,7 +337,7 @@ def write_exif(
     writer: Annotated[
         str, typer.Option(help="auto (exiftool if found) | exiftool | python (JPEG only).")
     ] = "auto",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    progress: Progress = True,
 ) -> None:
     """Write predicted GPS into photos (or XMP sidecars), marked as estimated; journalled and undoable."""
     from geotag.engine.write_exif import FileResult, WriteOptions, run_undo, run_write_exif
@@ -424,21 +431,19 @@ def benchmark(
     out_path: Annotated[
         Path | None, typer.Option("--out", "-o", help="Predictions file (default: benchmark-NAME.parquet).")
     ] = None,
-    model: Annotated[str, typer.Option(help="Model name (see `geotag models`).")] = "geoclip",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch.")] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes.")] = None,
-    backbone_weights: Annotated[Path | None, typer.Option(help="Local backbone weights.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="A trained checkpoint (see `geotag train`).")] = None,
-    gallery: Annotated[Path | None, typer.Option(help="Your own GPS gallery (CSV or Parquet).")] = None,
-    untrained_backbone: Annotated[
-        bool, typer.Option(help="Run with a random backbone (shows the pipeline only).")
-    ] = False,
+    model: ModelName = "geoclip",
+    device: Device = "auto",
+    batch_size: BatchSize = None,
+    workers: Workers = None,
+    backbone_weights: BackboneWeights = None,
+    weights: Weights = None,
+    gallery: Gallery = None,
+    untrained_backbone: UntrainedBackbone = False,
     allow_mismatch: Annotated[
         bool, typer.Option(help="Run even when the folder does not match the set (its images only).")
     ] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json")] = "table",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    progress: Progress = True,
 ) -> None:
     """Check a test-set folder against its description, then predict, score and compare with the papers."""
     from geotag.config import PredictConfig
@@ -485,7 +490,7 @@ def train(
         Path | None, typer.Option(help="Validation manifest or folder (default: a seeded split of --data).")
     ] = None,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.99, help="Held out by id hash.")] = 0.05,
-    image_root: Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")] = None,
+    image_root: ImageRoot = None,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per micro-batch.")] = 32,
@@ -504,13 +509,11 @@ def train(
     save_every: Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: off).")] = 0,
     keep: Annotated[int, typer.Option(min=0, help="Newest checkpoints kept (0: all).")] = 3,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    workers: Annotated[
-        int | None, typer.Option(min=0, help="Decoding processes (default: from the cores).")
-    ] = None,
+    device: Device = "auto",
+    workers: Workers = None,
     seed: Annotated[int, typer.Option(help="Seeds the split, the data order and the initialisation.")] = 0,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
-    backbone_weights: Annotated[Path | None, typer.Option(help="Local backbone weights.")] = None,
+    amp: Amp = True,
+    backbone_weights: BackboneWeights = None,
     untrained_backbone: Annotated[
         bool, typer.Option(help="Start from a random backbone when no weights can be had.")
     ] = False,
@@ -524,7 +527,7 @@ def train(
     label_smoothing_km: Annotated[
         float | None, typer.Option(min=0.1, help="Cell models: PIGEON haversine label smoothing tau (km).")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    progress: Progress = True,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
     from geotag.config import TrainConfig
@@ -648,11 +651,11 @@ def experts_extract(
     max_crops: Annotated[int, typer.Option(min=1, help="Features per photo, best first.")] = 16,
     image_size: Annotated[int, typer.Option(min=16, help="The segmenter sees this centre square.")] = 512,
     crop_size: Annotated[int, typer.Option(min=8, help="Crops are written at this size.")] = 224,
-    image_root: Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    image_root: ImageRoot = None,
+    device: Device = "auto",
     batch_size: Annotated[int | None, typer.Option(min=1, help="Photos per batch.")] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    workers: Workers = None,
+    progress: Progress = True,
 ) -> None:
     """Cut the features of geotagged photos into crops + a manifest with group and country, for
     `geotag train --model experts --data OUT/crops.csv`."""
