@@ -1,4 +1,4 @@
-"""The training pairs as columns, and the path-column names a manifest may use.
+"""The training pairs as columns, the path-column names a manifest may use, and small manifest reads.
 
 Below the models and the engine: the train tasks (geotag.models.tasks, geodecoder, experts) and the data
 readers (geotag.engine.train_data) share these types without the models importing the engine.
@@ -6,8 +6,11 @@ readers (geotag.engine.train_data) share these types without the models importin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,3 +64,42 @@ class TrainSamples:
             pa.concat_arrays([p.country for p in parts]),
             [n for p in parts for n in p.notes],
         )
+
+
+def manifest_groups(sources: Sequence[Path], image_root: Path | None) -> dict[str, str]:
+    """Absolute photo path -> the `group` column of the manifests among `sources` that have one
+    (relative paths from `image_root`, else the manifest's folder); folders and group-less files add none."""
+    import pyarrow.compute as pc
+
+    from geotag.io.tables import find_column, read_table, require_column, text_convert
+
+    by_path: dict[str, str] = {}
+    for src in sources:
+        src = Path(src)
+        if not src.is_file():
+            continue
+        table = read_table(src, "manifest", convert=text_convert())
+        group_col = find_column(table, ("group",))
+        if group_col is None:
+            continue
+        base = Path(image_root) if image_root is not None else src.parent
+        path_col = require_column(table, PATH_NAMES, f"manifest {src}")
+        paths = pc.cast(table.column(path_col), "string").to_pylist()
+        for p, g in zip(paths, table.column(group_col).to_pylist(), strict=True):
+            if p is not None and g is not None:
+                by_path[str(p if Path(p).is_absolute() else (base / p).absolute())] = str(g).strip()
+    return by_path
+
+
+def read_beside(sources: Sequence[Path], name: str) -> dict[str, Any] | None:
+    """The JSON file `name` beside (or inside, for a folder) the first source that has one, else None;
+    one InputError line when it cannot be read."""
+    for src in sources:
+        path = Path(src)
+        candidate = (path if path.is_dir() else path.parent) / name
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read {candidate}: {exc}") from exc
+    return None

@@ -84,7 +84,7 @@ def backbone_sources(spec: BackboneSpec) -> WeightSource:
 def _geoclip_package(name: str) -> list[WeightSource]:
     """The released GeoCLIP heads and the 100K gallery inside the geoclip package."""
     try:
-        from geotag.models.gallery import default_gallery_path
+        from geotag.io.gps_gallery import default_gallery_path
         from geotag.models.geoclip import released_weights_dir
 
         heads, gallery = released_weights_dir(), default_gallery_path()

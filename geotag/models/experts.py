@@ -31,7 +31,6 @@ Choices made here where the paper's details were not at hand (documented in docs
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -48,14 +47,14 @@ from torch import nn
 from geotag.errors import InputError, WeightsError
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.cell_head import (
+    CheckpointFolderTask,
     assign_state,
+    checkpoint_builder,
     config_from_dict,
-    load_trained_state,
     make_checkpoint_folder,
     median_radius,
     ranked_prediction,
     read_folder_config,
-    registry_checkpoint,
     save_state,
     write_folder_config,
 )
@@ -594,25 +593,15 @@ def load_experts(
     return model.eval()
 
 
-def build_for_registry(
-    *,
-    weights: Path | None = None,
-    backbone_weights: Path | None = None,
-    gallery: Path | None = None,
-    allow_untrained: bool = False,
-) -> DirectedExperts:
-    """`build_model("experts", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run folder)."""
-    folder = registry_checkpoint(
-        "experts",
-        weights=weights,
-        backbone_weights=backbone_weights,
-        gallery=gallery,
-        no_gallery="classify countries and take no --gallery",
-        no_weights="experts need a checkpoint folder: pass --weights FOLDER (from `geotag experts extract` + "
-        "`geotag train --model experts`); no pretrained experts are published to download",
-        holds="the experts",
-    )
-    return load_experts(folder)
+# `build_model("experts", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run folder).
+build_for_registry = checkpoint_builder(
+    "experts",
+    load_experts,
+    no_gallery="classify countries and take no --gallery",
+    no_weights="experts need a checkpoint folder: pass --weights FOLDER (from `geotag experts extract` + "
+    "`geotag train --model experts`); no pretrained experts are published to download",
+    holds="the experts",
+)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -636,26 +625,9 @@ def reference_points(
 def crop_groups(cfg: TrainConfig, train: TrainSamples) -> np.ndarray:
     """Group index per training crop: the `group` column of the manifests in cfg.data (matched by
     absolute path), else the crop's folder name (extract writes CROPS/<group>/...)."""
-    import pyarrow.compute as pc
+    from geotag.io.samples import manifest_groups
 
-    from geotag.io.samples import PATH_NAMES
-    from geotag.io.tables import find_column, read_table, require_column, text_convert
-
-    by_path: dict[str, str] = {}
-    for src in cfg.data:
-        src = Path(src)
-        if not src.is_file():
-            continue
-        table = read_table(src, "manifest", convert=text_convert())
-        group_col = find_column(table, ("group",))
-        if group_col is None:
-            continue
-        base = Path(cfg.image_root) if cfg.image_root is not None else src.parent
-        path_col = require_column(table, PATH_NAMES, f"manifest {src}")
-        paths = pc.cast(table.column(path_col), "string").to_pylist()
-        for p, g in zip(paths, table.column(group_col).to_pylist(), strict=True):
-            if p is not None and g is not None:
-                by_path[str(p if Path(p).is_absolute() else (base / p).absolute())] = str(g).strip()
+    by_path = manifest_groups(cfg.data, cfg.image_root)
     out = np.full(len(train), -1, dtype=np.int64)
     for i, path in enumerate(train.paths.to_pylist()):
         name = by_path.get(path) or Path(path).parent.name
@@ -670,23 +642,20 @@ def crop_groups(cfg: TrainConfig, train: TrainSamples) -> np.ndarray:
 
 def crop_settings(cfg: TrainConfig) -> CropSettings:
     """The extraction's settings (extract.json beside the first manifest that has one), else defaults."""
-    for src in cfg.data:
-        path = Path(src)
-        candidate = (path if path.is_dir() else path.parent) / EXTRACT_FILE
-        if candidate.is_file():
-            try:
-                return CropSettings.from_dict(json.loads(candidate.read_text()).get("crops", {}))
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read {candidate}: {exc}") from exc
-    return CropSettings()
+    from geotag.io.samples import read_beside
+
+    found = read_beside(cfg.data, EXTRACT_FILE)
+    return CropSettings.from_dict(found.get("crops", {})) if found is not None else CropSettings()
 
 
-class ExpertsTask(TrainTask):
+class ExpertsTask(CheckpointFolderTask, TrainTask):
     """Each crop trains its group's expert (cross-entropy over the countries). Countries are the
     manifest's `country` column, or the point-in-polygon country of the crop's photo; crops with none
     are ignored. Frozen backbones (the default) train the four linear heads; --full trains all."""
 
     name = "experts"
+    trained = "country heads"
+    save = staticmethod(save_checkpoint)
 
     def __init__(self, expert: str | None = None, *, model_kwargs: dict[str, Any] | None = None) -> None:
         self.expert = expert or DEFAULT_EXPERT
@@ -777,14 +746,6 @@ class ExpertsTask(TrainTask):
         best = model(images, group).argmax(dim=1)
         points = model.points[best].cpu()  # type: ignore[index]
         return points[:, 0], points[:, 1]
-
-    def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
-        step = info.get("train", {}).get("step")
-        model.weights_label = f"{model.weights_label.split(';')[0]}; country heads trained (step {step})"
-        save_checkpoint(model, folder)  # type: ignore[arg-type]
-
-    def load_weights(self, model: GeoModel, folder: Path) -> None:
-        load_trained_state(model, folder, WEIGHTS_FILE)
 
 
 __all__ = [

@@ -25,8 +25,8 @@ from torch import nn
 from geotag.cache import cached_tensor, tensor_key
 from geotag.errors import InputError
 from geotag.geo.distance import EARTH_RADIUS_KM, haversine_torch
+from geotag.io.gps_gallery import geoclip_package_dir
 from geotag.models.base import GeoModel, Prediction, Preprocess
-from geotag.models.gallery import geoclip_package_dir
 
 SIGMAS = (2.0**0, 2.0**4, 2.0**8)
 CONFIDENCE_RADIUS_KM = 25.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from geotag.errors import WeightsError
+from geotag.io.gps_gallery import load_gallery
 from geotag.models.base import Preprocess
 from geotag.models.checkpoint import checkpoint_file, checkpoint_label, load_model_weights, resolve_checkpoint
 from geotag.models.clip_convert import (
@@ -21,7 +22,6 @@ from geotag.models.clip_convert import (
     create_clip_vit,
     load_backbone_state,
 )
-from geotag.models.gallery import load_gallery
 from geotag.models.geoclip import GeoCLIP, geoclip_version
 from geotag.models.hub import GEOCLIP_BACKBONE, BackboneSource, missing_weights_message, resolve_backbone
 

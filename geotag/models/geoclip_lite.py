@@ -121,8 +121,8 @@ def build_geoclip_lite(
 
     Without a head it fails with one line, unless `allow_untrained` (random head, labelled UNTRAINED).
     """
+    from geotag.io.gps_gallery import load_gallery
     from geotag.models.backbones import create_backbone
-    from geotag.models.gallery import load_gallery
     from geotag.models.geoclip import geoclip_version
 
     if weights is not None and Path(weights).is_dir():  # a `geotag train` run or step folder

@@ -164,15 +164,29 @@ class SegFormerProvider(SegmentationProvider):
         folder = Path(folder)
         with quiet_transformers():
             self.model.save_pretrained(folder)
-        processor = {
-            "size": {"height": self.size, "width": self.size},
-            "image_mean": self.mean.flatten().tolist(),
-            "image_std": self.std.flatten().tolist(),
-            "do_reduce_labels": True,
-            "image_processor_type": "SegformerImageProcessor",
-        }
-        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
-        return folder
+        size = {"height": self.size, "width": self.size}
+        extra = {"do_reduce_labels": True}
+        return write_processor_config(folder, size, self.mean, self.std, "SegformerImageProcessor", extra)
+
+
+def write_processor_config(
+    folder: Path,
+    size: dict[str, int],
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    processor_type: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """preprocessor_config.json as transformers writes it, for the normalisation a provider applies."""
+    processor = {
+        "size": size,
+        "image_mean": mean.flatten().tolist(),
+        "image_std": std.flatten().tolist(),
+        **(extra or {}),
+        "image_processor_type": processor_type,
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+    return folder
 
 
 def load_segformer(
@@ -313,25 +327,12 @@ class DiskSegmentation(SegmentationProvider):
 
 def load_map(path: Path, size: int) -> torch.Tensor:
     """One PNG map -> (3, size, size) float colour image in [0, 1], cropped like the photo."""
-    from PIL import Image
+    from geotag.io.seg_maps import read_map
 
-    from geotag.io.decode import resize_center_crop
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            img = im
-    except OSError as exc:
-        raise ImageError(f"cannot read segmentation map {path}: {exc}") from exc
-    if img.mode in ("RGB", "RGBA"):
-        arr = np.asarray(resize_center_crop(img.convert("RGB"), size, "nearest"), dtype=np.uint8)
+    kind, arr = read_map(path, size)
+    if kind == "rgb":
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
-    if img.mode not in ("L", "P", "I", "I;16", "LA", "PA"):
-        raise InputError(f"segmentation map {path} has mode {img.mode}; need a label (L/P/I;16) or RGB PNG")
-    if img.mode in ("LA", "PA"):
-        img = img.getchannel(0)
-    labels = np.asarray(resize_center_crop(img, size, "nearest")).astype(np.int64)
-    return render_labels(torch.from_numpy(labels)[None])[0]
+    return render_labels(torch.from_numpy(arr)[None])[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -465,14 +466,8 @@ class Mask2FormerInstances(InstanceSegmenter):
             {f"class_predictor.{k}": v.detach().cpu() for k, v in self.class_head.state_dict().items()}
         )
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-        processor = {
-            "size": {"shortest_edge": self.size},
-            "image_mean": self.mean.flatten().tolist(),
-            "image_std": self.std.flatten().tolist(),
-            "image_processor_type": "Mask2FormerImageProcessor",
-        }
-        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
-        return folder
+        size = {"shortest_edge": self.size}
+        return write_processor_config(folder, size, self.mean, self.std, "Mask2FormerImageProcessor")
 
 
 def load_instance_segmenter(

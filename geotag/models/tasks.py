@@ -150,7 +150,7 @@ class GeoCLIPTask(TrainTask):
         self.untrained_backbone = False
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
-        from geotag.models.gallery import load_gallery
+        from geotag.io.gps_gallery import load_gallery
         from geotag.models.registry import build_model
 
         model = build_model(
@@ -268,8 +268,8 @@ class GeoCLIPLiteTask(GeoCLIPTask):
     HEAD_FILE = "head.safetensors"
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
+        from geotag.io.gps_gallery import load_gallery
         from geotag.models.backbones import DEFAULT_BACKBONE, create_backbone
-        from geotag.models.gallery import load_gallery
         from geotag.models.geoclip_lite import GeoCLIPLite
 
         if self.train_gps_encoder:
