@@ -22,9 +22,10 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from torch import nn
 from geotag.errors import InputError, WeightsError
 from geotag.geo.cells import Geocells
 from geotag.geo.distance import haversine_matrix_torch
-from geotag.models.base import Prediction
+from geotag.models.base import Prediction, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,27 @@ def cell_prediction(
         coords = centroids[index]  # (B, k, 2) float64
         error_km = median_radius(hier, coords[:, 0], centroids)
     return ranked_prediction(coords, scores, error_km, {"cell": [tokens[i] for i in index[:, 0].tolist()]})
+
+
+def create_headless_vit(config: Any, *, meta: bool = False) -> nn.Module:
+    """A headless timm ViT of a cell model's configured shape (`config.backbone.arch` / `.overrides`,
+    `config.img_size`); on the meta device when weights will be assigned."""
+    import timm
+
+    kwargs = {**config.backbone.overrides, "img_size": config.img_size, "num_classes": 0}
+    if meta:
+        with torch.device("meta"):
+            return timm.create_model(config.backbone.arch, pretrained=False, **kwargs)
+    return timm.create_model(config.backbone.arch, pretrained=False, **kwargs)
+
+
+def tta_preprocess(config: Any) -> Preprocess:
+    """What decode must produce for a cell model: `img_size`, or with test-time crops the larger image
+    they are cut from (`img_size / tta_crop_pct`), normalised by the config's mean / std."""
+    size = config.img_size
+    if config.tta_crops > 1:
+        size = round(size / config.tta_crop_pct)
+    return Preprocess(size, config.mean, config.std, config.interpolation)
 
 
 def tta_views(x: torch.Tensor, crop: int, n: int) -> torch.Tensor:
@@ -174,6 +196,35 @@ def assign_state(model: nn.Module, file: Path, folder: Path) -> None:
         )
 
 
+@dataclass(frozen=True)
+class BackboneConfig:
+    """A timm ViT and the pretrained tag its weights come from; `overrides` change its shape (tests)."""
+
+    arch: str = "vit_base_patch16_224"
+    tag: str = "augreg_in21k"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    hub: str = ""  # the weights' hub repo when it is not timm/<arch>.<tag> (QuickGELU CLIP variants)
+
+    @property
+    def hub_id(self) -> str:
+        return self.hub or f"timm/{self.arch}.{self.tag}"
+
+
+class VitConfigDict:
+    """to_dict / from_dict of a ViT cell model's config (a dataclass with a `backbone`): JSON lists back
+    to tuples, the nested BackboneConfig rebuilt, unknown keys dropped."""
+
+    TUPLE_FIELDS: ClassVar[tuple[str, ...]] = ("mean", "std", "scene_classes")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        backbone = BackboneConfig(**data.get("backbone", {}))
+        return config_from_dict(cls, data, cls.TUPLE_FIELDS, backbone=backbone)
+
+
 def make_checkpoint_folder(folder: str | os.PathLike[str]) -> Path:
     """The checkpoint folder, created if needed; one WeightsError line when it cannot be."""
     folder = Path(folder)
@@ -238,11 +289,70 @@ def registry_checkpoint(
     return resolve_checkpoint(weights)
 
 
+def checkpoint_builder(
+    what: str, load: Callable[[Path], T], *, no_gallery: str, no_weights: str, holds: str
+) -> Callable[..., T]:
+    """The registry builder of a cell model (`build_model(what, weights=FOLDER)`): the checks of
+    `registry_checkpoint`, then `load` of the checkpoint folder."""
+
+    def build_for_registry(
+        *,
+        weights: Path | None = None,
+        backbone_weights: Path | None = None,
+        gallery: Path | None = None,
+        allow_untrained: bool = False,
+    ) -> T:
+        folder = registry_checkpoint(
+            what,
+            weights=weights,
+            backbone_weights=backbone_weights,
+            gallery=gallery,
+            no_gallery=no_gallery,
+            no_weights=no_weights,
+            holds=holds,
+        )
+        return load(folder)
+
+    build_for_registry.__doc__ = (
+        f"`build_model({what!r}, weights=FOLDER)`: a trained checkpoint or run folder."
+    )
+    return build_for_registry
+
+
+def mark_trained(model: nn.Module, info: dict[str, Any], what: str) -> None:
+    """The weights label of a checkpoint written during training: what was trained, at which step."""
+    step = info.get("train", {}).get("step")
+    model.weights_label = f"{model.weights_label.split(';')[0]}; {what} trained (step {step})"  # type: ignore[operator]
+
+
+class CheckpointFolderTask:
+    """Mixin for a training task whose model lives in one checkpoint folder: `write_model` labels what
+    was trained and calls `save(model, folder)`; `load_weights` reads the folder's `weights_file`."""
+
+    trained = "heads"
+    weights_file = "model.safetensors"
+    save: Callable[[Any, Path], Path]
+
+    def write_model(self, model: nn.Module, folder: Path, info: dict[str, Any]) -> None:
+        mark_trained(model, info, self.trained)
+        self.save(model, folder)
+
+    def load_weights(self, model: nn.Module, folder: Path) -> None:
+        load_trained_state(model, folder, self.weights_file)
+
+
 def load_trained_state(model: nn.Module, folder: Path, weights_file: str) -> None:
     """A training resume: the weights of `folder` into a built model, checked key by key."""
     from geotag.models.checkpoint import load_state_checked, read_weights
 
     load_state_checked(model, read_weights(folder / weights_file), source=str(folder))
+
+
+def pick_builder(builders: Mapping[str, T], name: str, what: str) -> T:
+    """The builder registered under `name`; one InputError line naming the choices otherwise."""
+    if name not in builders:
+        raise InputError(f"unknown {what} {name!r}; choose from {', '.join(builders)}")
+    return builders[name]
 
 
 def ranked_prediction(
@@ -264,11 +374,18 @@ def ranked_prediction(
 
 __all__ = [
     "TTA_CROPS",
+    "BackboneConfig",
+    "VitConfigDict",
+    "CheckpointFolderTask",
     "assign_state",
     "cell_prediction",
+    "checkpoint_builder",
+    "mark_trained",
     "config_from_dict",
+    "create_headless_vit",
     "load_trained_state",
     "make_checkpoint_folder",
+    "pick_builder",
     "ranked_prediction",
     "registry_checkpoint",
     "write_folder_config",
@@ -277,5 +394,6 @@ __all__ = [
     "read_folder_config",
     "register_cell_buffers",
     "save_state",
+    "tta_preprocess",
     "tta_views",
 ]

@@ -44,8 +44,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,15 +59,18 @@ from geotag.geo.cells import Geocells
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.cell_head import (
     TTA_CROPS,
+    CheckpointFolderTask,
+    VitConfigDict,
     assign_state,
     cell_prediction,
-    config_from_dict,
-    load_trained_state,
+    checkpoint_builder,
+    create_headless_vit,
     make_checkpoint_folder,
+    pick_builder,
     read_folder_config,
     register_cell_buffers,
-    registry_checkpoint,
     save_state,
+    tta_preprocess,
     tta_views,
     write_folder_config,
 )
@@ -103,7 +107,7 @@ DEFAULT_ENCODER = "clip-vit-l14"
 
 
 @dataclass(frozen=True)
-class GeoDecoderConfig:
+class GeoDecoderConfig(VitConfigDict):
     """Everything but the cells and the weights; stored in a checkpoint's config.json."""
 
     encoder: str = DEFAULT_ENCODER  # the ENCODERS name it was built from (provenance)
@@ -128,14 +132,6 @@ class GeoDecoderConfig:
             raise InputError("GeoDecoder needs independent_layers >= 0 and dependent_layers >= 1")
         if not self.scene_classes:
             raise InputError("GeoDecoder needs at least one scene")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GeoDecoderConfig:
-        backbone = BackboneConfig(**data.get("backbone", {}))
-        return config_from_dict(cls, data, ("mean", "std", "scene_classes"), backbone=backbone)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,10 +229,7 @@ class GeoDecoder(GeoModel):
     # -- configuration ------------------------------------------------------------------------------
 
     def preprocess(self) -> Preprocess:
-        size = self.config.img_size
-        if self.config.tta_crops > 1:
-            size = round(size / self.config.tta_crop_pct)
-        return Preprocess(size, self.config.mean, self.config.std, self.config.interpolation)
+        return tta_preprocess(self.config)
 
     def compile_targets(self) -> list[nn.Module]:
         """`--compile`: the encoder's transformer blocks (encode() calls forward_features, so compiling
@@ -359,15 +352,7 @@ def geodecoder_loss(
 # Builders (one per named encoder, timm-style) and encoder weights
 
 
-def create_encoder(config: GeoDecoderConfig, *, meta: bool = False) -> nn.Module:
-    """A headless timm ViT of the configured shape; on the meta device when weights will be assigned."""
-    import timm
-
-    kwargs = {**config.backbone.overrides, "img_size": config.img_size, "num_classes": 0}
-    if meta:
-        with torch.device("meta"):
-            return timm.create_model(config.backbone.arch, pretrained=False, **kwargs)
-    return timm.create_model(config.backbone.arch, pretrained=False, **kwargs)
+create_encoder = create_headless_vit  # the shared timm ViT (cell_head.py)
 
 
 def load_encoder_weights(encoder: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
@@ -422,35 +407,16 @@ def _create(
     return GeoDecoder(config, cells, encoder, label)
 
 
-def geodecoder_clip_l14(cells: Geocells | str | os.PathLike[str], **kwargs: Any) -> GeoDecoder:
-    """The paper's configuration: CLIP ViT-L/14 encoder."""
-    return _create("clip-vit-l14", cells, **kwargs)
-
-
-def geodecoder_clip_b16(cells: Geocells | str | os.PathLike[str], **kwargs: Any) -> GeoDecoder:
-    """A lighter encoder: CLIP ViT-B/16."""
-    return _create("clip-vit-b16", cells, **kwargs)
-
-
-def geodecoder_vit_b16(cells: Geocells | str | os.PathLike[str], **kwargs: Any) -> GeoDecoder:
-    """ImageNet-21k ViT-B/16 (TransLocator's backbone), for comparisons."""
-    return _create("vit-b16", cells, **kwargs)
-
-
-BUILDERS = {
-    "clip-vit-l14": geodecoder_clip_l14,
-    "clip-vit-b16": geodecoder_clip_b16,
-    "vit-b16": geodecoder_vit_b16,
-}
+BUILDERS: dict[str, Callable[..., GeoDecoder]] = {name: partial(_create, name) for name in ENCODERS}
+"""One builder per named encoder: clip-vit-l14 (the paper's), clip-vit-b16 (lighter), vit-b16 (ImageNet-21k,
+TransLocator's backbone, for comparisons)."""
 
 
 def build_geodecoder(
     cells: Geocells | str | os.PathLike[str], encoder: str = DEFAULT_ENCODER, **kwargs: Any
 ) -> GeoDecoder:
     """A fresh (untrained decoder) GeoDecoder with a named encoder over the given cells."""
-    if encoder not in BUILDERS:
-        raise InputError(f"unknown GeoDecoder encoder {encoder!r}; choose from {', '.join(BUILDERS)}")
-    return BUILDERS[encoder](cells, **kwargs)
+    return pick_builder(BUILDERS, encoder, "GeoDecoder encoder")(cells, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -488,38 +454,30 @@ def load_geodecoder(folder: str | os.PathLike[str], *, tta_crops: int | None = N
     return model.eval()
 
 
-def build_for_registry(
-    *,
-    weights: Path | None = None,
-    backbone_weights: Path | None = None,
-    gallery: Path | None = None,
-    allow_untrained: bool = False,
-) -> GeoDecoder:
-    """`build_model("geodecoder", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run folder:
-    its newest) is required; the authors released no weights."""
-    folder = registry_checkpoint(
-        "geodecoder",
-        weights=weights,
-        backbone_weights=backbone_weights,
-        gallery=gallery,
-        no_gallery="predicts geocells and takes no --gallery",
-        no_weights="geodecoder needs a checkpoint folder: pass --weights FOLDER (written by `geotag train "
-        "--model geodecoder` or save_checkpoint); no pretrained GeoDecoder weights are published to download",
-        holds="the encoder",
-    )
-    return load_geodecoder(folder)
+# `build_model("geodecoder", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run folder:
+# its newest) is required; the authors released no weights.
+build_for_registry = checkpoint_builder(
+    "geodecoder",
+    load_geodecoder,
+    no_gallery="predicts geocells and takes no --gallery",
+    no_weights="geodecoder needs a checkpoint folder: pass --weights FOLDER (written by `geotag train "
+    "--model geodecoder` or save_checkpoint); no pretrained GeoDecoder weights are published to download",
+    holds="the encoder",
+)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Training (geotag.engine.train's task protocol)
 
 
-class GeoDecoderTask(TransLocatorTask):
+class GeoDecoderTask(CheckpointFolderTask, TransLocatorTask):
     """Geocell classification with GeoDecoder: cells as TransLocator's task makes them (a cells file,
     the resumed checkpoint's, or built from the training coordinates), `geodecoder_loss` per batch
     (learned per-hierarchy confidence, scene CE where labels exist, optional PIGEON smoothing)."""
 
     name = "geodecoder"
+    trained = "decoder and heads"
+    save = staticmethod(save_checkpoint)
 
     def __init__(
         self,
@@ -602,14 +560,6 @@ class GeoDecoderTask(TransLocatorTask):
     def predict(self, model: GeoModel, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         pred = model.predict(batch["images"], 1)
         return pred.lat, pred.lon
-
-    def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
-        step = info.get("train", {}).get("step")
-        model.weights_label = f"{model.weights_label.split(';')[0]}; decoder and heads trained (step {step})"
-        save_checkpoint(model, folder)  # type: ignore[arg-type]
-
-    def load_weights(self, model: GeoModel, folder: Path) -> None:
-        load_trained_state(model, folder, WEIGHTS_FILE)
 
 
 __all__ = [

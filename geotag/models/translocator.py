@@ -36,8 +36,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,20 @@ from geotag.geo.cells import Geocells
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.cell_head import (
     TTA_CROPS,
+    BackboneConfig,
+    VitConfigDict,
     assign_state,
     cell_prediction,
-    config_from_dict,
+    checkpoint_builder,
+    create_headless_vit,
     hierarchical_probabilities,  # noqa: F401 - re-exported: callers import it from here
     make_checkpoint_folder,
     median_radius,
+    pick_builder,
     read_folder_config,
     register_cell_buffers,
-    registry_checkpoint,
     save_state,
+    tta_preprocess,
     tta_views,
     write_folder_config,
 )
@@ -108,21 +113,7 @@ DEFAULT_VARIANT = "vit+seg+mff+scene"
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
-    """A timm ViT and the pretrained tag its weights come from; `overrides` change its shape (tests)."""
-
-    arch: str = "vit_base_patch16_224"
-    tag: str = "augreg_in21k"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    hub: str = ""  # the weights' hub repo when it is not timm/<arch>.<tag> (QuickGELU CLIP variants)
-
-    @property
-    def hub_id(self) -> str:
-        return self.hub or f"timm/{self.arch}.{self.tag}"
-
-
-@dataclass(frozen=True)
-class TransLocatorConfig:
+class TransLocatorConfig(VitConfigDict):
     """Everything but the cells and the weights; stored in a checkpoint's config.json."""
 
     variant: str = DEFAULT_VARIANT
@@ -147,14 +138,6 @@ class TransLocatorConfig:
             raise InputError(f"fusion must be 'mean' or 'sum', got {self.fusion!r}")
         if self.tta_crops not in TTA_CROPS:
             raise InputError(f"tta_crops must be one of {TTA_CROPS}, got {self.tta_crops}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TransLocatorConfig:
-        backbone = BackboneConfig(**data.get("backbone", {}))
-        return config_from_dict(cls, data, ("mean", "std", "scene_classes"), backbone=backbone)
 
 
 def translocator_loss(
@@ -221,10 +204,7 @@ class TransLocator(GeoModel):
     # -- configuration ------------------------------------------------------------------------------
 
     def preprocess(self) -> Preprocess:
-        size = self.config.img_size
-        if self.config.tta_crops > 1:
-            size = round(size / self.config.tta_crop_pct)
-        return Preprocess(size, self.config.mean, self.config.std, self.config.interpolation)
+        return tta_preprocess(self.config)
 
     def compile_targets(self) -> list[nn.Module]:
         """The transformer blocks of both branches (features() calls them one by one)."""
@@ -389,15 +369,7 @@ class TransLocator(GeoModel):
 # Builders (one per named variant, timm-style) and backbone weights
 
 
-def create_vit(config: TransLocatorConfig, *, meta: bool = False) -> nn.Module:
-    """A headless timm ViT of the configured shape; on the meta device when weights will be assigned."""
-    import timm
-
-    kwargs = {**config.backbone.overrides, "img_size": config.img_size, "num_classes": 0}
-    if meta:
-        with torch.device("meta"):
-            return timm.create_model(config.backbone.arch, pretrained=False, **kwargs)
-    return timm.create_model(config.backbone.arch, pretrained=False, **kwargs)
+create_vit = create_headless_vit  # the shared timm ViT (cell_head.py)
 
 
 def pretrained_preprocess(backbone: BackboneConfig) -> dict[str, Any]:
@@ -504,41 +476,15 @@ def _create(
     return TransLocator(config, cells, rgb, seg, provider, label)
 
 
-def translocator_vit(cells: Geocells | str | os.PathLike[str], **kwargs: Any) -> TransLocator:
-    """Ablation row 'ViT': the RGB branch alone."""
-    return _create("vit", cells, **kwargs)
-
-
-def translocator_vit_seg(cells: Geocells | str | os.PathLike[str], **kwargs: Any) -> TransLocator:
-    """Ablation row '+Seg': both branches, fused only at the end."""
-    return _create("vit+seg", cells, **kwargs)
-
-
-def translocator_vit_seg_mff(cells: Geocells | str | os.PathLike[str], **kwargs: Any) -> TransLocator:
-    """Ablation row '+MFF': both branches, [CLS] fused after every block."""
-    return _create("vit+seg+mff", cells, **kwargs)
-
-
-def translocator_full(cells: Geocells | str | os.PathLike[str], **kwargs: Any) -> TransLocator:
-    """The full TransLocator: +MFF and the scene head."""
-    return _create("vit+seg+mff+scene", cells, **kwargs)
-
-
-BUILDERS = {
-    "vit": translocator_vit,
-    "vit+seg": translocator_vit_seg,
-    "vit+seg+mff": translocator_vit_seg_mff,
-    "vit+seg+mff+scene": translocator_full,
-}
+BUILDERS: dict[str, Callable[..., TransLocator]] = {name: partial(_create, name) for name in VARIANTS}
+"""One builder per ablation row of VARIANTS (what each row holds is described there)."""
 
 
 def build_translocator(
     cells: Geocells | str | os.PathLike[str], variant: str = DEFAULT_VARIANT, **kwargs: Any
 ) -> TransLocator:
     """A fresh (untrained heads) TransLocator of a named variant over the given cells."""
-    if variant not in BUILDERS:
-        raise InputError(f"unknown TransLocator variant {variant!r}; choose from {', '.join(BUILDERS)}")
-    return BUILDERS[variant](cells, **kwargs)
+    return pick_builder(BUILDERS, variant, "TransLocator variant")(cells, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -630,24 +576,14 @@ def _attach_segmenter(
         log.info("segmenter not loaded: %s", exc)
 
 
-def build_for_registry(
-    *,
-    weights: Path | None = None,
-    backbone_weights: Path | None = None,
-    gallery: Path | None = None,
-    allow_untrained: bool = False,
-) -> TransLocator:
-    """`build_model("translocator", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run
-    folder: its newest) is required, the authors released no weights; backbone weights and untrained
-    backbones only matter for training."""
-    folder = registry_checkpoint(
-        "translocator",
-        weights=weights,
-        backbone_weights=backbone_weights,
-        gallery=gallery,
-        no_gallery="predicts geocells and takes no --gallery",
-        no_weights="translocator needs a checkpoint folder: pass --weights FOLDER (written by "
-        "save_checkpoint or training); no pretrained TransLocator weights are published to download",
-        holds="both backbones",
-    )
-    return load_translocator(folder)  # a checkpoint, or a run folder's newest
+# `build_model("translocator", weights=FOLDER)`: a trained checkpoint (or a `geotag train` run folder:
+# its newest) is required, the authors released no weights; backbone weights and untrained backbones
+# only matter for training.
+build_for_registry = checkpoint_builder(
+    "translocator",
+    load_translocator,
+    no_gallery="predicts geocells and takes no --gallery",
+    no_weights="translocator needs a checkpoint folder: pass --weights FOLDER (written by "
+    "save_checkpoint or training); no pretrained TransLocator weights are published to download",
+    holds="both backbones",
+)
