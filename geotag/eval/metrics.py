@@ -57,6 +57,15 @@ CREATE OR REPLACE MACRO parent_folder(p) AS CASE
 """
 
 
+ROW_COLUMNS = """
+    coalesce(CAST(status AS VARCHAR) = 'error', false) AS is_error,
+    present(CAST(gt_lat AS DOUBLE)) AND present(CAST(gt_lon AS DOUBLE)) AS has_gt,
+    present(CAST(pred_lat AS DOUBLE)) AND present(CAST(pred_lon AS DOUBLE)) AS has_pred,
+    CAST(gt_lat AS DOUBLE) AS gt_lat, CAST(gt_lon AS DOUBLE) AS gt_lon,
+    CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon,"""
+"""The per-row flags and coordinates every scoring query starts from (needs the `present` macro)."""
+
+
 def parse_thresholds(text: str) -> list[float]:
     """Parse "1,25,200" into sorted, unique, positive km values; bad text raises InputError."""
     parts = [p.strip() for p in str(text).split(",")]
@@ -212,11 +221,7 @@ def build_query(
     return f"""
     WITH src AS (
         SELECT {"".join(f"{g}, " for g in groups)}
-            coalesce(CAST(status AS VARCHAR) = 'error', false) AS is_error,
-            present(CAST(gt_lat AS DOUBLE)) AND present(CAST(gt_lon AS DOUBLE)) AS has_gt,
-            present(CAST(pred_lat AS DOUBLE)) AND present(CAST(pred_lon AS DOUBLE)) AS has_pred,
-            CAST(gt_lat AS DOUBLE) AS gt_lat, CAST(gt_lon AS DOUBLE) AS gt_lon,
-            CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon,
+            {ROW_COLUMNS}
             {countries}
         FROM {source}
     ), scored AS (

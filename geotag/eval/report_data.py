@@ -19,7 +19,7 @@ import numpy as np
 
 from geotag.errors import InputError
 from geotag.eval import truth_join
-from geotag.eval.metrics import NEEDED_COLUMNS, file_labels, quote, sql_double
+from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, quote, sql_double
 from geotag.io.parquet import require_columns
 
 OPTIONAL = {
@@ -81,11 +81,7 @@ def rows_sql(src: Source) -> str:
                        THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
         FROM (
             SELECT CAST(path AS VARCHAR) AS path,
-                coalesce(CAST(status AS VARCHAR) = 'error', false) AS is_error,
-                present(CAST(gt_lat AS DOUBLE)) AND present(CAST(gt_lon AS DOUBLE)) AS has_gt,
-                present(CAST(pred_lat AS DOUBLE)) AND present(CAST(pred_lon AS DOUBLE)) AS has_pred,
-                CAST(gt_lat AS DOUBLE) AS gt_lat, CAST(gt_lon AS DOUBLE) AS gt_lon,
-                CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon,
+                {ROW_COLUMNS}
                 {optional}
             FROM {src.sql}
         )"""
