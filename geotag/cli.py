@@ -331,6 +331,10 @@ def write_exif(
         str, typer.Option(help="auto (exiftool if found) | exiftool | python (JPEG only).")
     ] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(help="Decisions from `geotag review`: write only the accepted photos, where chosen."),
+    ] = None,
 ) -> None:
     """Write predicted GPS into photos (or XMP sidecars), marked as estimated; journalled and undoable."""
     from geotag.engine.write_exif import FileResult, WriteOptions, run_undo, run_write_exif
@@ -357,6 +361,7 @@ def write_exif(
         journal=journal,
         writer=writer,
         progress=progress and sys.stderr.isatty(),
+        decisions=decisions,
     )
 
     def report(result: FileResult) -> None:  # the dry-run list on stdout, failures on stderr
