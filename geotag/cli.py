@@ -612,6 +612,25 @@ def report(
     )
 
 
+@app.command("review")
+def review_cmd(
+    predictions: Annotated[Path, typer.Argument(help="Predictions Parquet (from `geotag predict`).")],
+    decisions: Annotated[
+        Path | None,
+        typer.Option(help="Decisions file (default: PREDICTIONS stem + .decisions.jsonl beside it)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = 0,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL; do not open a browser.")
+    ] = False,
+) -> None:
+    """Look through predictions in a local web app and accept, move or reject each; nothing is written."""
+    from geotag.review.app import make_server, serve
+
+    server = make_server(predictions, decisions, port)
+    serve(server, not no_browser, lambda t: err.print(t, highlight=False, markup=False, soft_wrap=True))
+
+
 @app.command("export")
 def export_cmd(
     predictions: Annotated[Path, typer.Argument(help="Predictions Parquet file.")],
