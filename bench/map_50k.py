@@ -27,15 +27,18 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from geotag.eval import map_page
-    from geotag.eval.report_data import open_sources
     from geotag.eval.metrics import connect
+    from geotag.eval.report_data import open_sources
     from geotag.io.parquet import PredictionWriter
 
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     n = args.rows
     glat, glon = rng.uniform(-60, 70, n), rng.uniform(-180, 180, n)
-    plat, plon = np.clip(glat + rng.normal(0, 5, n), -89, 89), ((glon + rng.normal(0, 5, n) + 180) % 360) - 180
+    plat, plon = (
+        np.clip(glat + rng.normal(0, 5, n), -89, 89),
+        ((glon + rng.normal(0, 5, n) + 180) % 360) - 180,
+    )
     preds = args.out / "preds.parquet"
     with PredictionWriter(preds) as w:
         for i in range(n):
@@ -50,7 +53,9 @@ def main() -> None:
                     "gt_lon": float(glon[i]),
                     "confidence": float(rng.uniform()),
                     "error_km": 100.0,
-                    "topk": [{"lat": float(plat[i]) + j, "lon": float(plon[i]), "score": 0.1} for j in range(5)],
+                    "topk": [
+                        {"lat": float(plat[i]) + j, "lon": float(plon[i]), "score": 0.1} for j in range(5)
+                    ],
                 }
             )
     t0 = time.perf_counter()
@@ -64,13 +69,15 @@ def main() -> None:
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
         p = b.new_page(viewport={"width": 1280, "height": 800})
+        p.on("pageerror", lambda exc: print("page error:", exc))
         t0 = time.perf_counter()
         p.goto(page.as_uri())
-        p.wait_for_selector("body[data-ready='1']", timeout=300_000)
-        p.wait_for_function("geotagMap.points.getLayers().length === geotagMap.markers", timeout=300_000)
+        p.wait_for_selector("body[data-ready='1']", state="attached", timeout=300_000)
+        ready = time.perf_counter() - t0
+        p.wait_for_selector("body[data-clustered='1']", state="attached", timeout=600_000)
         p.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
         load = time.perf_counter() - t0
-        print(f"chromium: load + cluster + first paint {load:.1f} s")
+        print(f"chromium: page script done {ready:.1f} s, clustered and painted {load:.1f} s")
         for z in (4, 8, 12):
             t0 = time.perf_counter()
             p.evaluate(f"void geotagMap.map.setView([48, 2], {z}, {{animate: false}})")

@@ -73,6 +73,7 @@ def test_browser_report_map_shows_markers_tooltips_and_topk(browser: Any, tmp_pa
     page.goto((tmp_path / "report" / "map-1.html").as_uri())
     page.wait_for_selector("body[data-ready='1']", timeout=20_000)
     assert page.evaluate("geotagMap.markers") == 3
+    page.wait_for_selector("body[data-clustered='1']", timeout=20_000)
     assert page.evaluate("geotagMap.points.getLayers().length") == 3
     # zoom onto the Sydney prediction: a single marker there, hover and click it
     page.evaluate("void geotagMap.map.setView([-35.0, 149.0], 10, {animate: false})")

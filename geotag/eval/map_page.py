@@ -147,7 +147,9 @@ function tip(i) {
   return h + "</div>";
 }
 const points = L.markerClusterGroup({chunkedLoading: true, chunkInterval: 100, maxClusterRadius: 50,
-                                     disableClusteringAtZoom: 12});
+                                     disableClusteringAtZoom: 12, chunkProgress: (done, total) => {
+  if (done >= total) document.body.dataset.clustered = "1";
+}});
 const truth = L.markerClusterGroup({chunkedLoading: true, maxClusterRadius: 40});
 const markers = [], truths = [], segs = [];
 for (let i = 0; i < N; i++) {
@@ -167,8 +169,9 @@ for (let i = 0; i < N; i++) {
     truths.push(t);
   }
 }
-points.addLayers(markers);
 points.addTo(map);
+points.addLayers(markers);
+if (!markers.length) document.body.dataset.clustered = "1";
 truth.addLayers(truths);
 const lines = L.polyline(segs, {color: "#c0392b", weight: 1, opacity: 0.6, renderer: canvas,
                                interactive: false});
@@ -195,7 +198,12 @@ legend.onAdd = () => {
   return div;
 };
 legend.addTo(map);
-if (markers.length) map.fitBounds(points.getBounds(), {maxZoom: 8, padding: [20, 20]});
+if (markers.length) {  // from the data: the clusters are still being built in chunks
+  const la = D.lat.filter(v => v !== null), lo = D.lon.filter(v => v !== null);
+  const lim = (xs, f) => xs.reduce((m, v) => f(m, v));
+  const b = [[lim(la, Math.min), lim(lo, Math.min)], [lim(la, Math.max), lim(lo, Math.max)]];
+  map.fitBounds(b, {maxZoom: 8, padding: [20, 20]});
+}
 window.geotagMap = {map, points, truth, lines, chosen, markers: markers.length, ready: true};
 document.body.dataset.ready = "1";
 </script></body></html>
