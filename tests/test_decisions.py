@@ -104,6 +104,17 @@ def test_write_exif_with_decisions_writes_exactly_the_accepted(tmp_path: Path) -
     gps0, gps1 = read_exif(photos[0]), read_exif(photos[1])
     assert gps0.gt_lat == pytest.approx(10.0) and gps0.gt_lon == pytest.approx(20.0)
     assert gps1.gt_lat == pytest.approx(-33.5) and gps1.gt_lon == pytest.approx(151.25)
+    assert "estimate (not measured)" in _method(photos[0]) and "model=geoclip (reviewed)" in _method(
+        photos[0]
+    )
+    assert "model=geoclip (reviewed, moved)" in _method(photos[1])
+
+
+def _method(photo: Path) -> str:
+    """GPSProcessingMethod (tag 27), without its 8-byte character-code prefix."""
+    with Image.open(photo) as im:
+        raw = im.getexif().get_ifd(0x8825)[27]
+    return (raw if isinstance(raw, bytes) else str(raw).encode())[8:].decode("ascii", "replace")
 
 
 def test_write_exif_refuses_decisions_for_other_predictions(tmp_path: Path) -> None:

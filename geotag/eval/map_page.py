@@ -146,11 +146,10 @@ function tip(i) {
   if (D.r[i] !== null) h += "<br>radius " + km(D.r[i]);
   return h + "</div>";
 }
-const points = L.markerClusterGroup({chunkedLoading: true, chunkInterval: 100, maxClusterRadius: 50,
-                                     disableClusteringAtZoom: 12, chunkProgress: (done, total) => {
-  if (done >= total) document.body.dataset.clustered = "1";
-}});
-const truth = L.markerClusterGroup({chunkedLoading: true, maxClusterRadius: 40});
+// one synchronous addLayers: markercluster 1.1 (the bundled one) breaks when the map zooms while it
+// is still adding in chunks; 50,000 points take a few seconds once
+const points = L.markerClusterGroup({maxClusterRadius: 50, disableClusteringAtZoom: 12});
+const truth = L.markerClusterGroup({maxClusterRadius: 40});
 const markers = [], truths = [], segs = [];
 for (let i = 0; i < N; i++) {
   if (D.lat[i] !== null) {
@@ -169,9 +168,15 @@ for (let i = 0; i < N; i++) {
     truths.push(t);
   }
 }
+if (markers.length) {  // before the clusters are built
+  const la = D.lat.filter(v => v !== null), lo = D.lon.filter(v => v !== null);
+  const lim = (xs, f) => xs.reduce((m, v) => f(m, v));
+  const b = [[lim(la, Math.min), lim(lo, Math.min)], [lim(la, Math.max), lim(lo, Math.max)]];
+  map.fitBounds(b, {maxZoom: 8, padding: [20, 20]});
+}
 points.addTo(map);
 points.addLayers(markers);
-if (!markers.length) document.body.dataset.clustered = "1";
+document.body.dataset.clustered = "1";
 truth.addLayers(truths);
 const lines = L.polyline(segs, {color: "#c0392b", weight: 1, opacity: 0.6, renderer: canvas,
                                interactive: false});
@@ -198,12 +203,6 @@ legend.onAdd = () => {
   return div;
 };
 legend.addTo(map);
-if (markers.length) {  // from the data: the clusters are still being built in chunks
-  const la = D.lat.filter(v => v !== null), lo = D.lon.filter(v => v !== null);
-  const lim = (xs, f) => xs.reduce((m, v) => f(m, v));
-  const b = [[lim(la, Math.min), lim(lo, Math.min)], [lim(la, Math.max), lim(lo, Math.max)]];
-  map.fitBounds(b, {maxZoom: 8, padding: [20, 20]});
-}
 window.geotagMap = {map, points, truth, lines, chosen, markers: markers.length, ready: true};
 document.body.dataset.ready = "1";
 </script></body></html>
