@@ -199,7 +199,7 @@ legend.onAdd = () => {
   const div = L.DomUtil.create("div", "legend");
   div.innerHTML = "<b>" + (byError ? "error" : "confidence") + "</b><br>" +
     SCALE.map(([, c, t]) => '<i style="background:' + c + '"></i>' + t).join("<br>") +
-    "<br>" + markers.length + " predictions, " + truths.length + " truths";
+    "<br>clusters: number of photos<br>" + markers.length + " predictions, " + truths.length + " truths";
   return div;
 };
 legend.addTo(map);

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geotag.errors import InputError
+from geotag.eval import leaflet
 from geotag.review.server import ReviewServer
 from geotag.review.session import Session
 
@@ -19,6 +20,7 @@ def make_server(predictions: Path, decisions: Path | None = None, port: int = 0)
     session = Session.open(predictions, decisions)
     if not any(r.get("status") == "ok" for r in session.rows):
         raise InputError(f"{predictions}: no predictions to review")
+    leaflet.basemap_geojson()  # built once now (about 2 s), not while the first page waits
     try:
         return ReviewServer(session, port)
     except OSError as exc:

@@ -43,6 +43,8 @@ button { font: inherit; padding: 3px 10px; }
 #status.saved { color: #1a7f37; } #status.error { color: #b00020; font-weight: 600; }
 .cand { background: #6c3483; color: #fff; border-radius: 10px; width: 20px; height: 20px; text-align: center;
         line-height: 20px; font-size: 12px; font-weight: 700; border: 1px solid #fff; }
+.pin { width: 18px; height: 18px; background: #d62728; border: 2px solid #fff; border-radius: 50% 50% 50% 0;
+       transform: rotate(-45deg); box-shadow: 0 1px 4px rgba(0, 0, 0, .5); cursor: move; }
 kbd { background: #fff; border: 1px solid #bbb; border-radius: 3px; padding: 0 4px; }
 </style></head>
 <body><div id="app">
@@ -119,13 +121,16 @@ function show() {
     m.on("click", () => pick(j));
     m.addTo(marks);
   });
-  pin = L.marker(at, {draggable: true, title: "pin", autoPan: true}).addTo(marks);
+  pin = L.marker(at, {draggable: true, title: "pin", autoPan: true, zIndexOffset: 1000,
+                      icon: L.divIcon({className: "", html: '<div class="pin"></div>', iconSize: [22, 22],
+                                       iconAnchor: [11, 22]})}).addTo(marks);
   pin.on("dragend", () => { pinSource = "moved"; $("status").textContent = "pin moved: press a to accept"; });
+  map.invalidateSize();
   const pts = [[r.lat, r.lon], ...r.topk.map(([a, b]) => [a, b])];
   map.fitBounds(L.latLngBounds(pts).pad(0.5), {maxZoom: 9, animate: false});
   if (r.radius_km) {
     const b = L.latLng(r.lat, r.lon).toBounds(r.radius_km * 2500).extend(L.latLngBounds(pts));
-    map.fitBounds(b, {maxZoom: 9, animate: false});
+    map.fitBounds(b, {maxZoom: 9, animate: false, padding: [30, 30]});
   }
 }
 function pick(j) {
