@@ -92,3 +92,33 @@ def test_browser_review_decisions_reach_the_file_and_write_exif(browser: Any, tm
             got[i].lon, abs=1e-6
         )
     assert photos[3].read_bytes() == rejected and read_exif(photos[3]).gt_lat is None
+
+
+def test_browser_review_filters(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    preds = make_preds(tmp_path, n=4)  # confidences 0.2 0.5 0.8 1.1; folders a b a b; countries FR DE FR DE
+    srv = make_server(preds)
+    srv.start_thread()
+    try:
+        page = offline_page(browser, [], viewport=(1000, 600))
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=20_000)
+        assert page.inner_text("#count") == "1 / 4"
+        page.fill("#fconf", "0.6")
+        page.dispatch_event("#fconf", "change")
+        assert page.inner_text("#count").endswith("/ 2")
+        page.fill("#fconf", "0")
+        page.dispatch_event("#fconf", "change")
+        page.select_option("#fcountry", "DE")
+        assert page.inner_text("#count").endswith("/ 2") and "/b/" in page.inner_text("#where")
+        page.select_option("#fcountry", "")
+        page.select_option("#ffolder", str(tmp_path / "photos" / "a"))
+        assert page.inner_text("#count").endswith("/ 2") and "/a/" in page.inner_text("#where")
+        page.evaluate("document.activeElement.blur()")  # keys typed into a filter box are not shortcuts
+        page.keyboard.press("r")
+        _saved(page, 1)
+        page.check("#fundecided")
+        page.dispatch_event("#fundecided", "change")
+        assert page.inner_text("#count") == "1 / 1"
+    finally:
+        srv.shutdown()
+        srv.server_close()

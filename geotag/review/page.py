@@ -169,7 +169,7 @@ $("reject").onclick = () => decide("reject");
 $("next").onclick = () => step(1);
 $("prev").onclick = () => step(-1);
 ["fconf", "ffolder", "fcountry", "fundecided"]
-  .forEach(id => $(id).addEventListener("change", () => refilter()));
+  .forEach(id => $(id).addEventListener("change", () => { refilter(); if (id !== "fconf") $(id).blur(); }));
 document.addEventListener("keydown", e => {
   if (["INPUT", "SELECT"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
   const k = e.key;
