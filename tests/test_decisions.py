@@ -131,3 +131,37 @@ def test_write_exif_refuses_decisions_for_other_predictions(tmp_path: Path) -> N
     with pytest.raises(InputError, match="not found"):
         run_write_exif(WriteOptions(preds, decisions=tmp_path / "missing.jsonl"))
     assert os.listdir(tmp_path / "photos") == ["p0.jpg"]
+
+
+def test_cli_write_exif_decisions_dry_run_lists_only_the_accepted(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    photos = _jpegs(tmp_path / "photos", 3)
+    preds = write_predictions(
+        tmp_path / "preds.parquet", [{"path": p, "pred_lat": 1.0, "pred_lon": 2.0} for p in photos]
+    )
+    dfile = decisions.default_path(preds)
+    decisions.append(dfile, Decision(1, image_id(photos[1]), "accept", 5.0, 6.0, source="candidate"))
+    decisions.append(dfile, Decision(2, image_id(photos[2]), "reject"))
+    args = [
+        sys.executable,
+        "-m",
+        "geotag.cli",
+        "write-exif",
+        str(preds),
+        "--decisions",
+        str(dfile),
+        "--dry-run",
+    ]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "p1.jpg" in r.stdout and "p0.jpg" not in r.stdout and "p2.jpg" not in r.stdout
+    missing = subprocess.run(
+        [*args[:5], "--decisions", str(tmp_path / "nope.jsonl")], capture_output=True, text=True
+    )
+    assert (
+        missing.returncode == 2
+        and "decisions file not found" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
