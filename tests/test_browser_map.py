@@ -99,3 +99,16 @@ def test_browser_report_map_shows_markers_tooltips_and_topk(browser: Any, tmp_pa
     page.mouse.click(x, y)
     assert page.evaluate("geotagMap.chosen.getLayers().length") == 1 + 3 + 1  # radius, 3 candidates, line
     assert not errors and not outside, (errors, outside)
+
+
+def test_map_rows_are_sampled_above_the_limit(tmp_path: Path, monkeypatch) -> None:
+    from geotag.eval import map_page
+    from geotag.eval.metrics import connect
+    from geotag.eval.report_data import open_sources
+
+    monkeypatch.setattr(map_page, "MAX_ROWS", 2)
+    con = connect()
+    sources, _ = open_sources(con, [_preds(tmp_path)])
+    data = map_page.map_rows(con, sources[0], tmp_path)
+    assert len(data["lat"]) == 2 and data["total"] == [3]
+    assert map_page.map_rows(con, sources[0], tmp_path)["p"] == data["p"]  # the same sample every time
