@@ -82,7 +82,10 @@ def test_every_route_needs_the_token(server: ReviewServer) -> None:
     for route in ("/", "/api/rows", "/photo/0", "/assets/leaflet.js", "/basemap.json"):
         assert httpx.get(base(server) + route).status_code == 403, route
         assert httpx.get(base(server) + route, params={"token": "wrong" + server.token}).status_code == 403
-        assert httpx.get(base(server) + route, cookies={"geotag_review": "nope"}).status_code == 403
+        assert (
+            httpx.get(base(server) + route, cookies={f"geotag_review_{server.port}": "nope"}).status_code
+            == 403
+        )
     r = httpx.post(base(server) + "/api/decide", json={"row": 0, "action": "reject"})
     assert r.status_code == 403
     assert not server.session.decisions_path.exists()
@@ -98,6 +101,7 @@ def test_token_in_url_then_cookie(server: ReviewServer) -> None:
         photo = c.get("/photo/1")
         assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
         assert photo.content == Path(rows[1]["path"]).read_bytes()
+        assert f"geotag_review_{server.port}=" in first.headers["set-cookie"]  # one per session
         # the cookie does not authorise writes: the header token does
         assert c.post("/api/decide", json={"row": 0, "action": "reject"}).status_code == 403
 

@@ -30,7 +30,7 @@ from geotag.review.page import page_html
 from geotag.review.session import Session
 
 HOST = "127.0.0.1"
-COOKIE = "geotag_review"
+COOKIE = "geotag_review_{port}"  # cookies ignore ports: two sessions at once must not share one
 BROWSER_TYPES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 MAX_BODY = 64 * 1024
 PHOTO_SIDE = 1600  # photos browsers cannot show (TIFF, HEIC, ..) are converted to a JPEG this large
@@ -80,8 +80,9 @@ class Handler(BaseHTTPRequestHandler):
             cookie = SimpleCookie()
             with contextlib.suppress(Exception):  # a malformed cookie is simply no cookie
                 cookie.load(self.headers.get("Cookie", ""))
-            if COOKIE in cookie:
-                given.append(cookie[COOKIE].value)
+            name = COOKIE.format(port=self.server.port)
+            if name in cookie:
+                given.append(cookie[name].value)
         return any(hmac.compare_digest(g.encode(), want) for g in given)
 
     def _host_ok(self) -> bool:
@@ -123,7 +124,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._deny(HTTPStatus.FORBIDDEN, "token required: open the URL geotag review printed")
         path = parts.path
         if path == "/":
-            cookie = f"{COOKIE}={self.server.token}; HttpOnly; SameSite=Strict; Path=/"
+            name = COOKIE.format(port=self.server.port)
+            cookie = f"{name}={self.server.token}; HttpOnly; SameSite=Strict; Path=/"
             body = page_html(self.server.token, self.server.session.predictions.name).encode()
             return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", {"Set-Cookie": cookie})
         if path.startswith("/assets/"):
