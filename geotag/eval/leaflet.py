@@ -35,7 +35,10 @@ def asset(name: str) -> str:
         from offlinefolium.elements import _res  # the wheel's bundle: original URL -> file text
     except ImportError as exc:
         raise InputError("interactive maps need folium-offline: pip install folium-offline") from exc
-    return _res[_FILES[name]]
+    try:
+        return _res[_FILES[name]]
+    except KeyError as exc:  # a folium-offline release that bundles other versions
+        raise InputError(f"this folium-offline does not bundle {_FILES[name]}") from exc
 
 
 def inline_head() -> str:
