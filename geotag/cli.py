@@ -338,6 +338,10 @@ def write_exif(
         str, typer.Option(help="auto (exiftool if found) | exiftool | python (JPEG only).")
     ] = "auto",
     progress: Progress = True,
+    decisions: Annotated[
+        Path | None,
+        typer.Option(help="Decisions from `geotag review`: write only the accepted photos, where chosen."),
+    ] = None,
 ) -> None:
     """Write predicted GPS into photos (or XMP sidecars), marked as estimated; journalled and undoable."""
     from geotag.engine.write_exif import FileResult, WriteOptions, run_undo, run_write_exif
@@ -364,6 +368,7 @@ def write_exif(
         journal=journal,
         writer=writer,
         progress=progress and sys.stderr.isatty(),
+        decisions=decisions,
     )
 
     def report(result: FileResult) -> None:  # the dry-run list on stdout, failures on stderr
@@ -608,6 +613,25 @@ def report(
         markup=False,
         soft_wrap=True,
     )
+
+
+@app.command("review")
+def review_cmd(
+    predictions: Annotated[Path, typer.Argument(help="Predictions Parquet (from `geotag predict`).")],
+    decisions: Annotated[
+        Path | None,
+        typer.Option(help="Decisions file (default: PREDICTIONS stem + .decisions.jsonl beside it)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = 0,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL; do not open a browser.")
+    ] = False,
+) -> None:
+    """Look through predictions in a local web app and accept, move or reject each; nothing is written."""
+    from geotag.review.app import make_server, serve
+
+    server = make_server(predictions, decisions, port)
+    serve(server, not no_browser, lambda t: err.print(t, highlight=False, markup=False, soft_wrap=True))
 
 
 @app.command("export")

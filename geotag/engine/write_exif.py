@@ -90,6 +90,7 @@ class WriteOptions:
     journal: Path | None = None  # default: beside the predictions file, named by the time
     writer: str = "auto"  # auto | exiftool | python
     progress: bool = False
+    decisions: Path | None = None  # geotag review's decisions: only the accepted rows, at the chosen spot
 
 
 @dataclass(frozen=True)
@@ -548,6 +549,13 @@ def run_write_exif(
     if opts.min_confidence is not None and not 0 <= opts.min_confidence <= 1:
         raise InputError("--min-confidence must be between 0 and 1")
     total, rows = _rows(opts.predictions)
+    if opts.decisions is not None:
+        from geotag.engine.reviewed import apply_decisions
+        from geotag.io.decisions import read as read_decisions
+
+        if not opts.decisions.is_file():
+            raise InputError(f"decisions file not found: {opts.decisions}")
+        rows = apply_decisions(rows, read_decisions(opts.decisions))
     run = _Run(opts)
     summary = WriteSummary(writer=run.writer_name)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ import duckdb
 
 from geotag import __version__
 from geotag.errors import InputError, OutputError
-from geotag.eval import plots, report_data, truth_join
+from geotag.eval import map_page, plots, report_data, truth_join
 from geotag.eval.metrics import (
     connect,
     evaluate_file,
@@ -38,6 +39,8 @@ from geotag.eval.report import CAPTION, km, pct, score, threshold_title
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM
 from geotag.io.durable import atomic_path
 from geotag.io.parquet import check_output_path
+
+log = logging.getLogger(__name__)
 
 THUMB_SIDE = 160  # px, the longer side of a worst-error thumbnail
 TOP_COUNTRIES = 20
@@ -141,6 +144,7 @@ class FileSection:
     by_country: list[dict[str, Any]]
     by_scene: list[dict[str, Any]]
     map_fig: Figure | None = None
+    map_page: str | None = None  # the interactive map's file name, beside index.html
     thumbs: list[str | None] = field(default_factory=list)  # per worst row: src, or None (placeholder)
 
 
@@ -421,6 +425,11 @@ def page_body(
     for s in sections:
         if s.map_fig is not None:
             parts.append(f"<h3>{e(s.src.label)}</h3>" + img_html(s.map_fig))
+        if s.map_page is not None:
+            parts.append(
+                f'<p><a class="map-link" href="{e(s.map_page)}">Interactive map of {e(s.src.label)}</a> '
+                "(pan, zoom, hover for the photo; works offline)</p>"
+            )
 
     parts.append("<h2>Confidence: which <code>--min-confidence</code> to pass to write-exif</h2>")
     if "calibration" in figs:
@@ -488,6 +497,7 @@ def build_report(
         out_dir = prepare_folder(out_dir)
         sections = [collect(con, src, thresholds, worst, calibration_km) for src in sources]
         maps = [report_data.map_data(con, src) for src in sources]
+        map_rows = [map_page.map_rows(con, src, out_dir) for src in sources]
         for src in sources:
             if truth:
                 notes.append(truth_join.match_note(con, src.path, src.label, src.columns))
@@ -501,6 +511,7 @@ def build_report(
     names = country_names() if any(s.by_country for s in sections) else {}
     figs, written = draw_figures(sections, maps, out_dir, thresholds, calibration_km, names)
     n_thumbs, n_missing = write_thumbnails(sections, out_dir)
+    written += write_map_pages(sections, map_rows, out_dir)
     seconds = time.perf_counter() - start
     body = page_body(sections, figs, thresholds, notes, calibration_km, names, f" in {seconds:.1f} s")
     index = out_dir / "index.html"
@@ -569,6 +580,28 @@ def draw_figures(
         size = plots.breakdown(scene_labels, labels, panels, "Accuracy by scene", fig_dir / "scenes.png")
         add("scenes", "scenes.png", "accuracy by scene", size)
     return figs, written
+
+
+def write_map_pages(
+    sections: Sequence[FileSection], rows: Sequence[dict[str, Any]], out_dir: Path
+) -> list[Path]:
+    """One interactive map page per file (skipped with a note in the log when folium-offline is missing)."""
+    out = []
+    for i, (s, data) in enumerate(zip(sections, rows, strict=True)):
+        path = out_dir / f"map-{i + 1}.html"
+        try:
+            text = map_page.page_html(f"geotag map: {s.src.label}", data)
+        except InputError as exc:  # folium-offline not installed: the static maps remain
+            log.warning("no interactive map: %s", exc)
+            return out
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        s.map_page = path.name
+        out.append(path)
+    return out
 
 
 def write_thumbnails(sections: Sequence[FileSection], out_dir: Path) -> tuple[int, int]:

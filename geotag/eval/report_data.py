@@ -30,6 +30,8 @@ OPTIONAL = {
     "gt_country": "VARCHAR",
     "model": "VARCHAR",
     "weights": "VARCHAR",
+    "error_km": "DOUBLE",
+    "topk": "STRUCT(lat DOUBLE, lon DOUBLE, score DOUBLE)[]",
 }
 CDF_MIN_KM, CDF_MAX_KM, CDF_BINS = 0.01, 20_100.0, 480  # 10 m .. half the circumference, 80 bins a decade
 CONF_BINS = 100  # --min-confidence is chosen on a 0.01 grid

@@ -1,0 +1,40 @@
+"""`geotag write-exif --decisions FILE`: only the photos a person accepted in `geotag review`, at the
+position they chose.
+
+A filter in front of the ordinary write path (geotag.engine.write_exif): rows without an accepting
+decision are dropped, accepted rows get the chosen position and a provenance that says the estimate
+was reviewed (and moved, when the reviewer picked another candidate or dragged the pin). Everything
+else (hash check, never replacing measured GPS, journal, undo) stays as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from geotag.errors import InputError
+from geotag.io.decisions import Decision
+
+
+def reviewed_model(model: Any, decision: Decision) -> str:
+    """The model name with the review noted; it lands in GPSProcessingMethod's model= field."""
+    how = "reviewed" if decision.source == "prediction" else f"reviewed, {decision.source}"
+    return f"{model or 'unknown'} ({how})"
+
+
+def apply_decisions(
+    rows: Iterator[dict[str, Any]], decisions: dict[int, Decision]
+) -> Iterator[dict[str, Any]]:
+    """The accepted rows, repositioned. InputError when a decision's image_id is not that row's:
+    the decisions belong to another predictions file."""
+    for i, row in enumerate(rows):
+        d = decisions.get(i)
+        if d is None:
+            continue
+        if d.image_id != row.get("image_id"):
+            raise InputError(
+                f"decision for row {i} names another photo: the decisions file is not for these predictions"
+            )
+        if d.action != "accept":
+            continue
+        yield {**row, "pred_lat": d.lat, "pred_lon": d.lon, "model": reviewed_model(row.get("model"), d)}

@@ -1,0 +1,216 @@
+"""The report's interactive map (`map-N.html` beside index.html): pan, zoom, hover, offline.
+
+Why a page of its own: the static PNG stays for papers; this one is for looking. Leaflet and
+markercluster are inlined (geotag.eval.leaflet), the basemap is the Natural Earth country layer, and the
+rows travel as one columnar JSON array, so 50,000 rows make a page of a few MB that clusters in the
+browser. Points are coloured by error (by confidence where there is no truth); lines to the truth, the
+truth itself, and for a clicked point its top-k candidates and error radius are layers to switch on.
+Tooltips show the photo (loaded only on hover, by a path relative to the report), path and confidence.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import quote as url_quote
+
+import duckdb
+
+from geotag.eval import leaflet, report_data
+from geotag.eval.report_data import Source
+
+MAX_TOPK = 10
+MAX_ROWS = 50_000  # beyond this a deterministic sample, so the page still opens (measured: ~10 s)
+
+
+def _num(value: Any, digits: int = 5) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def map_rows(
+    con: duckdb.DuckDBPyConnection, src: Source, out_dir: Path, thumbs: dict[str, str] | None = None
+) -> dict[str, list[Any]]:
+    """The page's data, column by column: every row with a prediction or a truth."""
+    from geotag.eval.html_report import resolve_photo
+
+    where = "NOT is_error AND (has_pred OR has_gt)"
+    n = int(report_data.query(con, src, f"SELECT count(*) AS n FROM r WHERE {where}")[0]["n"])
+    sample = f" ORDER BY hash(path, pred_lat, pred_lon) LIMIT {MAX_ROWS}" if n > MAX_ROWS else ""
+    rows = report_data.query(
+        con,
+        src,
+        f"SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, topk FROM r WHERE {where}"
+        + sample,
+    )
+    thumbs = thumbs or {}
+    names = ("lat", "lon", "glat", "glon", "d", "c", "r", "p", "img", "k")
+    cols: dict[str, list[Any]] = {k: [] for k in names}
+    base = src.path.parent
+    for row in rows:
+        path = row["path"] or ""
+        cols["lat"].append(_num(row["pred_lat"]))
+        cols["lon"].append(_num(row["pred_lon"]))
+        cols["glat"].append(_num(row["gt_lat"]))
+        cols["glon"].append(_num(row["gt_lon"]))
+        cols["d"].append(_num(row["d"], 3))
+        cols["c"].append(_num(row["confidence"], 4))
+        cols["r"].append(_num(row["error_km"], 3))
+        cols["p"].append(path)
+        img = thumbs.get(path)
+        if img is None:
+            photo = resolve_photo(path, base)
+            img = url_quote(os.path.relpath(photo.absolute(), out_dir.absolute())) if photo else ""
+        cols["img"].append(img)
+        topk = row["topk"] or []
+        cols["k"].append(
+            [
+                [_num(t["lat"]), _num(t["lon"]), _num(t["score"], 4)]
+                for t in topk[:MAX_TOPK]
+                if t and _num(t["lat"]) is not None and _num(t["lon"]) is not None
+            ]
+        )
+    cols["total"] = [n]  # rows the file has; more than shown when sampled
+    return cols
+
+
+def page_html(title: str, data: dict[str, list[Any]]) -> str:
+    """The whole self-contained page."""
+    return PAGE.substitute(
+        title=_escape(title),
+        head=leaflet.inline_head(),
+        basemap=leaflet.basemap_geojson().replace("</", "<\\/"),
+        data=leaflet.json_for_script(data),
+    )
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+PAGE = Template(
+    """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title>
+$head
+<style>
+html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; }
+#map { position: absolute; inset: 0; background: #cfe3f0; }
+.legend { background: #fff; padding: 6px 9px; border-radius: 4px; line-height: 1.5; }
+.legend i { display: inline-block; width: 11px; height: 11px; border-radius: 6px; margin-right: 5px; }
+.tip img { display: block; max-width: 180px; max-height: 140px; margin-bottom: 4px; }
+.tip { max-width: 260px; white-space: normal; }
+#title { position: absolute; z-index: 1000; left: 55px; top: 10px; background: #fff; padding: 4px 9px;
+         border-radius: 4px; font-weight: 600; }
+</style></head>
+<body><div id="map"></div><div id="title">$title</div>
+<script id="basemap" type="application/json">$basemap</script>
+<script id="rows" type="application/json">$data</script>
+<script>
+"use strict";
+const D = JSON.parse(document.getElementById("rows").textContent);
+const N = D.lat.length;
+const map = L.map("map", {preferCanvas: true, worldCopyJump: true, attributionControl: false,
+                          minZoom: 1, maxZoom: 18}).setView([20, 0], 2);
+const canvas = L.canvas({padding: 0.5});
+L.geoJSON(JSON.parse(document.getElementById("basemap").textContent), {
+  style: {color: "#8a8a8a", weight: 0.6, fillColor: "#f4f1ea", fillOpacity: 1}, interactive: false,
+  renderer: canvas,
+}).addTo(map);
+const byError = D.d.some(v => v !== null);
+const ERR = [[1, "#1a9850", "< 1 km"], [25, "#66bd63", "< 25 km"], [200, "#d9ef8b", "< 200 km"],
+             [750, "#fdae61", "< 750 km"], [2500, "#f46d43", "< 2500 km"],
+             [Infinity, "#a50026", ">= 2500 km"]];
+const CONF = [[0.1, "#a50026", "conf < 0.1"], [0.3, "#f46d43", "< 0.3"], [0.5, "#fdae61", "< 0.5"],
+              [0.7, "#d9ef8b", "< 0.7"], [0.9, "#66bd63", "< 0.9"], [Infinity, "#1a9850", ">= 0.9"]];
+const SCALE = byError ? ERR : CONF;
+function colour(i) {
+  const v = byError ? D.d[i] : D.c[i];
+  if (v === null) return "#777";
+  for (const [lim, col] of SCALE) if (v < lim) return col;
+  return "#777";
+}
+function km(v) {
+  return v === null ? "?" : v < 1 ? (v * 1000).toFixed(0) + " m" : v.toFixed(v < 10 ? 1 : 0) + " km";
+}
+function esc(s) { return String(s).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;",
+  '"': "&quot;", "'": "&#39;"}[c])); }
+function tip(i) {
+  let h = '<div class="tip">';
+  if (D.img[i]) h += '<img src="' + esc(D.img[i]) + '" alt="">';
+  h += esc(D.p[i]) + "<br>confidence " + (D.c[i] === null ? "?" : D.c[i].toFixed(3));
+  if (D.d[i] !== null) h += "<br>error " + km(D.d[i]);
+  if (D.r[i] !== null) h += "<br>radius " + km(D.r[i]);
+  return h + "</div>";
+}
+// one synchronous addLayers: markercluster 1.1 (the bundled one) breaks when the map zooms while it
+// is still adding in chunks; 50,000 points take a few seconds once
+const points = L.markerClusterGroup({maxClusterRadius: 50, disableClusteringAtZoom: 12});
+const truth = L.markerClusterGroup({maxClusterRadius: 40});
+const markers = [], truths = [], segs = [];
+for (let i = 0; i < N; i++) {
+  if (D.lat[i] !== null) {
+    const m = L.circleMarker([D.lat[i], D.lon[i]], {radius: 6, color: "#333", weight: 1, fillColor: colour(i),
+                                                   fillOpacity: 0.9, renderer: canvas});
+    m.bindTooltip(() => tip(i), {direction: "top"});
+    m.on("click", () => select(i));
+    m.rowIndex = i;
+    markers.push(m);
+    if (D.glat[i] !== null) segs.push([[D.glat[i], D.glon[i]], [D.lat[i], D.lon[i]]]);
+  }
+  if (D.glat[i] !== null) {
+    const t = L.circleMarker([D.glat[i], D.glon[i]], {radius: 4, color: "#1f4e9e", weight: 1,
+                                                     fillColor: "#fff", fillOpacity: 1, renderer: canvas});
+    t.bindTooltip(() => "truth: " + esc(D.p[i]));
+    truths.push(t);
+  }
+}
+if (markers.length) {  // before the clusters are built
+  const la = D.lat.filter(v => v !== null), lo = D.lon.filter(v => v !== null);
+  const lim = (xs, f) => xs.reduce((m, v) => f(m, v));
+  const b = [[lim(la, Math.min), lim(lo, Math.min)], [lim(la, Math.max), lim(lo, Math.max)]];
+  map.fitBounds(b, {maxZoom: 8, padding: [20, 20]});
+}
+points.addTo(map);
+points.addLayers(markers);
+document.body.dataset.clustered = "1";
+truth.addLayers(truths);
+const lines = L.polyline(segs, {color: "#c0392b", weight: 1, opacity: 0.6, renderer: canvas,
+                               interactive: false});
+const chosen = L.layerGroup().addTo(map);
+function select(i) {
+  chosen.clearLayers();
+  const at = [D.lat[i], D.lon[i]];
+  if (D.r[i] !== null) L.circle(at, {radius: D.r[i] * 1000, color: "#2c3e50", weight: 1, fillOpacity: 0.08,
+                                      renderer: canvas}).addTo(chosen);
+  D.k[i].forEach(([a, b, s], j) => L.circleMarker([a, b], {radius: 5, color: "#6c3483", weight: 2,
+      fillOpacity: 0.3, renderer: canvas}).bindTooltip("candidate " + (j + 1) + ": p=" + (s === null ? "?" :
+      s.toFixed(3))).addTo(chosen));
+  if (D.glat[i] !== null) L.polyline([[D.glat[i], D.glon[i]], at], {color: "#c0392b", weight: 2,
+      renderer: canvas}).addTo(chosen);
+}
+L.control.layers(null, {"predictions": points, "truth": truth, "prediction to truth lines": lines,
+                        "clicked point: top-k and error radius": chosen}, {collapsed: false}).addTo(map);
+const legend = L.control({position: "bottomleft"});
+legend.onAdd = () => {
+  const div = L.DomUtil.create("div", "legend");
+  div.innerHTML = "<b>" + (byError ? "error" : "confidence") + "</b><br>" +
+    SCALE.map(([, c, t]) => '<i style="background:' + c + '"></i>' + t).join("<br>") +
+    "<br>clusters: number of photos<br>" + markers.length + " predictions, " + truths.length + " truths" +
+    (D.total[0] > N ? "<br><b>a sample of " + N + " of " + D.total[0] + " rows</b>" : "");
+  return div;
+};
+legend.addTo(map);
+window.geotagMap = {map, points, truth, lines, chosen, markers: markers.length, ready: true};
+document.body.dataset.ready = "1";
+</script></body></html>
+"""
+)

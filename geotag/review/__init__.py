@@ -1,0 +1,1 @@
+"""`geotag review`: look at predictions and decide, in a local web app, before anything is written."""

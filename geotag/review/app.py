@@ -1,0 +1,50 @@
+"""Start `geotag review`: open the session, bind the server, print the URL, serve until Ctrl-C."""
+
+from __future__ import annotations
+
+import errno
+import webbrowser
+from collections.abc import Callable
+from pathlib import Path
+
+from geotag.errors import InputError
+from geotag.eval import leaflet
+from geotag.review.server import ReviewServer
+from geotag.review.session import Session
+
+
+def make_server(predictions: Path, decisions: Path | None = None, port: int = 0) -> ReviewServer:
+    """The server, bound (port 0: a free one) but not yet serving; InputError with one line on failure."""
+    if not 0 <= port <= 65535:
+        raise InputError("--port must be between 0 and 65535")
+    session = Session.open(predictions, decisions)
+    if not any(r.get("status") == "ok" for r in session.rows):
+        raise InputError(f"{predictions}: no predictions to review")
+    leaflet.basemap_geojson()  # built once now (about 2 s), not while the first page waits
+    try:
+        return ReviewServer(session, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} is in use: pick another with --port, or leave it out") from exc
+        raise InputError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
+
+
+def serve(server: ReviewServer, open_browser: bool, say: Callable[[str], None]) -> None:
+    """Print where to go, open a browser unless told not to, serve until interrupted."""
+    s = server.session
+    done = len(s.decisions)
+    say(f"reviewing {len(s.rows):,} row(s) of {s.predictions} ({done:,} decided so far)")
+    say(f"decisions are saved to {s.decisions_path}")
+    say(f"open {server.url}   (Ctrl-C to stop)")
+    if open_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    say(
+        f"{len(s.decisions):,} decision(s) in {s.decisions_path}; write them with: "
+        f"geotag write-exif {s.predictions} --decisions {s.decisions_path}"
+    )
