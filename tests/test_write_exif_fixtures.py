@@ -121,7 +121,7 @@ def test_sample_file(run: Run, name: str) -> None:
     result = run.results[name]
     path = run.root / name
     original = SAMPLES / name
-    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".geotag.tmp")]
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith((".geotag.tmp", ".geotag-tmp"))]
     assert not leftovers
     st = path.stat()
     assert st.st_mtime_ns == run.stats[name].st_mtime_ns

@@ -26,6 +26,7 @@ radius also goes to GPSHPositioningError (metres) when the model gives one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import mmap
@@ -33,7 +34,6 @@ import os
 import queue
 import re
 import shutil
-import stat
 import struct
 import subprocess
 import threading
@@ -63,7 +63,6 @@ __all__ = [
     "read_sidecar_gps",
     "same_image_data",
     "sidecar_path",
-    "temp_path_for",
 ]
 
 EXIFTOOL_ENV = "GEOTAG_EXIFTOOL"
@@ -178,31 +177,8 @@ class GpsWriter(Protocol):
 
 
 # --------------------------------------------------------------------------------------------------
-# Files: temp names, file attributes, image-data comparison (fsync and the atomic swap: geotag.io.durable)
+# Files: image-data comparison (temps, attributes, fsync and the atomic swap: geotag.io.durable)
 # --------------------------------------------------------------------------------------------------
-
-
-def temp_path_for(path: Path) -> Path:
-    """A hidden temp name in the same folder (same file system, so the final rename is atomic).
-
-    Deterministic, so a temp file left by a killed run is found and removed by the next one; hidden,
-    so `geotag scan` never lists it. The `.tmp` suffix also matters to exiftool, which decides the
-    output format from `-o`'s extension and refuses some (`-o x.webp` fails in 12.57)."""
-    name = f".{path.name}.geotag.tmp"
-    if len(os.fsencode(name)) > 240:  # NAME_MAX is 255
-        import xxhash
-
-        name = f".geotag-{xxhash.xxh3_64_hexdigest(os.fsencode(path.name))}.tmp"
-    return path.with_name(name)
-
-
-def match_file_attributes(tmp: Path, st: os.stat_result) -> None:
-    """Give the new file the original's permission bits, owner (when allowed) and times (to the ns)."""
-    os.chmod(tmp, stat.S_IMODE(st.st_mode))
-    with contextlib.suppress(OSError):
-        if os.stat(tmp).st_uid != st.st_uid or os.stat(tmp).st_gid != st.st_gid:
-            os.chown(tmp, st.st_uid, st.st_gid)
-    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def jpeg_scan_start(data: bytes | mmap.mmap) -> int | None:
@@ -251,6 +227,14 @@ def same_image_data(original: Path, written: Path) -> bool | None:
 # --------------------------------------------------------------------------------------------------
 # exiftool, batch mode
 # --------------------------------------------------------------------------------------------------
+
+
+def _disk_full(src: Path, dst: Path) -> bool:
+    """Is there too little room beside `dst` for a copy of `src` (and some metadata)?"""
+    try:
+        return shutil.disk_usage(dst.parent).free < os.stat(src).st_size + (1 << 16)
+    except OSError:
+        return False
 
 
 def find_exiftool() -> str | None:
@@ -511,6 +495,8 @@ class ExiftoolWriter:
         error = _first_error(err)
         if error or not dst.exists():
             dst.unlink(missing_ok=True)
+            if _disk_full(src, dst):  # exiftool only says 'Error writing ...'
+                raise WriteFailed("disk full")
             raise WriteFailed(f"exiftool: {error or 'no file written'}")
 
     def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
@@ -910,7 +896,9 @@ class PythonJpegWriter:
             write_new_file(dst, new)
         except OSError as exc:
             dst.unlink(missing_ok=True)
-            raise WriteFailed(f"cannot write: {exc.strerror or exc}") from exc
+            raise WriteFailed(
+                "disk full" if exc.errno == errno.ENOSPC else f"cannot write: {exc.strerror or exc}"
+            ) from exc
 
     def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
         from geotag.io.exif import read_exif
