@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import math
+import numbers
 import os
 import shutil
 import stat
@@ -76,6 +77,9 @@ OPTIONAL_COLUMNS = ("confidence", "error_km", "gt_lat", "gt_lon", "model")
 SKIP_STATUS = "status is not ok"
 SKIP_NO_PREDICTION = "no prediction"
 SKIP_BAD_PREDICTION = "prediction out of range"
+SKIP_BAD_NUMBER = "prediction is not a finite number"
+SKIP_BAD_CONFIDENCE = "confidence is not a number in [0, 1]"
+SKIP_BAD_ERROR = "error_km is not a number >= 0"
 SKIP_ZERO = "prediction is exactly (0, 0)"
 SKIP_CONFIDENCE = "below --min-confidence"
 SKIP_NO_CONFIDENCE = "no confidence to compare with --min-confidence"
@@ -183,12 +187,11 @@ def _rows(predictions: Path) -> tuple[int, Iterator[dict[str, Any]]]:
 
 
 def _finite(value: Any) -> float | None:
-    if value is None:
+    """A finite real number, or None: a string, a bool, NaN or an infinity is no coordinate (a
+    predictions file is data; '12.5' in a float column means something went wrong upstream)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
+    value = float(value)
     return value if math.isfinite(value) else None
 
 
@@ -198,12 +201,18 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
         return None, SKIP_STATUS
     lat, lon = _finite(row.get("pred_lat")), _finite(row.get("pred_lon"))
     if lat is None or lon is None:
-        return None, SKIP_NO_PREDICTION
+        given = row.get("pred_lat") is not None or row.get("pred_lon") is not None
+        return None, SKIP_BAD_NUMBER if given else SKIP_NO_PREDICTION
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return None, SKIP_BAD_PREDICTION
     if lat == 0 and lon == 0:
         return None, SKIP_ZERO
     confidence = _finite(row.get("confidence"))
+    if row.get("confidence") is not None and (confidence is None or not 0 <= confidence <= 1):
+        return None, SKIP_BAD_CONFIDENCE
+    error_km = _finite(row.get("error_km"))
+    if row.get("error_km") is not None and (error_km is None or error_km < 0):
+        return None, SKIP_BAD_ERROR
     if opts.min_confidence is not None:
         if confidence is None:
             return None, SKIP_NO_CONFIDENCE
@@ -211,7 +220,6 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
             return None, SKIP_CONFIDENCE
     if not opts.overwrite_gps and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
         return None, SKIP_HAS_GPS
-    error_km = _finite(row.get("error_km"))
     fix = GpsFix(lat=lat, lon=lon, model=row.get("model"), confidence=confidence, error_km=error_km)
     return fix, None
 
