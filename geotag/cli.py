@@ -106,6 +106,10 @@ def predict(
         Path | None,
         typer.Option(help="Ground-truth manifest (CSV or Parquet: places365, OSV-5M or path,lat,lon)."),
     ] = None,
+    exclude_same: Annotated[
+        str | None,
+        typer.Option(help="knn-loo: also leave out photos sharing this --truth column (e.g. author)."),
+    ] = None,
     seg_dir: Annotated[
         Path | None, typer.Option(help="Precomputed segmentation maps (<image_id>.png or <stem>.png).")
     ] = None,
@@ -165,6 +169,7 @@ def predict(
         weights=weights,
         gallery=gallery,
         truth=truth,
+        exclude_same=exclude_same,
         seg_dir=seg_dir,
         segmenter=segmenter,
         tta_crops=tta_crops,

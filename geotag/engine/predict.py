@@ -316,6 +316,8 @@ def load_model(
         gallery=cfg.gallery,
         allow_untrained=cfg.allow_untrained,
         weights=cfg.weights,
+        exclude_same=cfg.exclude_same,
+        truth=cfg.truth,
     )
     apply_model_options(model, cfg)
     model.to(device).eval()

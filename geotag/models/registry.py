@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -154,7 +155,8 @@ def build_knn_gallery(**kwargs: Path | bool | None) -> GeoModel:
 
 
 def build_knn_leave_one_out(**kwargs: Path | bool | None) -> GeoModel:
-    """kNN that ignores copies of the query in the gallery: scores a gallery on its own photos."""
+    """kNN that leaves the query itself (by image id / path) out of the gallery: scores a gallery on
+    its own photos; `exclude_same` leaves out its whole group (e.g. its author) too."""
     from geotag.models.knn import build_knn
 
     return build_knn(**kwargs, leave_one_out=True)  # type: ignore[arg-type]
@@ -207,7 +209,7 @@ MODELS: dict[str, ModelSpec] = {
     "knn-loo": ModelSpec(
         name="knn-loo",
         builder=build_knn_leave_one_out,
-        description="kNN that skips copies of the query: scores a gallery on its own photos",
+        description="kNN that leaves the query out (same image id or path): scores a gallery on its photos",
         paper="[L]kNN baseline, Vo et al., ICCV 2017",
     ),
     "geoclip-lite": ModelSpec(
@@ -230,14 +232,26 @@ def build_model(
     gallery: Path | None = None,
     allow_untrained: bool = False,
     weights: Path | None = None,
+    exclude_same: str | None = None,
+    truth: Path | None = None,
 ) -> GeoModel:
     """Build a registered model, ready for `.to(device).eval()` and `prepare()`. `weights` is a trained
-    checkpoint folder (TransLocator); models whose weights ship elsewhere ignore it."""
+    checkpoint folder (TransLocator); models whose weights ship elsewhere ignore it. `exclude_same`
+    (knn-loo only) leaves out every gallery photo sharing the query's value of that `truth` column."""
     spec = MODELS.get(name)
     if spec is None:
         raise InputError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    extra: dict[str, Any] = {}
+    if exclude_same is not None:
+        if name != "knn-loo":
+            raise InputError("--exclude-same is for leave-one-out kNN (--model knn-loo)")
+        extra = {"exclude_same": exclude_same, "truth": truth}
     return spec.builder(
-        backbone_weights=backbone_weights, gallery=gallery, allow_untrained=allow_untrained, weights=weights
+        backbone_weights=backbone_weights,
+        gallery=gallery,
+        allow_untrained=allow_untrained,
+        weights=weights,
+        **extra,
     )
 
 
