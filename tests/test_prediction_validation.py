@@ -90,3 +90,31 @@ def test_string_coordinates_in_a_foreign_file_are_skipped(tmp_path: Path) -> Non
         WriteOptions(tmp_path / "p.parquet", journal=tmp_path / "j.jsonl", writer="python")
     )
     assert summary.written == 0 and summary.skipped == {SKIP_BAD_NUMBER: 1}
+
+
+def test_export_of_a_wrong_typed_file_is_an_input_error(tmp_path: Path) -> None:
+    """Item 10: string coordinates in a Parquet file -> exit 2 with one line, not 'internal error' (3)."""
+    import subprocess
+    import sys
+
+    table = pa.table(
+        {"path": ["a.jpg"], "pred_lat": ["x"], "pred_lon": ["y"], "gt_lat": [1.0], "gt_lon": [2.0]}
+    )
+    pq.write_table(table, tmp_path / "bad.parquet")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geotag.cli",
+            "export",
+            str(tmp_path / "bad.parquet"),
+            "--out",
+            str(tmp_path / "o.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pred_lat is string, not a number" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.csv").exists()

@@ -437,7 +437,11 @@ class _Run:
         """The sidecar to write (merged into an existing one), or None with job.result set."""
         assert job.target is not None
         old: bytes | None = None
-        if job.target.exists() or job.target.is_symlink():
+        if job.target.is_symlink():  # like a photo: written at its target, the link kept
+            if not job.target.exists():
+                raise WriteFailed(f"{job.target.name} is a broken symlink; left alone")
+            job.target = Path(os.path.realpath(job.target))
+        if job.target.exists():
             job.target_st = os.stat(job.target)
             if not stat.S_ISREG(job.target_st.st_mode):
                 raise WriteFailed(f"{job.target.name} is not a regular file")

@@ -1037,11 +1037,22 @@ def _parse_xmp(data: bytes) -> tuple[ET.Element, list[tuple[str, str]]]:
     """The XMP tree (comments kept) plus its namespace prefixes, to write them back unchanged."""
     import io
 
-    try:
-        prefixes = [item for _, item in ET.iterparse(io.BytesIO(data), events=("start-ns",))]
-        root = ET.fromstring(data, parser=ET.XMLParser(target=ET.TreeBuilder(insert_comments=True)))
+    import defusedxml
+    import defusedxml.ElementTree as SafeET
+
+    if not data.strip():
+        raise WriteFailed("existing sidecar is empty; left alone (remove it to have a new one written)")
+    try:  # defusedxml: no entity expansion (574 bytes must not become 5 MB), no DTD, no external refs
+        prefixes = [
+            item for _, item in SafeET.iterparse(io.BytesIO(data), events=("start-ns",), forbid_dtd=True)
+        ]
+        parser = SafeET.DefusedXMLParser(target=ET.TreeBuilder(insert_comments=True), forbid_dtd=True)
+        parser.feed(data)
+        root = parser.close()
     except ET.ParseError as exc:
-        raise WriteFailed(f"existing sidecar is not valid XML ({exc})") from exc
+        raise WriteFailed(f"existing sidecar is not valid XML ({exc}); left alone") from exc
+    except defusedxml.DefusedXmlException as exc:
+        raise WriteFailed(f"existing sidecar uses a DTD or XML entities ({exc}); left alone") from exc
     return root, prefixes  # type: ignore[return-value]
 
 
@@ -1076,7 +1087,7 @@ def build_sidecar(existing: bytes | None, fix: GpsFix) -> bytes:
     The merge re-serialises the XML tree with the original prefixes, so other applications' data
     (darktable history, Lightroom develop settings) survives; text around the root element (an
     `<?xpacket?>` wrapper, the XML declaration) is kept byte for byte."""
-    if existing is None or not existing.strip():
+    if existing is None:
         return _fresh_sidecar(fix)
     root, prefixes = _parse_xmp(existing)
     descs = _descriptions(root)

@@ -87,6 +87,19 @@ def resolve_format(fmt: str | None, out: Path) -> str:
     return key
 
 
+def check_types(pf: Any) -> None:
+    """InputError (exit 2) when a number column holds something else: a wrong file, not a bug."""
+    for field in pf.schema_arrow:
+        if field.name in FLOATS and not (
+            pa.types.is_floating(field.type)
+            or pa.types.is_integer(field.type)
+            or pa.types.is_null(field.type)
+        ):
+            raise InputError(
+                f"column {field.name} is {field.type}, not a number; is it a geotag predictions file?"
+            )
+
+
 def batches(predictions: Path, what: str, batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
     """(rows with the chosen point as a table of ATTRIBUTES, rows skipped) per Parquet batch."""
     pf = require_columns(predictions, NEEDED)
@@ -163,7 +176,7 @@ def export_points(
         raise InputError(f"--what {what}: choose pred (the predictions) or gt (the ground truth)")
     out = check_output_path(Path(out))
     key = resolve_format(fmt, out)
-    require_columns(predictions, NEEDED)  # a bad input fails before anything is created
+    check_types(require_columns(predictions, NEEDED))  # a bad input fails before anything is created
     counts = {"written": 0, "skipped": 0}
 
     def stream() -> Iterator[pa.RecordBatch]:
