@@ -164,6 +164,9 @@ def _skipped_text(skipped: Counter[str]) -> str:
     return f"skipped {sum(skipped.values())} ({reasons})"
 
 
+SPACE_MARGIN = 1 << 20
+"""Room kept free beside each temp for the metadata it grows by and the journal."""
+
 LOCK_WAIT_S = 10.0
 """How long a run waits for a folder another run is writing before it skips that folder's photos."""
 
@@ -228,6 +231,10 @@ def _read_only(path: Path, st: os.stat_result) -> bool:
     """No write bit at all counts as read-only even for root, who could write it anyway: a user who
     chmods a photo read-only means 'do not change this'."""
     return not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def _io_reason(exc: OSError) -> str:
@@ -341,7 +348,19 @@ class _Run:
         else:
             jobs_left = jobs
         try:
-            self._read_existing(jobs_left)
+            for group in self._fitting(jobs_left):
+                self._write_group(group)
+        finally:
+            self.locks.release()
+        for job in jobs:
+            assert job.result is not None
+            results[job.row] = job.result
+        return [r for r in results if r is not None]
+
+    def _write_group(self, jobs: list[_Job]) -> None:
+        """Read, write the temps, verify, finish and commit a group; its temps are gone afterwards."""
+        try:
+            self._read_existing(jobs)
             for job in jobs:
                 self._make_temp(job)
             self._verify(jobs)
@@ -352,13 +371,40 @@ class _Run:
             for job in jobs:
                 if job.fd is not None:
                     os.close(job.fd)
+                    job.fd = None
                 if job.tmp_dir is not None:
                     discard_temp_dir(job.tmp_dir)
-            self.locks.release()
+
+    def _fitting(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
+        """The batch in groups whose temps fit the free space of their file systems (a temp is about
+        as large as its photo; backups are links). A photo that cannot fit alone fails 'disk full'."""
+        if self.opts.dry_run or self.opts.sidecar:
+            yield jobs
+            return
+        group: list[_Job] = []
+        used: dict[int, int] = {}
+        free: dict[int, int] = {}
         for job in jobs:
-            assert job.result is not None
-            results[job.row] = job.result
-        return [r for r in results if r is not None]
+            assert job.target is not None
+            dev = job.st.st_dev
+            try:
+                if dev not in free:
+                    free[dev] = shutil.disk_usage(job.target.parent).free
+            except OSError:
+                free[dev] = 1 << 62  # cannot tell: let the write itself find out
+            need = job.st.st_size + SPACE_MARGIN
+            if need > free[dev]:
+                job.end("failed", f"disk full: needs {_mb(need)} free beside it, {_mb(free[dev])} left")
+                continue
+            if used.get(dev, 0) + need > free[dev]:
+                yield group
+                group, used = [], {}
+                free.pop(dev, None)  # measure again once the group's temps are gone
+                free[dev] = shutil.disk_usage(job.target.parent).free
+            group.append(job)
+            used[dev] = used.get(dev, 0) + need
+        if group:
+            yield group
 
     def _prepare(self, i: int, row: dict[str, Any]) -> _Job | FileResult:
         """Row rules, then the file: still there, a regular file, the same bytes as predicted."""
