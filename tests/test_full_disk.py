@@ -68,4 +68,3 @@ def test_photo_larger_than_the_free_space_fails_with_disk_full(
     summary = run_write_exif(WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="python"))
     assert summary.written == 0 and summary.failed[0][1].startswith("disk full: needs")
     assert photo.read_bytes() == before
-

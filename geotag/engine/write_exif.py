@@ -452,6 +452,12 @@ class _Run:
                 job.fail(existing)
             elif existing.has_gps and not self.opts.overwrite_gps:
                 job.end("skipped", SKIP_HAS_GPS)
+            elif existing.elsewhere:  # --overwrite-gps cannot make a maker's copy agree: never contradict it
+                job.end(
+                    "failed",
+                    f"holds a measured position in {', '.join(existing.elsewhere[:3])} that geotag cannot "
+                    "update; left alone so no two positions disagree",
+                )
             else:
                 job.existing = existing
 

@@ -149,6 +149,7 @@ class ExistingGps:
     groups: frozenset[str] = frozenset()
     file_type: str | None = None
     absent_ifd0: tuple[str, ...] = ()  # exiftool only: mandatory IFD0 tags the file lacks
+    elsewhere: tuple[str, ...] = ()  # positions in maker notes / other XMP (see positions_elsewhere)
 
 
 class GpsWriter(Protocol):
@@ -377,7 +378,29 @@ _ERROR_LINE = re.compile(r"^Error: (.*?)(?: - .*)?$", re.MULTILINE)
 _MANDATORY_IFD0 = ("XResolution", "YResolution", "ResolutionUnit", "YCbCrPositioning")
 """Tags exiftool adds on its own when it creates IFD0 (a file with no EXIF yet). Naming the absent ones
 for deletion stops that, so a write adds GPS and nothing else."""
-_READ_TAGS = ["-FileType", "-GPS:all", "-XMP-exif:GPS*", *(f"-IFD0:{t}" for t in _MANDATORY_IFD0)]
+_READ_TAGS = [
+    "-FileType",
+    "-GPS:all",
+    "-XMP-exif:GPS*",
+    "-*Latitude*",  # every position a reader could show: maker notes (FLIR), other XMP (DJI), Composite
+    "-*Longitude*",
+    *(f"-IFD0:{t}" for t in _MANDATORY_IFD0),
+]
+_OWN_GROUPS = ("GPS", "XMP-exif", "Composite")  # what geotag writes, and exiftool's view of it
+
+
+def positions_elsewhere(info: dict[str, Any]) -> tuple[str, ...]:
+    """Latitude/longitude tags outside EXIF GPS and XMP exif: (e.g. FLIR:GPSLatitude,
+    XMP-drone-dji:GpsLatitude): a measured fix a reader may show, which geotag does not write."""
+    found = []
+    for key, value in info.items():
+        group, _, name = key.partition(":")
+        low = name.lower()
+        if group in _OWN_GROUPS or not low.endswith(("latitude", "longitude")) or "dest" in low:
+            continue
+        if value not in (None, "", 0, "0"):
+            found.append(key)
+    return tuple(sorted(found))
 
 
 def _first_error(stderr: str) -> str | None:
@@ -522,7 +545,8 @@ def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
     tags = {k: v for k, v in info.items() if k.startswith(("GPS:", "XMP-exif:"))}
     # XMP counts only with a position: a lone XMP GPSVersionID is left alone, not updated
     groups = frozenset(k.split(":", 1)[0] for k in tags if k.startswith("GPS:") or "GPSL" in k)
-    has = any(k.endswith((":GPSLatitude", ":GPSLongitude")) for k in tags)
+    elsewhere = positions_elsewhere(info)
+    has = any(k.endswith((":GPSLatitude", ":GPSLongitude")) for k in tags) or bool(elsewhere)
     lat = _coordinate(tags.get("GPS:GPSLatitude"), tags.get("GPS:GPSLatitudeRef"), "S")
     lon = _coordinate(tags.get("GPS:GPSLongitude"), tags.get("GPS:GPSLongitudeRef"), "W")
     if lat is None and "XMP-exif:GPSLatitude" in tags:  # XMP values are signed already
@@ -536,6 +560,7 @@ def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
         groups=groups,
         file_type=info.get("File:FileType"),
         absent_ifd0=tuple(t for t in _MANDATORY_IFD0 if f"IFD0:{t}" not in info),
+        elsewhere=elsewhere,
     )
 
 
@@ -760,12 +785,23 @@ class _Exif:
             self.gps, _ = self.tiff.read_ifd(self.tiff.u32_at(self.gps_pointer), "GPS IFD")
 
     def xmp_has_gps(self) -> bool:
+        """Any latitude/longitude in XMP (exif:GPSLatitude, DJI's drone-dji:GpsLatitude, ...)."""
         return any(
             s.marker == 0xE1
             and s.payload(self.data).startswith(_XMP_HEADER)
-            and b"GPSL" in s.payload(self.data)
+            and re.search(rb"(?i)(latitude|longitude)", s.payload(self.data)) is not None
             for s in self.segments
         )
+
+    def maker_segments(self) -> list[str]:
+        """APP segments of makers that keep records of their own (FLIR keeps a GPS record there)."""
+        names = []
+        for seg in self.segments:
+            if 0xE0 <= seg.marker <= 0xEF:
+                head = seg.payload(self.data)[:5]
+                if head.startswith(b"FLIR"):
+                    names.append("FLIR")
+        return names
 
     def gps_tags(self) -> dict[str, Any]:
         if self.tiff is None:
@@ -874,6 +910,12 @@ class PythonJpegWriter:
 
     def read_gps(self, path: Path) -> ExistingGps:
         exif = _Exif(path.read_bytes())
+        makers = exif.maker_segments()
+        if makers:
+            raise WriteFailed(
+                f"the photo has a {makers[0]} record, which may hold a measured position that only "
+                "exiftool reads (apt-get install libimage-exiftool-perl)"
+            )
         tags = exif.gps_tags()
         has = "GPSLatitude" in tags or "GPSLongitude" in tags or exif.xmp_has_gps()
         from geotag.io.exif import read_exif
