@@ -69,3 +69,17 @@ def test_python_writer_refuses_a_flir_record_it_cannot_read(tmp_path: Path) -> N
     summary = run_write_exif(WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="python"))
     assert summary.written == 0 and "FLIR record" in summary.failed[0][1]
     assert photo.read_bytes() == before
+
+
+def test_python_writer_refuses_a_minolta_preview_stored_past_the_exif_block(tmp_path: Path) -> None:
+    """Item 8, a real camera file: the DiMAGE Z3 keeps its preview (MakerNote PreviewImageStart)
+    beyond the APP1 segment; appending to the block would shift it, so the Python writer refuses."""
+    from conftest import fixture_dir
+
+    photo = tmp_path / "minolta.jpg"
+    shutil.copyfile(fixture_dir("exif-samples") / "jpg" / "Konica_Minolta_DiMAGE_Z3.jpg", photo)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    summary = run_write_exif(WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="python"))
+    assert summary.written == 0 and "0x0088" in summary.failed[0][1] and "exiftool" in summary.failed[0][1]
+    assert photo.read_bytes() == before

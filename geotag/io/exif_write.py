@@ -622,6 +622,11 @@ _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _MAX_SEGMENT = 65533  # APP1 payload limit: the 16-bit length counts itself
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _GPS_POINTER = 0x8825
+_SUB_IFDS = {0x8769: "Exif IFD", 0xA005: "Interop IFD"}
+_IFD_POINTERS = [(0x0201, 0x0202)]  # JPEGInterchangeFormat / Length (IFD1's thumbnail)
+_MAKER_POINTERS = [(0x0088, 0x0089), (0x0081, 0x0088), (0x0101, 0x0102)]
+"""(start, length) maker-note tags: Minolta's PreviewImageStart/Length and ThumbnailOffset/Length,
+Olympus-style previews: offsets that must stay inside the block."""
 _WRITTEN_GPS_TAGS = frozenset({0x00, 0x01, 0x02, 0x03, 0x04, 0x1B, 0x1F})
 _GPS_NAMES = {
     0x00: "GPSVersionID",
@@ -808,6 +813,45 @@ class _Exif:
             return {}
         return {_GPS_NAMES.get(e.tag, f"GPSTag{e.tag:#06x}"): self.tiff.value(e) for e in self.gps}
 
+    def outside_pointer(self) -> str | None:
+        """Where the EXIF block points past its own end (a maker's preview or thumbnail stored in
+        later segments, an IFD elsewhere): appending to the block would shift what those offsets
+        point at, so the Python writer refuses such a file. None when everything is inside."""
+        tiff = self.tiff
+        if tiff is None:
+            return None
+        size = len(tiff.block)
+        seen: set[int] = set()
+        todo: list[tuple[int, str]] = [(tiff.ifd0_offset, "IFD0")]
+        while todo:
+            offset, what = todo.pop()
+            if offset in seen or offset == 0:
+                continue
+            seen.add(offset)
+            if offset + 2 > size:
+                return f"{what} lies outside the EXIF block"
+            try:
+                entries, next_ifd = tiff.read_ifd(offset, what)
+            except WriteFailed:
+                if what == "MakerNote":
+                    continue  # not an IFD-style maker note: its offsets cannot be checked here
+                return f"{what} runs past the EXIF block"
+            if what == "IFD0" and next_ifd:
+                todo.append((next_ifd, "IFD1"))
+            values = {e.tag: tiff.u32_at(e) for e in entries if e.count == 1 and e.type in (3, 4)}
+            for e in entries:
+                width = _TYPE_SIZES.get(e.type, 0) * e.count
+                if width > 4 and tiff.u32_at(e) + width > size:
+                    return f"{what} tag 0x{e.tag:04x} points past the EXIF block"
+                if e.tag in _SUB_IFDS and e.count == 1:
+                    todo.append((tiff.u32_at(e), _SUB_IFDS[e.tag]))
+                if e.tag == 0x927C and width > 4 and what == "Exif IFD":
+                    todo.append((tiff.u32_at(e), "MakerNote"))
+            for start, length in _MAKER_POINTERS if what == "MakerNote" else _IFD_POINTERS:
+                if start in values and values[start] + values.get(length, 0) > size:
+                    return f"{what} tag 0x{start:04x} (a preview or thumbnail) points past the EXIF block"
+        return None
+
     def with_gps(self, fix: GpsFix) -> bytes:
         if self.tiff is None:
             order = ">"
@@ -910,6 +954,9 @@ class PythonJpegWriter:
 
     def read_gps(self, path: Path) -> ExistingGps:
         exif = _Exif(path.read_bytes())
+        outside = exif.outside_pointer()
+        if outside:
+            raise WriteFailed(f"{outside}; only exiftool can write this file without damaging it")
         makers = exif.maker_segments()
         if makers:
             raise WriteFailed(
