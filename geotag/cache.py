@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 import xxhash
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from geotag.io.durable import atomic_path
+from geotag.io.durable import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def cached_tensor(kind: str, key: str, compute: Callable[[], torch.Tensor]) -> t
     value = compute()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, sync=False) as tmp:  # a lost entry is recomputed: no fsync
-            save_file({"value": value.detach().cpu().contiguous()}, tmp)
+        with atomic_file(path, sync=False) as fh:  # a lost entry is recomputed: no fsync
+            fh.write(save({"value": value.detach().cpu().contiguous()}))
     except OSError as exc:  # a read-only home is no reason to fail a prediction run
         log.debug("could not write cache entry %s: %s", path, exc)
     return value

@@ -116,6 +116,10 @@ def predict(
     weights: Weights = None,
     gallery: Gallery = None,
     truth: Truth = None,
+    exclude_same: Annotated[
+        str | None,
+        typer.Option(help="knn-loo: also leave out photos sharing this --truth column (e.g. author)."),
+    ] = None,
     seg_dir: Annotated[
         Path | None, typer.Option(help="Precomputed segmentation maps (<image_id>.png or <stem>.png).")
     ] = None,
@@ -172,6 +176,7 @@ def predict(
         weights=weights,
         gallery=gallery,
         truth=truth,
+        exclude_same=exclude_same,
         seg_dir=seg_dir,
         segmenter=segmenter,
         tta_crops=tta_crops,

@@ -22,6 +22,7 @@ class PredictConfig:
     weights: Path | None = None  # trained checkpoint folder (geotag train) or run folder
     gallery: Path | None = None
     truth: Path | None = None  # ground-truth manifest (CSV / Parquet, see geotag.io.truth)
+    exclude_same: str | None = None  # knn-loo: also leave out gallery photos sharing this truth column
     seg_dir: Path | None = None  # precomputed segmentation maps (models with a segmentation branch)
     segmenter: str | None = None  # segmentation model: HF hub id or local folder
     tta_crops: int = 1  # test-time augmentation crops (1 = off)

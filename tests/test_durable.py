@@ -14,7 +14,8 @@ def test_atomic_path_replaces_on_success(tmp_path: Path, sync: bool) -> None:
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
     with atomic_path(target, sync=sync) as tmp:
-        assert tmp.parent == tmp_path and tmp.name.startswith(".out.bin.tmp-")
+        assert tmp.parent == tmp_path
+        assert tmp.name.startswith(".out.bin.") and tmp.name.endswith(".geotag-tmp")
         tmp.write_bytes(b"new")
         assert target.read_bytes() == b"old"
     assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]

@@ -23,7 +23,7 @@ from geotag.geo.distance import haversine_np
 from geotag.io.embeddings import GALLERY_KEY, read_gallery, read_gallery_info
 from geotag.models.backbones import PooledBackbone, create_backbone
 from geotag.models.base import Preprocess
-from geotag.models.knn import KNNGeoModel, build_knn, chunked_topk, spherical_mean
+from geotag.models.knn import GalleryKeys, KNNGeoModel, build_knn, chunked_topk, spherical_mean
 from geotag.models.registry import build_model
 
 from conftest import REPO, fixture_dir
@@ -78,7 +78,10 @@ def test_a_query_in_the_gallery_gets_its_own_coordinates() -> None:
     assert (pred.topk_lat[0, 0].item(), pred.topk_lon[0, 0].item()) == coords[0]
     assert pred.topk_score[0].tolist() == pytest.approx([1.0, 0.0, 0.0])
     assert pred.confidence.item() == pytest.approx(1.0) and pred.error_km.item() == pytest.approx(0.0)
-    loo = _toy(coords, feats, leave_one_out=True).predict(_img(feats[0]), top_k=3)
+    keys = GalleryKeys(["a", "b", "c", "d"], ["/g/a.jpg", "/g/b.jpg", "/g/c.jpg", "/g/d.jpg"])
+    loo = _toy(coords, feats, leave_one_out=True, gallery_keys=keys).predict(
+        _img(feats[0]), top_k=3, image_ids=["a"]
+    )
     assert loo.topk_lat[0, 0].item() != coords[0][0]  # the copy is skipped
     assert haversine_np(loo.lat.item(), loo.lon.item(), *coords[0]) < 1.0  # its Arezzo neighbour places it
 

@@ -123,7 +123,9 @@ def test_resume_adds_only_new_files(sample_data: Path, tmp_path: Path, tiny_mode
     assert len(paths) == len(set(paths)) == 14
 
 
-def test_resume_recognises_moved_files_by_content(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+def test_resume_gives_identical_copies_their_own_rows(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    """Resume is keyed by the file on disk (path, size, mtime): copies with the same bytes elsewhere
+    are files of their own and get their own rows (issue 15: they used to be skipped and lost)."""
     out = tmp_path / "preds.parquet"
     run_predict(_cfg([sample_data / "europe"], out), model=tiny_model)
     moved = tmp_path / "moved"
@@ -131,7 +133,9 @@ def test_resume_recognises_moved_files_by_content(sample_data: Path, tmp_path: P
     for p in (sample_data / "europe").iterdir():
         (moved / p.name).write_bytes(p.read_bytes())
     summary = run_predict(_cfg([moved], out, resume=True), model=tiny_model)
-    assert summary.new == 0 and summary.skipped == 3
+    assert summary.new == 3 and summary.skipped == 0
+    paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
+    assert len(paths) == len(set(paths)) == 6
 
 
 def test_without_resume_a_rerun_starts_over(sample_data: Path, tmp_path: Path, tiny_model) -> None:

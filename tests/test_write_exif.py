@@ -356,7 +356,7 @@ def test_read_only_file_is_left_alone(tmp_path: Path, writer: str) -> None:
     assert photo.read_bytes() == before
 
 
-@pytest.mark.parametrize("where", ["fsync_file", "journal"])
+@pytest.mark.parametrize("where", ["fsync", "journal"])
 def test_full_disk_leaves_photo_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -369,14 +369,14 @@ def test_full_disk_leaves_photo_untouched(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    if where == "fsync_file":
-        monkeypatch.setattr(engine, "fsync_file", full)
+    if where == "fsync":
+        monkeypatch.setattr(engine.os, "fsync", full)
     else:
         monkeypatch.setattr(engine.Journal, "append_many", full)
     summary = run_write_exif(WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="python"))
     assert summary.failed == [(str(photo), "disk full")]
     assert (photo.read_bytes(), photo.stat().st_mtime_ns) == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith((".tmp", "geotag-tmp"))] == []
 
 
 def test_crash_between_journal_and_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -387,16 +387,16 @@ def test_crash_between_journal_and_rename(tmp_path: Path, monkeypatch: pytest.Mo
     preds = write_predictions(
         tmp_path / "preds.parquet", [{"path": p, "pred_lat": -3, "pred_lon": -4} for p in photos]
     )
-    real = engine.replace_atomically
+    real = engine.replace_checked
     calls = []
 
-    def crash_on_second(tmp: Path, target: Path, **kwargs: bool) -> None:
+    def crash_on_second(fd: int, tmp: Path, target: Path, **kwargs: bool) -> None:
         calls.append(target)
         if len(calls) == 2:
             raise KeyboardInterrupt  # the process dies here
-        real(tmp, target, **kwargs)
+        real(fd, tmp, target, **kwargs)
 
-    monkeypatch.setattr(engine, "replace_atomically", crash_on_second)
+    monkeypatch.setattr(engine, "replace_checked", crash_on_second)
     journal = tmp_path / "j.jsonl"
     with pytest.raises(KeyboardInterrupt):
         run_write_exif(WriteOptions(preds, journal=journal, writer="python"))
@@ -405,16 +405,17 @@ def test_crash_between_journal_and_rename(tmp_path: Path, monkeypatch: pytest.Mo
     assert photos[1].read_bytes() == originals[1]
     assert photos[2].read_bytes() == originals[2]
     assert len(read_journal(journal)[1]) == 3  # the batch was journalled before its first rename
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*tmp"))
     undone = run_undo(journal)
     assert undone.restored == 1 and undone.skipped == {"already original": 2}
     assert [p.read_bytes() for p in photos] == originals
 
 
-def test_stale_temp_file_from_a_killed_run_is_replaced(tmp_path: Path) -> None:
+def test_stale_temp_file_from_a_killed_run_is_removed(tmp_path: Path) -> None:
     photo = _jpeg(tmp_path / "a.jpg")
-    stale = tmp_path / ".a.jpg.geotag.tmp"
-    stale.write_bytes(b"half a file")
+    stale = tmp_path / ".a.jpg.k1ll3d.geotag-tmp"  # a temp folder a killed run left
+    stale.mkdir()
+    (stale / "new.tmp").write_bytes(b"half a file")
     preds = write_predictions(
         tmp_path / "preds.parquet", [{"path": photo, "pred_lat": -1.0, "pred_lon": -1.0}]
     )

@@ -117,6 +117,23 @@ def check_folder(
     return check
 
 
+AUTHOR_COLUMNS = ("author", "owner", "photographer", "user_id", "userid")
+"""Manifest columns that name who took a photo (Im2GPS3k and YFCC manifests have AUTHOR)."""
+
+
+def leave_authors_out(cfg: PredictConfig) -> PredictConfig:
+    """knn-loo on a gallery of the test set itself: when the manifest names authors, leave out the
+    query's whole author (an author's other photos of the same trip would otherwise place it), unless
+    --exclude-same already chose a column."""
+    if cfg.model != "knn-loo" or cfg.exclude_same is not None or cfg.truth is None:
+        return cfg
+    from geotag.io.tables import read_table
+
+    names = read_table(Path(cfg.truth), "manifest").column_names
+    column = next((n for n in names if n.lower() in AUTHOR_COLUMNS), None)
+    return dataclasses.replace(cfg, exclude_same=column) if column else cfg
+
+
 def run_benchmark(check: FolderCheck, cfg: PredictConfig, model: GeoModel | None = None) -> BenchmarkResult:
     """Predict the set's readable images (with the manifest as ground truth) into cfg.out and score them.
 
@@ -126,6 +143,7 @@ def run_benchmark(check: FolderCheck, cfg: PredictConfig, model: GeoModel | None
     if not check.files:
         raise InputError(f"{check.folder}: none of the {check.test_set.name} images could be read")
     cfg = dataclasses.replace(cfg, paths=list(check.files), truth=check.truth)
+    cfg = leave_authors_out(cfg)
     summary = run_predict(cfg, model=model)
     evaluation = evaluate([cfg.out])
     return BenchmarkResult(

@@ -316,6 +316,8 @@ def load_model(
         gallery=cfg.gallery,
         allow_untrained=cfg.allow_untrained,
         weights=cfg.weights,
+        exclude_same=cfg.exclude_same,
+        truth=cfg.truth,
     )
     apply_model_options(model, cfg)
     model.to(device).eval()
@@ -366,7 +368,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     work_list, listed, summary.skipped = store.write_file_list(iter_records(cfg.paths), done.keys)
     pre = model.preprocess()
     dataset = PhotoDataset(
-        work_list, pre, cfg.draft, done.ids, gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
+        work_list, pre, cfg.draft, set(), gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
     )
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
     batch_size = cfg.batch_size or auto_batch_size(device)

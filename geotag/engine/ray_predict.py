@@ -39,7 +39,6 @@ import re
 import shutil
 import stat
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -475,10 +474,8 @@ class Predictor:
 def write_part(folder: Path, part: str, rows: list[dict[str, Any]], metadata: Mapping[str, Any]) -> Path:
     """Write a block's rows as `<part>.parquet`, atomically: a unique hidden temporary file, renamed."""
     final = folder / f"{part}.parquet"
-    tmp = folder / f".{part}.{uuid.uuid4().hex}.tmp"  # no .parquet suffix: no reader's glob sees it
-    with PredictionWriter(tmp, metadata=metadata) as writer:
+    with PredictionWriter(final, metadata=metadata) as writer:  # exclusive hidden temp, checked rename
         writer.write_rows(rows)
-    os.replace(tmp, final)
     return final
 
 
@@ -603,10 +600,8 @@ def remove_duplicates(folder: Path) -> int:
             continue
         info = _json(meta.get(b"geotag"))
         info = {k: v for k, v in info.items() if k not in ("schema_version", "geotag_version")}
-        tmp = Path(name).with_name(f".{Path(name).stem}.{uuid.uuid4().hex}.tmp")
-        with PredictionWriter(tmp, metadata=info) as writer:
+        with PredictionWriter(Path(name), metadata=info) as writer:
             writer.write_table(keep)
-        os.replace(tmp, name)
     return dropped
 
 

@@ -21,7 +21,9 @@ records of a batch are durable before the first of its renames.
 
 from __future__ import annotations
 
+import errno
 import math
+import numbers
 import os
 import shutil
 import stat
@@ -33,7 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from geotag.errors import InputError
-from geotag.io.durable import fsync_dir, fsync_file, replace_atomically, write_new_file
+from geotag.io.durable import (
+    UnsafeWrite,
+    copy_attributes,
+    discard_temp_dir,
+    fsync_dir,
+    is_same_file,
+    new_temp_dir,
+    open_own_file,
+    replace_checked,
+    write_new_file,
+)
 from geotag.io.exif_write import (
     ExiftoolWriter,
     ExistingGps,
@@ -43,15 +55,14 @@ from geotag.io.exif_write import (
     build_sidecar,
     find_exiftool,
     make_writer,
-    match_file_attributes,
     read_gps_without_writer,
     read_sidecar_gps,
     same_image_data,
     sidecar_has_gps,
     sidecar_path,
-    temp_path_for,
 )
 from geotag.io.journal import Journal, backup_dir_for, current_hash, iter_undo_order, read_journal
+from geotag.io.locks import BUSY, FolderLocks, remove_stale_temps
 from geotag.io.parquet import iter_batches, require_columns
 from geotag.io.scan import image_id, image_id_of_bytes
 from geotag.progress import progress_bar
@@ -66,6 +77,9 @@ OPTIONAL_COLUMNS = ("confidence", "error_km", "gt_lat", "gt_lon", "model")
 SKIP_STATUS = "status is not ok"
 SKIP_NO_PREDICTION = "no prediction"
 SKIP_BAD_PREDICTION = "prediction out of range"
+SKIP_BAD_NUMBER = "prediction is not a finite number"
+SKIP_BAD_CONFIDENCE = "confidence is not a number in [0, 1]"
+SKIP_BAD_ERROR = "error_km is not a number >= 0"
 SKIP_ZERO = "prediction is exactly (0, 0)"
 SKIP_CONFIDENCE = "below --min-confidence"
 SKIP_NO_CONFIDENCE = "no confidence to compare with --min-confidence"
@@ -151,6 +165,13 @@ def _skipped_text(skipped: Counter[str]) -> str:
     return f"skipped {sum(skipped.values())} ({reasons})"
 
 
+SPACE_MARGIN = 1 << 20
+"""Room kept free beside each temp for the metadata it grows by and the journal."""
+
+LOCK_WAIT_S = 10.0
+"""How long a run waits for a folder another run is writing before it skips that folder's photos."""
+
+
 def default_journal_path(predictions: Path) -> Path:
     """`<predictions stem>.write-exif-<UTC time>.jsonl` beside the predictions file."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -170,12 +191,11 @@ def _rows(predictions: Path) -> tuple[int, Iterator[dict[str, Any]]]:
 
 
 def _finite(value: Any) -> float | None:
-    if value is None:
+    """A finite real number, or None: a string, a bool, NaN or an infinity is no coordinate (a
+    predictions file is data; '12.5' in a float column means something went wrong upstream)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
+    value = float(value)
     return value if math.isfinite(value) else None
 
 
@@ -185,12 +205,18 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
         return None, SKIP_STATUS
     lat, lon = _finite(row.get("pred_lat")), _finite(row.get("pred_lon"))
     if lat is None or lon is None:
-        return None, SKIP_NO_PREDICTION
+        given = row.get("pred_lat") is not None or row.get("pred_lon") is not None
+        return None, SKIP_BAD_NUMBER if given else SKIP_NO_PREDICTION
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         return None, SKIP_BAD_PREDICTION
     if lat == 0 and lon == 0:
         return None, SKIP_ZERO
     confidence = _finite(row.get("confidence"))
+    if row.get("confidence") is not None and (confidence is None or not 0 <= confidence <= 1):
+        return None, SKIP_BAD_CONFIDENCE
+    error_km = _finite(row.get("error_km"))
+    if row.get("error_km") is not None and (error_km is None or error_km < 0):
+        return None, SKIP_BAD_ERROR
     if opts.min_confidence is not None:
         if confidence is None:
             return None, SKIP_NO_CONFIDENCE
@@ -198,7 +224,6 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
             return None, SKIP_CONFIDENCE
     if not opts.overwrite_gps and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
         return None, SKIP_HAS_GPS
-    error_km = _finite(row.get("error_km"))
     fix = GpsFix(lat=lat, lon=lon, model=row.get("model"), confidence=confidence, error_km=error_km)
     return fix, None
 
@@ -207,6 +232,10 @@ def _read_only(path: Path, st: os.stat_result) -> bool:
     """No write bit at all counts as read-only even for root, who could write it anyway: a user who
     chmods a photo read-only means 'do not change this'."""
     return not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def _io_reason(exc: OSError) -> str:
@@ -230,6 +259,8 @@ class _Job:
     target_st: os.stat_result | None = None  # None: a sidecar that does not exist yet
     old_hash: str | None = None
     tmp: Path | None = None
+    tmp_dir: Path | None = None  # private 0700 folder beside the target that holds `tmp`
+    fd: int | None = None  # `tmp`, opened once it is written: attributes and the rename go through it
     new_hash: str | None = None
     result: FileResult | None = None
 
@@ -267,6 +298,8 @@ class _Run:
         else:
             self.writer = make_writer(opts.writer)
             self.writer_name = self.writer.name
+        self.locks = FolderLocks(LOCK_WAIT_S)
+        self.cleaned: set[Path] = set()
         self.journal: Journal | None = None
         if not opts.dry_run:
             path = opts.journal or default_journal_path(opts.predictions)
@@ -303,6 +336,30 @@ class _Run:
             else:
                 targets.add(job_or_result.target)  # type: ignore[arg-type]
                 jobs.append(job_or_result)
+        if not self.opts.dry_run:
+            busy = self.locks.acquire(j.target.parent for j in jobs if j.target is not None)
+            for job in jobs:
+                assert job.target is not None
+                if job.target.parent in busy:
+                    job.end("skipped", BUSY)
+                elif job.target.parent not in self.cleaned:  # leftovers of killed runs, once a run
+                    self.cleaned.add(job.target.parent)
+                    remove_stale_temps(job.target.parent)
+            jobs_left = [j for j in jobs if j.result is None]
+        else:
+            jobs_left = jobs
+        try:
+            for group in self._fitting(jobs_left):
+                self._write_group(group)
+        finally:
+            self.locks.release()
+        for job in jobs:
+            assert job.result is not None
+            results[job.row] = job.result
+        return [r for r in results if r is not None]
+
+    def _write_group(self, jobs: list[_Job]) -> None:
+        """Read, write the temps, verify, finish and commit a group; its temps are gone afterwards."""
         try:
             self._read_existing(jobs)
             for job in jobs:
@@ -313,12 +370,42 @@ class _Run:
             self._commit(jobs)
         finally:
             for job in jobs:
-                if job.tmp is not None:
-                    job.tmp.unlink(missing_ok=True)
+                if job.fd is not None:
+                    os.close(job.fd)
+                    job.fd = None
+                if job.tmp_dir is not None:
+                    discard_temp_dir(job.tmp_dir)
+
+    def _fitting(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
+        """The batch in groups whose temps fit the free space of their file systems (a temp is about
+        as large as its photo; backups are links). A photo that cannot fit alone fails 'disk full'."""
+        if self.opts.dry_run or self.opts.sidecar:
+            yield jobs
+            return
+        group: list[_Job] = []
+        used: dict[int, int] = {}
+        free: dict[int, int] = {}
         for job in jobs:
-            assert job.result is not None
-            results[job.row] = job.result
-        return [r for r in results if r is not None]
+            assert job.target is not None
+            dev = job.st.st_dev
+            try:
+                if dev not in free:
+                    free[dev] = shutil.disk_usage(job.target.parent).free
+            except OSError:
+                free[dev] = 1 << 62  # cannot tell: let the write itself find out
+            need = job.st.st_size + SPACE_MARGIN
+            if need > free[dev]:
+                job.end("failed", f"disk full: needs {_mb(need)} free beside it, {_mb(free[dev])} left")
+                continue
+            if used.get(dev, 0) + need > free[dev]:
+                yield group
+                group, used = [], {}
+                free.pop(dev, None)  # measure again once the group's temps are gone
+                free[dev] = shutil.disk_usage(job.target.parent).free
+            group.append(job)
+            used[dev] = used.get(dev, 0) + need
+        if group:
+            yield group
 
     def _prepare(self, i: int, row: dict[str, Any]) -> _Job | FileResult:
         """Row rules, then the file: still there, a regular file, the same bytes as predicted."""
@@ -366,6 +453,12 @@ class _Run:
                 job.fail(existing)
             elif existing.has_gps and not self.opts.overwrite_gps:
                 job.end("skipped", SKIP_HAS_GPS)
+            elif existing.elsewhere:  # --overwrite-gps cannot make a maker's copy agree: never contradict it
+                job.end(
+                    "failed",
+                    f"holds a measured position in {', '.join(existing.elsewhere[:3])} that geotag cannot "
+                    "update; left alone so no two positions disagree",
+                )
             else:
                 job.existing = existing
 
@@ -383,8 +476,8 @@ class _Run:
             if self.opts.dry_run:
                 job.end("would write")
                 return
-            job.tmp = temp_path_for(job.target)
-            job.tmp.unlink(missing_ok=True)  # left by a run that was killed
+            job.tmp_dir = new_temp_dir(job.target)
+            job.tmp = job.tmp_dir / "new.tmp"  # '.tmp': exiftool keeps the source's format
             if new_sidecar is not None:
                 write_new_file(job.tmp, new_sidecar)
             else:
@@ -397,7 +490,11 @@ class _Run:
         """The sidecar to write (merged into an existing one), or None with job.result set."""
         assert job.target is not None
         old: bytes | None = None
-        if job.target.exists() or job.target.is_symlink():
+        if job.target.is_symlink():  # like a photo: written at its target, the link kept
+            if not job.target.exists():
+                raise WriteFailed(f"{job.target.name} is a broken symlink; left alone")
+            job.target = Path(os.path.realpath(job.target))
+        if job.target.exists():
             job.target_st = os.stat(job.target)
             if not stat.S_ISREG(job.target_st.st_mode):
                 raise WriteFailed(f"{job.target.name} is not a regular file")
@@ -429,12 +526,15 @@ class _Run:
         if job.result is not None or job.tmp is None:
             return
         try:
+            job.fd = open_own_file(job.tmp)
             if not self.opts.sidecar and same_image_data(job.photo, job.tmp) is False:
                 raise WriteFailed("the compressed image data would have changed")
             if job.target_st is not None:
-                match_file_attributes(job.tmp, job.target_st)
-            fsync_file(job.tmp)
+                copy_attributes(job.fd, job.target_st)
+            os.fsync(job.fd)
             job.new_hash = image_id(job.tmp)
+            if not is_same_file(job.fd, job.tmp):
+                raise UnsafeWrite("the temporary file was replaced while it was written")
         except (WriteFailed, OSError) as exc:
             job.fail(exc)
 
@@ -473,12 +573,14 @@ class _Run:
             return
         folders = set()
         for job in ready:
-            assert job.tmp is not None and job.target is not None
+            assert job.tmp is not None and job.target is not None and job.fd is not None
             try:
                 if job.target_st is None:  # a new sidecar: never clobber one that appeared meanwhile
-                    os.link(job.tmp, job.target)
+                    os.link(job.tmp, job.target, follow_symlinks=False)
+                    if not is_same_file(job.fd, job.target):
+                        raise UnsafeWrite(f"{job.target.name} was swapped while it was linked")
                 else:
-                    replace_atomically(job.tmp, job.target, sync_dir=False)
+                    replace_checked(job.fd, job.tmp, job.target, sync_dir=False)
             except FileExistsError:
                 job.end("failed", f"{job.target.name} appeared while it was being written; left alone")
                 continue
@@ -600,25 +702,61 @@ class UndoSummary:
 
 
 def _restore(path: Path, source: Path, record: dict[str, Any]) -> None:
-    """Put the backup's bytes back at `path` atomically, with the old mode and times. The folder is
-    fsynced by the caller, once per folder: an undo cut short is simply run again."""
-    tmp = temp_path_for(path)
-    tmp.unlink(missing_ok=True)
+    """Put the backup's bytes back at `path` atomically, with the old mode (permission bits only:
+    never setuid, setgid or sticky) and times. The backup is linked, not copied, where it can be
+    (no space needed on a full disk); the folder is fsynced by the caller, once per folder."""
+    folder = new_temp_dir(path)
+    tmp = folder / "restore.tmp"
     try:
-        shutil.copyfile(source, tmp)
-        if record.get("mode") is not None:
-            os.chmod(tmp, record["mode"])
-        if record.get("mtime_ns") is not None:
-            os.utime(tmp, ns=(record.get("atime_ns") or record["mtime_ns"], record["mtime_ns"]))
-        fsync_file(tmp)
-        replace_atomically(tmp, path, sync_dir=False)
+        try:
+            os.link(source, tmp, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                raise
+            with open(source, "rb") as src, open(tmp, "xb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafeWrite("the restored file is not a regular file")
+            mode = record.get("mode")
+            if isinstance(mode, int) and not isinstance(mode, bool):
+                os.fchmod(fd, mode & 0o777)
+            mtime = record.get("mtime_ns")
+            if isinstance(mtime, int) and not isinstance(mtime, bool):
+                atime = record.get("atime_ns")
+                os.utime(fd, ns=(atime if isinstance(atime, int) else mtime, mtime))
+            os.fsync(fd)
+            replace_checked(fd, tmp, path, sync_dir=False)
+        finally:
+            os.close(fd)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard_temp_dir(folder)
+
+
+def _backup_source(backups: Path, name: Any) -> Path | None:
+    """The backup a record names, only as a plain file name inside the journal's own backup folder
+    (a journal is data: an absolute path, '..' or a link out of the folder is refused)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        return None
+    source = backups / name
+    try:
+        st = os.lstat(source)
+    except OSError:
+        return None
+    return source if stat.S_ISREG(st.st_mode) else None
 
 
 def _undo_one(record: dict[str, Any], backups: Path) -> tuple[str, str | None]:
     """('restored' | 'skipped' | 'failed', reason) for one journal record."""
+    if not isinstance(record.get("path"), str) or not os.path.isabs(record["path"]):
+        return "failed", "journal record without an absolute path; ignored"
     path = Path(record["path"])
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            return "skipped", "is a symlink now (write-exif wrote real files); left alone"
+    except FileNotFoundError:
+        return "skipped", SKIP_MISSING
     now = current_hash(path)
     old, new = record.get("old_hash"), record.get("new_hash")
     if now == old:
@@ -627,10 +765,14 @@ def _undo_one(record: dict[str, Any], backups: Path) -> tuple[str, str | None]:
         return "skipped", SKIP_MISSING
     if now != new:
         return "skipped", "changed after write-exif; left alone"
+    if record.get("op") == "photo" and not _carries_estimate(path):
+        return "skipped", "carries no geotag estimate, so this run did not write it; left alone"
     st = os.stat(path)
     if _read_only(path, st):
         return "failed", "read-only file"
     if old is None:  # a sidecar that write-exif created: undo removes it
+        if record.get("op") != "sidecar":
+            return "failed", "journal record without the old hash; ignored"
         path.unlink()
         return "restored", None
     if not record.get("backup"):
@@ -639,11 +781,41 @@ def _undo_one(record: dict[str, Any], backups: Path) -> tuple[str, str | None]:
             "written with --no-backup, so the old bytes cannot be restored "
             f"(old GPS: {gps.get('lat')}, {gps.get('lon')})"
         )
-    source = backups / record["backup"]
+    source = _backup_source(backups, record["backup"])
+    if source is None:
+        return "failed", "backup name in the journal is not a file of its backup folder; ignored"
     if current_hash(source) != old:
         return "failed", f"backup {source} is missing or damaged"
     _restore(path, source, record)
     return "restored", None
+
+
+def _carries_estimate(path: Path) -> bool:
+    """Does the file hold geotag's GPSProcessingMethod mark? (What write-exif writes, in every
+    format; a journal naming a file geotag never wrote is refused.)"""
+    tail = b""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            if ESTIMATE_MARK in tail + chunk:
+                return True
+            tail = chunk[-len(ESTIMATE_MARK) :]
+    return False
+
+
+ESTIMATE_MARK = b"estimate (not measured)"
+"""Part of every GPSProcessingMethod geotag writes (see geotag.io.exif_write.provenance_text)."""
+
+
+def _check_journal_owner(path: Path) -> None:
+    """A journal another user could have written is not followed (like ssh and sudo treat their
+    files): it must belong to the user running undo (or root) and not be group/world writable."""
+    st = os.stat(path)
+    euid = os.geteuid()
+    if st.st_uid not in (euid, 0) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InputError(
+            f"{path} belongs to another user or others may write it; undo only follows journals "
+            "that you own and that only you can change"
+        )
 
 
 def run_undo(journal_path: Path, report: Callable[[str, str, str | None], None] | None = None) -> UndoSummary:
@@ -651,24 +823,49 @@ def run_undo(journal_path: Path, report: Callable[[str, str, str | None], None] 
 
     Safe to run twice: files already restored are reported as 'already original'."""
     _, records = read_journal(journal_path)
+    _check_journal_owner(Path(journal_path))
     backups = backup_dir_for(Path(journal_path).absolute())
     summary = UndoSummary()
     folders: set[Path] = set()
-    for record in iter_undo_order(records):
+    locks = FolderLocks(LOCK_WAIT_S)
+    wanted = {Path(r["path"]).parent for r in records if isinstance(r.get("path"), str)}
+    busy = locks.acquire(f for f in wanted if f.is_dir())
+    for folder in wanted - busy:
+        if folder.is_dir():
+            remove_stale_temps(folder)  # what killed runs (write-exif or undo) left
+    try:
+        for record in iter_undo_order(records):
+            _undo_record(record, backups, busy, summary, folders, report)
+    finally:
+        locks.release()
+    for folder in folders:
+        fsync_dir(folder)
+    return summary
+
+
+def _undo_record(
+    record: dict[str, Any],
+    backups: Path,
+    busy: set[Path],
+    summary: UndoSummary,
+    folders: set[Path],
+    report: Callable[[str, str, str | None], None] | None,
+) -> None:
+    """Undo one record and count it (a busy folder's records are skipped with a reason)."""
+    if isinstance(record.get("path"), str) and Path(record["path"]).parent in busy:
+        action, reason = "skipped", BUSY
+    else:
         try:
             action, reason = _undo_one(record, backups)
         except OSError as exc:
             action, reason = "failed", _io_reason(exc)
-        path = str(record.get("path"))
-        if action == "restored":
-            folders.add(Path(path).parent)
-            summary.restored += 1
-        elif action == "skipped":
-            summary.skipped[reason or "?"] += 1
-        else:
-            summary.failed.append((path, reason or "?"))
-        if report is not None:
-            report(path, action, reason)
-    for folder in folders:
-        fsync_dir(folder)
-    return summary
+    path = str(record.get("path"))
+    if action == "restored":
+        folders.add(Path(path).parent)
+        summary.restored += 1
+    elif action == "skipped":
+        summary.skipped[reason or "?"] += 1
+    else:
+        summary.failed.append((path, reason or "?"))
+    if report is not None:
+        report(path, action, reason)

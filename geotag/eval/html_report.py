@@ -37,7 +37,7 @@ from geotag.eval.metrics import (
 )
 from geotag.eval.report import CAPTION, km, pct, score, threshold_title
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM
-from geotag.io.durable import atomic_path
+from geotag.io.durable import atomic_file
 from geotag.io.parquet import check_output_path
 
 log = logging.getLogger(__name__)
@@ -523,8 +523,8 @@ def build_report(
         thumb_h=THUMB_SIDE * 9 // 16,
     )
     try:
-        with atomic_path(index) as tmp:  # a reader never sees half a page
-            tmp.write_text(text, encoding="utf-8")
+        with atomic_file(index) as fh:  # a reader never sees half a page
+            fh.write(text.encode("utf-8"))
     except OSError as exc:
         raise OutputError(f"cannot write {index}: {exc.strerror or exc}") from exc
     rows = sum(int(s.overall["n_rows"]) for s in sections)
@@ -595,8 +595,8 @@ def write_map_pages(
             log.warning("no interactive map: %s", exc)
             return out
         try:
-            with atomic_path(path) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+            with atomic_file(path) as fh:
+                fh.write(text.encode("utf-8"))
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         s.map_page = path.name

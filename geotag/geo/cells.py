@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geotag.errors import InputError, OutputError, SchemaError
-from geotag.io.durable import atomic_path
+from geotag.io.durable import atomic_file
 from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 
 MAX_LEVEL = 30
@@ -288,8 +288,8 @@ class Geocells:
 
         path = check_output_path(Path(path))
         try:
-            with atomic_path(path, sync=False) as tmp:
-                pq.write_table(self.to_table(), tmp, compression="zstd")
+            with atomic_file(path, sync=False) as fh:
+                pq.write_table(self.to_table(), fh, compression="zstd")
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path

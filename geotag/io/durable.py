@@ -1,27 +1,107 @@
-"""Durable file writes: fsync of files and folders, atomic replacement by rename.
+"""Durable, hijack-proof file writes: the one place geotag makes temporaries and renames them.
 
-A new file is written under a temporary name in the target's folder (same file system, so the rename
-is atomic), fsynced, renamed onto the target, and the folder is fsynced so the rename itself survives a
-power cut: a reader sees the old file or the complete new one, never half of one. Used by the
-predictions and gallery writers (geotag.io.parquet), the write-exif engine and its journal.
+A new file is written under an unpredictable temporary name in the target's folder (same file
+system, so the rename is atomic), created exclusively (`tempfile.mkstemp`: O_CREAT|O_EXCL|O_NOFOLLOW,
+mode 0600), fsynced, renamed onto the target, and the folder is fsynced so the rename survives a
+power cut: a reader sees the old file or the complete new one, never half of one.
+
+A co-user who owns the folder can swap names in it while we work, so nothing is done by a path a
+symlink could redirect: mode, owner and times are set through the open descriptor (fchmod, fchown,
+utime(fd)), and just before and after the rename the name is checked to still be the very file we
+wrote (same device and inode); otherwise `UnsafeWrite` is raised and nothing is reported as written.
+A symlink at the target is replaced by the new file (the rename never writes through it).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
+
+TEMP_SUFFIX = ".geotag-tmp"
+"""Every temporary geotag makes ends so: a stray one left by a killed run is recognisable."""
 
 
-def temp_path(path: Path) -> Path:
-    """A hidden temporary name beside `path`, unique to this process: `.NAME.tmp-PID`."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+class UnsafeWrite(OSError):
+    """A name we wrote was swapped under us (a symlink or another file planted in the folder)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EPERM, message)
+
+
+def _prefix(target: Path) -> str:
+    name = target.name
+    while len(os.fsencode(name)) > 200:  # NAME_MAX is 255: leave room for the random part
+        name = name[: len(name) // 2]
+    return f".{name}."
+
+
+def new_temp(target: Path, suffix: str = TEMP_SUFFIX) -> tuple[int, Path]:
+    """An exclusively created, unpredictable hidden temp file beside `target`: (open fd, path)."""
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, name = tempfile.mkstemp(dir=folder, prefix=_prefix(target), suffix=suffix)
+    return fd, Path(name)
+
+
+def new_temp_dir(target: Path) -> Path:
+    """A private (0700, unpredictable) folder beside `target`, for writers that must create the file
+    themselves (exiftool's `-o`); the file is renamed out of it onto `target`."""
+    parent = target.parent if str(target.parent) else Path(".")
+    return Path(tempfile.mkdtemp(dir=parent, prefix=_prefix(target), suffix=TEMP_SUFFIX))
+
+
+def default_mode() -> int:
+    """0666 less the umask, read without changing it (os.umask would race other threads)."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644
+
+
+def open_own_file(path: Path) -> int:
+    """Open a file we just created, refusing a symlink or hard-linked name (UnsafeWrite)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeWrite(f"{path.name} was replaced by a symlink while it was written") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise UnsafeWrite(f"{path.name} was replaced while it was written")
+    return fd
+
+
+def copy_attributes(fd: int, st: os.stat_result) -> None:
+    """Give the open file `st`'s owner (when allowed), permission bits and times (to the ns), all
+    through the descriptor. Owner first: chown clears setuid/setgid bits."""
+    now = os.fstat(fd)
+    if (now.st_uid, now.st_gid) != (st.st_uid, st.st_gid):
+        with suppress(OSError):
+            os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def is_same_file(fd: int, path: Path) -> bool:
+    """Does `path` (not followed) name the file open as `fd`?"""
+    try:
+        a, b = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def fsync_file(path: Path) -> None:
     """Flush a written file's data to disk (OSError when that fails: the data may not be there)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
@@ -42,37 +122,114 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def replace_atomically(tmp: Path, target: Path, *, sync_dir: bool = True) -> None:
-    """Rename the finished, fsynced `tmp` onto `target` and make the rename durable (the caller may
-    fsync the folder itself, once for many renames)."""
+def replace_checked(fd: int, tmp: Path, target: Path, *, sync_dir: bool = True) -> None:
+    """Rename `tmp` onto `target` if `tmp` is still the file open as `fd`; afterwards `target`
+    must be that file. UnsafeWrite otherwise (the swapped-in name is never reported as written)."""
+    if not is_same_file(fd, tmp):
+        raise UnsafeWrite(f"{tmp.name} was replaced before it could be renamed; {target.name} left alone")
     os.replace(tmp, target)
+    if not is_same_file(fd, target):
+        raise UnsafeWrite(f"{target.name} was swapped during the rename; check the folder")
     if sync_dir:
         fsync_dir(target.parent)
 
 
-def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Create `path` (must not exist) with `data`, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def replace_atomically(tmp: Path, target: Path, *, sync_dir: bool = True) -> None:
+    """Rename the finished `tmp` onto `target` (checked: see replace_checked)."""
+    fd = open_own_file(tmp)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        replace_checked(fd, tmp, target, sync_dir=sync_dir)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Create `path` (must not exist, never through a symlink) with `data`, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
 @contextmanager
+def atomic_file(path: Path, *, sync: bool = True, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file to write a whole new `path` through (no name is ever reopened); on a clean
+    exit it replaces `path`, on an exception it is removed and `path` keeps what it held."""
+    fd, tmp = new_temp(path)
+    try:
+        os.fchmod(fd, default_mode() if mode is None else mode)
+        with os.fdopen(os.dup(fd), "wb") as fh:
+            yield fh
+            fh.flush()
+            if sync:
+                os.fsync(fh.fileno())
+        replace_checked(fd, tmp, path, sync_dir=sync)
+    finally:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
 def atomic_path(path: Path, *, sync: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside `path` to write a whole file to; on a clean exit it replaces
-    `path` (fsynced first, and the folder after, unless `sync` is False: for caches and other files
-    that may be lost but never torn); on an exception it is removed and `path` keeps what it held."""
-    tmp = temp_path(path)
+    """Like atomic_file for libraries that only write to a name (GDAL, safetensors): the yielded
+    name was created exclusively with an unpredictable name; the rename is checked."""
+    fd, tmp = new_temp(path)
+    try:
+        os.fchmod(fd, default_mode())
+        yield tmp
+        if not is_same_file(fd, tmp):
+            raise UnsafeWrite(f"{tmp.name} was replaced while it was written; {path.name} left alone")
+        if sync:
+            os.fsync(fd)
+        replace_checked(fd, tmp, path, sync_dir=sync)
+    finally:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_new_name(path: Path, *, sync: bool = True) -> Iterator[Path]:
+    """For writers that must create the file themselves (exiftool -o, GDAL): a name that does not
+    exist yet, inside a private folder beside `path`; the file found there afterwards is checked
+    (regular, not a link), fsynced and renamed onto `path`; the folder is removed either way."""
+    folder = new_temp_dir(path)
+    tmp = folder / f"new{path.suffix}"
     try:
         yield tmp
-        if sync:
-            fsync_file(tmp)
-        replace_atomically(tmp, path, sync_dir=sync)
+        finish_new_file(tmp, path, sync=sync)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard_temp_dir(folder)
+
+
+def finish_new_file(tmp: Path, path: Path, *, sync: bool = True, st: os.stat_result | None = None) -> None:
+    """Check, (give `st`'s attributes,) fsync and rename a file a library wrote at `tmp`."""
+    fd = open_own_file(tmp)
+    try:
+        if st is not None:
+            copy_attributes(fd, st)
+        else:
+            os.fchmod(fd, default_mode())
+        if sync:
+            os.fsync(fd)
+        replace_checked(fd, tmp, path, sync_dir=sync)
+    finally:
+        os.close(fd)
+
+
+def discard_temp_dir(folder: Path) -> None:
+    """Remove a private temp folder and what is in it (never following a link planted there)."""
+    with suppress(OSError):
+        for entry in os.scandir(folder):
+            with suppress(OSError):
+                os.unlink(entry.path)
+    with suppress(OSError):
+        os.rmdir(folder)

@@ -143,3 +143,36 @@ def read_gallery(path: Path) -> tuple[GalleryInfo, torch.Tensor, torch.Tensor]:
         emb_np[start : start + n] = values.reshape(n, info.feature_dim)
         start += n
     return info, coords, emb
+
+
+def read_gallery_keys(path: Path) -> tuple[list[str], list[str]]:
+    """The gallery's image ids and paths, in row order: who each entry is (leave-one-out)."""
+    table = pq.read_table(path, columns=["image_id", "path"])
+    ids = [str(v or "") for v in table.column(0).to_pylist()]
+    paths = [str(v or "") for v in table.column(1).to_pylist()]
+    return ids, paths
+
+
+def read_gallery_groups(manifest: Path, column: str, ids: list[str], paths: list[str]) -> list[str | None]:
+    """Each gallery entry's value of a manifest column (e.g. its author), for --exclude-same.
+
+    The manifest names photos by image_id, or by a path / file name / id whose file stem matches the
+    gallery photo's stem (the usual test-set manifests); entries it does not name get None."""
+    from geotag.io.tables import find_column, read_table, require_column
+    from geotag.io.truth import file_stem
+
+    table = read_table(Path(manifest), "manifest")
+    group = require_column(table, [column.lower()], f"manifest {Path(manifest).name} (--exclude-same)")
+    values = [None if v is None else str(v) for v in table.column(group).to_pylist()]
+    by_id: dict[str, str | None] = {}
+    id_col = find_column(table, ["image_id"])
+    if id_col is not None:
+        by_id = dict(zip(map(str, table.column(id_col).to_pylist()), values, strict=True))
+    key_col = find_column(table, ["path", "file", "filename", "name", "id", "img_id"])
+    by_stem: dict[str, str | None] = {}
+    if key_col is not None:
+        keys = table.column(key_col).to_pylist()
+        by_stem = {file_stem(str(k)): v for k, v in zip(keys, values, strict=True)}
+    if not by_id and not by_stem:
+        raise InputError(f"manifest {manifest} names no photos (no image_id / path / file / id column)")
+    return [by_id.get(i, by_stem.get(file_stem(p))) for i, p in zip(ids, paths, strict=True)]

@@ -26,6 +26,7 @@ radius also goes to GPSHPositioningError (metres) when the model gives one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import mmap
@@ -33,7 +34,6 @@ import os
 import queue
 import re
 import shutil
-import stat
 import struct
 import subprocess
 import threading
@@ -63,7 +63,6 @@ __all__ = [
     "read_sidecar_gps",
     "same_image_data",
     "sidecar_path",
-    "temp_path_for",
 ]
 
 EXIFTOOL_ENV = "GEOTAG_EXIFTOOL"
@@ -150,6 +149,7 @@ class ExistingGps:
     groups: frozenset[str] = frozenset()
     file_type: str | None = None
     absent_ifd0: tuple[str, ...] = ()  # exiftool only: mandatory IFD0 tags the file lacks
+    elsewhere: tuple[str, ...] = ()  # positions in maker notes / other XMP (see positions_elsewhere)
 
 
 class GpsWriter(Protocol):
@@ -178,31 +178,8 @@ class GpsWriter(Protocol):
 
 
 # --------------------------------------------------------------------------------------------------
-# Files: temp names, file attributes, image-data comparison (fsync and the atomic swap: geotag.io.durable)
+# Files: image-data comparison (temps, attributes, fsync and the atomic swap: geotag.io.durable)
 # --------------------------------------------------------------------------------------------------
-
-
-def temp_path_for(path: Path) -> Path:
-    """A hidden temp name in the same folder (same file system, so the final rename is atomic).
-
-    Deterministic, so a temp file left by a killed run is found and removed by the next one; hidden,
-    so `geotag scan` never lists it. The `.tmp` suffix also matters to exiftool, which decides the
-    output format from `-o`'s extension and refuses some (`-o x.webp` fails in 12.57)."""
-    name = f".{path.name}.geotag.tmp"
-    if len(os.fsencode(name)) > 240:  # NAME_MAX is 255
-        import xxhash
-
-        name = f".geotag-{xxhash.xxh3_64_hexdigest(os.fsencode(path.name))}.tmp"
-    return path.with_name(name)
-
-
-def match_file_attributes(tmp: Path, st: os.stat_result) -> None:
-    """Give the new file the original's permission bits, owner (when allowed) and times (to the ns)."""
-    os.chmod(tmp, stat.S_IMODE(st.st_mode))
-    with contextlib.suppress(OSError):
-        if os.stat(tmp).st_uid != st.st_uid or os.stat(tmp).st_gid != st.st_gid:
-            os.chown(tmp, st.st_uid, st.st_gid)
-    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def jpeg_scan_start(data: bytes | mmap.mmap) -> int | None:
@@ -251,6 +228,14 @@ def same_image_data(original: Path, written: Path) -> bool | None:
 # --------------------------------------------------------------------------------------------------
 # exiftool, batch mode
 # --------------------------------------------------------------------------------------------------
+
+
+def _disk_full(src: Path, dst: Path) -> bool:
+    """Is there too little room beside `dst` for a copy of `src` (and some metadata)?"""
+    try:
+        return shutil.disk_usage(dst.parent).free < os.stat(src).st_size + (1 << 16)
+    except OSError:
+        return False
 
 
 def find_exiftool() -> str | None:
@@ -393,7 +378,29 @@ _ERROR_LINE = re.compile(r"^Error: (.*?)(?: - .*)?$", re.MULTILINE)
 _MANDATORY_IFD0 = ("XResolution", "YResolution", "ResolutionUnit", "YCbCrPositioning")
 """Tags exiftool adds on its own when it creates IFD0 (a file with no EXIF yet). Naming the absent ones
 for deletion stops that, so a write adds GPS and nothing else."""
-_READ_TAGS = ["-FileType", "-GPS:all", "-XMP-exif:GPS*", *(f"-IFD0:{t}" for t in _MANDATORY_IFD0)]
+_READ_TAGS = [
+    "-FileType",
+    "-GPS:all",
+    "-XMP-exif:GPS*",
+    "-*Latitude*",  # every position a reader could show: maker notes (FLIR), other XMP (DJI), Composite
+    "-*Longitude*",
+    *(f"-IFD0:{t}" for t in _MANDATORY_IFD0),
+]
+_OWN_GROUPS = ("GPS", "XMP-exif", "Composite")  # what geotag writes, and exiftool's view of it
+
+
+def positions_elsewhere(info: dict[str, Any]) -> tuple[str, ...]:
+    """Latitude/longitude tags outside EXIF GPS and XMP exif: (e.g. FLIR:GPSLatitude,
+    XMP-drone-dji:GpsLatitude): a measured fix a reader may show, which geotag does not write."""
+    found = []
+    for key, value in info.items():
+        group, _, name = key.partition(":")
+        low = name.lower()
+        if group in _OWN_GROUPS or not low.endswith(("latitude", "longitude")) or "dest" in low:
+            continue
+        if value not in (None, "", 0, "0"):
+            found.append(key)
+    return tuple(sorted(found))
 
 
 def _first_error(stderr: str) -> str | None:
@@ -511,6 +518,8 @@ class ExiftoolWriter:
         error = _first_error(err)
         if error or not dst.exists():
             dst.unlink(missing_ok=True)
+            if _disk_full(src, dst):  # exiftool only says 'Error writing ...'
+                raise WriteFailed("disk full")
             raise WriteFailed(f"exiftool: {error or 'no file written'}")
 
     def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
@@ -536,7 +545,8 @@ def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
     tags = {k: v for k, v in info.items() if k.startswith(("GPS:", "XMP-exif:"))}
     # XMP counts only with a position: a lone XMP GPSVersionID is left alone, not updated
     groups = frozenset(k.split(":", 1)[0] for k in tags if k.startswith("GPS:") or "GPSL" in k)
-    has = any(k.endswith((":GPSLatitude", ":GPSLongitude")) for k in tags)
+    elsewhere = positions_elsewhere(info)
+    has = any(k.endswith((":GPSLatitude", ":GPSLongitude")) for k in tags) or bool(elsewhere)
     lat = _coordinate(tags.get("GPS:GPSLatitude"), tags.get("GPS:GPSLatitudeRef"), "S")
     lon = _coordinate(tags.get("GPS:GPSLongitude"), tags.get("GPS:GPSLongitudeRef"), "W")
     if lat is None and "XMP-exif:GPSLatitude" in tags:  # XMP values are signed already
@@ -550,6 +560,7 @@ def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
         groups=groups,
         file_type=info.get("File:FileType"),
         absent_ifd0=tuple(t for t in _MANDATORY_IFD0 if f"IFD0:{t}" not in info),
+        elsewhere=elsewhere,
     )
 
 
@@ -611,6 +622,11 @@ _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _MAX_SEGMENT = 65533  # APP1 payload limit: the 16-bit length counts itself
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _GPS_POINTER = 0x8825
+_SUB_IFDS = {0x8769: "Exif IFD", 0xA005: "Interop IFD"}
+_IFD_POINTERS = [(0x0201, 0x0202)]  # JPEGInterchangeFormat / Length (IFD1's thumbnail)
+_MAKER_POINTERS = [(0x0088, 0x0089), (0x0081, 0x0088), (0x0101, 0x0102)]
+"""(start, length) maker-note tags: Minolta's PreviewImageStart/Length and ThumbnailOffset/Length,
+Olympus-style previews: offsets that must stay inside the block."""
 _WRITTEN_GPS_TAGS = frozenset({0x00, 0x01, 0x02, 0x03, 0x04, 0x1B, 0x1F})
 _GPS_NAMES = {
     0x00: "GPSVersionID",
@@ -774,17 +790,67 @@ class _Exif:
             self.gps, _ = self.tiff.read_ifd(self.tiff.u32_at(self.gps_pointer), "GPS IFD")
 
     def xmp_has_gps(self) -> bool:
+        """Any latitude/longitude in XMP (exif:GPSLatitude, DJI's drone-dji:GpsLatitude, ...)."""
         return any(
             s.marker == 0xE1
             and s.payload(self.data).startswith(_XMP_HEADER)
-            and b"GPSL" in s.payload(self.data)
+            and re.search(rb"(?i)(latitude|longitude)", s.payload(self.data)) is not None
             for s in self.segments
         )
+
+    def maker_segments(self) -> list[str]:
+        """APP segments of makers that keep records of their own (FLIR keeps a GPS record there)."""
+        names = []
+        for seg in self.segments:
+            if 0xE0 <= seg.marker <= 0xEF:
+                head = seg.payload(self.data)[:5]
+                if head.startswith(b"FLIR"):
+                    names.append("FLIR")
+        return names
 
     def gps_tags(self) -> dict[str, Any]:
         if self.tiff is None:
             return {}
         return {_GPS_NAMES.get(e.tag, f"GPSTag{e.tag:#06x}"): self.tiff.value(e) for e in self.gps}
+
+    def outside_pointer(self) -> str | None:
+        """Where the EXIF block points past its own end (a maker's preview or thumbnail stored in
+        later segments, an IFD elsewhere): appending to the block would shift what those offsets
+        point at, so the Python writer refuses such a file. None when everything is inside."""
+        tiff = self.tiff
+        if tiff is None:
+            return None
+        size = len(tiff.block)
+        seen: set[int] = set()
+        todo: list[tuple[int, str]] = [(tiff.ifd0_offset, "IFD0")]
+        while todo:
+            offset, what = todo.pop()
+            if offset in seen or offset == 0:
+                continue
+            seen.add(offset)
+            if offset + 2 > size:
+                return f"{what} lies outside the EXIF block"
+            try:
+                entries, next_ifd = tiff.read_ifd(offset, what)
+            except WriteFailed:
+                if what == "MakerNote":
+                    continue  # not an IFD-style maker note: its offsets cannot be checked here
+                return f"{what} runs past the EXIF block"
+            if what == "IFD0" and next_ifd:
+                todo.append((next_ifd, "IFD1"))
+            values = {e.tag: tiff.u32_at(e) for e in entries if e.count == 1 and e.type in (3, 4)}
+            for e in entries:
+                width = _TYPE_SIZES.get(e.type, 0) * e.count
+                if width > 4 and tiff.u32_at(e) + width > size:
+                    return f"{what} tag 0x{e.tag:04x} points past the EXIF block"
+                if e.tag in _SUB_IFDS and e.count == 1:
+                    todo.append((tiff.u32_at(e), _SUB_IFDS[e.tag]))
+                if e.tag == 0x927C and width > 4 and what == "Exif IFD":
+                    todo.append((tiff.u32_at(e), "MakerNote"))
+            for start, length in _MAKER_POINTERS if what == "MakerNote" else _IFD_POINTERS:
+                if start in values and values[start] + values.get(length, 0) > size:
+                    return f"{what} tag 0x{start:04x} (a preview or thumbnail) points past the EXIF block"
+        return None
 
     def with_gps(self, fix: GpsFix) -> bytes:
         if self.tiff is None:
@@ -888,6 +954,15 @@ class PythonJpegWriter:
 
     def read_gps(self, path: Path) -> ExistingGps:
         exif = _Exif(path.read_bytes())
+        outside = exif.outside_pointer()
+        if outside:
+            raise WriteFailed(f"{outside}; only exiftool can write this file without damaging it")
+        makers = exif.maker_segments()
+        if makers:
+            raise WriteFailed(
+                f"the photo has a {makers[0]} record, which may hold a measured position that only "
+                "exiftool reads (apt-get install libimage-exiftool-perl)"
+            )
         tags = exif.gps_tags()
         has = "GPSLatitude" in tags or "GPSLongitude" in tags or exif.xmp_has_gps()
         from geotag.io.exif import read_exif
@@ -910,7 +985,9 @@ class PythonJpegWriter:
             write_new_file(dst, new)
         except OSError as exc:
             dst.unlink(missing_ok=True)
-            raise WriteFailed(f"cannot write: {exc.strerror or exc}") from exc
+            raise WriteFailed(
+                "disk full" if exc.errno == errno.ENOSPC else f"cannot write: {exc.strerror or exc}"
+            ) from exc
 
     def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
         from geotag.io.exif import read_exif
@@ -1049,11 +1126,22 @@ def _parse_xmp(data: bytes) -> tuple[ET.Element, list[tuple[str, str]]]:
     """The XMP tree (comments kept) plus its namespace prefixes, to write them back unchanged."""
     import io
 
-    try:
-        prefixes = [item for _, item in ET.iterparse(io.BytesIO(data), events=("start-ns",))]
-        root = ET.fromstring(data, parser=ET.XMLParser(target=ET.TreeBuilder(insert_comments=True)))
+    import defusedxml
+    import defusedxml.ElementTree as SafeET
+
+    if not data.strip():
+        raise WriteFailed("existing sidecar is empty; left alone (remove it to have a new one written)")
+    try:  # defusedxml: no entity expansion (574 bytes must not become 5 MB), no DTD, no external refs
+        prefixes = [
+            item for _, item in SafeET.iterparse(io.BytesIO(data), events=("start-ns",), forbid_dtd=True)
+        ]
+        parser = SafeET.DefusedXMLParser(target=ET.TreeBuilder(insert_comments=True), forbid_dtd=True)
+        parser.feed(data)
+        root = parser.close()
     except ET.ParseError as exc:
-        raise WriteFailed(f"existing sidecar is not valid XML ({exc})") from exc
+        raise WriteFailed(f"existing sidecar is not valid XML ({exc}); left alone") from exc
+    except defusedxml.DefusedXmlException as exc:
+        raise WriteFailed(f"existing sidecar uses a DTD or XML entities ({exc}); left alone") from exc
     return root, prefixes  # type: ignore[return-value]
 
 
@@ -1088,7 +1176,7 @@ def build_sidecar(existing: bytes | None, fix: GpsFix) -> bytes:
     The merge re-serialises the XML tree with the original prefixes, so other applications' data
     (darktable history, Lightroom develop settings) survives; text around the root element (an
     `<?xpacket?>` wrapper, the XML declaration) is kept byte for byte."""
-    if existing is None or not existing.strip():
+    if existing is None:
         return _fresh_sidecar(fix)
     root, prefixes = _parse_xmp(existing)
     descs = _descriptions(root)

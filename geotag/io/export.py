@@ -21,7 +21,6 @@ counted. Coordinates are EPSG:4326 (longitude, latitude).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import pyarrow.csv as pa_csv
 
 from geotag.errors import InputError, OutputError
 from geotag.geo.distance import haversine_np
-from geotag.io.durable import fsync_file, replace_atomically
+from geotag.io.durable import atomic_new_name
 from geotag.io.parquet import check_output_path, require_columns, wkb_points
 
 FORMATS = {"geojson": "GeoJSON", "gpkg": "GPKG", "csv": "CSV", "kml": "KML"}
@@ -86,6 +85,19 @@ def resolve_format(fmt: str | None, out: Path) -> str:
             "or end the name in .geojson, .gpkg, .csv or .kml"
         )
     return key
+
+
+def check_types(pf: Any) -> None:
+    """InputError (exit 2) when a number column holds something else: a wrong file, not a bug."""
+    for field in pf.schema_arrow:
+        if field.name in FLOATS and not (
+            pa.types.is_floating(field.type)
+            or pa.types.is_integer(field.type)
+            or pa.types.is_null(field.type)
+        ):
+            raise InputError(
+                f"column {field.name} is {field.type}, not a number; is it a geotag predictions file?"
+            )
 
 
 def batches(predictions: Path, what: str, batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
@@ -164,8 +176,7 @@ def export_points(
         raise InputError(f"--what {what}: choose pred (the predictions) or gt (the ground truth)")
     out = check_output_path(Path(out))
     key = resolve_format(fmt, out)
-    require_columns(predictions, NEEDED)  # a bad input fails before anything is created
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")  # GDAL wants the suffix kept
+    check_types(require_columns(predictions, NEEDED))  # a bad input fails before anything is created
     counts = {"written": 0, "skipped": 0}
 
     def stream() -> Iterator[pa.RecordBatch]:
@@ -178,30 +189,34 @@ def export_points(
     schema = with_extras(empty, what, key).schema
     reader = pa.RecordBatchReader.from_batches(schema, stream())
     try:
-        if key == "csv":
-            with pa_csv.CSVWriter(tmp, schema) as writer:
-                for batch in reader:
-                    writer.write_batch(batch)
-        else:
-            pyogrio.write_arrow(
-                reader,
-                tmp,
-                layer=out.stem or "points",
-                driver=FORMATS[key],
-                geometry_name="geometry",
-                geometry_type="Point",
-                crs="EPSG:4326",
-                **_options(key),
-            )
-        fsync_file(tmp)
-        replace_atomically(tmp, out)
+        # GDAL creates the file itself: a fresh name (suffix kept) in a private folder beside `out`
+        with atomic_new_name(out) as tmp:
+            _write(reader, tmp, out, key, schema)
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise OutputError(f"cannot write {out}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportSummary(out=out, fmt=key, what=what, written=counts["written"], skipped=counts["skipped"])
+
+
+def _write(reader: pa.RecordBatchReader, tmp: Path, out: Path, key: str, schema: pa.Schema) -> None:
+    import pyogrio
+
+    if key == "csv":
+        with pa_csv.CSVWriter(tmp, schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+        return
+    pyogrio.write_arrow(
+        reader,
+        tmp,
+        layer=out.stem or "points",
+        driver=FORMATS[key],
+        geometry_name="geometry",
+        geometry_type="Point",
+        crs="EPSG:4326",
+        **_options(key),
+    )
 
 
 def _options(key: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from geotag import __version__
 from geotag.errors import InputError, OutputError, SchemaError
-from geotag.io.durable import fsync_file, replace_atomically, temp_path
+from geotag.io.durable import default_mode, new_temp, replace_checked
 
 SCHEMA_VERSION = "1"
 """Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata."""
@@ -166,9 +166,11 @@ class AtomicParquetWriter:
 
     def __init__(self, path: str | os.PathLike[str], schema: pa.Schema) -> None:
         self.path = check_output_path(Path(path))
-        self.tmp_path = temp_path(self.path)
-        try:
-            self._writer = pq.ParquetWriter(self.tmp_path, schema, compression="zstd")
+        try:  # an exclusive, unpredictable temp written through its descriptor (geotag.io.durable)
+            self._fd, self.tmp_path = new_temp(self.path)
+            os.fchmod(self._fd, default_mode())
+            self._fh = os.fdopen(os.dup(self._fd), "wb")
+            self._writer = pq.ParquetWriter(self._fh, schema, compression="zstd")
         except OSError as exc:
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self.rows_written = 0
@@ -184,8 +186,14 @@ class AtomicParquetWriter:
         self.flush()
         self._writer.close()
         self._closed = True
-        fsync_file(self.tmp_path)
-        replace_atomically(self.tmp_path, self.path)
+        try:
+            if not self._fh.closed:
+                self._fh.close()
+            os.fsync(self._fd)
+            replace_checked(self._fd, self.tmp_path, self.path)
+        finally:
+            os.close(self._fd)
+            self.tmp_path.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Drop the temporary file; `path` keeps whatever it held before."""
@@ -193,7 +201,9 @@ class AtomicParquetWriter:
             self._closed = True
             try:
                 self._writer.close()
+                self._fh.close()
             finally:
+                os.close(self._fd)
                 self.tmp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:

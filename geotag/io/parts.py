@@ -9,6 +9,7 @@ renames it into place, then removes the parts.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class PartStore:
     def __init__(self, out: Path) -> None:
         self.out = check_output_path(out)
         self.dir = out.with_name(out.name + ".parts")
+        self.seen: set[str] | None = None  # paths this run listed (done or to do); set by write_file_list
 
     def parts(self) -> list[Path]:
         if not self.dir.is_dir():
@@ -83,6 +85,7 @@ class PartStore:
         self.dir.mkdir(exist_ok=True)
         path = self.dir / "files.arrow"
         listed = skipped = 0
+        self.seen = set()
         buf: list[ImageRecord] = []
         with ipc.new_file(path, RECORD_SCHEMA) as sink:
 
@@ -97,6 +100,7 @@ class PartStore:
                     buf.clear()
 
             for rec in records:
+                self.seen.add(str(rec.path))
                 if record_key(str(rec.path), rec.size, rec.mtime) in skip:
                     skipped += 1
                     continue
@@ -113,14 +117,38 @@ class PartStore:
         return PartWriter(self.dir, rows_per_part, start, metadata={"command": "predict"})
 
     def finalize(self, keep_existing: bool, metadata: Mapping[str, Any]) -> int:
-        """Merge the old output (when resuming) and the parts into `<out>` atomically; returns rows."""
+        """Merge the old output (when resuming) and the parts into `<out>` atomically; returns rows.
+
+        One row per file on disk: a later row for a path replaces an earlier one (an edited file's new
+        row wins over its old one), and rows for files that are gone (deleted since) drop out. So the
+        merge is idempotent: a crash after `<out>` was renamed but before the parts were removed
+        merges the same rows again into the same file."""
         sources = ([self.out] if keep_existing and self.out.exists() else []) + self.parts()
+        winner: dict[str, tuple[int, int]] = {}  # path -> (source, row) of its newest row
+        for s, src in enumerate(sources):
+            row = 0
+            for batch in iter_batches(src, ["path"]):
+                for p in batch.column(0).to_pylist():
+                    if self.seen is None or p in self.seen or _still_there(p):
+                        winner[p] = (s, row)
+                    row += 1
+        keep = {(s, r) for s, r in winner.values()}
         with PredictionWriter(self.out, metadata=metadata) as writer:
-            for src in sources:
+            for s, src in enumerate(sources):
+                row = 0
                 for batch in iter_batches(src):
-                    writer.write_table(pa.Table.from_batches([batch]))
+                    mask = [(s, row + i) in keep for i in range(batch.num_rows)]
+                    row += batch.num_rows
+                    table = pa.Table.from_batches([batch]).filter(pa.array(mask, pa.bool_()))
+                    if table.num_rows:
+                        writer.write_table(table)
         shutil.rmtree(self.dir, ignore_errors=True)
         return writer.rows_written
+
+
+def _still_there(path: str | None) -> bool:
+    """Is a row's file still on disk (a path this run did not list: another input of an earlier run)?"""
+    return bool(path) and os.path.lexists(path)  # type: ignore[arg-type]
 
 
 class PartWriter:

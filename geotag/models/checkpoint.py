@@ -21,6 +21,7 @@ anywhere can be loaded without running its code.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -37,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from geotag.errors import OutputError, WeightsError
+from geotag.io.durable import default_mode, new_temp_dir
 
 FORMAT = "geotag-checkpoint"
 FORMAT_VERSION = 1
@@ -187,11 +189,10 @@ def save_checkpoint(
     `--resume` needs.
     """
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    tmp: Path | None = None
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = new_temp_dir(folder)  # private (0700) and unpredictable: nothing can be planted in it
         write_model(tmp)
         if trainer is not None:
             opt_tensors, opt_meta = flatten_optimizer(trainer.optimizer)
@@ -211,15 +212,24 @@ def save_checkpoint(
                 },
             )
         write_json(tmp / TRAIN_JSON, train_info)
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, default_mode() | 0o111)  # what mkdir would have given
+        finally:
+            os.close(fd)
         old = None
+        if folder.is_symlink():
+            raise OSError(errno.EEXIST, "it is a symlink; give the real folder")
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
+            old = new_temp_dir(folder)
+            os.replace(folder, old)  # onto an empty private folder of ours
         os.replace(tmp, folder)
+        tmp = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"cannot write checkpoint {folder}: {exc.strerror or exc}") from exc
     return folder
 

@@ -24,6 +24,9 @@ user builds from any photos with GPS (`geotag gallery build`), embedded by any r
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,11 +42,11 @@ DEFAULT_TEMPERATURE = 0.1
 DEFAULT_SIGMA_KM = 25.0
 """Kernel bandwidth of the density over neighbour positions: the city threshold."""
 DUPLICATE_SIM = 0.999
-"""Cosine at or above which a gallery entry is taken for a copy of the query (float16 storage costs ~1e-4)."""
+"""Plain kNN: a gallery entry at or above this cosine is taken for a copy of the query, whose position
+then wins outright (float16 storage costs ~1e-4). Never used to leave a query out: see GalleryKeys."""
 CONFIDENCE_RADIUS_KM = 25.0
 SIM_BLOCK = 1 << 24  # elements of one (queries x gallery chunk) similarity block: 64 MB in float32
 CPU_FLOAT32_BYTES = 4 << 30  # a CPU gallery up to this size (about 800K x 1280) is kept in float32
-LOO_EXTRA = 8  # extra neighbours searched in leave-one-out mode, to replace the copies dropped
 
 
 def chunked_topk(
@@ -110,6 +113,7 @@ class KNNGeoModel(GeoModel):
         temperature: float = DEFAULT_TEMPERATURE,
         sigma_km: float = DEFAULT_SIGMA_KM,
         leave_one_out: bool = False,
+        gallery_keys: GalleryKeys | None = None,
         weights_label: str = "",
     ) -> None:
         super().__init__()
@@ -128,9 +132,13 @@ class KNNGeoModel(GeoModel):
         self.temperature = temperature
         self.sigma_km = sigma_km
         self.leave_one_out = leave_one_out
+        self.keys = gallery_keys
+        self.needs_image_keys = leave_one_out
         self.weights_label = weights_label
         if leave_one_out:
             self.name = "knn-loo"
+            if gallery_keys is None or len(gallery_keys.image_ids) != len(coords):
+                raise InputError("leave-one-out kNN needs the gallery's image ids and paths")
         self.register_buffer("gallery_coords", coords.double(), persistent=False)
         self.register_buffer("gallery_embeddings", embeddings.half(), persistent=False)
 
@@ -150,15 +158,39 @@ class KNNGeoModel(GeoModel):
         with torch.autocast(device_type=feats.device.type, enabled=False):
             return F.normalize(feats.float(), dim=1)
 
-    def neighbours(self, features: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(similarities, gallery indices) of the `n` nearest, best first; copies dropped in LOO mode."""
+    def neighbours(
+        self, features: torch.Tensor, n: int, exclude: list[set[int]] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(similarities, gallery indices) of the `n` nearest, best first, leaving out each query's
+        `exclude` entries (leave-one-out: the query itself, by identity, and its group)."""
         gallery = self.gallery_embeddings
-        if not self.leave_one_out:
+        if not exclude or not any(exclude):
             return chunked_topk(features, gallery, n)
-        sims, idx = chunked_topk(features, gallery, n + LOO_EXTRA)
-        sims = sims.masked_fill(sims >= DUPLICATE_SIM, -math.inf)
+        extra = max(len(e) for e in exclude)
+        sims, idx = chunked_topk(features, gallery, n + extra)
+        for row, left_out in enumerate(exclude):
+            if left_out:
+                drop = torch.tensor(sorted(left_out), device=idx.device)
+                sims[row] = sims[row].masked_fill(torch.isin(idx[row], drop), -math.inf)
         sims, order = sims.sort(dim=1, descending=True)
         return sims[:, :n], idx.gather(1, order)[:, :n]
+
+    def excluded(self, image_ids: Sequence[str | None] | None, paths: Sequence[str] | None) -> list[set[int]]:
+        """Per query, the gallery entries leave-one-out must not use: those with its image id or its
+        path (the same photo, whatever decoding made its features), and with --exclude-same, every
+        entry of the same group (e.g. the same author)."""
+        assert self.keys is not None
+        n = len(image_ids or paths or [])
+        out: list[set[int]] = []
+        for q in range(n):
+            hits = set(self.keys.by_id.get((image_ids or [None] * n)[q] or "", ()))
+            if paths is not None:
+                hits |= set(self.keys.by_path.get(normalise_path(paths[q]), ()))
+            if self.keys.groups is not None:
+                for group in {self.keys.groups[i] for i in hits} - {None}:
+                    hits |= set(self.keys.by_group[group])
+            out.append(hits)
+        return out
 
     def estimate(
         self, lat: torch.Tensor, lon: torch.Tensor, weights: torch.Tensor
@@ -172,22 +204,40 @@ class KNNGeoModel(GeoModel):
         local = weights * kernel[torch.arange(len(mode), device=mode.device), mode]
         return spherical_mean(lat, lon, local)
 
-    def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
-        return self.predict_features(self.forward(images), top_k)
+    def predict(
+        self,
+        images: torch.Tensor,
+        top_k: int,
+        image_ids: Sequence[str | None] | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> Prediction:
+        return self.predict_features(self.forward(images), top_k, image_ids=image_ids, paths=paths)
 
-    def predict_features(self, features: torch.Tensor, top_k: int) -> Prediction:
+    def predict_features(
+        self,
+        features: torch.Tensor,
+        top_k: int,
+        image_ids: Sequence[str | None] | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> Prediction:
         """`predict` from (B, D) L2-normalised features (for callers that already hold them)."""
         if top_k < 1:
             raise InputError(f"top-k must be at least 1, got {top_k}")
+        exclude = None
+        if self.leave_one_out:
+            if image_ids is None and paths is None:
+                raise InputError("leave-one-out kNN needs each query's image id or path")
+            exclude = self.excluded(image_ids, paths)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            sims, idx = self.neighbours(features, max(self.k, top_k))
+            sims, idx = self.neighbours(features, max(self.k, top_k), exclude)
             k = min(self.k, sims.shape[1])
             coords = self.gallery_coords[idx]  # (B, n, 2) float64
             near = sims[:, :k]
-            copies = near >= DUPLICATE_SIM
             logits = (near / self.temperature).double()
-            logits = torch.where(copies.any(dim=1, keepdim=True) & ~copies, -math.inf, logits)
-            weights = logits.softmax(dim=1).nan_to_num(0.0)  # a row of only dropped copies has no weight
+            if not self.leave_one_out:  # a copy of the query in the gallery gives its own position
+                copies = near >= DUPLICATE_SIM
+                logits = torch.where(copies.any(dim=1, keepdim=True) & ~copies, -math.inf, logits)
+            weights = logits.softmax(dim=1).nan_to_num(0.0)  # a row with everything left out has no weight
             lat, lon = self.estimate(coords[:, :k, 0], coords[:, :k, 1], weights)
             d = haversine_torch(lat[:, None], lon[:, None], coords[:, :k, 0], coords[:, :k, 1])
             confidence = torch.where(d <= CONFIDENCE_RADIUS_KM, weights, 0.0).sum(dim=1)
@@ -204,6 +254,31 @@ class KNNGeoModel(GeoModel):
             topk_score=scores[:, :n].float().cpu(),
             error_km=error_km.cpu(),
         )
+
+
+def normalise_path(path: str) -> str:
+    """The form paths are compared in (absolute, normalised; no file system access)."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+@dataclass
+class GalleryKeys:
+    """Who each gallery entry is: image id, path and (with --exclude-same) its group."""
+
+    image_ids: list[str]
+    paths: list[str]
+    groups: list[str | None] | None = None
+    by_id: dict[str, list[int]] = field(init=False)
+    by_path: dict[str, list[int]] = field(init=False)
+    by_group: dict[str, list[int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_id, self.by_path, self.by_group = {}, {}, {}
+        for i, (image, path) in enumerate(zip(self.image_ids, self.paths, strict=True)):
+            self.by_id.setdefault(image, []).append(i)
+            self.by_path.setdefault(normalise_path(path), []).append(i)
+            if self.groups is not None and self.groups[i] is not None:
+                self.by_group.setdefault(self.groups[i], []).append(i)  # type: ignore[arg-type]
 
 
 def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -225,10 +300,12 @@ def build_knn(
     temperature: float = DEFAULT_TEMPERATURE,
     sigma_km: float = DEFAULT_SIGMA_KM,
     leave_one_out: bool = False,
+    exclude_same: str | None = None,
+    truth: Path | None = None,
 ) -> KNNGeoModel:
     """kNN over an embedding gallery file. The backbone is the one that made the gallery (its registry
     name, weights and their fingerprint are in the file); asking for another is an InputError."""
-    from geotag.io.embeddings import read_gallery, read_gallery_info
+    from geotag.io.embeddings import read_gallery, read_gallery_groups, read_gallery_info, read_gallery_keys
 
     if gallery is None:
         raise InputError(
@@ -258,8 +335,19 @@ def build_knn(
         raise InputError(
             f"leave-one-out kNN needs a gallery of at least 2 photos; {gallery} has {len(coords)}"
         )
+    keys = None
     label = f"{module.weights_label}; gallery {Path(gallery).name} ({len(coords)} photos), k={k}"
+    if exclude_same is not None and not leave_one_out:
+        raise InputError("--exclude-same is for leave-one-out kNN (--model knn-loo)")
     if leave_one_out:
+        ids, paths = read_gallery_keys(Path(gallery))
+        groups = None
+        if exclude_same is not None:
+            if truth is None:
+                raise InputError(f"--exclude-same {exclude_same} needs --truth (the manifest)")
+            groups = read_gallery_groups(Path(truth), exclude_same, ids, paths)
+            label += f", leave-one-{exclude_same}-out"
+        keys = GalleryKeys(ids, paths, groups)
         label += ", leave-one-out"
     return KNNGeoModel(
         module,
@@ -270,5 +358,6 @@ def build_knn(
         temperature=temperature,
         sigma_km=sigma_km,
         leave_one_out=leave_one_out,
+        gallery_keys=keys,
         weights_label=label,
     ).eval()

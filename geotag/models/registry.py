@@ -88,14 +88,26 @@ def build_model(
     gallery: Path | None = None,
     allow_untrained: bool = False,
     weights: Path | None = None,
+    exclude_same: str | None = None,
+    truth: Path | None = None,
 ) -> GeoModel:
     """Build a registered model, ready for `.to(device).eval()` and `prepare()`. `weights` is a trained
-    checkpoint folder (TransLocator); models whose weights ship elsewhere ignore it."""
+    checkpoint folder (TransLocator); models whose weights ship elsewhere ignore it. `exclude_same`
+    (knn-loo only) leaves out every gallery photo sharing the query's value of that `truth` column."""
     spec = MODELS.get(name)
     if spec is None:
         raise InputError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    extra: dict[str, Any] = {}
+    if exclude_same is not None:
+        if name != "knn-loo":
+            raise InputError("--exclude-same is for leave-one-out kNN (--model knn-loo)")
+        extra = {"exclude_same": exclude_same, "truth": truth}
     return spec.builder(
-        backbone_weights=backbone_weights, gallery=gallery, allow_untrained=allow_untrained, weights=weights
+        backbone_weights=backbone_weights,
+        gallery=gallery,
+        allow_untrained=allow_untrained,
+        weights=weights,
+        **extra,
     )
 
 
