@@ -370,6 +370,19 @@ def write_exif(
     raise typer.Exit(1 if summary.failed else 0)
 
 
+@app.command("embed-locations")
+def embed_locations_cmd(
+    coords: Annotated[Path, typer.Argument(help="CSV or Parquet with lat, lon (or latitude, longitude).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv.")],
+    normalize: Annotated[bool, typer.Option(help="L2-normalise each embedding.")] = False,
+) -> None:
+    """Write GeoCLIP's GPS-encoder embedding (512-d, released weights) of every coordinate."""
+    from geotag.engine.locations import embed_locations_file
+
+    s = embed_locations_file(coords, out_path, normalize=normalize)
+    err.print(f"embedded {s.embedded} of {s.rows} row(s) ({s.dim}-d) -> {out_path}", highlight=False)
+
+
 cells_app = typer.Typer(help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True)
 app.add_typer(cells_app, name="cells")
 

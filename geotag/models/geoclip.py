@@ -18,6 +18,7 @@ import importlib.metadata
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,6 +122,39 @@ class LocationEncoder(nn.Module):
         for i in range(1, len(self.sigmas)):
             out = out + getattr(self, f"LocEnc{i}")(projected)
         return out
+
+
+def released_location_encoder() -> LocationEncoder:
+    """The GPS encoder with the weights released in the geoclip package (read-only, eval mode)."""
+    encoder = LocationEncoder()
+    path = released_weights_dir() / "location_encoder_weights.pth"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    encoder.load_state_dict(state)
+    return encoder.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def embed_locations(
+    lat: np.ndarray | torch.Tensor,
+    lon: np.ndarray | torch.Tensor,
+    *,
+    encoder: LocationEncoder | None = None,
+    normalize: bool = False,
+    chunk: int = GALLERY_CHUNK,
+) -> np.ndarray:
+    """(N,) latitudes and longitudes in degrees -> (N, 512) float32 GPS-encoder outputs, for downstream
+    use (the paper's "semantically rich" location features). `encoder` defaults to the released one;
+    `normalize` L2-normalises each row (what GeoCLIP compares against image features). Float32 throughout,
+    like the release, so the outputs equal the geoclip package's LocationEncoder bit for bit."""
+    encoder = released_location_encoder() if encoder is None else encoder
+    latlon = torch.stack((torch.as_tensor(lat), torch.as_tensor(lon)), dim=1).float()
+    device = next(encoder.parameters()).device
+    parts = []
+    with _fp32(device):
+        for i in range(0, len(latlon), chunk):
+            out = encoder(latlon[i : i + chunk].to(device))
+            parts.append((F.normalize(out, dim=1) if normalize else out).float().cpu())
+    return torch.cat(parts).numpy() if parts else np.zeros((0, 512), dtype=np.float32)
 
 
 class ImageEncoder(nn.Module):
