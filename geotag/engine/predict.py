@@ -316,6 +316,7 @@ def load_model(
         gallery=cfg.gallery,
         allow_untrained=cfg.allow_untrained,
         weights=cfg.weights,
+        allow_mismatched_heads=cfg.allow_mismatched_heads,
     )
     apply_model_options(model, cfg)
     model.to(device).eval()
