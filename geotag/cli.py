@@ -589,6 +589,9 @@ def train(
     allow_mismatched_heads: Annotated[
         bool, typer.Option(help="GeoCLIP: fine-tune the released heads on another backbone anyway.")
     ] = False,
+    gps_sigmas: Annotated[
+        str | None, typer.Option(help='GeoCLIP --from-scratch: GPS RFF sigmas, e.g. "1,16,256,4096".')
+    ] = None,
     train_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Train on a seeded fraction of the training split.")
     ] = 1.0,
@@ -642,6 +645,7 @@ def train(
         from_scratch=from_scratch,
         allow_mismatched_heads=allow_mismatched_heads,
         train_fraction=train_fraction,
+        gps_sigmas=gps_sigmas,
         variant=variant,
         cells=cells,
         label_smoothing_km=label_smoothing_km,

@@ -102,6 +102,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | adam (L2 weight decay in the gradient, as torch.optim.Adam)
     schedule: str = "cosine"  # cosine (after the warm-up) | step (x lr_gamma after every epoch)
     lr_gamma: float = 0.87  # the step schedule's factor per epoch
+    gps_sigmas: str | None = None  # GeoCLIP --from-scratch: RFF sigmas, e.g. "1,16,256,4096"
     variant: str = "vit+seg+mff+scene"  # TransLocator ablation row
     cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
     label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)

@@ -164,3 +164,24 @@ def test_cli_from_scratch_uses_the_paper_recipe(photos: Path, tmp_path: Path, ti
     args += ["--backbone-weights", str(tiny_clip), "--workers", "0", "--device", "cpu"]
     res = CliRunner().invoke(app, args)
     assert isinstance(res.exception, InputError) and "(512)" in str(res.exception)  # batch 512 by default
+
+
+def test_sigma_4096_branch_trains_from_scratch_and_loads(
+    photos: Path,  # noqa: F811
+    tmp_path: Path,
+    tiny_clip: Path,  # noqa: F811
+) -> None:
+    run = tmp_path / "run"
+    cfg = geoclip_cfg(photos, run, tiny_clip, from_scratch=True, gps_sigmas="1,16,256,4096", max_steps=2)
+    run_train(cfg)
+    model = build_geoclip(backbone_weights=tiny_clip, weights=run)
+    enc = model.location_encoder
+    assert enc.sigmas == (1.0, 16.0, 256.0, 4096.0) and hasattr(enc, "LocEnc3")
+    std = enc.LocEnc3.capsule[0].b.std().item()
+    assert 2000 < std < 8000  # the new branch's random Fourier matrix is N(0, 4096^2)
+    out = model.encode_locations(torch.tensor([[48.85, 2.35], [-33.9, 151.2]]))
+    assert out.shape == (2, 512) and torch.isfinite(out).all()
+    with pytest.raises(InputError, match="needs --from-scratch"):
+        run_train(geoclip_cfg(photos, tmp_path / "x", tiny_clip, gps_sigmas="1,4096"))
+    with pytest.raises(InputError, match="comma-separated"):
+        run_train(geoclip_cfg(photos, tmp_path / "y", tiny_clip, from_scratch=True, gps_sigmas="a,b"))

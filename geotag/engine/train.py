@@ -91,6 +91,7 @@ RESUME_KEYS = (
     "optimizer",
     "schedule",
     "lr_gamma",
+    "gps_sigmas",
     "variant",
     "label_smoothing_km",
 )
@@ -316,6 +317,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     if not 0.0 < cfg.lr_gamma <= 1.0:
         raise InputError(f"--lr-gamma must be in (0, 1], got {cfg.lr_gamma}")
+    if cfg.gps_sigmas is not None and not cfg.from_scratch:
+        raise InputError("--gps-sigmas needs --from-scratch (the released GPS encoder has sigmas 1, 16, 256)")
     if (cfg.from_scratch or cfg.allow_mismatched_heads) and cfg.model != "geoclip":
         raise InputError("--from-scratch and --allow-mismatched-heads apply to --model geoclip only")
 

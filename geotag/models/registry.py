@@ -45,7 +45,7 @@ from geotag.models.clip_convert import (
     read_state_dict,
 )
 from geotag.models.gallery import load_gallery
-from geotag.models.geoclip import GeoCLIP, geoclip_version
+from geotag.models.geoclip import GeoCLIP, LocationEncoder, geoclip_version
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ def build_geoclip(
     else:
         model.weights_label = label.replace(f"geoclip {geoclip_version()} heads", "RANDOM heads")
     if checkpoint is not None:
+        sigmas = read_config(checkpoint).get("model_config", {}).get("gps_sigmas")
+        if sigmas is not None and tuple(sigmas) != model.location_encoder.sigmas:
+            model.location_encoder = LocationEncoder(tuple(float(s) for s in sigmas))  # e.g. + sigma 2^12
         trained = load_model_weights(model, checkpoint, expect_model="geoclip")
         if trained.get("model_config", {}).get("from_scratch"):
             model.weights_label = model.weights_label.replace(

@@ -126,6 +126,21 @@ def gallery_from_coords(
     return torch.from_numpy(points.astype(np.float32))
 
 
+def parse_sigmas(text: str | None) -> tuple[float, ...]:
+    """`--gps-sigmas "1,16,256,4096"` -> (1.0, 16.0, 256.0, 4096.0); None -> the paper's 2^0, 2^4, 2^8."""
+    from geotag.models.geoclip import SIGMAS
+
+    if text is None:
+        return SIGMAS
+    try:
+        sigmas = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise InputError(f"--gps-sigmas must be comma-separated numbers, got {text!r}") from exc
+    if not sigmas or not all(0 < s <= 2.0**16 for s in sigmas):
+        raise InputError(f"--gps-sigmas must be numbers in (0, 65536], got {text!r}")
+    return sigmas
+
+
 def vit_config_dict(model: GeoModel) -> dict[str, Any] | None:
     """The CLIP tower shape recorded with GeoCLIP heads (which backbone they were trained on)."""
     config = getattr(model, "backbone_config", None)
@@ -171,7 +186,7 @@ class GeoCLIPTask(TrainTask):
             allow_mismatched_heads=self.allow_mismatched_heads or cfg.allow_mismatched_heads,
         )
         if self.from_scratch:
-            model.reset_heads(cfg.seed)
+            model.reset_heads(cfg.seed, parse_sigmas(cfg.gps_sigmas))
         self.untrained_backbone = "UNTRAINED" in model.weights_label
         if cfg.gallery is None:
             own = checkpoint / GALLERY_FILE if checkpoint is not None else None
@@ -258,6 +273,7 @@ class GeoCLIPTask(TrainTask):
                 "frozen_backbone": self.frozen,
                 "trained_gps_encoder": self.train_gps_encoder,
                 "from_scratch": self.from_scratch,
+                "gps_sigmas": list(model.location_encoder.sigmas),  # type: ignore[union-attr]
                 "backbone_config": vit_config_dict(model),
             },
             "preprocess": dataclasses.asdict(model.preprocess()),
