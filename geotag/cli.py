@@ -416,7 +416,7 @@ def query_cmd(
         texts, out_path, text_model=text_model, gallery=gallery, grid_deg=grid, top_k=top_k, heatmap=heatmap
     )
     err.print(
-        f"{s.queries} quer(y/ies) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}",
+        f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}",
         highlight=False,
         markup=False,
     )
