@@ -130,6 +130,9 @@ def predict(
         int, typer.Option(help="Test-time augmentation crops: 1 (off), 2, 5 or 10 (TransLocator).")
     ] = 1,
     untrained_backbone: UntrainedBackbone = False,
+    allow_mismatched_heads: Annotated[
+        bool, typer.Option(help="GeoCLIP: use heads trained on another backbone (label records it).")
+    ] = False,
     amp: Amp = True,
     draft: Annotated[bool, typer.Option(help="Fast reduced-scale JPEG decoding.")] = True,
     gpu_decode: Annotated[
@@ -181,6 +184,7 @@ def predict(
         segmenter=segmenter,
         tta_crops=tta_crops,
         allow_untrained=untrained_backbone,
+        allow_mismatched_heads=allow_mismatched_heads,
         amp=amp,
         draft=draft,
         gpu_decode=gpu_decode,
@@ -387,6 +391,54 @@ def write_exif(
     raise typer.Exit(1 if summary.failed else 0)
 
 
+@app.command("embed-locations")
+def embed_locations_cmd(
+    coords: Annotated[Path, typer.Argument(help="CSV or Parquet with lat, lon (or latitude, longitude).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output file: .parquet or .csv.")],
+    normalize: Annotated[bool, typer.Option(help="L2-normalise each embedding.")] = False,
+) -> None:
+    """Write GeoCLIP's GPS-encoder embedding (512-d, released weights) of every coordinate."""
+    from geotag.engine.locations import embed_locations_file
+
+    s = embed_locations_file(coords, out_path, normalize=normalize)
+    err.print(f"embedded {s.embedded} of {s.rows} row(s) ({s.dim}-d) -> {out_path}", highlight=False)
+
+
+@app.command("query")
+def query_cmd(
+    texts: Annotated[list[str], typer.Argument(help='Query texts, e.g. "a beach with palm trees".')],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Top places: .parquet or .csv.")],
+    text_model: Annotated[
+        str, typer.Option(help="CLIP text tower: HF hub id or local HF CLIP folder.")
+    ] = "openai/clip-vit-large-patch14",
+    gallery: Annotated[Path | None, typer.Option(help="GPS gallery CSV / Parquet [geoclip's 100K].")] = None,
+    grid: Annotated[float | None, typer.Option(help="Score a lat/lon grid of this step (degrees).")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Places per query.")] = 20,
+    heatmap: Annotated[Path | None, typer.Option(help="Also write a heat map PNG.")] = None,
+    filter_preds: Annotated[
+        Path | None, typer.Option(help="Predictions Parquet: reweight each row's top-k by the text instead.")
+    ] = None,
+) -> None:
+    """Where does a text fit? GeoCLIP's heads over CLIP's text tower, scored on a gallery or a grid."""
+    from geotag.engine.query import filter_predictions, run_query
+
+    if filter_preds is not None:
+        if len(texts) != 1:
+            raise fail("--filter-preds takes exactly one query text")
+        f = filter_predictions(filter_preds, texts[0], out_path, text_model=text_model)
+        err.print(f"reweighted {f.rescored} of {f.rows} prediction(s) -> {out_path}", highlight=False)
+        return
+
+    s = run_query(
+        texts, out_path, text_model=text_model, gallery=gallery, grid_deg=grid, top_k=top_k, heatmap=heatmap
+    )
+    err.print(
+        f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}",
+        highlight=False,
+        markup=False,
+    )
+
+
 cells_app = typer.Typer(help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True)
 app.add_typer(cells_app, name="cells")
 
@@ -503,12 +555,24 @@ def train(
     image_root: ImageRoot = None,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per micro-batch.")] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per micro-batch [32; 512 with --from-scratch].")
+    ] = None,
     accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
-    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW).")] = 3e-5,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = 3e-5,
+    optimizer: Annotated[
+        str | None, typer.Option(help="adamw | adam [adamw; adam with --from-scratch].")
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="cosine | step (x --lr-gamma per epoch) [cosine; step with --from-scratch]."),
+    ] = None,
+    lr_gamma: Annotated[float, typer.Option(help="Step schedule: LR factor per epoch.")] = 0.87,
     weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-6,
     warmup_steps: Annotated[int, typer.Option(min=0, help="Linear warm-up, then cosine.")] = 0,
-    clip_grad: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off).")] = 1.0,
+    clip_grad: Annotated[
+        float | None, typer.Option(min=0.0, help="Max gradient norm, 0: off [1; off with --from-scratch].")
+    ] = None,
     freeze_backbone: Annotated[
         bool, typer.Option("--freeze-backbone/--full", help="Frozen backbone, or full fine-tuning.")
     ] = True,
@@ -532,6 +596,18 @@ def train(
     ] = None,
     train_gps_encoder: Annotated[bool, typer.Option(help="GeoCLIP: also train the GPS encoder.")] = False,
     queue_size: Annotated[int, typer.Option(min=0, help="GeoCLIP: GPS queue length.")] = 4096,
+    from_scratch: Annotated[
+        bool, typer.Option(help="GeoCLIP: random GPS encoder + image MLP, the paper's recipe as defaults.")
+    ] = False,
+    allow_mismatched_heads: Annotated[
+        bool, typer.Option(help="GeoCLIP: fine-tune the released heads on another backbone anyway.")
+    ] = False,
+    gps_sigmas: Annotated[
+        str | None, typer.Option(help='GeoCLIP --from-scratch: GPS RFF sigmas, e.g. "1,16,256,4096".')
+    ] = None,
+    train_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Train on a seeded fraction of the training split.")
+    ] = 1.0,
     variant: Annotated[str, typer.Option(help="TransLocator ablation row.")] = "vit+seg+mff+scene",
     cells: Annotated[Path | None, typer.Option(help="Cell models: a `geotag cells build` file.")] = None,
     label_smoothing_km: Annotated[
@@ -540,8 +616,11 @@ def train(
     progress: Progress = True,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
-    from geotag.config import TrainConfig
+    from geotag.config import TrainConfig, train_default
     from geotag.engine.train import RichMonitor, run_train
+
+    def pick(value: object, name: str) -> object:
+        return train_default(name, from_scratch) if value is None else value
 
     cfg = TrainConfig(
         data=data,
@@ -552,12 +631,15 @@ def train(
         image_root=image_root,
         epochs=epochs,
         max_steps=max_steps,
-        batch_size=batch_size,
+        batch_size=pick(batch_size, "batch_size"),  # type: ignore[arg-type]
         accum=accum,
         lr=lr,
+        optimizer=pick(optimizer, "optimizer"),  # type: ignore[arg-type]
+        schedule=pick(schedule, "schedule"),  # type: ignore[arg-type]
+        lr_gamma=lr_gamma,
         weight_decay=weight_decay,
         warmup_steps=warmup_steps,
-        clip_grad=clip_grad or None,
+        clip_grad=pick(clip_grad, "clip_grad") or None,  # type: ignore[arg-type]
         freeze_backbone=freeze_backbone,
         layer_decay=layer_decay,
         augment=augment,
@@ -573,6 +655,10 @@ def train(
         gallery=gallery,
         train_gps_encoder=train_gps_encoder,
         queue_size=queue_size,
+        from_scratch=from_scratch,
+        allow_mismatched_heads=allow_mismatched_heads,
+        train_fraction=train_fraction,
+        gps_sigmas=gps_sigmas,
         variant=variant,
         cells=cells,
         label_smoothing_km=label_smoothing_km,

@@ -27,6 +27,7 @@ class PredictConfig:
     segmenter: str | None = None  # segmentation model: HF hub id or local folder
     tta_crops: int = 1  # test-time augmentation crops (1 = off)
     allow_untrained: bool = False
+    allow_mismatched_heads: bool = False  # GeoCLIP: heads trained on another backbone (labelled)
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     draft: bool = True  # JPEG draft-mode decoding (see geotag.io.decode)
     gpu_decode: bool = False  # nvJPEG for a share of the large JPEGs, CPU workers for the rest (CUDA)
@@ -96,7 +97,26 @@ class TrainConfig:
     gallery: Path | None = None  # GeoCLIP: validation / prediction gallery (default: the training coords)
     train_gps_encoder: bool = False  # GeoCLIP: also train the location encoder
     queue_size: int = 4096  # GeoCLIP: GPS queue of past coordinates used as extra negatives
+    from_scratch: bool = False  # GeoCLIP: GPS encoder, image MLP and logit scale from random init
+    allow_mismatched_heads: bool = False  # GeoCLIP: fine-tune released heads on another backbone
+    train_fraction: float = 1.0  # a seeded subset of the training split (the paper's 20% claim)
+    optimizer: str = "adamw"  # adamw | adam (L2 weight decay in the gradient, as torch.optim.Adam)
+    schedule: str = "cosine"  # cosine (after the warm-up) | step (x lr_gamma after every epoch)
+    lr_gamma: float = 0.87  # the step schedule's factor per epoch
+    gps_sigmas: str | None = None  # GeoCLIP --from-scratch: RFF sigmas, e.g. "1,16,256,4096"
     variant: str = "vit+seg+mff+scene"  # TransLocator ablation row
     cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
     label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)
     progress: bool = False
+
+
+GEOCLIP_PAPER_RECIPE = {"batch_size": 512, "optimizer": "adam", "schedule": "step", "clip_grad": None}
+"""What `train --from-scratch` changes from the usual defaults, after Vivanco Cepeda et al. 2023 (batch
+512, Adam, step decay 0.87 per epoch, no clipping); lr 3e-5, weight decay 1e-6, 10 epochs and the 4096
+queue are already the defaults."""
+USUAL_TRAIN_DEFAULTS = {"batch_size": 32, "optimizer": "adamw", "schedule": "cosine", "clip_grad": 1.0}
+
+
+def train_default(name: str, from_scratch: bool) -> object:
+    """The default of a recipe-dependent `geotag train` option."""
+    return (GEOCLIP_PAPER_RECIPE if from_scratch else USUAL_TRAIN_DEFAULTS)[name]

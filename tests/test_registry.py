@@ -73,7 +73,7 @@ def test_offline_without_weights_fails_fast(empty_hub):
     message = str(info.value)
     assert "--backbone-weights" in message and "\n" not in message
     assert "hf download timm/vit_large_patch14_clip_224.openai" in message
-    assert "openai/clip-vit-large-patch14" in message and "geolocal/StreetCLIP" in message
+    assert "openai/clip-vit-large-patch14" in message and "StreetCLIP" not in message  # not GeoCLIP heads
 
 
 def test_unreachable_hub_fails_fast_without_retries(empty_hub, monkeypatch):
@@ -135,7 +135,7 @@ def test_hf_clip_folder_via_backbone_weights(empty_hub, tmp_path):
     preprocessor = dict(crop_size={"height": 224, "width": 224}, image_mean=mean, image_std=std, resample=3)
     (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     for path in (folder, folder / "model.safetensors"):
-        model = build_model("geoclip", backbone_weights=path)
+        model = build_model("geoclip", backbone_weights=path, allow_mismatched_heads=True)
         assert "HF CLIP" in model.weights_label and "UNTRAINED" not in model.weights_label
         assert model.preprocess() == cc.Preprocess(224, mean, std, "bicubic")
         x = torch.randn(2, 3, 224, 224)
@@ -169,7 +169,9 @@ def test_timm_cache_entry_is_found_and_shape_checked(empty_hub):
 def test_timm_file_with_tiny_config(empty_hub, tmp_path):
     tower = cc.create_clip_vit(TINY)
     save_file(tower.state_dict(), tmp_path / "tower.safetensors")
-    model = build_geoclip(vit=TINY, backbone_weights=tmp_path / "tower.safetensors")
+    model = build_geoclip(
+        vit=TINY, backbone_weights=tmp_path / "tower.safetensors", allow_mismatched_heads=True
+    )
     assert str(tmp_path / "tower.safetensors") in model.weights_label
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

@@ -112,6 +112,7 @@ def geoclip_cfg(photos: Path, out: Path, tiny_clip: Path, **kw: object) -> Train
         "backbone_weights": tiny_clip,
         "val_fraction": 0.2,
         "lr": 1e-3,
+        "allow_mismatched_heads": True,  # a tiny tower with the released heads
         **kw,
     }
     return TrainConfig(data=[photos], out=out, **settings)  # type: ignore[arg-type]
@@ -348,7 +349,7 @@ def test_gps_queue_fills_wraps_and_jitters() -> None:
 
 
 def test_geoclip_task_reads_queue_before_pushing(tiny_clip: Path) -> None:
-    model = build_geoclip(backbone_weights=tiny_clip)
+    model = build_geoclip(backbone_weights=tiny_clip, allow_mismatched_heads=True)
     task = GeoCLIPTask(queue_size=8)
     task.configure(model, freeze_backbone=True)
     images = torch.randn(3, 3, 64, 64)
@@ -424,19 +425,21 @@ def test_train_saves_checkpoint_that_predict_loads(photos: Path, tmp_path: Path,
     assert [r["kind"] for r in rows] == ["baseline", "val", "val"]
     assert {"acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km"} <= rows[0].keys()
     # the registry rebuilds it: trained heads over the released ones, the training coords as gallery
-    model = build_geoclip(backbone_weights=tiny_clip, weights=tmp_path / "run")
+    model = build_geoclip(backbone_weights=tiny_clip, weights=tmp_path / "run", allow_mismatched_heads=True)
     own = model.state_dict()
     assert not tensors_equal(saved, {k: own[k] for k in saved})
     assert len(model.gps_gallery) == summary.n_train and f"step-{summary.steps:08d}" in model.weights_label
     with pytest.raises(WeightsError, match="not a geotag checkpoint|neither"):
-        build_geoclip(backbone_weights=tiny_clip, weights=tmp_path)
+        build_geoclip(backbone_weights=tiny_clip, weights=tmp_path, allow_mismatched_heads=True)
 
 
 def test_frozen_backbone_stays_frozen(photos: Path, tmp_path: Path, tiny_clip: Path) -> None:
-    before = build_geoclip(backbone_weights=tiny_clip).state_dict()
+    before = build_geoclip(backbone_weights=tiny_clip, allow_mismatched_heads=True).state_dict()
     task = GeoCLIPTask(queue_size=16)
     run_train(geoclip_cfg(photos, tmp_path / "run", tiny_clip, max_steps=2), task=task)
-    after = build_geoclip(backbone_weights=tiny_clip, weights=tmp_path / "run").state_dict()
+    after = build_geoclip(
+        backbone_weights=tiny_clip, weights=tmp_path / "run", allow_mismatched_heads=True
+    ).state_dict()
     changed = tensors_equal(before, after)
     assert changed and all(k.startswith(("image_encoder.mlp.", "logit_scale")) for k in changed)
 
@@ -585,6 +588,7 @@ def test_geoclip_lite_head_trains_and_loads(photos: Path, tmp_path: Path) -> Non
         model="geoclip-lite",
         backbone_weights=None,
         val_fraction=0.0,
+        allow_mismatched_heads=False,
     )
     summary = run_train(cfg)
     head = summary.checkpoint / "head.safetensors"
@@ -613,7 +617,15 @@ def test_cli_train_then_predict_with_weights(photos: Path, tmp_path: Path, tiny_
     from geotag.cli import app
 
     run = tmp_path / "run"
-    common = ["--backbone-weights", str(tiny_clip), "--workers", "0", "--device", "cpu"]
+    common = [
+        "--backbone-weights",
+        str(tiny_clip),
+        "--allow-mismatched-heads",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     args = ["train", "--data", str(photos), "--out", str(run), "--epochs", "1", "--batch-size", "8"]
     args += ["--queue-size", "16", "--lr", "1e-3", "--warmup-steps", "1", "--val-fraction", "0.2", *common]
     trained = CliRunner().invoke(app, args)

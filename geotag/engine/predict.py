@@ -318,6 +318,7 @@ def load_model(
         weights=cfg.weights,
         exclude_same=cfg.exclude_same,
         truth=cfg.truth,
+        allow_mismatched_heads=cfg.allow_mismatched_heads,
     )
     apply_model_options(model, cfg)
     model.to(device).eval()

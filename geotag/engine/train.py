@@ -45,6 +45,7 @@ from geotag.engine.train_data import (
     collate_train,
     load_samples,
     split_samples,
+    subset_samples,
 )
 from geotag.errors import GeotagError, InputError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
@@ -84,6 +85,13 @@ RESUME_KEYS = (
     "val_fraction",
     "train_gps_encoder",
     "queue_size",
+    "from_scratch",
+    "allow_mismatched_heads",
+    "train_fraction",
+    "optimizer",
+    "schedule",
+    "lr_gamma",
+    "gps_sigmas",
     "variant",
     "label_smoothing_km",
 )
@@ -106,6 +114,23 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> flo
     span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "step")
+
+
+def step_lr_factor(step: int, steps_per_epoch: int, gamma: float, warmup: int = 0) -> float:
+    """StepLR(step_size=1 epoch, gamma) as the released GeoCLIP trainer steps it after each epoch,
+    times the linear warm-up when there is one."""
+    factor = gamma ** (step // max(1, steps_per_epoch))
+    return factor * ((step + 1) / warmup if warmup > 0 and step < warmup else 1.0)
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> Any:
+    """AdamW (decoupled decay), or Adam whose weight decay is L2 in the gradient (the paper's)."""
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return cls(groups, lr=lr, weight_decay=weight_decay)
 
 
 def param_groups(
@@ -284,6 +309,18 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError("--warmup-steps and --clip-grad must not be negative")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise InputError("--max-steps must be at least 1")
+    if not 0.0 < cfg.train_fraction <= 1.0:
+        raise InputError(f"--train-fraction must be in (0, 1], got {cfg.train_fraction}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    if cfg.schedule not in SCHEDULES:
+        raise InputError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    if not 0.0 < cfg.lr_gamma <= 1.0:
+        raise InputError(f"--lr-gamma must be in (0, 1], got {cfg.lr_gamma}")
+    if cfg.gps_sigmas is not None and not cfg.from_scratch:
+        raise InputError("--gps-sigmas needs --from-scratch (the released GPS encoder has sigmas 1, 16, 256)")
+    if (cfg.from_scratch or cfg.allow_mismatched_heads) and cfg.model != "geoclip":
+        raise InputError("--from-scratch and --allow-mismatched-heads apply to --model geoclip only")
 
 
 def settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -384,6 +421,8 @@ class Trainer:
         samples = load_samples(cfg.data, cfg.image_root, workers=max(1, self.workers))
         val = load_samples([cfg.val], cfg.image_root, workers=max(1, self.workers)) if cfg.val else None
         self.train, self.val = split_samples(samples, seed=cfg.seed, val_fraction=cfg.val_fraction, val=val)
+        if cfg.train_fraction < 1.0:
+            self.train = subset_samples(self.train, cfg.train_fraction, seed=cfg.seed)
         self.summary.notes.extend(self.train.notes + (val.notes if val is not None else []))
         self.steps_per_epoch = len(self.train) // (cfg.batch_size * cfg.accum)
         if self.steps_per_epoch < 1:
@@ -408,7 +447,7 @@ class Trainer:
         )
         if not groups:
             raise InputError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.weight_decay)
         if resume_from is not None:
             self._restore(resume_from)
         self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
@@ -562,7 +601,10 @@ class Trainer:
         if cfg.clip_grad and grads:
             torch.nn.utils.clip_grads_with_norm_(params, cfg.clip_grad, total_norm)
         norm = float(total_norm)
-        factor = lr_factor(self.pos.step, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        if cfg.schedule == "step":
+            factor = step_lr_factor(self.pos.step, self.steps_per_epoch, cfg.lr_gamma, cfg.warmup_steps)
+        else:
+            factor = lr_factor(self.pos.step, self.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * group.get("lr_scale", 1.0) * factor
         self.optimizer.step()

@@ -198,6 +198,21 @@ def split_samples(
     return samples.take(np.flatnonzero(~in_val)), samples.take(np.flatnonzero(in_val))
 
 
+def subset_samples(samples: TrainSamples, fraction: float, *, seed: int) -> TrainSamples:
+    """A seeded `fraction` of the rows (at least one): the lowest xxh64 of "subset:seed:id", so the
+    choice is exact in count, the same on every machine and independent of row order; kept in order."""
+    n = len(samples)
+    k = max(1, round(fraction * n))
+    if k >= n:
+        return samples
+    ids = samples.image_ids.to_pylist()
+    key = np.array([xxhash.xxh64_intdigest(f"subset:{seed}:{i}".encode()) for i in ids], dtype=np.uint64)
+    chosen = np.sort(np.argsort(key, kind="stable")[:k])
+    subset = samples.take(chosen)
+    subset.notes.append(f"--train-fraction {fraction}: {k} of {n} training rows (seed {seed})")
+    return subset
+
+
 # ------------------------------------------------------------------------------------------------
 # Reading
 

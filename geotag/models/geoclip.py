@@ -18,6 +18,7 @@ import importlib.metadata
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -123,13 +124,50 @@ class LocationEncoder(nn.Module):
         return out
 
 
+def released_location_encoder() -> LocationEncoder:
+    """The GPS encoder with the weights released in the geoclip package (read-only, eval mode)."""
+    encoder = LocationEncoder()
+    path = released_weights_dir() / "location_encoder_weights.pth"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    encoder.load_state_dict(state)
+    return encoder.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def embed_locations(
+    lat: np.ndarray | torch.Tensor,
+    lon: np.ndarray | torch.Tensor,
+    *,
+    encoder: LocationEncoder | None = None,
+    normalize: bool = False,
+    chunk: int = GALLERY_CHUNK,
+) -> np.ndarray:
+    """(N,) latitudes and longitudes in degrees -> (N, 512) float32 GPS-encoder outputs, for downstream
+    use (the paper's "semantically rich" location features). `encoder` defaults to the released one;
+    `normalize` L2-normalises each row (what GeoCLIP compares against image features). Float32 throughout,
+    like the release, so the outputs equal the geoclip package's LocationEncoder bit for bit."""
+    encoder = released_location_encoder() if encoder is None else encoder
+    latlon = torch.stack((torch.as_tensor(lat), torch.as_tensor(lon)), dim=1).float()
+    device = next(encoder.parameters()).device
+    parts = []
+    with _fp32(device):
+        for i in range(0, len(latlon), chunk):
+            out = encoder(latlon[i : i + chunk].to(device))
+            parts.append((F.normalize(out, dim=1) if normalize else out).float().cpu())
+    return torch.cat(parts).numpy() if parts else np.zeros((0, 512), dtype=np.float32)
+
+
 class ImageEncoder(nn.Module):
     """A frozen CLIP vision tower (projected features) followed by the trainable MLP 768-768-512."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int = 768, out_dim: int = 512):
         super().__init__()
         self.backbone = backbone.requires_grad_(False)
-        self.mlp = nn.Sequential(nn.Linear(feature_dim, 768), nn.ReLU(), nn.Linear(768, out_dim))
+        self.mlp = self.make_mlp(feature_dim, out_dim)
+
+    @staticmethod
+    def make_mlp(feature_dim: int = 768, out_dim: int = 512) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(feature_dim, 768), nn.ReLU(), nn.Linear(768, out_dim))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(images)  # may run in bf16 under the engine's autocast
@@ -159,6 +197,7 @@ class GeoCLIP(GeoModel):
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
         self._preprocess = preprocess
         self.weights_label = weights_label
+        self.backbone_config: object | None = None  # the CLIP tower's shape (registry), kept in checkpoints
         self.register_buffer("gps_gallery", gallery.float(), persistent=False)
         self.register_buffer("gallery_features", None, persistent=False)
 
@@ -179,6 +218,19 @@ class GeoCLIP(GeoModel):
         self.location_encoder.load_state_dict(read("location_encoder_weights"))
         with torch.no_grad():
             self.logit_scale.copy_(read("logit_scale_weights"))
+        self.gallery_features = None
+
+    def reset_heads(self, seed: int, sigmas: tuple[float, ...] = SIGMAS) -> None:
+        """Random heads for training from scratch (the paper's recipe): a new GPS encoder (fresh
+        random Fourier projections at `sigmas`), a new image MLP and the logit scale at 1/0.07, drawn
+        from a generator seeded by `seed` so the same seed gives the same start. The CLIP tower stays."""
+        device = self.logit_scale.device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.location_encoder = LocationEncoder(sigmas).to(device)
+            self.image_encoder.mlp = ImageEncoder.make_mlp().to(device)
+        with torch.no_grad():
+            self.logit_scale.fill_(LOGIT_SCALE_INIT)
         self.gallery_features = None
 
     def set_gallery(self, gallery: torch.Tensor) -> None:
@@ -232,6 +284,15 @@ class GeoCLIP(GeoModel):
         with _fp32(image_features.device):
             image_features = F.normalize(image_features.float(), dim=1)
             return self.logit_scale.float().exp() * (image_features @ gallery.T)
+
+    @torch.no_grad()
+    def text_logits(self, text_features: torch.Tensor) -> torch.Tensor:
+        """(T, 768) CLIP projected *text* features -> (T, N) float32 logits over the gallery: the image
+        MLP applied to text features (CLIP's shared image-text space), as the paper's text queries."""
+        gallery = self._gallery_ready()
+        with _fp32(gallery.device):
+            feats = F.normalize(self.image_encoder.mlp(text_features.float().to(gallery.device)), dim=1)
+            return self.logit_scale.float().exp() * (feats @ gallery.T)
 
     def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
         n = len(self.gps_gallery)

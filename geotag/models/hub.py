@@ -62,7 +62,7 @@ GEOCLIP_BACKBONE = BackboneSource(
 
 def missing_weights_message(source: BackboneSource) -> str:
     """One line that says exactly what to download or pass."""
-    hf = " or ".join([*source.hf_clip_ids, "geolocal/StreetCLIP"])
+    hf = " or ".join(source.hf_clip_ids)
     return (
         f"no weights for the {source.description} backbone (not passed, not in the Hugging Face cache, "
         f"hub unreachable or HF_HUB_OFFLINE set): run `hf download {source.timm_hub_id} model.safetensors`, "

@@ -3,10 +3,12 @@ cross-entropy with PIGEON's haversine label smoothing.
 
 Details users of the anchors' code had to ask for (GUIDE section 6), made explicit here:
 
-- GeoCLIP's queue: the released training code reads the queue as a *view* and then enqueues the current
-  batch before the forward pass, so a batch can meet its own coordinates among the "negatives", and
-  the queue starts as 4096 random unit vectors (not coordinates). `GPSQueue` is a ring buffer that is
-  read (a copy) before it is written, starts empty and only ever returns coordinates it was given.
+- GeoCLIP's queue: the released training code (geoclip/train/train.py) builds `torch.cat([gps, queue])`
+  before it calls `dequeue_and_enqueue(gps)`; `torch.cat` copies, so a batch never meets its own
+  coordinates among the negatives. The real difference is the start: the released queue is 4096 columns
+  of `normalize(randn(2, 4096))`, i.e. fake "coordinates" on a 1-degree circle round (0, 0), which act as
+  negatives until real batches replace them. `GPSQueue` is a ring buffer that is read (a copy) before it
+  is written, starts empty and only ever returns coordinates it was given.
 - GPS noise: about 150 m on the batch's own coordinates (augmentation of the positives), about 1,000 m
   on queue entries (applied once, when a coordinate enters the queue, so the state is checkpointable).
 - PIGEON label smoothing: targets exp(-(d(cell, x) - d(true cell, x)) / tau), normalised to sum 1

@@ -90,10 +90,12 @@ def build_model(
     weights: Path | None = None,
     exclude_same: str | None = None,
     truth: Path | None = None,
+    allow_mismatched_heads: bool = False,
 ) -> GeoModel:
     """Build a registered model, ready for `.to(device).eval()` and `prepare()`. `weights` is a trained
     checkpoint folder (TransLocator); models whose weights ship elsewhere ignore it. `exclude_same`
-    (knn-loo only) leaves out every gallery photo sharing the query's value of that `truth` column."""
+    (knn-loo only) leaves out every gallery photo sharing the query's value of that `truth` column;
+    `allow_mismatched_heads` (GeoCLIP only, see build_geoclip) uses heads trained on another backbone."""
     spec = MODELS.get(name)
     if spec is None:
         raise InputError(f"unknown model {name!r}; available: {', '.join(available_models())}")
@@ -102,6 +104,10 @@ def build_model(
         if name != "knn-loo":
             raise InputError("--exclude-same is for leave-one-out kNN (--model knn-loo)")
         extra = {"exclude_same": exclude_same, "truth": truth}
+    if allow_mismatched_heads:
+        if name != "geoclip":
+            raise InputError(f"--allow-mismatched-heads applies to --model geoclip only, not {name}")
+        extra["allow_mismatched_heads"] = True
     return spec.builder(
         backbone_weights=backbone_weights,
         gallery=gallery,

@@ -127,11 +127,33 @@ def gallery_from_coords(
     return torch.from_numpy(points.astype(np.float32))
 
 
+def parse_sigmas(text: str | None) -> tuple[float, ...]:
+    """`--gps-sigmas "1,16,256,4096"` -> (1.0, 16.0, 256.0, 4096.0); None -> the paper's 2^0, 2^4, 2^8."""
+    from geotag.models.geoclip import SIGMAS
+
+    if text is None:
+        return SIGMAS
+    try:
+        sigmas = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise InputError(f"--gps-sigmas must be comma-separated numbers, got {text!r}") from exc
+    if not sigmas or not all(0 < s <= 2.0**16 for s in sigmas):
+        raise InputError(f"--gps-sigmas must be numbers in (0, 65536], got {text!r}")
+    return sigmas
+
+
+def vit_config_dict(model: GeoModel) -> dict[str, Any] | None:
+    """The CLIP tower shape recorded with GeoCLIP heads (which backbone they were trained on)."""
+    config = getattr(model, "backbone_config", None)
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None  # type: ignore[arg-type]
+
+
 class GeoCLIPTask(TrainTask):
     """GeoCLIP's contrastive training (Vivanco Cepeda et al. 2023) with the details of losses.py.
 
     Trained: the image MLP and the logit scale; the GPS encoder with `train_gps_encoder`; the CLIP tower
-    only without `freeze_backbone`. Training starts from the released heads, as fine-tuning.
+    only without `freeze_backbone`. Training starts from the released heads, as fine-tuning, or with
+    `from_scratch` from random heads (GPS encoder included), the paper's own recipe.
     """
 
     name = "geoclip"
@@ -142,23 +164,30 @@ class GeoCLIPTask(TrainTask):
         batch_noise_m: float = BATCH_NOISE_M,
         queue_noise_m: float = QUEUE_NOISE_M,
         train_gps_encoder: bool = False,
+        from_scratch: bool = False,
+        allow_mismatched_heads: bool = False,
     ) -> None:
         self.queue = GPSQueue(queue_size, queue_noise_m)
         self.batch_noise_m = batch_noise_m
-        self.train_gps_encoder = train_gps_encoder
+        self.from_scratch = from_scratch
+        self.allow_mismatched_heads = allow_mismatched_heads
+        self.train_gps_encoder = train_gps_encoder or from_scratch  # a random GPS encoder must learn
         self.own_gallery = False
         self.untrained_backbone = False
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         from geotag.io.gps_gallery import load_gallery
-        from geotag.models.registry import build_model
+        from geotag.models.geoclip_builder import build_geoclip
 
-        model = build_model(
-            "geoclip",
+        model = build_geoclip(
             backbone_weights=cfg.backbone_weights,
             gallery=cfg.gallery,
             allow_untrained=cfg.allow_untrained,
+            released_heads=not self.from_scratch,
+            allow_mismatched_heads=self.allow_mismatched_heads or cfg.allow_mismatched_heads,
         )
+        if self.from_scratch:
+            model.reset_heads(cfg.seed, parse_sigmas(cfg.gps_sigmas))
         self.untrained_backbone = "UNTRAINED" in model.weights_label
         if cfg.gallery is None:
             own = checkpoint / GALLERY_FILE if checkpoint is not None else None
@@ -244,6 +273,9 @@ class GeoCLIPTask(TrainTask):
                 "backbone": model.weights_label,
                 "frozen_backbone": self.frozen,
                 "trained_gps_encoder": self.train_gps_encoder,
+                "from_scratch": self.from_scratch,
+                "gps_sigmas": list(model.location_encoder.sigmas),  # type: ignore[union-attr]
+                "backbone_config": vit_config_dict(model),
             },
             "preprocess": dataclasses.asdict(model.preprocess()),
             "files": {"gallery": GALLERY_FILE} if self.own_gallery else {},
@@ -472,7 +504,12 @@ CONFIGURED_TASKS = {
 def make_task(cfg: TrainConfig) -> TrainTask:
     """The task for `cfg.model` with the task options of the config."""
     if cfg.model == "geoclip":
-        return GeoCLIPTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
+        return GeoCLIPTask(
+            queue_size=cfg.queue_size,
+            train_gps_encoder=cfg.train_gps_encoder,
+            from_scratch=cfg.from_scratch,
+            allow_mismatched_heads=cfg.allow_mismatched_heads,
+        )
     if cfg.model == "geoclip-lite":
         return GeoCLIPLiteTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
     if cfg.model == "translocator":

@@ -1,0 +1,268 @@
+"""`geotag query "TEXT" ...`: where on Earth does a text fit, by GeoCLIP's heads over CLIP's text tower.
+
+The text goes through CLIP's text tower (projected features, the space CLIP's image tower projects
+into), then GeoCLIP's image MLP, and is matched against the GPS encoder's embeddings of a gallery (the
+100K MP-16 coordinates by default, a file of the user's, or a regular lat/lon grid). The released heads
+belong to OpenAI CLIP ViT-L/14, so the default text tower is that model's (`openai/clip-vit-large-patch14`,
+from the HF cache or the hub, or a local HF CLIP folder). Only the heads and the text tower are built:
+no image tower is needed.
+
+Output: one row per (query, rank): query, rank, lat, lon, probability (softmax over the gallery) and
+logit; Parquet or CSV by the extension, written beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from geotag.errors import InputError, WeightsError
+from geotag.io.durable import atomic_path
+from geotag.models.clip_convert import read_state_dict
+from geotag.models.clip_text import ClipTextTower, text_config_from_hf
+from geotag.models.gallery import load_gallery
+from geotag.models.geoclip import GeoCLIP
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEXT_MODEL = "openai/clip-vit-large-patch14"
+TEXT_FILES = ["config.json", "*.safetensors", "*.bin", "*.json", "*.txt"]
+OUT_FORMATS = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class QuerySummary:
+    queries: int
+    points: int
+    rows: int
+    text_model: str
+
+
+def resolve_text_folder(source: str | Path) -> Path:
+    """A local HF CLIP folder, or a hub id from the HF cache (downloaded unless offline)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(source).count("/") != 1:
+        raise InputError(f"--text-model must be an HF CLIP folder or a hub id (owner/name), got {source}")
+    from huggingface_hub import snapshot_download
+
+    from geotag.models.registry import hub_cache_dir, hub_offline
+
+    repo = str(source)
+    for local_only in (True, False):
+        if not local_only and hub_offline():
+            break
+        try:
+            return Path(
+                snapshot_download(
+                    repo, allow_patterns=TEXT_FILES, cache_dir=hub_cache_dir(), local_files_only=local_only
+                )
+            )
+        except Exception as exc:  # huggingface_hub raises many kinds when offline
+            log.debug("text model %s not available (local_only=%s): %s", repo, local_only, exc)
+    raise WeightsError(
+        f"no CLIP text tower {repo} (not in the Hugging Face cache, hub unreachable or HF_HUB_OFFLINE set): "
+        f"run `hf download {repo}` or pass --text-model FOLDER (an HF CLIP checkpoint folder)"
+    )
+
+
+def load_text_encoder(source: str | Path) -> tuple[ClipTextTower, object, str]:
+    """(tower, tokenizer, label) from an HF CLIP checkpoint (folder or hub id)."""
+    folder = resolve_text_folder(source)
+    config_file = folder / "config.json"
+    try:
+        hf_config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read {config_file}: {exc}") from exc
+    from geotag.models.clip_convert import find_weights_file
+
+    state = read_state_dict(find_weights_file(folder))
+    tower = ClipTextTower(text_config_from_hf(hf_config), state, source=str(source))
+    try:
+        from transformers import CLIPTokenizerFast
+
+        tokenizer = CLIPTokenizerFast.from_pretrained(str(folder))
+    except (OSError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{folder}: no usable CLIP tokenizer ({exc})") from exc
+    return tower, tokenizer, str(source)
+
+
+def grid_points(step_deg: float) -> torch.Tensor:
+    """Cell centres of a regular lat/lon grid with `step_deg` spacing, (N, 2) degrees."""
+    if not 0.05 <= step_deg <= 30:
+        raise InputError(f"--grid must be between 0.05 and 30 degrees, got {step_deg}")
+    lat = np.arange(-90 + step_deg / 2, 90, step_deg)
+    lon = np.arange(-180 + step_deg / 2, 180, step_deg)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    return torch.from_numpy(np.stack([la.ravel(), lo.ravel()], 1).astype(np.float32))
+
+
+def heads_model(points: torch.Tensor) -> GeoCLIP:
+    """GeoCLIP's released heads with no image tower (text queries never see an image)."""
+    from geotag.models.registry import clip_preprocess
+
+    model = GeoCLIP(nn.Identity(), clip_preprocess(224), points, weights_label="released geoclip heads")
+    model.load_released_heads()
+    return model.eval()
+
+
+@torch.no_grad()
+def text_features(tower: ClipTextTower, tokenizer: object, texts: list[str]) -> torch.Tensor:
+    max_len = int(tower.model.config.max_position_embeddings)
+    tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")  # type: ignore[operator]
+    return tower(tokens["input_ids"], tokens.get("attention_mask"))
+
+
+def score_texts(
+    texts: list[str], tower: ClipTextTower, tokenizer: object, model: GeoCLIP
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, N) logits and softmax probabilities of every text over the model's gallery."""
+    logits = model.text_logits(text_features(tower, tokenizer, texts))
+    return logits, logits.softmax(dim=1)
+
+
+def top_places(texts: list[str], points: torch.Tensor, logits: torch.Tensor, top_k: int) -> pa.Table:
+    probs = logits.softmax(dim=1)
+    k = min(top_k, points.shape[0])
+    p, idx = probs.topk(k, dim=1)
+    coords = points[idx].double().numpy()  # (T, k, 2)
+    t = len(texts)
+    return pa.table(
+        {
+            "query": pa.array(np.repeat(np.array(texts, dtype=object), k).tolist(), pa.string()),
+            "rank": pa.array(np.tile(np.arange(1, k + 1), t), pa.int32()),
+            "lat": coords[..., 0].ravel(),
+            "lon": coords[..., 1].ravel(),
+            "probability": p.numpy().astype(np.float32).ravel(),
+            "logit": logits.gather(1, idx).numpy().astype(np.float32).ravel(),
+        }
+    )
+
+
+def write_table(table: pa.Table, out: Path) -> None:
+    suffix = Path(out).suffix.lower()
+    with atomic_path(Path(out)) as tmp:
+        if suffix == ".parquet":
+            pq.write_table(table, tmp)
+        else:
+            pacsv.write_csv(table, tmp)
+
+
+def run_query(
+    texts: list[str],
+    out: Path,
+    *,
+    text_model: str | Path = DEFAULT_TEXT_MODEL,
+    gallery: Path | None = None,
+    grid_deg: float | None = None,
+    top_k: int = 20,
+    heatmap: Path | None = None,
+) -> QuerySummary:
+    """Score every text over the gallery (or grid) and write the top places (and a heat map PNG)."""
+    if Path(out).suffix.lower() not in OUT_FORMATS:
+        raise InputError(f"--out must end in .parquet or .csv, got {out}")
+    if heatmap is not None and Path(heatmap).suffix.lower() != ".png":
+        raise InputError(f"--heatmap must end in .png, got {heatmap}")
+    texts = [t.strip() for t in texts]
+    if not texts or not all(texts):
+        raise InputError("give at least one non-empty query text")
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {top_k}")
+    if gallery is not None and grid_deg is not None:
+        raise InputError("--gallery and --grid exclude each other")
+    points = grid_points(grid_deg) if grid_deg is not None else load_gallery(gallery)
+    tower, tokenizer, label = load_text_encoder(text_model)
+    model = heads_model(points)
+    if tower.projection_dim != 768:
+        dim = tower.projection_dim
+        raise WeightsError(f"{label}: GeoCLIP's heads need 768-d CLIP text features, got {dim}")
+    logits, probs = score_texts(texts, tower, tokenizer, model)
+    table = top_places(texts, points, logits, top_k)
+    write_table(table, out)
+    if heatmap is not None:
+        from geotag.eval.query_plot import text_heatmap
+
+        text_heatmap(texts, points.double().numpy(), probs.double().cpu().numpy(), Path(heatmap))
+    return QuerySummary(queries=len(texts), points=len(points), rows=table.num_rows, text_model=label)
+
+
+@dataclass(frozen=True)
+class FilterSummary:
+    rows: int
+    rescored: int
+
+
+def filter_predictions(
+    preds: Path,
+    text: str,
+    out: Path,
+    *,
+    text_model: str | Path = DEFAULT_TEXT_MODEL,
+    batch_rows: int = 65_536,
+) -> FilterSummary:
+    """Text as a filter on image predictions ("the same, but only coastal"): each row's top-k
+    candidates are reweighted by the text's softmax over those same candidates, score_i x text_i,
+    renormalised; the best reweighted candidate is the new point. Writes a new table (image_id, path,
+    pred_lat, pred_lon, score, text_score, orig_lat, orig_lon); the predictions file is not touched.
+    Rows without top-k candidates (errors) are kept with nulls."""
+    from geotag.io.parquet import iter_batches
+
+    if Path(out).suffix.lower() not in OUT_FORMATS:
+        raise InputError(f"--out must end in .parquet or .csv, got {out}")
+    text = text.strip()
+    if not text:
+        raise InputError("give a non-empty query text")
+    tower, tokenizer, label = load_text_encoder(text_model)
+    model = heads_model(torch.zeros(1, 2))
+    with torch.no_grad():
+        t = torch.nn.functional.normalize(
+            model.image_encoder.mlp(text_features(tower, tokenizer, [text])), dim=1
+        )
+        scale = float(model.logit_scale.exp())
+    cols: dict[str, list] = {
+        k: [] for k in ("image_id", "path", "pred_lat", "pred_lon", "score", "text_score")
+    }
+    cols |= {"orig_lat": [], "orig_lon": []}
+    rescored = 0
+    for batch in iter_batches(preds, ["image_id", "path", "topk"], batch_size=batch_rows):
+        ids, paths, topk = (batch.column(i).to_pylist() for i in range(3))
+        for image_id, path, cands in zip(ids, paths, topk, strict=True):
+            cols["image_id"].append(image_id)
+            cols["path"].append(path)
+            if not cands:
+                for k in ("pred_lat", "pred_lon", "score", "text_score", "orig_lat", "orig_lon"):
+                    cols[k].append(None)
+                continue
+            latlon = torch.tensor([[c["lat"], c["lon"]] for c in cands], dtype=torch.float32)
+            g = model.encode_locations(latlon)
+            text_p = (scale * (t @ g.T)).softmax(dim=1)[0].double()
+            image_p = torch.tensor([c["score"] for c in cands], dtype=torch.float64)
+            w = image_p * text_p
+            w = w / w.sum() if float(w.sum()) > 0 else text_p
+            best = int(w.argmax())
+            cols["pred_lat"].append(cands[best]["lat"])
+            cols["pred_lon"].append(cands[best]["lon"])
+            cols["score"].append(float(w[best]))
+            cols["text_score"].append(float(text_p[best]))
+            cols["orig_lat"].append(cands[0]["lat"])
+            cols["orig_lon"].append(cands[0]["lon"])
+            rescored += 1
+    table = pa.table(
+        {
+            "image_id": pa.array(cols["image_id"], pa.string()),
+            "path": pa.array(cols["path"], pa.string()),
+            **{k: pa.array(cols[k], pa.float64()) for k in list(cols)[2:]},
+        }
+    ).replace_schema_metadata({"geotag_query": json.dumps({"text": text, "text_model": label})})
+    write_table(table, out)
+    return FilterSummary(rows=table.num_rows, rescored=rescored)
