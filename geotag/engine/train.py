@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from geotag import __version__
 from geotag.config import TrainConfig
+from geotag.engine import distributed
 from geotag.engine.predict import auto_workers, resolve_device
 from geotag.engine.train_data import (
     EpochSampler,
@@ -343,9 +344,11 @@ class Trainer:
         check_config(cfg)
         self.cfg = cfg
         self.task = task if task is not None else make_task(cfg)
-        self.monitor = monitor or TrainMonitor()
+        self.world = distributed.env_world()  # torchrun's ranks (engine/distributed.py)
+        self.monitor = (monitor if self.world.main else None) or TrainMonitor()
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.init(self.world, resolve_device(cfg.device))
+        self.local_batch = distributed.check_batch(self.world, cfg.batch_size)
         self.workers = auto_workers(self.device) if cfg.workers is None else cfg.workers
         self.summary = TrainSummary(device=str(self.device))
         self.pos = Position()
@@ -394,7 +397,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if resume_from is not None:
             self._check_resume(resume_from, self.train)
-        else:
+        elif self.world.main:
             self._metrics_path().unlink(missing_ok=True)  # left by an earlier run that saved nothing
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -403,6 +406,7 @@ class Trainer:
         if resume_from is not None:
             self.task.load_weights(self.model, resume_from)
         self.model.to(self.device)
+        distributed.broadcast_parameters(self.world, self.model)
         groups = param_groups(
             self.model, cfg.weight_decay, cfg.layer_decay, self.task.layered_modules(self.model)
         )
@@ -421,7 +425,8 @@ class Trainer:
         self.pos = Position(**state.position)
         set_rng_state(state.rng_tensors, state.rng_json)
         self.summary.resumed_from = folder
-        self._truncate_metrics(self.pos.step)
+        if self.world.main:
+            self._truncate_metrics(self.pos.step)
 
     # -- metrics ------------------------------------------------------------------------------------
 
@@ -448,6 +453,8 @@ class Trainer:
             writer.writerows(rows)
 
     def _record(self, row: dict[str, Any]) -> None:
+        if not self.world.main:
+            return
         self._write_metrics([row])
         self.summary.metrics.append(row)
         self.monitor.validated(row)
@@ -498,7 +505,8 @@ class Trainer:
         self._record({"kind": "baseline", "epoch": -1, "step": 0, **row})
 
     def _validate_and_record(self, epoch: int, loss: float | None, started: float) -> None:
-        metrics = self.validate()
+        metrics = self.validate() if self.world.main else None  # rank 0 validates, the others wait
+        distributed.barrier(self.world)
         self.pos.last_val_step = self.pos.step
         if metrics is None:
             return
@@ -512,6 +520,10 @@ class Trainer:
     def save(self) -> Path:
         cfg = self.cfg
         folder = step_dir(self.out, self.pos.step)
+        if not self.world.main:  # rank 0 alone writes; its RNG state stands for every rank
+            distributed.barrier(self.world)
+            self.summary.checkpoint = folder
+            return folder
         task_tensors, task_scalars = self.task.state_dict()
         rng_tensors, rng_json = rng_state()
         trainer = TrainerState(
@@ -545,6 +557,7 @@ class Trainer:
         prune_checkpoints(self.out, cfg.keep)
         self.summary.checkpoint = folder
         self.monitor.saved(folder)
+        distributed.barrier(self.world)
         return folder
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -557,6 +570,7 @@ class Trainer:
     def _optimizer_step(self) -> float:
         cfg = self.cfg
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        distributed.average_gradients(self.world, params)
         grads = [p.grad for p in params if p.grad is not None]
         total_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if cfg.clip_grad and grads:
@@ -609,6 +623,7 @@ class Trainer:
                 self.save()
         finally:
             self.monitor.close()
+            distributed.shutdown(self.world)
         self.summary.steps = self.pos.step
         if self.summary.checkpoint is None and (found := list_checkpoints(self.out)):
             self.summary.checkpoint = found[-1][1]
@@ -619,13 +634,15 @@ class Trainer:
     def _run_epoch(self, stop_at: int, micro_per_epoch: int) -> float | None:
         cfg, pos = self.cfg, self.pos
         self.dataset.epoch = pos.epoch
-        sampler = EpochSampler(
+        sampler: Any = EpochSampler(
             len(self.train), cfg.seed, pos.epoch, pos.micro * cfg.batch_size, micro_per_epoch * cfg.batch_size
         )
+        if self.world.active:
+            sampler = distributed.RankSampler(sampler.order.tolist(), cfg.batch_size, self.world)
         loader_seed = xxhash.xxh64_intdigest(f"loader:{cfg.seed}:{pos.epoch}:{pos.micro}".encode()) & (
             2**63 - 1
         )
-        loader = _loader(self.dataset, cfg.batch_size, sampler, self.workers, self.device, loader_seed)
+        loader = _loader(self.dataset, self.local_batch, sampler, self.workers, self.device, loader_seed)
         logs: dict[str, float] = {}
         self._train_mode()
         for batch in loader:
@@ -634,7 +651,7 @@ class Trainer:
                 with _autocast(self.device, cfg.amp):
                     out = self.task.loss(self.model, b)
                 (out["loss"] / cfg.accum).backward()
-                value = float(out["loss"].detach())
+                value = distributed.mean_scalar(self.world, float(out["loss"].detach()), self.device)
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"training diverged: the loss is {value} at step {pos.step + 1}; lower --lr, keep "
