@@ -524,6 +524,13 @@ def train(
     label_smoothing_km: Annotated[
         float | None, typer.Option(min=0.1, help="Cell models: PIGEON haversine label smoothing tau (km).")
     ] = None,
+    val_every: Annotated[int, typer.Option(min=0, help="Also validate every N steps (0: per epoch).")] = 0,
+    best_metric: Annotated[
+        str | None, typer.Option(help="Keep OUT/best/ by this validation metric, e.g. acc_25km.")
+    ] = None,
+    log_to: Annotated[str, typer.Option(help="tensorboard,wandb,mlflow or none.")] = "tensorboard",
+    grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations (memory).")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the backbone.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
@@ -563,6 +570,11 @@ def train(
         variant=variant,
         cells=cells,
         label_smoothing_km=label_smoothing_km,
+        val_every=val_every,
+        best_metric=best_metric,
+        log_to=tuple(x.strip() for x in log_to.split(",") if x.strip()),
+        grad_checkpointing=grad_checkpointing,
+        compile=compile_model,
     )
     summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
     for note in summary.notes:

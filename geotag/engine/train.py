@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from geotag import __version__
 from geotag.config import TrainConfig
-from geotag.engine import distributed
+from geotag.engine import distributed, train_log, train_speed
 from geotag.engine.predict import auto_workers, resolve_device
 from geotag.engine.train_data import (
     EpochSampler,
@@ -67,6 +67,7 @@ from geotag.models.tasks import TrainTask, make_task
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
+BEST_DIR = "best"  # the best validation's weights (--best-metric); not a step folder, so never pruned
 METRIC_KEYS = ("n", *(f"acc_{t}km" for t in DEFAULT_THRESHOLDS_KM), "median_km", "mean_km", "geoscore")
 CSV_COLUMNS = ("kind", "epoch", "step", *METRIC_KEYS, "train_loss", "lr", "seconds")
 RESUME_KEYS = (
@@ -352,6 +353,9 @@ class Trainer:
         self.workers = auto_workers(self.device) if cfg.workers is None else cfg.workers
         self.summary = TrainSummary(device=str(self.device))
         self.pos = Position()
+        self.runlog = train_log.RunLog(self.out, (), False)
+        self.best: float | None = None
+        train_log.check_best_metric(cfg.best_metric, METRIC_KEYS)
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -403,6 +407,7 @@ class Trainer:
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
         self.task.configure(self.model, cfg.freeze_backbone)
+        train_speed.apply(self.model, self.task.layered_modules(self.model), cfg)
         if resume_from is not None:
             self.task.load_weights(self.model, resume_from)
         self.model.to(self.device)
@@ -417,6 +422,10 @@ class Trainer:
             self._restore(resume_from)
         self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
         self.dataset = TrainDataset(self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed)
+        self.best = train_log.saved_best(self.out / BEST_DIR, cfg.best_metric) if resume_from else None
+        self.runlog = train_log.RunLog(
+            self.out, cfg.log_to, self.world.main, resume_step=self.pos.step, config=settings(cfg)
+        )
 
     def _restore(self, folder: Path) -> None:
         state = load_trainer_state(folder)
@@ -458,6 +467,13 @@ class Trainer:
         self._write_metrics([row])
         self.summary.metrics.append(row)
         self.monitor.validated(row)
+        if row["kind"] != "val":
+            return
+        self.runlog.validation(int(row["step"]), row)
+        metric = self.cfg.best_metric
+        if metric is not None and train_log.is_better(metric, float(row[metric]), self.best):
+            self.best = float(row[metric])
+            self.save_best(metric)
 
     # -- validation ---------------------------------------------------------------------------------
 
@@ -518,7 +534,6 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------------
 
     def save(self) -> Path:
-        cfg = self.cfg
         folder = step_dir(self.out, self.pos.step)
         if not self.world.main:  # rank 0 alone writes; its RNG state stands for every rank
             distributed.barrier(self.world)
@@ -534,6 +549,25 @@ class Trainer:
             rng_tensors=rng_tensors,
             rng_json=rng_json,
         )
+        info = self._info()
+        model_info = {"train": {k: info[k] for k in ("step", "epoch", "settings", "split")}}
+        save_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp, model_info), info, trainer)
+        prune_checkpoints(self.out, self.cfg.keep)
+        self.summary.checkpoint = folder
+        self.monitor.saved(folder)
+        distributed.barrier(self.world)
+        return folder
+
+    def save_best(self, metric: str) -> None:
+        """OUT/best/: the weights of the best validation so far (rank 0; no optimizer state)."""
+        info = self._info() | {"best": {"metric": metric, "value": self.best, "step": self.pos.step}}
+        model_info = {"train": {k: info[k] for k in ("step", "epoch", "settings", "split")}}
+        save_checkpoint(
+            self.out / BEST_DIR, lambda tmp: self.task.write_model(self.model, tmp, model_info), info
+        )
+
+    def _info(self) -> dict[str, Any]:
+        cfg = self.cfg
         last = next((r for r in reversed(self.summary.metrics) if r["kind"] == "val"), None)
         info = {
             "geotag_version": __version__,
@@ -552,13 +586,7 @@ class Trainer:
                 k: v for k, v in (last or {}).items() if isinstance(v, int | float) and math.isfinite(v)
             },
         }
-        model_info = {"train": {k: info[k] for k in ("step", "epoch", "settings", "split")}}
-        save_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp, model_info), info, trainer)
-        prune_checkpoints(self.out, cfg.keep)
-        self.summary.checkpoint = folder
-        self.monitor.saved(folder)
-        distributed.barrier(self.world)
-        return folder
+        return info
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -590,7 +618,7 @@ class Trainer:
         self.setup()
         stop_at = min(self.total_steps, cfg.max_steps or self.total_steps)
         micro_per_epoch = self.steps_per_epoch * cfg.accum
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         self.monitor.start(
             stop_at,
             self.pos.step,
@@ -623,6 +651,7 @@ class Trainer:
                 self.save()
         finally:
             self.monitor.close()
+            self.runlog.close()
             distributed.shutdown(self.world)
         self.summary.steps = self.pos.step
         if self.summary.checkpoint is None and (found := list_checkpoints(self.out)):
@@ -645,6 +674,7 @@ class Trainer:
         loader = _loader(self.dataset, self.local_batch, sampler, self.workers, self.device, loader_seed)
         logs: dict[str, float] = {}
         self._train_mode()
+        tick = time.monotonic()
         for batch in loader:
             if batch["pixels"] is not None:
                 b = _to_device(batch, self.model, self.device, self.train)
@@ -659,12 +689,19 @@ class Trainer:
                     )
                 pos.loss_sum, pos.loss_count = pos.loss_sum + value, pos.loss_count + 1
                 logs = {k: float(v.detach().float().mean()) for k, v in out.items()}
+                logs["loss"] = value  # the mean over the ranks
             pos.micro += 1
             if pos.micro % cfg.accum:
                 continue
             logs["grad_norm"] = self._optimizer_step()
             logs["lr"] = self.optimizer.param_groups[0]["lr"]
             self.monitor.step(pos.step, logs)
+            now = time.monotonic()
+            self.runlog.step(pos.step, logs, cfg.batch_size * cfg.accum, now - tick, self.device)
+            if cfg.val_every and pos.step % cfg.val_every == 0 and pos.micro < micro_per_epoch:
+                self._validate_and_record(pos.epoch, None, self.started)
+                self._train_mode()
+            tick = time.monotonic()
             if cfg.save_every and pos.step % cfg.save_every == 0 and pos.micro < micro_per_epoch:
                 self.save()
             if pos.step >= stop_at:
