@@ -589,6 +589,21 @@ def train(
 
 
 @app.command()
+def shards(
+    data: Annotated[list[Path], typer.Argument(help="Manifests (CSV / Parquet) or tagged photo folders.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for NNNNN.tar shards (new or empty).")],
+    shard_size: Annotated[int, typer.Option(min=1, max=10_000, help="Samples per shard.")] = 10_000,
+    image_root: Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")] = None,
+) -> None:
+    """Pack training data into WebDataset tar shards (img2dataset layout) for `geotag train --data`."""
+    from geotag.engine.shards import pack
+
+    written = pack(data, out_dir, shard_size, image_root)
+    pattern = f"{out_dir}/{{00000..{len(written) - 1:05d}}}.tar" if written else str(out_dir)
+    err.print(f"wrote {len(written)} shard(s): use --data '{pattern}'", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def report(
     files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
     out_dir: Annotated[

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset, Sampler
 
 from geotag.errors import InputError
 from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
+from geotag.io.shards import is_shard_source, open_ref
 from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
 
@@ -108,6 +109,11 @@ def load_samples(sources: Sequence[Path], image_root: Path | None = None, worker
     """Training pairs from manifests and / or EXIF-tagged folders (see the module docstring)."""
     parts = []
     for src in sources:
+        if is_shard_source(str(src)):  # WebDataset tars (engine/shards.py)
+            from geotag.engine.shards import samples_from_shards
+
+            parts.append(samples_from_shards(str(src)))
+            continue
         src = Path(src)
         if src.is_dir():
             parts.append(samples_from_folder(src, workers))
@@ -291,7 +297,7 @@ class TrainDataset(Dataset[dict[str, Any]]):
         path = s.paths[i].as_py()
         size = self.pre.input_size
         try:
-            img = load_rgb(path, min_side=size if self.draft else None)
+            img = load_rgb(open_ref(path), min_side=size if self.draft else None)
             if self.augment:
                 rng = random.Random(item_seed(self.seed, self.epoch, i))
                 img = random_resized_crop(img, size, rng, self.pre.interpolation)
