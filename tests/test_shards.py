@@ -112,3 +112,36 @@ def test_cli_shards(photos: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 5 shard(s)" in proc.stderr and "{00000..00004}.tar" in proc.stderr
+
+
+def test_osv5m_layout_folders_and_zips(photos: Path, tmp_path: Path) -> None:
+    """OSV-5M: train.csv with id / latitude / longitude / country / region / city, images named by id,
+    unzipped in sub-folders or still inside the zip archives."""
+    import csv
+    import zipfile
+
+    from geotag.engine.train_data import TrainDataset
+    from geotag.models.base import Preprocess
+
+    root = tmp_path / "images" / "train"
+    (root / "00").mkdir(parents=True)
+    jpgs = sorted(photos.glob("*.jpg"))
+    for i in range(3):
+        (root / "00" / f"{100 + i}.jpg").write_bytes(jpgs[i].read_bytes())
+    with zipfile.ZipFile(root / "01.zip", "w") as z:
+        for i in range(3, 6):
+            z.writestr(f"{100 + i}.jpg", jpgs[i].read_bytes())
+    manifest = tmp_path / "train.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "latitude", "longitude", "country", "region", "city"])
+        for i in range(7):  # id 106 has no image
+            w.writerow([100 + i, 10.0 + i, 20.0 + i, "FR", "IDF", "Paris"])
+    s = load_samples([manifest], image_root=root)
+    assert s.image_ids.to_pylist() == [str(100 + i) for i in range(6)]
+    assert s.lat.tolist() == [10.0 + i for i in range(6)] and s.country.to_pylist() == ["FR"] * 6
+    assert "1 row(s)" in s.notes[0]
+    assert s.paths[4].as_py().endswith("01.zip::104.jpg")
+    data = TrainDataset(s, Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), augment=False, seed=0)
+    assert data[4]["pixels"] is not None and data[4]["pixels"].shape == (3, 32, 32)
+    assert open_ref(s.paths[4].as_py()).read() == jpgs[4].read_bytes()  # type: ignore[union-attr]

@@ -131,6 +131,10 @@ def read_manifest(path: Path, image_root: Path | None = None) -> TrainSamples:
     """A CSV / TSV / Parquet manifest; rows without a valid coordinate or path are dropped (noted)."""
     table = read_table(path, "manifest", convert=text_convert())  # "NA" in a country column is Namibia
     where = f"manifest {path}"
+    if find_column(table, PATH_NAMES) is None and (osv_id := find_column(table, ("id",))) is not None:
+        from geotag.engine.shards import with_osv5m_paths  # OSV-5M: images named by id
+
+        table = with_osv5m_paths(table, osv_id, Path(image_root) if image_root is not None else path.parent)
     path_col = require_column(table, PATH_NAMES, where)
     lat_col, lon_col = require_column(table, LAT_NAMES, where), require_column(table, LON_NAMES, where)
     names = [c.lower() for c in table.column_names]

@@ -5,7 +5,8 @@ uncompressed tars; brace patterns such as 'shards/{00000..00999}.tar'; local pat
 Millions of small files are metadata-bound on NFS or Lustre; a few thousand large tars are not. geotag
 reads a shard's member table once (tar headers only: `tarfile` seeks over the data) and then reads each
 image with one seek and one read, so training keeps its seeded per-epoch permutation, its DDP split and
-exact resume, as with loose files. A sample's reference is `SHARD#OFFSET+SIZE`.
+exact resume, as with loose files. A sample's reference is `SHARD#OFFSET+SIZE`; an image inside a zip
+(OSV-5M ships its images as zips) is `ARCHIVE.zip::MEMBER`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import re
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff
 LAT_KEYS = ("latitude", "lat", "LAT", "Latitude")
 LON_KEYS = ("longitude", "lon", "lng", "LON", "Longitude")
 _REF = re.compile(r"^(?P<shard>.+\.tar)#(?P<offset>\d+)\+(?P<size>\d+)$")
+_ZIP_REF = re.compile(r"^(?P<archive>.+\.zip)::(?P<member>.+)$")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -116,17 +119,30 @@ def iter_shards(pattern: str) -> Iterator[tuple[str, list[ShardSample]]]:
 
 
 def is_ref(path: str) -> bool:
-    return _REF.match(path) is not None
+    return _REF.match(path) is not None or _ZIP_REF.match(path) is not None
 
 
 def open_ref(path: str) -> str | IO[bytes]:
     """What image decoders open: the path itself, or the bytes of a shard member for a reference."""
+    z = _ZIP_REF.match(path)
+    if z is not None:
+        return io.BytesIO(_zip_handle(z["archive"], os.getpid()).read(z["member"]))
     m = _REF.match(path)
     if m is None:
         return path
     fh = _handle(m["shard"], os.getpid())
     fh.seek(int(m["offset"]))
     return io.BytesIO(fh.read(int(m["size"])))
+
+
+@functools.lru_cache(maxsize=64)
+def _zip_handle(archive: str, pid: int) -> zipfile.ZipFile:
+    """An open zip per process (OSV-5M's image archives): its central directory is read once."""
+    return zipfile.ZipFile(_open(archive))
+
+
+def zip_ref(archive: str, member: str) -> str:
+    return f"{archive}::{member}"
 
 
 @functools.lru_cache(maxsize=64)
