@@ -577,6 +577,8 @@ def train(
         compile=compile_model,
     )
     summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun rank 0 alone reports
     for note in summary.notes:
         err.print(f"note: {note}", highlight=False)
     err.print(

@@ -85,3 +85,35 @@ def test_two_processes_match_one(photos: Path, tmp_path: Path) -> None:
     resumed = run_train(config(photos, tmp_path / "mixed", resume=True), task=tiny_task())
     assert resumed.steps == 4 and resumed.checkpoint is not None
     assert max_diff(single.checkpoint, resumed.checkpoint) < 1e-5
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed")
+def test_torchrun_module_cli(photos: Path, tmp_path: Path) -> None:
+    """`torchrun -m geotag train` as users launch it: one report, one set of files (rank 0 only)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config_ = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+        projection_dim=768,
+    )
+    CLIPVisionModelWithProjection(config_).save_pretrained(tmp_path / "clip")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / "run"
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "geotag", "train"]
+    cmd += ["--data", str(photos), "--out", str(out), "--model", "geoclip", "--batch-size", "4"]
+    cmd += ["--backbone-weights", str(tmp_path / "clip"), "--max-steps", "2", "--workers", "0"]
+    cmd += ["--device", "cpu", "--queue-size", "8", "--val-fraction", "0.2", "--best-metric", "median_km"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("trained 2 step(s)") == 1, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "metrics.csv", "step-00000002", "tb"]
+    with (out / "metrics.csv").open() as fh:
+        assert [r["kind"] for r in csv.DictReader(fh)] == ["baseline", "val"]
