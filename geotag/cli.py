@@ -613,6 +613,13 @@ def train(
     label_smoothing_km: Annotated[
         float | None, typer.Option(min=0.1, help="Cell models: PIGEON haversine label smoothing tau (km).")
     ] = None,
+    val_every: Annotated[int, typer.Option(min=0, help="Also validate every N steps (0: per epoch).")] = 0,
+    best_metric: Annotated[
+        str | None, typer.Option(help="Keep OUT/best/ by this validation metric, e.g. acc_25km.")
+    ] = None,
+    log_to: Annotated[str, typer.Option(help="tensorboard,wandb,mlflow or none.")] = "tensorboard",
+    grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations (memory).")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the backbone.")] = False,
     progress: Progress = True,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
@@ -662,8 +669,15 @@ def train(
         variant=variant,
         cells=cells,
         label_smoothing_km=label_smoothing_km,
+        val_every=val_every,
+        best_metric=best_metric,
+        log_to=tuple(x.strip() for x in log_to.split(",") if x.strip()),
+        grad_checkpointing=grad_checkpointing,
+        compile=compile_model,
     )
     summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun rank 0 alone reports
     for note in summary.notes:
         err.print(f"note: {note}", highlight=False)
     err.print(
@@ -673,6 +687,21 @@ def train(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+def shards(
+    data: Annotated[list[Path], typer.Argument(help="Manifests (CSV / Parquet) or tagged photo folders.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for NNNNN.tar shards (new or empty).")],
+    shard_size: Annotated[int, typer.Option(min=1, max=10_000, help="Samples per shard.")] = 10_000,
+    image_root: Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")] = None,
+) -> None:
+    """Pack training data into WebDataset tar shards (img2dataset layout) for `geotag train --data`."""
+    from geotag.engine.shards import pack
+
+    written = pack(data, out_dir, shard_size, image_root)
+    pattern = f"{out_dir}/{{00000..{len(written) - 1:05d}}}.tar" if written else str(out_dir)
+    err.print(f"wrote {len(written)} shard(s): use --data '{pattern}'", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -108,6 +108,12 @@ class TrainConfig:
     cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
     label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)
     progress: bool = False
+    # scale (docs/training.md: live metrics, memory and speed)
+    val_every: int = 0  # also validate every N optimizer steps (0: at epoch ends only)
+    best_metric: str | None = None  # e.g. acc_25km or median_km: OUT/best/ keeps the best validation
+    log_to: tuple[str, ...] = ("tensorboard",)  # tensorboard, wandb, mlflow (rank 0 only)
+    grad_checkpointing: bool = False  # recompute backbone activations in the backward pass
+    compile: bool = False  # torch.compile the backbone modules
 
 
 GEOCLIP_PAPER_RECIPE = {"batch_size": 512, "optimizer": "adam", "schedule": "step", "clip_grad": None}

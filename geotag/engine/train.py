@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from geotag import __version__
 from geotag.config import TrainConfig
+from geotag.engine import distributed, train_log, train_speed
 from geotag.engine.predict import auto_workers, resolve_device
 from geotag.engine.train_data import (
     EpochSampler,
@@ -67,6 +68,7 @@ from geotag.models.tasks import TrainTask, make_task
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
+BEST_DIR = "best"  # the best validation's weights (--best-metric); not a step folder, so never pruned
 METRIC_KEYS = ("n", *(f"acc_{t}km" for t in DEFAULT_THRESHOLDS_KM), "median_km", "mean_km", "geoscore")
 CSV_COLUMNS = ("kind", "epoch", "step", *METRIC_KEYS, "train_loss", "lr", "seconds")
 RESUME_KEYS = (
@@ -380,12 +382,17 @@ class Trainer:
         check_config(cfg)
         self.cfg = cfg
         self.task = task if task is not None else make_task(cfg)
-        self.monitor = monitor or TrainMonitor()
+        self.world = distributed.env_world()  # torchrun's ranks (engine/distributed.py)
+        self.monitor = (monitor if self.world.main else None) or TrainMonitor()
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.init(self.world, resolve_device(cfg.device))
+        self.local_batch = distributed.check_batch(self.world, cfg.batch_size)
         self.workers = auto_workers(self.device) if cfg.workers is None else cfg.workers
         self.summary = TrainSummary(device=str(self.device))
         self.pos = Position()
+        self.runlog = train_log.RunLog(self.out, (), False)
+        self.best: float | None = None
+        train_log.check_best_metric(cfg.best_metric, METRIC_KEYS)
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -433,15 +440,17 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if resume_from is not None:
             self._check_resume(resume_from, self.train)
-        else:
+        elif self.world.main:
             self._metrics_path().unlink(missing_ok=True)  # left by an earlier run that saved nothing
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
         self.task.configure(self.model, cfg.freeze_backbone)
+        train_speed.apply(self.model, self.task.layered_modules(self.model), cfg)
         if resume_from is not None:
             self.task.load_weights(self.model, resume_from)
         self.model.to(self.device)
+        distributed.broadcast_parameters(self.world, self.model)
         groups = param_groups(
             self.model, cfg.weight_decay, cfg.layer_decay, self.task.layered_modules(self.model)
         )
@@ -452,6 +461,10 @@ class Trainer:
             self._restore(resume_from)
         self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
         self.dataset = TrainDataset(self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed)
+        self.best = train_log.saved_best(self.out / BEST_DIR, cfg.best_metric) if resume_from else None
+        self.runlog = train_log.RunLog(
+            self.out, cfg.log_to, self.world.main, resume_step=self.pos.step, config=settings(cfg)
+        )
 
     def _restore(self, folder: Path) -> None:
         state = load_trainer_state(folder)
@@ -460,7 +473,8 @@ class Trainer:
         self.pos = Position(**state.position)
         set_rng_state(state.rng_tensors, state.rng_json)
         self.summary.resumed_from = folder
-        self._truncate_metrics(self.pos.step)
+        if self.world.main:
+            self._truncate_metrics(self.pos.step)
 
     # -- metrics ------------------------------------------------------------------------------------
 
@@ -487,9 +501,18 @@ class Trainer:
             writer.writerows(rows)
 
     def _record(self, row: dict[str, Any]) -> None:
+        if not self.world.main:
+            return
         self._write_metrics([row])
         self.summary.metrics.append(row)
         self.monitor.validated(row)
+        if row["kind"] != "val":
+            return
+        self.runlog.validation(int(row["step"]), row)
+        metric = self.cfg.best_metric
+        if metric is not None and train_log.is_better(metric, float(row[metric]), self.best):
+            self.best = float(row[metric])
+            self.save_best(metric)
 
     # -- validation ---------------------------------------------------------------------------------
 
@@ -537,7 +560,8 @@ class Trainer:
         self._record({"kind": "baseline", "epoch": -1, "step": 0, **row})
 
     def _validate_and_record(self, epoch: int, loss: float | None, started: float) -> None:
-        metrics = self.validate()
+        metrics = self.validate() if self.world.main else None  # rank 0 validates, the others wait
+        distributed.barrier(self.world)
         self.pos.last_val_step = self.pos.step
         if metrics is None:
             return
@@ -549,8 +573,11 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------------
 
     def save(self) -> Path:
-        cfg = self.cfg
         folder = step_dir(self.out, self.pos.step)
+        if not self.world.main:  # rank 0 alone writes; its RNG state stands for every rank
+            distributed.barrier(self.world)
+            self.summary.checkpoint = folder
+            return folder
         task_tensors, task_scalars = self.task.state_dict()
         rng_tensors, rng_json = rng_state()
         trainer = TrainerState(
@@ -561,6 +588,25 @@ class Trainer:
             rng_tensors=rng_tensors,
             rng_json=rng_json,
         )
+        info = self._info()
+        model_info = {"train": {k: info[k] for k in ("step", "epoch", "settings", "split")}}
+        save_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp, model_info), info, trainer)
+        prune_checkpoints(self.out, self.cfg.keep)
+        self.summary.checkpoint = folder
+        self.monitor.saved(folder)
+        distributed.barrier(self.world)
+        return folder
+
+    def save_best(self, metric: str) -> None:
+        """OUT/best/: the weights of the best validation so far (rank 0; no optimizer state)."""
+        info = self._info() | {"best": {"metric": metric, "value": self.best, "step": self.pos.step}}
+        model_info = {"train": {k: info[k] for k in ("step", "epoch", "settings", "split")}}
+        save_checkpoint(
+            self.out / BEST_DIR, lambda tmp: self.task.write_model(self.model, tmp, model_info), info
+        )
+
+    def _info(self) -> dict[str, Any]:
+        cfg = self.cfg
         last = next((r for r in reversed(self.summary.metrics) if r["kind"] == "val"), None)
         info = {
             "geotag_version": __version__,
@@ -579,12 +625,7 @@ class Trainer:
                 k: v for k, v in (last or {}).items() if isinstance(v, int | float) and math.isfinite(v)
             },
         }
-        model_info = {"train": {k: info[k] for k in ("step", "epoch", "settings", "split")}}
-        save_checkpoint(folder, lambda tmp: self.task.write_model(self.model, tmp, model_info), info, trainer)
-        prune_checkpoints(self.out, cfg.keep)
-        self.summary.checkpoint = folder
-        self.monitor.saved(folder)
-        return folder
+        return info
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -596,6 +637,7 @@ class Trainer:
     def _optimizer_step(self) -> float:
         cfg = self.cfg
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        distributed.average_gradients(self.world, params)
         grads = [p.grad for p in params if p.grad is not None]
         total_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if cfg.clip_grad and grads:
@@ -618,7 +660,7 @@ class Trainer:
         self.setup()
         stop_at = min(self.total_steps, cfg.max_steps or self.total_steps)
         micro_per_epoch = self.steps_per_epoch * cfg.accum
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         self.monitor.start(
             stop_at,
             self.pos.step,
@@ -651,6 +693,8 @@ class Trainer:
                 self.save()
         finally:
             self.monitor.close()
+            self.runlog.close()
+            distributed.shutdown(self.world)
         self.summary.steps = self.pos.step
         if self.summary.checkpoint is None and (found := list_checkpoints(self.out)):
             self.summary.checkpoint = found[-1][1]
@@ -661,22 +705,25 @@ class Trainer:
     def _run_epoch(self, stop_at: int, micro_per_epoch: int) -> float | None:
         cfg, pos = self.cfg, self.pos
         self.dataset.epoch = pos.epoch
-        sampler = EpochSampler(
+        sampler: Any = EpochSampler(
             len(self.train), cfg.seed, pos.epoch, pos.micro * cfg.batch_size, micro_per_epoch * cfg.batch_size
         )
+        if self.world.active:
+            sampler = distributed.RankSampler(sampler.order.tolist(), cfg.batch_size, self.world)
         loader_seed = xxhash.xxh64_intdigest(f"loader:{cfg.seed}:{pos.epoch}:{pos.micro}".encode()) & (
             2**63 - 1
         )
-        loader = _loader(self.dataset, cfg.batch_size, sampler, self.workers, self.device, loader_seed)
+        loader = _loader(self.dataset, self.local_batch, sampler, self.workers, self.device, loader_seed)
         logs: dict[str, float] = {}
         self._train_mode()
+        tick = time.monotonic()
         for batch in loader:
             if batch["pixels"] is not None:
                 b = _to_device(batch, self.model, self.device, self.train)
                 with _autocast(self.device, cfg.amp):
                     out = self.task.loss(self.model, b)
                 (out["loss"] / cfg.accum).backward()
-                value = float(out["loss"].detach())
+                value = distributed.mean_scalar(self.world, float(out["loss"].detach()), self.device)
                 if not math.isfinite(value):
                     raise TrainingDiverged(
                         f"training diverged: the loss is {value} at step {pos.step + 1}; lower --lr, keep "
@@ -684,12 +731,19 @@ class Trainer:
                     )
                 pos.loss_sum, pos.loss_count = pos.loss_sum + value, pos.loss_count + 1
                 logs = {k: float(v.detach().float().mean()) for k, v in out.items()}
+                logs["loss"] = value  # the mean over the ranks
             pos.micro += 1
             if pos.micro % cfg.accum:
                 continue
             logs["grad_norm"] = self._optimizer_step()
             logs["lr"] = self.optimizer.param_groups[0]["lr"]
             self.monitor.step(pos.step, logs)
+            now = time.monotonic()
+            self.runlog.step(pos.step, logs, cfg.batch_size * cfg.accum, now - tick, self.device)
+            if cfg.val_every and pos.step % cfg.val_every == 0 and pos.micro < micro_per_epoch:
+                self._validate_and_record(pos.epoch, None, self.started)
+                self._train_mode()
+            tick = time.monotonic()
             if cfg.save_every and pos.step % cfg.save_every == 0 and pos.micro < micro_per_epoch:
                 self.save()
             if pos.step >= stop_at:

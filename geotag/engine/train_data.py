@@ -41,6 +41,7 @@ from torch.utils.data import Dataset, Sampler
 from geotag.errors import InputError
 from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
 from geotag.io.samples import PATH_NAMES, TrainSamples
+from geotag.io.shards import is_shard_source, open_ref
 from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
 
@@ -61,6 +62,11 @@ def load_samples(sources: Sequence[Path], image_root: Path | None = None, worker
     """Training pairs from manifests and / or EXIF-tagged folders (see the module docstring)."""
     parts = []
     for src in sources:
+        if is_shard_source(str(src)):  # WebDataset tars (engine/shards.py)
+            from geotag.engine.shards import samples_from_shards
+
+            parts.append(samples_from_shards(str(src)))
+            continue
         src = Path(src)
         if src.is_dir():
             parts.append(samples_from_folder(src, workers))
@@ -78,6 +84,10 @@ def read_manifest(path: Path, image_root: Path | None = None) -> TrainSamples:
     """A CSV / TSV / Parquet manifest; rows without a valid coordinate or path are dropped (noted)."""
     table = read_table(path, "manifest", convert=text_convert())  # "NA" in a country column is Namibia
     where = f"manifest {path}"
+    if find_column(table, PATH_NAMES) is None and (osv_id := find_column(table, ("id",))) is not None:
+        from geotag.engine.shards import with_osv5m_paths  # OSV-5M: images named by id
+
+        table = with_osv5m_paths(table, osv_id, Path(image_root) if image_root is not None else path.parent)
     path_col = require_column(table, PATH_NAMES, where)
     lat_col, lon_col = require_column(table, LAT_NAMES, where), require_column(table, LON_NAMES, where)
     names = [c.lower() for c in table.column_names]
@@ -259,7 +269,7 @@ class TrainDataset(Dataset[dict[str, Any]]):
         path = s.paths[i].as_py()
         size = self.pre.input_size
         try:
-            img = load_rgb(path, min_side=size if self.draft else None)
+            img = load_rgb(open_ref(path), min_side=size if self.draft else None)
             if self.augment:
                 rng = random.Random(item_seed(self.seed, self.epoch, i))
                 img = random_resized_crop(img, size, rng, self.pre.interpolation)
