@@ -380,26 +380,54 @@ def cells_build(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Cells Parquet file to write.")],
     names: Annotated[str | None, typer.Option(help="Partition names, coarse to fine.")] = None,
     tau_max: Annotated[
-        str | None, typer.Option(help="Split cells holding more coordinates, per partition [5000,2000,1000].")
+        str | None,
+        typer.Option(help="Split cells holding more coordinates, per partition (default 5000,2000,1000)."),
     ] = None,
     tau_min: Annotated[
-        str | None, typer.Option(help="Drop cells holding fewer: one, or one per partition [50].")
+        str | None,
+        typer.Option(help="Drop cells holding this many or fewer: one, or one per partition (default 50)."),
     ] = None,
     scale: Annotated[
-        str | None,
-        typer.Option(help="auto | none | a factor [auto for the MP-16 defaults, none for given thresholds]."),
-    ] = None,
+        str,
+        typer.Option(help="none | auto (shrink by sqrt(n / MP-16 size)) | a factor; the result is printed."),
+    ] = "none",
 ) -> None:
-    """Build adaptive S2 partitions (Müller-Budack et al. 2018) from training coordinates."""
+    """Build adaptive S2 partitions as GeoEstimation does (level-2 start, drop cells holding tau_min or
+    fewer, split above tau_max) from training coordinates."""
     from geotag.geo.cells import build_cells_file, parse_specs
 
-    specs, explicit = parse_specs(names, tau_max, tau_min)
-    summary = build_cells_file(manifest, out_path, specs, scale=scale or ("none" if explicit else "auto"))
+    specs, _ = parse_specs(names, tau_max, tau_min)
+    summary = build_cells_file(manifest, out_path, specs, scale=scale)
+    if scale != "none":
+        err.print(f"thresholds scaled ({scale}) to {summary.used} coordinates:", highlight=False)
     for name, lo, hi, cells, covered in summary.partitions:
         err.print(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
     err.print(
         f"{summary.used} of {summary.rows} manifest rows had coordinates -> {out_path}", highlight=False
     )
+
+
+@cells_app.command("import")
+def cells_import(
+    files: Annotated[list[Path], typer.Argument(help="GeoEstimation's cells_50_5000.csv, ... (any order).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Cells Parquet file to write.")],
+    names: Annotated[
+        str | None, typer.Option(help="Partition names, coarse to fine [coarse,middle,fine].")
+    ] = None,
+) -> None:
+    """Import GeoEstimation's published partitions, keeping their class order."""
+    from geotag.geo.cells_import import import_geoestimation
+    from geotag.io.parquet import check_output_path
+
+    check_output_path(out_path)
+    cells = import_geoestimation(files, [n.strip() for n in names.split(",")] if names else None)
+    cells.save(out_path)
+    for part in cells.partitions:
+        err.print(
+            f"{part.name}: {len(part)} cells (tau_min {part.spec.tau_min}, tau_max {part.spec.tau_max})",
+            highlight=False,
+        )
+    err.print(f"{cells.n_input} training images in the files' header -> {out_path}", highlight=False)
 
 
 def _say_truth(report: object | None) -> None:
