@@ -415,7 +415,7 @@ def scale_specs(specs: Sequence[PartitionSpec], n: int, scale: str | float = "au
         return list(specs)
     out = []
     for s in specs:
-        tau_min = max(1, round(s.tau_min * factor))
+        tau_min = max(0, round(s.tau_min * factor))  # 0 keeps every non-empty cell
         out.append(PartitionSpec(s.name, tau_min, max(tau_min + 1, round(s.tau_max * factor))))
     return out
 

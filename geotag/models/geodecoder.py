@@ -302,7 +302,12 @@ class GeoDecoder(GeoModel):
     def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
         probs = self.probabilities(images)
         pred = cell_prediction(
-            [probs[p] for p in self.cells.names], self.ancestors, self.centroids, self.cell_tokens, top_k
+            [probs[p] for p in self.cells.names],
+            self.ancestors,
+            self.centroids,
+            self.cell_tokens,
+            top_k,
+            self.cell_radii,
         )
         pred.extras["scene"] = [self.config.scene_classes[i] for i in probs["scene"].argmax(dim=1).tolist()]
         return pred

@@ -27,8 +27,9 @@ Choices the paper leaves open, made explicit here:
 - Test-time augmentation (`tta_crops`: 1, 2, 5 or 10 crops of the 256-px image, 10 = the authors'
   TenCrop) averages probabilities, not logits as the authors' code did.
 - `confidence` is the normalised hierarchical probability of the chosen fine cell; `error_km` the
-  distance from the prediction within which half of the fine-cell probability mass lies (cells taken at
-  their centroids): a median-error estimate in the sense of docs/schema.md.
+  distance from the prediction within which half of the fine-cell probability mass lies (each cell spread
+  over a disc of its S2 level's mean area, cell_head.py): a median-error estimate in the sense of
+  docs/schema.md.
 """
 
 from __future__ import annotations
@@ -374,7 +375,12 @@ class TransLocator(GeoModel):
         seg01 = self.segment(images, seg_maps, image_ids, paths) if self.variant.use_seg else None
         probs = self.probabilities(images, seg01)
         pred = cell_prediction(
-            [probs[p] for p in self.cells.names], self.ancestors, self.centroids, self.cell_tokens, top_k
+            [probs[p] for p in self.cells.names],
+            self.ancestors,
+            self.centroids,
+            self.cell_tokens,
+            top_k,
+            self.cell_radii,
         )
         if "scene" in probs:
             pred.extras["scene"] = [
@@ -384,7 +390,7 @@ class TransLocator(GeoModel):
 
     def _median_radius(self, probs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Per row, the distance from `points[row]` within which half of the cell probability lies."""
-        return median_radius(probs, points, self.centroids)
+        return median_radius(probs, points, self.centroids, self.cell_radii)
 
 
 # ---------------------------------------------------------------------------------------------------
