@@ -547,7 +547,13 @@ def train(
     ] = None,
     train_gps_encoder: Annotated[bool, typer.Option(help="GeoCLIP: also train the GPS encoder.")] = False,
     queue_size: Annotated[int, typer.Option(min=0, help="GeoCLIP: GPS queue length.")] = 4096,
-    variant: Annotated[str, typer.Option(help="TransLocator ablation row.")] = "vit+seg+mff+scene",
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="TransLocator: ablation row (vit, vit+seg, vit+seg+mff, vit+seg+mff+scene); GeoDecoder: "
+            "encoder; experts: expert backbone. Default: each model's paper setting."
+        ),
+    ] = None,
     cells: Annotated[Path | None, typer.Option(help="Cell models: a `geotag cells build` file.")] = None,
     label_smoothing_km: Annotated[
         float | None, typer.Option(min=0.1, help="Cell models: PIGEON haversine label smoothing tau (km).")

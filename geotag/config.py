@@ -95,7 +95,9 @@ class TrainConfig:
     gallery: Path | None = None  # GeoCLIP: validation / prediction gallery (default: the training coords)
     train_gps_encoder: bool = False  # GeoCLIP: also train the location encoder
     queue_size: int = 4096  # GeoCLIP: GPS queue of past coordinates used as extra negatives
-    variant: str = "vit+seg+mff+scene"  # TransLocator ablation row
+    variant: str | None = (
+        None  # per model: TransLocator row, GeoDecoder encoder, expert backbone (None: default)
+    )
     cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
     label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)
     progress: bool = False

@@ -711,11 +711,14 @@ class ExpertsTask(TrainTask):
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig) -> ExpertsTask:
-        """`geotag train --model experts`: `--variant` names the expert backbone (vit-b16, or a geotag
-        backbone such as efficientnet_lite0.imagenet; anything else means vit-b16)."""
+        """`geotag train --model experts`: `--variant` names the expert backbone (vit-b16 by default, or a
+        geotag backbone such as efficientnet_lite0.imagenet; an unknown name is an error)."""
         from geotag.models.backbones import BACKBONES
 
-        return cls(cfg.variant if cfg.variant in EXPERT_BACKBONES or cfg.variant in BACKBONES else None)
+        if cfg.variant is not None and cfg.variant not in EXPERT_BACKBONES and cfg.variant not in BACKBONES:
+            choices = ", ".join([*EXPERT_BACKBONES, *BACKBONES])
+            raise InputError(f"unknown expert backbone {cfg.variant!r}; choose from {choices}")
+        return cls(cfg.variant)
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         from geotag.geo.places import countries as lookup

@@ -561,11 +561,12 @@ class GeoDecoderTask(TransLocatorTask):
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig) -> GeoDecoderTask:
-        """`geotag train --model geodecoder`: `--variant` names the encoder (ENCODERS; anything else, such
-        as TransLocator's default row, means the paper's CLIP ViT-L/14); `--cells` and
-        `--label-smoothing-km` work as for TransLocator."""
-        encoder = cfg.variant if cfg.variant in ENCODERS else None
-        return cls(encoder, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
+        """`geotag train --model geodecoder`: `--variant` names the encoder (ENCODERS; none means the
+        paper's CLIP ViT-L/14, an unknown name is an error); `--cells` and `--label-smoothing-km` work as
+        for TransLocator."""
+        if cfg.variant is not None and cfg.variant not in ENCODERS:
+            raise InputError(f"unknown GeoDecoder encoder {cfg.variant!r}; choose from {', '.join(ENCODERS)}")
+        return cls(cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         cells = self.make_cells(train, checkpoint)
