@@ -258,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         task = TransLocatorTask(
-            "vit", tau_km=args.tau_km, model_kwargs={"backbone": backbone, "img_size": args.size}
+            "vit",
+            tau_km=args.tau_km,
+            model_kwargs={"backbone": backbone, "img_size": args.size},
+            cells_scale="auto",
         )
         cfg = TrainConfig(
             data=[train_csv],

@@ -558,6 +558,13 @@ def train(
     label_smoothing_km: Annotated[
         float | None, typer.Option(min=0.1, help="Cell models: PIGEON haversine label smoothing tau (km).")
     ] = None,
+    cells_scale: Annotated[
+        str,
+        typer.Option(
+            help="Cell models built from the data: none (GeoEstimation's thresholds), auto (scaled by "
+            "sqrt(n / MP-16 size)) or a factor."
+        ),
+    ] = "none",
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
@@ -597,6 +604,7 @@ def train(
         variant=variant,
         cells=cells,
         label_smoothing_km=label_smoothing_km,
+        cells_scale=cells_scale,
     )
     summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
     for note in summary.notes:

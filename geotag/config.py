@@ -100,4 +100,5 @@ class TrainConfig:
     )
     cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
     label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)
+    cells_scale: str = "none"  # cell models built from the data: none | auto | FACTOR (cells.scale_specs)
     progress: bool = False

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from geotag.config import TrainConfig
+from geotag.engine.train import run_train
 from geotag.errors import InputError
-from geotag.models.tasks import make_task
+from geotag.models.tasks import TransLocatorTask, make_task
+from geotag.models.trained_label import trained_label
 
 
 @pytest.mark.parametrize("model", ["geodecoder", "experts"])
@@ -25,3 +29,110 @@ def test_no_variant_means_each_models_paper_setting(tmp_path: Path) -> None:
     experts = make_task(TrainConfig(data=[], out=tmp_path, model="experts"))
     assert (decoder.variant or DEFAULT_ENCODER) == DEFAULT_ENCODER  # type: ignore[attr-defined]
     assert experts.expert == DEFAULT_EXPERT  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------------
+# Geocells for training: GeoEstimation's thresholds unless --cells-scale says otherwise
+
+TINY_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 small JPEGs with GPS EXIF spread over the globe."""
+    from datetime import datetime
+
+    from geotag.sample_data import Place, make_exif, render
+
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(24):
+        place = Place(f"P{i}", -60 + (i * 7) % 120, -170 + (i * 37) % 340, f"p{i:03d}.jpg")
+        render(place, size=(48, 36)).save(
+            folder / place.file, exif=make_exif(place, datetime(2024, 1, 1)).tobytes()
+        )
+    return folder
+
+
+def tiny_translocator(variant: str = "vit", **kw: Any) -> TransLocatorTask:
+    from geotag.models.translocator import BackboneConfig
+
+    backbone = BackboneConfig(arch="vit_tiny_patch16_224", tag="none", overrides=TINY_VIT)
+    return TransLocatorTask(variant, model_kwargs={"backbone": backbone, "img_size": 32}, **kw)
+
+
+def cell_cfg(photos: Path, out: Path, **kw: Any) -> TrainConfig:
+    settings: dict[str, Any] = {
+        "model": "translocator",
+        "epochs": 1,
+        "batch_size": 8,
+        "workers": 0,
+        "device": "cpu",
+        "allow_untrained": True,
+        "freeze_backbone": False,
+        "augment": False,
+        "val_fraction": 0.0,
+        "lr": 1e-3,
+        **kw,
+    }
+    return TrainConfig(data=[photos], out=out, **settings)
+
+
+def test_training_cells_use_geoestimation_thresholds_unless_scaled(photos: Path, tmp_path: Path) -> None:
+    """24 images cannot fill a cell of more than 50: the default (no scaling) refuses with a hint, and
+    --cells-scale auto is the explicit way to train on toy data (a setting a resume must keep)."""
+    from geotag.engine.train import RESUME_KEYS
+
+    with pytest.raises(InputError, match="--cells-scale auto"):
+        run_train(cell_cfg(photos, tmp_path / "a"), task=tiny_translocator())
+    assert make_task(TrainConfig(data=[], out=tmp_path, model="translocator")).cells_scale == "none"  # type: ignore[attr-defined]
+    cfg = TrainConfig(data=[], out=tmp_path, model="geodecoder", cells_scale="auto")
+    assert make_task(cfg).cells_scale == "auto"  # type: ignore[attr-defined]
+    assert "cells_scale" in RESUME_KEYS
+    summary = run_train(cell_cfg(photos, tmp_path / "b"), task=tiny_translocator(cells_scale="auto"))
+    assert summary.steps == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# The weights label of a trained checkpoint
+
+
+def test_trained_label_says_what_training_changed() -> None:
+    built = "timm ViT-B/16 (augreg_in21k) backbones; geocell/scene heads UNTRAINED (random init)"
+    tuned = trained_label(built, 7, heads="geocell/scene heads", backbone_trained=True)
+    assert tuned == (
+        "timm ViT-B/16 (augreg_in21k) backbones fine-tuned end to end; geocell/scene heads trained (step 7)"
+    )
+    frozen = trained_label(built, 7, heads="geocell/scene heads", backbone_trained=False)
+    assert frozen.startswith("timm ViT-B/16 (augreg_in21k) backbones, frozen;") and "UNTRAINED" not in frozen
+    random = "UNTRAINED backbones (random init); geocell/scene heads UNTRAINED (random init)"
+    assert "UNTRAINED" in trained_label(random, 3, heads="geocell heads", backbone_trained=False)
+    scratch = trained_label(random, 3, heads="geocell heads", backbone_trained=True)
+    assert scratch == "backbones trained from random init; geocell heads trained (step 3)"
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_trained_translocator_rows_carry_a_true_label(photos: Path, tmp_path: Path, frozen: bool) -> None:
+    """Train a tiny TransLocator, predict with --weights RUN: the rows' `weights` says what was trained
+    at which step; eval warns UNTRAINED only when the random backbone stayed frozen."""
+    from geotag.config import PredictConfig
+    from geotag.engine.predict import run_predict
+    from geotag.eval.metrics import evaluate
+
+    cfg = cell_cfg(photos, tmp_path / "run", freeze_backbone=frozen)
+    summary = run_train(cfg, task=tiny_translocator(cells_scale="auto"))
+    preds = tmp_path / "preds.parquet"
+    run_predict(
+        PredictConfig(
+            paths=[photos], out=preds, model="translocator", weights=tmp_path / "run", device="cpu", workers=0
+        )
+    )
+    labels = set(pq.read_table(preds, columns=["weights"]).column("weights").to_pylist())
+    assert len(labels) == 1
+    label = labels.pop()
+    assert f"geocell heads trained (step {summary.steps})" in label
+    untrained_note = any("UNTRAINED" in n for n in evaluate([preds]).notes)
+    if frozen:
+        assert "UNTRAINED backbones (random init), frozen" in label and untrained_note
+    else:
+        assert "backbones trained from random init" in label and "UNTRAINED" not in label
+        assert not untrained_note

@@ -86,6 +86,7 @@ RESUME_KEYS = (
     "queue_size",
     "variant",
     "label_smoothing_km",
+    "cells_scale",
 )
 """Settings that shape the result: a resumed run must use the saved values."""
 

@@ -54,7 +54,7 @@ from geotag.models.segmentation import (
     InstanceSegmenter,
     load_instance_segmenter,
 )
-from geotag.models.tasks import TrainTask
+from geotag.models.tasks import TrainTask, trained_weights_label
 from geotag.models.translocator import BackboneConfig
 
 if TYPE_CHECKING:
@@ -797,9 +797,8 @@ class ExpertsTask(TrainTask):
         return points[:, 0], points[:, 1]
 
     def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
-        step = info.get("train", {}).get("step")
-        model.weights_label = f"{model.weights_label.split(';')[0]}; country heads trained (step {step})"
-        save_checkpoint(model, folder)  # type: ignore[arg-type]
+        with trained_weights_label(model, info, heads="country heads", backbone_trained=not self.frozen):
+            save_checkpoint(model, folder)  # type: ignore[arg-type]
 
     def load_weights(self, model: GeoModel, folder: Path) -> None:
         from geotag.models.checkpoint import load_state_checked, read_weights

@@ -67,7 +67,7 @@ from geotag.models.cell_head import (
     tta_views,
 )
 from geotag.models.losses import smoothed_cell_targets
-from geotag.models.tasks import TransLocatorTask
+from geotag.models.tasks import NO_FINE_CELL, TransLocatorTask, trained_weights_label
 from geotag.models.translocator import BackboneConfig, pretrained_preprocess, resolve_vit_weights
 
 if TYPE_CHECKING:
@@ -549,6 +549,7 @@ class GeoDecoderTask(TransLocatorTask):
         confidence_penalty: float = CONFIDENCE_PENALTY,
         scene_weight: float = 1.0,
         model_kwargs: dict[str, Any] | None = None,
+        cells_scale: str = "none",
     ) -> None:
         super().__init__(
             encoder,
@@ -556,6 +557,7 @@ class GeoDecoderTask(TransLocatorTask):
             tau_km=tau_km,
             scene_weight=scene_weight,
             model_kwargs=model_kwargs,
+            cells_scale=cells_scale,
         )
         self.confidence_penalty = confidence_penalty
 
@@ -566,7 +568,9 @@ class GeoDecoderTask(TransLocatorTask):
         for TransLocator."""
         if cfg.variant is not None and cfg.variant not in ENCODERS:
             raise InputError(f"unknown GeoDecoder encoder {cfg.variant!r}; choose from {', '.join(ENCODERS)}")
-        return cls(cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
+        return cls(
+            cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km, cells_scale=cfg.cells_scale
+        )
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         cells = self.make_cells(train, checkpoint)
@@ -579,7 +583,7 @@ class GeoDecoderTask(TransLocatorTask):
         )
         assigned = cells.assign(train.lat, train.lon)
         if int((assigned[:, -1] >= 0).sum()) == 0:
-            raise InputError("no training image falls in a kept fine cell; give more data or a cells file")
+            raise InputError(NO_FINE_CELL)
         self.targets = torch.from_numpy(assigned)
         self.centroids = [(torch.from_numpy(p.lat), torch.from_numpy(p.lon)) for p in cells.partitions]
         return model
@@ -624,9 +628,10 @@ class GeoDecoderTask(TransLocatorTask):
         return pred.lat, pred.lon
 
     def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
-        step = info.get("train", {}).get("step")
-        model.weights_label = f"{model.weights_label.split(';')[0]}; decoder and heads trained (step {step})"
-        save_checkpoint(model, folder)  # type: ignore[arg-type]
+        with trained_weights_label(
+            model, info, heads="decoder and geocell heads", backbone_trained=not self.frozen
+        ):
+            save_checkpoint(model, folder)  # type: ignore[arg-type]
 
     def load_weights(self, model: GeoModel, folder: Path) -> None:
         from geotag.models.checkpoint import load_state_checked, read_weights

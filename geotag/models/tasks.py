@@ -13,8 +13,10 @@ checkpoint in the format `registry.build_model(name, weights=folder)` reads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NO_FINE_CELL = (
+    "no training image falls in a kept fine cell (GeoEstimation's thresholds need thousands of images "
+    "per cell): give more data, a cells file (--cells, e.g. `geotag cells build --tau-max`), or "
+    "--cells-scale auto"
+)
 GALLERY_FILE = "gallery.parquet"
 MAX_GALLERY = 100_000
 """GeoCLIP's default gallery size (100K MP-16 coordinates); a larger training set is subsampled."""
@@ -108,6 +115,23 @@ class TrainTask:
     def predict_args(self, run_dir: Path, checkpoint: Path) -> str:
         """The `geotag predict` options that use this run's newest checkpoint."""
         return f"--model {self.name} --weights {run_dir}"
+
+
+@contextlib.contextmanager
+def trained_weights_label(
+    model: GeoModel, info: dict[str, Any], *, heads: str, backbone_trained: bool
+) -> Iterator[None]:
+    """The model carries its trained label (trained_label.py) while a checkpoint is written, and its
+    built label again after, so the next checkpoint starts from the same words."""
+    from geotag.models.trained_label import trained_label
+
+    built = model.weights_label
+    step = info.get("train", {}).get("step")
+    model.weights_label = trained_label(built, step, heads=heads, backbone_trained=backbone_trained)
+    try:
+        yield
+    finally:
+        model.weights_label = built
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,8 +354,9 @@ class GeoCLIPLiteTask(GeoCLIPTask):
 class TransLocatorTask(TrainTask):
     """Geocell classification with TransLocator (Pramanick et al. 2022).
 
-    Cells come from `cells_file` or are built from the training coordinates (MP-16 thresholds scaled to
-    the data size, cells.py `scale="auto"`); a resumed run reads them from its checkpoint. The loss is
+    Cells come from `cells_file` or are built from the training coordinates with GeoEstimation's MP-16
+    thresholds as given (`cells_scale` "none"; "auto" or a factor scales them, cells.scale_specs, and says
+    so); a resumed run reads them from its checkpoint. The loss is
     losses.hierarchical_cell_loss (0.5 / 0.3 / 0.2 coarse to fine; PIGEON smoothing with `tau_km`)
     plus `scene_weight` x the scene cross-entropy over the images with a scene label.
     """
@@ -347,9 +372,11 @@ class TransLocatorTask(TrainTask):
         scene_weight: float = 1.0,
         level_weights: tuple[float, ...] | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        cells_scale: str = "none",
     ) -> None:
         self.variant = variant
         self.cells_file = cells_file
+        self.cells_scale = cells_scale
         self.tau_km = tau_km
         self.scene_weight = scene_weight
         self.level_weights = level_weights
@@ -366,7 +393,13 @@ class TransLocatorTask(TrainTask):
             return Geocells.load(checkpoint / CELLS_FILE)
         if self.cells_file is not None:
             return Geocells.load(self.cells_file)
-        return build_cells(train.lat, train.lon, scale="auto")
+        from geotag.geo.cells import DEFAULT_PARTITIONS, scale_specs
+
+        if self.cells_scale != "none":
+            specs = scale_specs(DEFAULT_PARTITIONS, len(train.lat), self.cells_scale)
+            shown = ", ".join(f"{s.name} {s.tau_min}/{s.tau_max}" for s in specs)
+            log.warning("geocell thresholds scaled (--cells-scale %s): %s", self.cells_scale, shown)
+        return build_cells(train.lat, train.lon, scale=self.cells_scale)
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         from geotag.models.translocator import DEFAULT_VARIANT, build_translocator
@@ -383,7 +416,7 @@ class TransLocatorTask(TrainTask):
         self.targets = torch.from_numpy(assigned)
         covered = int((assigned[:, -1] >= 0).sum())
         if covered == 0:
-            raise InputError("no training image falls in a kept fine cell; give more data or a cells file")
+            raise InputError(NO_FINE_CELL)
         self.centroids = [(torch.from_numpy(p.lat), torch.from_numpy(p.lon)) for p in cells.partitions]
         if self.level_weights is None:
             n = len(cells.partitions)
@@ -449,7 +482,9 @@ class TransLocatorTask(TrainTask):
     def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
         from geotag.models.translocator import save_checkpoint
 
-        save_checkpoint(model, folder)  # type: ignore[arg-type]
+        heads = "geocell/scene heads" if model.scene_head is not None else "geocell heads"  # type: ignore[attr-defined]
+        with trained_weights_label(model, info, heads=heads, backbone_trained=not self.frozen):
+            save_checkpoint(model, folder)  # type: ignore[arg-type]
 
     def load_weights(self, model: GeoModel, folder: Path) -> None:
         from geotag.models.translocator import WEIGHTS_FILE
@@ -471,7 +506,9 @@ def make_task(cfg: TrainConfig) -> TrainTask:
     if cfg.model == "geoclip-lite":
         return GeoCLIPLiteTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
     if cfg.model == "translocator":
-        return TransLocatorTask(cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
+        return TransLocatorTask(
+            cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km, cells_scale=cfg.cells_scale
+        )
     if cfg.model == "geodecoder":
         from geotag.models.geodecoder import GeoDecoderTask
 

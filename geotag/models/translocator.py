@@ -502,7 +502,7 @@ def _create(
             load_vit_weights(vit, state, source)
         label = f"{source} backbones; geocell/scene heads UNTRAINED (random init)"
     else:
-        label = "UNTRAINED backbones and heads (random init)"
+        label = "UNTRAINED backbones (random init); geocell/scene heads UNTRAINED (random init)"
         log.warning("TransLocator backbones are UNTRAINED (random init): predictions are meaningless")
     provider = None
     if use_seg and seg_source is not None:
