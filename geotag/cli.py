@@ -523,8 +523,12 @@ def train(
     warmup_steps: Annotated[int, typer.Option(min=0, help="Linear warm-up, then cosine.")] = 0,
     clip_grad: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off).")] = 1.0,
     freeze_backbone: Annotated[
-        bool, typer.Option("--freeze-backbone/--full", help="Frozen backbone, or full fine-tuning.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--freeze-backbone/--full",
+            help="Frozen backbone, or full fine-tuning (default: the model's paper; docs/training.md).",
+        ),
+    ] = None,
     layer_decay: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Layer-wise LR decay over backbone blocks (1: off).")
     ] = 1.0,

@@ -80,7 +80,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     warmup_steps: int = 0
     clip_grad: float | None = 1.0  # max global grad norm; None or 0: no clipping
-    freeze_backbone: bool = True
+    freeze_backbone: bool | None = None  # None: the model's paper setting (models/recipes.py)
     layer_decay: float = 1.0  # < 1: layer-wise LR decay over the backbone's blocks (full fine-tuning)
     augment: bool = True  # seeded random resized crops (no flips)
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends and the end only)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from geotag.config import TrainConfig
 from geotag.engine.train import run_train
@@ -51,6 +52,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
             folder / place.file, exif=make_exif(place, datetime(2024, 1, 1)).tobytes()
         )
     return folder
+
+
+def _samples(photos: Path) -> Any:
+    from geotag.engine.train_data import load_samples
+
+    return load_samples([photos])
 
 
 def tiny_translocator(variant: str = "vit", **kw: Any) -> TransLocatorTask:
@@ -136,3 +143,31 @@ def test_trained_translocator_rows_carry_a_true_label(photos: Path, tmp_path: Pa
     else:
         assert "backbones trained from random init" in label and "UNTRAINED" not in label
         assert not untrained_note
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-model defaults: what each paper froze
+
+
+def test_each_model_trains_what_its_paper_trained_by_default(photos: Path, tmp_path: Path) -> None:
+    """GeoCLIP keeps CLIP frozen; TransLocator, GeoDecoder and the experts fine-tune end to end unless
+    --freeze-backbone says otherwise (the default TransLocator run used to be a linear probe)."""
+    from safetensors.torch import load_file
+
+    from geotag.models.recipes import RECIPES, paper_frozen
+
+    assert paper_frozen("geoclip") and paper_frozen("geoclip-lite")
+    assert not any(paper_frozen(m) for m in ("translocator", "geodecoder", "experts"))
+    assert TrainConfig(data=[], out=tmp_path).freeze_backbone is None
+    assert RECIPES["geodecoder"].batch_size == 128
+
+    def rgb_moved(freeze: bool | None, out: str) -> bool:
+        cfg = cell_cfg(photos, tmp_path / out, freeze_backbone=freeze)
+        task = tiny_translocator(cells_scale="auto")
+        torch.manual_seed(cfg.seed)  # the trainer's initialisation
+        before = {k: v.clone() for k, v in task.build(cfg, _samples(photos), None).state_dict().items()}
+        after = load_file(run_train(cfg, task=task).checkpoint / "model.safetensors")
+        return any(not torch.equal(before[k], after[k]) for k in before if k.startswith("rgb."))
+
+    assert rgb_moved(None, "default"), "the RGB ViT did not train by default"
+    assert not rgb_moved(True, "frozen")

@@ -61,6 +61,7 @@ from geotag.models.checkpoint import (
     set_rng_state,
     step_dir,
 )
+from geotag.models.recipes import paper_frozen
 from geotag.models.tasks import TrainTask, make_task
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
-        self.task.configure(self.model, cfg.freeze_backbone)
+        frozen = paper_frozen(self.task.name) if cfg.freeze_backbone is None else cfg.freeze_backbone
+        self.task.configure(self.model, frozen)
         if resume_from is not None:
             self.task.load_weights(self.model, resume_from)
         self.model.to(self.device)

@@ -699,7 +699,7 @@ def crop_settings(cfg: TrainConfig) -> CropSettings:
 class ExpertsTask(TrainTask):
     """Each crop trains its group's expert (cross-entropy over the countries). Countries are the
     manifest's `country` column, or the point-in-polygon country of the crop's photo; crops with none
-    are ignored. Frozen backbones (the default) train the four linear heads; --full trains all."""
+    are ignored. End to end by default (the poster's setting); --freeze-backbone trains the heads only."""
 
     name = "experts"
 
