@@ -115,6 +115,9 @@ def predict(
     tta_crops: Annotated[
         int, typer.Option(help="Test-time augmentation crops: 1 (off), 2, 5 or 10 (TransLocator).")
     ] = 1,
+    tta_mirrors: Annotated[
+        bool, typer.Option(help="Allow --tta-crops 2 / 10, whose mirrored views swap the driving side.")
+    ] = False,
     untrained_backbone: Annotated[
         bool,
         typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
@@ -168,6 +171,7 @@ def predict(
         seg_dir=seg_dir,
         segmenter=segmenter,
         tta_crops=tta_crops,
+        tta_mirrors=tta_mirrors,
         allow_untrained=untrained_backbone,
         amp=amp,
         draft=draft,

@@ -25,6 +25,7 @@ class PredictConfig:
     seg_dir: Path | None = None  # precomputed segmentation maps (models with a segmentation branch)
     segmenter: str | None = None  # segmentation model: HF hub id or local folder
     tta_crops: int = 1  # test-time augmentation crops (1 = off)
+    tta_mirrors: bool = False  # allow the mirrored views of 2 / 10 crops (a mirror swaps the driving side)
     allow_untrained: bool = False
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     draft: bool = True  # JPEG draft-mode decoding (see geotag.io.decode)

@@ -171,3 +171,23 @@ def test_each_model_trains_what_its_paper_trained_by_default(photos: Path, tmp_p
 
     assert rgb_moved(None, "default"), "the RGB ViT did not train by default"
     assert not rgb_moved(True, "frozen")
+
+
+# ------------------------------------------------------------------------------------------------
+# Test-time crops: no mirrors unless asked for
+
+
+def test_mirrored_test_time_crops_need_an_explicit_option(photos: Path, tmp_path: Path) -> None:
+    """Training never flips (a mirror swaps the driving side), so 2 / 10 TTA views (with mirrors) are
+    refused unless --tta-mirrors; 5 crops (no mirrors) need nothing."""
+    from geotag.config import PredictConfig
+    from geotag.engine.predict import apply_model_options
+
+    model = tiny_translocator(cells_scale="auto").build(cell_cfg(photos, tmp_path), _samples(photos), None)
+    for crops in (2, 10):
+        with pytest.raises(InputError, match="--tta-mirrors"):
+            apply_model_options(model, PredictConfig(paths=[], out=tmp_path / "p", tta_crops=crops))
+    apply_model_options(model, PredictConfig(paths=[], out=tmp_path / "p", tta_crops=5))
+    assert model.config.tta_crops == 5  # type: ignore[attr-defined]
+    apply_model_options(model, PredictConfig(paths=[], out=tmp_path / "p", tta_crops=10, tta_mirrors=True))
+    assert model.config.tta_crops == 10  # type: ignore[attr-defined]
