@@ -573,6 +573,19 @@ def train(
             "sqrt(n / MP-16 size)) or a factor."
         ),
     ] = "none",
+    fusion: Annotated[
+        str | None,
+        typer.Option(help="TransLocator: sum (the paper, default) or mean of the two [CLS] tokens."),
+    ] = None,
+    seg_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="TransLocator seg rows: precomputed maps (`geotag segment`), cropped like each image."
+        ),
+    ] = None,
+    segmenter: Annotated[
+        str | None, typer.Option(help="TransLocator seg rows: segmentation model, HF hub id or local folder.")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
@@ -613,6 +626,9 @@ def train(
         cells=cells,
         label_smoothing_km=label_smoothing_km,
         cells_scale=cells_scale,
+        fusion=fusion,
+        seg_dir=seg_dir,
+        segmenter=segmenter,
     )
     summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
     for note in summary.notes:

@@ -101,5 +101,8 @@ class TrainConfig:
     )
     cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
     label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)
+    fusion: str | None = None  # TransLocator: sum | mean of the [CLS] tokens (None: the paper's sum)
+    seg_dir: Path | None = None  # TransLocator seg rows: precomputed maps, cropped like the image
+    segmenter: str | None = None  # TransLocator seg rows: segmentation model (hub id / folder)
     cells_scale: str = "none"  # cell models built from the data: none | auto | FACTOR (cells.scale_specs)
     progress: bool = False

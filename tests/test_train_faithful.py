@@ -191,3 +191,90 @@ def test_mirrored_test_time_crops_need_an_explicit_option(photos: Path, tmp_path
     assert model.config.tta_crops == 5  # type: ignore[attr-defined]
     apply_model_options(model, PredictConfig(paths=[], out=tmp_path / "p", tta_crops=10, tta_mirrors=True))
     assert model.config.tta_crops == 10  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------------
+# Precomputed segmentation maps: cropped with the image's own random resized crop
+
+
+def _grid_photos(folder: Path, maps: Path, n: int = 8) -> Path:
+    """Photos of a 6 x 4 grid of distinct colours, and as their maps the same grid at twice the size
+    (a map of another resolution, as the paper's full-image HRNet maps are)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    maps.mkdir()
+    rows = ["path,lat,lon"]
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        colours = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+        small = np.kron(colours, np.ones((24, 24, 1), dtype=np.uint8))  # 96 x 144
+        Image.fromarray(small).save(folder / f"g{k}.png")
+        Image.fromarray(np.kron(colours, np.ones((48, 48, 1), dtype=np.uint8))).save(maps / f"g{k}.png")
+        rows.append(f"g{k}.png,{-40 + 10 * k},{-100 + 25 * k}")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    return folder / "m.csv"
+
+
+def test_precomputed_maps_get_the_images_random_crop(tmp_path: Path) -> None:
+    from geotag.engine.train_data import TrainDataset, load_samples
+    from geotag.models.base import Preprocess
+
+    manifest = _grid_photos(tmp_path / "photos", tmp_path / "maps")
+    samples = load_samples([manifest])
+    from geotag.models.segmentation import load_map
+
+    def agree(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a.int() - b.int()).abs().max(dim=0).values <= 8).float().mean().item()
+
+    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "nearest")  # nearest: edges stay sharp
+    data = TrainDataset(samples, pre, augment=True, seed=3, seg_dir=tmp_path / "maps")
+    centred = []
+    for i in range(len(samples)):
+        item = data[i]
+        assert item["seg"].shape == item["pixels"].shape == (3, 32, 32)
+        same = agree(item["pixels"], item["seg"])
+        assert same > 0.95, f"image and map disagree on {1 - same:.0%} of the crop"
+        whole = (load_map(tmp_path / "maps" / f"g{i}.png", 32) * 255).round()
+        centred.append(agree(item["pixels"], whole))
+    assert min(centred) < 0.6  # the old centre-cropped map: misaligned with the random crop
+    plain = TrainDataset(samples, pre, augment=False, seed=3, seg_dir=tmp_path / "maps")[0]
+    assert agree(plain["pixels"], plain["seg"]) > 0.95
+
+
+def test_seg_rows_train_on_precomputed_maps_and_predict_with_a_true_label(tmp_path: Path) -> None:
+    """The +Seg / +MFF rows train offline on --seg-dir maps (no segmenter download), the fusion is the
+    paper's sum by default, and `predict --seg-dir --weights` rows carry the trained label."""
+    from geotag.config import PredictConfig
+    from geotag.engine.predict import run_predict
+    from geotag.models.translocator import load_translocator
+
+    manifest = _grid_photos(tmp_path / "photos", tmp_path / "maps")
+    for variant in ("vit+seg", "vit+seg+mff"):
+        cfg = cell_cfg(manifest, tmp_path / variant, seg_dir=tmp_path / "maps", batch_size=4, augment=True)
+        summary = run_train(cfg, task=tiny_translocator(variant, cells_scale="auto"))
+        model = load_translocator(summary.checkpoint)
+        assert model.config.fusion == "sum" and model.config.variant == variant
+        preds = tmp_path / f"{variant}.parquet"
+        run_predict(
+            PredictConfig(
+                paths=[tmp_path / "photos"],
+                out=preds,
+                model="translocator",
+                weights=tmp_path / variant,
+                seg_dir=tmp_path / "maps",
+                device="cpu",
+                workers=0,
+            )
+        )
+        table = pq.read_table(preds, columns=["weights", "status"]).to_pylist()
+        assert table and all(r["status"] == "ok" for r in table)
+        assert all(f"trained (step {summary.steps})" in r["weights"] for r in table)
+    mean = cell_cfg(manifest, tmp_path / "mean", seg_dir=tmp_path / "maps", batch_size=4, fusion="mean")
+    summary = run_train(mean, task=tiny_translocator("vit+seg+mff", cells_scale="auto"))
+    assert load_translocator(summary.checkpoint).config.fusion == "mean"
+    with pytest.raises(InputError, match="no segmentation branch"):
+        run_train(cell_cfg(manifest, tmp_path / "x", seg_dir=tmp_path / "maps"), task=tiny_translocator())
+    with pytest.raises(InputError, match="TransLocator options"):
+        make_task(TrainConfig(data=[], out=tmp_path, model="geodecoder", fusion="mean"))

@@ -88,6 +88,7 @@ RESUME_KEYS = (
     "variant",
     "label_smoothing_km",
     "cells_scale",
+    "fusion",
 )
 """Settings that shape the result: a resumed run must use the saved values."""
 
@@ -335,6 +336,7 @@ def _to_device(batch: dict[str, Any], model: GeoModel, device: torch.device, sam
         "index": batch["index"],
         "paths": [samples.paths[i].as_py() for i in index],
         "image_ids": [samples.image_ids[i].as_py() for i in index],
+        **({"seg_maps": batch["seg_maps"].to(device)} if "seg_maps" in batch else {}),
     }
 
 
@@ -415,7 +417,9 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
-        self.dataset = TrainDataset(self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed)
+        self.dataset = TrainDataset(
+            self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed, seg_dir=cfg.seg_dir
+        )
 
     def _restore(self, folder: Path) -> None:
         state = load_trainer_state(folder)

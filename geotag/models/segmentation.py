@@ -311,8 +311,9 @@ class DiskSegmentation(SegmentationProvider):
         return torch.stack([load_map(self.find(i, p), size) for i, p in zip(ids, files, strict=True)])
 
 
-def load_map(path: Path, size: int) -> torch.Tensor:
-    """One PNG map -> (3, size, size) float colour image in [0, 1], cropped like the photo."""
+def load_map(path: Path, size: int, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    """One PNG map -> (3, size, size) float colour image in [0, 1], cropped like the photo: `box` (left,
+    top, right, bottom as fractions of the image) is the training crop, applied to the map first."""
     from PIL import Image
 
     from geotag.io.decode import resize_center_crop
@@ -323,6 +324,9 @@ def load_map(path: Path, size: int) -> torch.Tensor:
             img = im
     except OSError as exc:
         raise ImageError(f"cannot read segmentation map {path}: {exc}") from exc
+    if box is not None:
+        w, h = img.size
+        img = img.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
     if img.mode in ("RGB", "RGBA"):
         arr = np.asarray(resize_center_crop(img.convert("RGB"), size, "nearest"), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255

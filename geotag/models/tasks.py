@@ -351,6 +351,30 @@ class GeoCLIPLiteTask(GeoCLIPTask):
 # TransLocator (geocell classification)
 
 
+def translocator_options(cfg: TrainConfig, variant: str) -> dict[str, Any]:
+    """Model options of `geotag train` for TransLocator: --fusion, and where the segmentation branch's
+    maps come from (--seg-dir: precomputed, --segmenter: a SegFormer; default: the model's own)."""
+    from geotag.models.translocator import VARIANTS
+
+    out: dict[str, Any] = {}
+    if cfg.fusion is not None:
+        out["fusion"] = cfg.fusion
+    if (cfg.seg_dir is not None or cfg.segmenter is not None) and variant in VARIANTS:
+        if not VARIANTS[variant].use_seg:
+            raise InputError(
+                f"--seg-dir / --segmenter: TransLocator row {variant} has no segmentation branch"
+            )
+        if cfg.seg_dir is not None and cfg.segmenter is not None:
+            raise InputError("give --seg-dir or --segmenter, not both")
+    if cfg.seg_dir is not None:
+        from geotag.models.segmentation import DiskSegmentation
+
+        out["segmenter"] = DiskSegmentation(cfg.seg_dir)
+    elif cfg.segmenter is not None:
+        out["segmenter"] = cfg.segmenter
+    return out
+
+
 class TransLocatorTask(TrainTask):
     """Geocell classification with TransLocator (Pramanick et al. 2022).
 
@@ -404,13 +428,15 @@ class TransLocatorTask(TrainTask):
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         from geotag.models.translocator import DEFAULT_VARIANT, build_translocator
 
+        variant = self.variant or cfg.variant or DEFAULT_VARIANT
+        kwargs = {**self.model_kwargs, **translocator_options(cfg, variant)}
         cells = self.make_cells(train, checkpoint)
         model = build_translocator(
             cells,
-            self.variant or cfg.variant or DEFAULT_VARIANT,
+            variant,
             backbone_weights=cfg.backbone_weights,
             allow_untrained=cfg.allow_untrained,
-            **self.model_kwargs,
+            **kwargs,
         )
         assigned = cells.assign(train.lat, train.lon)
         self.targets = torch.from_numpy(assigned)
@@ -446,8 +472,10 @@ class TransLocatorTask(TrainTask):
     def _seg_input(self, model: GeoModel, batch: dict[str, Any]) -> torch.Tensor | None:
         if not model.variant.use_seg:  # type: ignore[attr-defined]
             return None
-        with torch.no_grad():
-            seg01 = model.segment(batch["images"], None, batch.get("image_ids"), batch.get("paths"))  # type: ignore[operator]
+        with torch.no_grad():  # precomputed maps come cropped like the image (train_data.TrainDataset)
+            seg01 = model.segment(  # type: ignore[operator]
+                batch["images"], batch.get("seg_maps"), batch.get("image_ids"), batch.get("paths")
+            )
         return model._normalise(seg01.to(batch["images"].dtype))  # type: ignore[operator]
 
     def loss(self, model: GeoModel, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -501,6 +529,8 @@ TRAINABLE = ("geoclip", "geoclip-lite", "translocator", "geodecoder", "experts")
 
 def make_task(cfg: TrainConfig) -> TrainTask:
     """The task for `cfg.model` with the task options of the config."""
+    if cfg.model != "translocator" and (cfg.fusion or cfg.seg_dir or cfg.segmenter):
+        raise InputError("--fusion, --seg-dir and --segmenter are TransLocator options")
     if cfg.model == "geoclip":
         return GeoCLIPTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
     if cfg.model == "geoclip-lite":

@@ -18,9 +18,9 @@ The paper's ablation rows are named configurations (`VARIANTS`): `vit` (RGB only
 branches, fused only at the end), `vit+seg+mff` (fused after every block) and `vit+seg+mff+scene`.
 
 Choices the paper leaves open, made explicit here:
-- Fusion operator: the paper's figure draws the two [CLS] tokens added. `fusion="mean"` (default) is
-  that sum halved, so the residual stream keeps the scale the pretrained blocks expect; `fusion="sum"`
-  is the literal form.
+- Fusion operator: the paper adds the two [CLS] tokens: `fusion="sum"` (default). `fusion="mean"`
+  halves that sum, so the residual stream keeps the scale the pretrained blocks expect (`geotag train
+  --fusion mean`; both measured in docs/training.md).
 - Preprocessing comes from the backbone's pretrained config (timm `augreg_in21k`: mean = std = 0.5,
   bicubic) and is stored in the checkpoint, so training and inference agree; the authors' loader used
   ImageNet statistics with an in21k ViT.
@@ -130,7 +130,7 @@ class TransLocatorConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bicubic"
     scene_classes: tuple[str, ...] = SCENES
-    fusion: str = "mean"  # mean | sum of the two [CLS] tokens
+    fusion: str = "sum"  # sum (the paper) | mean of the two [CLS] tokens
     segmenter: str | None = DEFAULT_SEGFORMER  # where on-the-fly maps come from (hub id or folder)
     seg_size: int | None = None  # segmenter input size; None: the segmenter's own (512)
     tta_crops: int = 1
