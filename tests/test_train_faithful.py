@@ -278,3 +278,12 @@ def test_seg_rows_train_on_precomputed_maps_and_predict_with_a_true_label(tmp_pa
         run_train(cell_cfg(manifest, tmp_path / "x", seg_dir=tmp_path / "maps"), task=tiny_translocator())
     with pytest.raises(InputError, match="TransLocator options"):
         make_task(TrainConfig(data=[], out=tmp_path, model="geodecoder", fusion="mean"))
+
+
+def test_the_scene_row_refuses_data_without_scene_labels(photos: Path, tmp_path: Path) -> None:
+    """A photo folder has no scene labels: the full row (the default) would train its scene head on
+    nothing and still print a random scene, so it refuses with a one-line way out."""
+    with pytest.raises(InputError, match="none of the 24 training images has a scene label"):
+        run_train(cell_cfg(photos, tmp_path / "run"), task=tiny_translocator("vit+seg+mff+scene"))
+    with pytest.raises(InputError, match="--variant vit\\+seg\\+mff"):
+        run_train(cell_cfg(photos, tmp_path / "run2"), task=TransLocatorTask(None, cells_scale="auto"))

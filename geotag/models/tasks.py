@@ -429,6 +429,12 @@ class TransLocatorTask(TrainTask):
         from geotag.models.translocator import DEFAULT_VARIANT, build_translocator
 
         variant = self.variant or cfg.variant or DEFAULT_VARIANT
+        if variant.endswith("+scene") and not train.has_scene:
+            raise InputError(
+                f"TransLocator row {variant} trains a scene head, but none of the {len(train)} training "
+                "images has a scene label (a manifest `scene` column: indoor / natural / urban): label "
+                "them, or train --variant vit+seg+mff"
+            )
         kwargs = {**self.model_kwargs, **translocator_options(cfg, variant)}
         cells = self.make_cells(train, checkpoint)
         model = build_translocator(
