@@ -643,6 +643,31 @@ def train(
 
 
 @app.command()
+def segment(
+    paths: Annotated[list[Path], typer.Argument(help="Photos or folders (walked recursively).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Maps folder: one STEM.png per photo.")],
+    segmenter: Annotated[
+        str | None, typer.Option(help="ADE20K SegFormer: HF hub id or local folder (default SegFormer-B0).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+) -> None:
+    """Precompute segmentation maps of whole photos for `train` / `predict --seg-dir` (resumable)."""
+    from geotag.engine.segment import load_provider, run_segment
+
+    provider = load_provider(segmenter, device)
+    s = run_segment(paths, out_dir, provider, batch_size=batch_size)
+    for path, why in s.errors:
+        err.print(f"error: {path}: {why}", highlight=False, markup=False, soft_wrap=True)
+    err.print(
+        f"{s.written} map(s) written, {s.kept} already there, {len(s.errors)} error(s) -> {out_dir}",
+        highlight=False,
+        markup=False,
+    )
+    raise typer.Exit(1 if s.errors else 0)
+
+
+@app.command()
 def report(
     files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
     out_dir: Annotated[
