@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -64,7 +65,8 @@ def tiny_translocator(variant: str = "vit", **kw: Any) -> TransLocatorTask:
     from geotag.models.translocator import BackboneConfig
 
     backbone = BackboneConfig(arch="vit_tiny_patch16_224", tag="none", overrides=TINY_VIT)
-    return TransLocatorTask(variant, model_kwargs={"backbone": backbone, "img_size": 32}, **kw)
+    model_kwargs = {"backbone": backbone, "img_size": 32, **kw.pop("model_kwargs", {})}
+    return TransLocatorTask(variant, model_kwargs=model_kwargs, **kw)
 
 
 def cell_cfg(photos: Path, out: Path, **kw: Any) -> TrainConfig:
@@ -287,3 +289,89 @@ def test_the_scene_row_refuses_data_without_scene_labels(photos: Path, tmp_path:
         run_train(cell_cfg(photos, tmp_path / "run"), task=tiny_translocator("vit+seg+mff+scene"))
     with pytest.raises(InputError, match="--variant vit\\+seg\\+mff"):
         run_train(cell_cfg(photos, tmp_path / "run2"), task=TransLocatorTask(None, cells_scale="auto"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The loss of a real training step, and the full-size model
+
+
+def _scene_manifest(photos: Path, folder: Path) -> Path:
+    from geotag.engine.train_data import load_samples
+
+    s = load_samples([photos])
+    rows = ["path,lat,lon,scene"]
+    for i, (p, a, b) in enumerate(zip(s.paths.to_pylist(), s.lat, s.lon, strict=True)):
+        rows.append(f"{p},{a},{b},{['indoor', 'natural', 'urban'][i % 3]}")
+    folder.mkdir()
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    return folder / "m.csv"
+
+
+def test_training_loss_weighs_the_partitions_half_three_tenths_one_fifth(
+    photos: Path, tmp_path: Path
+) -> None:
+    """TransLocatorTask.loss on a batch (what the trainer minimises) equals 0.5 / 0.3 / 0.2 x the coarse /
+    middle / fine cross-entropies plus the scene cross-entropy, recomputed here from the logits."""
+    import torch.nn.functional as F
+
+    from geotag.engine.train_data import load_samples
+
+    manifest = _scene_manifest(photos, tmp_path / "m")
+    samples = load_samples([manifest])
+    task = tiny_translocator("vit+seg+mff+scene", cells_scale="auto", model_kwargs={"segmenter": None})
+    model = task.build(cell_cfg(manifest, tmp_path / "run"), samples, None)
+    task.configure(model, False)
+    model.eval()  # no dropout: the two forwards below see the same network
+    torch.manual_seed(0)
+    index = torch.arange(8)
+    batch = {
+        "images": torch.randn(8, 3, 32, 32),
+        "seg_maps": torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8),
+        "index": index,
+        "latlon": torch.from_numpy(np.stack([samples.lat[:8], samples.lon[:8]], 1)),
+        "scene": torch.from_numpy(samples.scene[:8]),
+    }
+    out = task.loss(model, batch)
+    seg = model._normalise(batch["seg_maps"].float() / 255)  # type: ignore[operator]
+    logits = model(batch["images"], seg)
+    targets = task.targets[index]
+    names = model.cells.names  # type: ignore[attr-defined]
+    ces = [F.cross_entropy(logits[n].float(), targets[:, k], ignore_index=-1) for k, n in enumerate(names)]
+    scene = F.cross_entropy(logits["scene"].float(), batch["scene"], ignore_index=-1)
+    expected = 0.5 * ces[0] + 0.3 * ces[1] + 0.2 * ces[2] + scene
+    assert task.level_weights == (0.5, 0.3, 0.2)
+    torch.testing.assert_close(out["loss"], expected, rtol=1e-5, atol=1e-5)
+    out["loss"].backward()
+    assert model.heads[0].weight.grad is not None and model.scene_head.weight.grad.abs().sum() > 0  # type: ignore[union-attr,index]
+
+
+@pytest.mark.slow
+def test_full_size_translocator_forward_and_one_training_step_on_cpu(tmp_path: Path) -> None:
+    """The paper's model at its size (two ViT-B/16: 12 blocks of 768, MFF after each, scene head) at
+    batch 1 on the CPU: a forward and one optimizer step that moves both branches."""
+    from geotag.geo.cells import build_cells
+    from geotag.models.losses import hierarchical_cell_loss
+    from geotag.models.translocator import build_translocator
+
+    rng = np.random.default_rng(0)
+    cells = build_cells(rng.uniform(-60, 60, 400), rng.uniform(-180, 180, 400), scale="auto")
+    model = build_translocator(cells, "vit+seg+mff+scene", allow_untrained=True, segmenter=None)
+    assert len(model.rgb.blocks) == len(model.seg.blocks) == 12 and model.rgb.embed_dim == 768  # type: ignore[union-attr]
+    assert model.config.fusion == "sum" and model.config.img_size == 224
+    image = torch.randn(1, 3, 224, 224)
+    seg = model._normalise(torch.rand(1, 3, 224, 224))  # type: ignore[operator]
+    before = {
+        n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("blocks.0.attn.qkv.weight")
+    }
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    logits = model(image, seg)
+    assert {n: logits[n].shape[1] for n in cells.names} == {p.name: len(p) for p in cells.partitions}
+    target = torch.from_numpy(cells.assign(np.array([10.0]), np.array([20.0])))
+    loss = hierarchical_cell_loss([logits[n] for n in cells.names], target.clamp_min(0))["cells"]
+    loss = loss + torch.nn.functional.cross_entropy(logits["scene"], torch.tensor([1]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    moved = [n for n, p in model.named_parameters() if n in before and not torch.equal(before[n], p.detach())]
+    assert sorted(moved) == sorted(before) and len(before) == 2  # rgb and seg branches
