@@ -573,6 +573,11 @@ class GeoDecoderTask(TransLocatorTask):
         )
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
+        if not train.has_scene:
+            log.warning(
+                "no training image has a scene label: GeoDecoder's scene choice stays untrained (its "
+                "`scene` column is then meaningless); give a manifest `scene` column to train it"
+            )
         cells = self.make_cells(train, checkpoint)
         model = build_geodecoder(
             cells,
