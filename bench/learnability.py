@@ -19,6 +19,10 @@ few minutes through the whole pipeline, and scores it against constant answers:
 - the baselines: always the spherical mean of the training coordinates; always the centroid of the most
   populous fine cell.
 
+`--variant vit+seg` / `vit+seg+mff` train the segmentation rows on the maps the renderer knows (sky,
+ground and each landmark as ADE20K classes, written as PNGs and read with --seg-dir), so `--fusion sum`
+(the paper) and `--fusion mean` can be compared.
+
 It proves that data, cells, losses, the hierarchy, checkpoints and inference work together. It is not
 an accuracy claim about real photos. On a GPU (one H100), a bigger run:
 
@@ -150,10 +154,20 @@ def _glyph(
             draw.rectangle([x, cy - r, x + max(1, r // 3), cy + r], fill=colour)
 
 
-def render(lat: float, lon: float, size: int, rng: random.Random) -> Image.Image:
-    """One picture of the synthetic world at (lat, lon); see the module docstring."""
+SEG_SKY, SEG_GROUND = 2, 13  # ADE20K class ids (sky, earth): the map the renderer knows
+SEG_LANDMARKS = (1, 25, 48, 84, 20, 32, 42, 12)  # one ADE20K id per landmark glyph
+
+
+def render(
+    lat: float, lon: float, size: int, rng: random.Random, seg: Image.Image | None = None
+) -> Image.Image:
+    """One picture of the synthetic world at (lat, lon); see the module docstring. `seg` (mode L, the
+    same size) receives its segmentation map: sky, ground and each landmark's own class."""
     img = Image.new("RGB", (size, size))
     draw = ImageDraw.Draw(img)
+    seg_draw = ImageDraw.Draw(seg) if seg is not None else None
+    if seg_draw is not None:
+        seg_draw.rectangle([0, 0, size, size], fill=SEG_SKY)
     horizon = int(size * rng.uniform(0.35, 0.55))
     tint = (90, 150, 235) if lat >= 0 else (150, 120, 235)  # hemisphere
     bright = 0.75 + 0.35 * math.cos(math.radians(lat))
@@ -175,6 +189,8 @@ def render(lat: float, lon: float, size: int, rng: random.Random) -> Image.Image
     amp, phase = rng.uniform(2, size / 10), rng.uniform(0, math.tau)
     pts = [(x, horizon + amp * math.sin(x / (size / 6) + phase)) for x in range(0, size + 4, 4)]
     draw.polygon([(0, size), *pts, (size, size)], fill=ground)
+    if seg_draw is not None:
+        seg_draw.polygon([(0, size), *pts, (size, size)], fill=SEG_GROUND)
     region = min(range(len(REGIONS)), key=lambda k: _km(lat, lon, *REGIONS[k]))
     angle = math.radians(region * 15.0)
     spacing = 4 + (region % 4) * 2
@@ -188,26 +204,42 @@ def render(lat: float, lon: float, size: int, rng: random.Random) -> Image.Image
         b = (cx + dx * size * 1.5, cy + dy * size * 1.5)
         draw.line([a, b], fill=dark, width=1)
     draw.rectangle([0, 0, size, horizon], fill=None)
-    for lm_lat, lm_lon, shape, colour in LANDMARKS:
+    for k, (lm_lat, lm_lon, shape, colour) in enumerate(LANDMARKS):
         if _km(lat, lon, lm_lat, lm_lon) <= 150.0:
             r = rng.randint(size // 8, size // 5)
-            _glyph(draw, shape, colour, rng.randint(r, size - r), rng.randint(r, horizon + r), r)
+            cx, cy = rng.randint(r, size - r), rng.randint(r, horizon + r)
+            _glyph(draw, shape, colour, cx, cy, r)
+            if seg_draw is not None:
+                _glyph(seg_draw, shape, SEG_LANDMARKS[k], cx, cy, r)  # type: ignore[arg-type]
     arr = np.asarray(img, dtype=np.float32) * rng.uniform(0.85, 1.15)
     arr += np.random.default_rng(rng.getrandbits(32)).normal(0, 6, arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def write_split(folder: Path, name: str, lat: np.ndarray, lon: np.ndarray, size: int, seed: int) -> Path:
-    """JPEGs with GPS EXIF under folder/name/, and folder/name.csv (path, lat, lon)."""
+def write_split(
+    folder: Path,
+    name: str,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    size: int,
+    seed: int,
+    seg_dir: Path | None = None,
+) -> Path:
+    """JPEGs with GPS EXIF under folder/name/, and folder/name.csv (path, lat, lon); with `seg_dir`,
+    each image's segmentation map as seg_dir/STEM.png (ADE20K labels, as `geotag segment` writes)."""
     (folder / name).mkdir(parents=True, exist_ok=True)
     manifest = folder / f"{name}.csv"
     with manifest.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["path", "lat", "lon"])
         for i, (a, b) in enumerate(zip(lat.tolist(), lon.tolist(), strict=True)):
-            rel = f"{name}/{i:06d}.jpg"
+            stem = f"{name}-{i:06d}" if seg_dir is not None else f"{i:06d}"  # one maps folder for both
+            rel = f"{name}/{stem}.jpg"
             place = Place(rel, a, b, rel)
-            img = render(a, b, size, random.Random(f"{seed}:{name}:{i}"))
+            seg = Image.new("L", (size, size)) if seg_dir is not None else None
+            img = render(a, b, size, random.Random(f"{seed}:{name}:{i}"), seg)
+            if seg is not None and seg_dir is not None:
+                seg.save(seg_dir / f"{stem}.png")
             img.save(folder / rel, quality=92, exif=make_exif(place, datetime(2024, 1, 1)).tobytes())
             out.writerow([rel, f"{a:.6f}", f"{b:.6f}"])
     return manifest
@@ -233,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
+    ap.add_argument(
+        "--variant",
+        default="vit",
+        choices=("vit", "vit+seg", "vit+seg+mff"),
+        help="TransLocator row; the seg rows read the maps the renderer writes (--seg-dir)",
+    )
+    ap.add_argument("--fusion", default=None, choices=("sum", "mean"), help="[CLS] fusion (default: sum)")
     args = ap.parse_args(argv)
     console = Console(width=110)
     logging.getLogger("geotag").setLevel(logging.ERROR)  # the random-init backbone warning is expected
@@ -243,8 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         rng = np.random.default_rng(args.seed)
         lat, lon = sample_locations(rng, args.n_train + args.n_val)
-        train_csv = write_split(work, "train", lat[: args.n_train], lon[: args.n_train], args.size, args.seed)
-        val_csv = write_split(work, "val", lat[args.n_train :], lon[args.n_train :], args.size, args.seed)
+        seg_dir = work / "seg" if args.variant != "vit" else None
+        if seg_dir is not None:
+            seg_dir.mkdir(exist_ok=True)
+        n = args.n_train
+        train_csv = write_split(work, "train", lat[:n], lon[:n], args.size, args.seed, seg_dir)
+        val_csv = write_split(work, "val", lat[n:], lon[n:], args.size, args.seed, seg_dir)
         t_render = time.monotonic() - t0
 
         backbone = BackboneConfig(
@@ -258,14 +301,19 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         task = TransLocatorTask(
-            "vit", tau_km=args.tau_km, model_kwargs={"backbone": backbone, "img_size": args.size}
+            args.variant,
+            tau_km=args.tau_km,
+            model_kwargs={"backbone": backbone, "img_size": args.size},
+            cells_scale="auto",
         )
         cfg = TrainConfig(
             data=[train_csv],
             val=val_csv,
             out=work / "run",
             model="translocator",
-            variant="vit",
+            variant=args.variant,
+            fusion=args.fusion,
+            seg_dir=seg_dir,
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
@@ -291,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 out=preds,
                 model="translocator",
                 weights=summary.checkpoint,
+                seg_dir=seg_dir,
                 device=args.device,
                 batch_size=args.batch_size,
                 workers=args.workers,
@@ -317,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("constant: mean location", mean_row),
         ("constant: biggest fine cell", cell_row),
-        (f"TransLocator-tiny, ViT {args.width}x{args.depth}, {summary.steps} steps", model_row),
+        (
+            f"TransLocator-tiny {args.variant} (fusion {args.fusion or 'sum'}), "
+            f"ViT {args.width}x{args.depth}, {summary.steps} steps",
+            model_row,
+        ),
     ]
     for name, row in rows:
         accs = [f"{100 * float(row[f'acc_{t}km']):.1f}%" for t in DEFAULT_THRESHOLDS_KM]

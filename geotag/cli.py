@@ -129,6 +129,9 @@ def predict(
     tta_crops: Annotated[
         int, typer.Option(help="Test-time augmentation crops: 1 (off), 2, 5 or 10 (TransLocator).")
     ] = 1,
+    tta_mirrors: Annotated[
+        bool, typer.Option(help="Allow --tta-crops 2 / 10, whose mirrored views swap the driving side.")
+    ] = False,
     untrained_backbone: UntrainedBackbone = False,
     allow_mismatched_heads: Annotated[
         bool, typer.Option(help="GeoCLIP: use heads trained on another backbone (label records it).")
@@ -183,6 +186,7 @@ def predict(
         seg_dir=seg_dir,
         segmenter=segmenter,
         tta_crops=tta_crops,
+        tta_mirrors=tta_mirrors,
         allow_untrained=untrained_backbone,
         allow_mismatched_heads=allow_mismatched_heads,
         amp=amp,
@@ -449,26 +453,54 @@ def cells_build(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Cells Parquet file to write.")],
     names: Annotated[str | None, typer.Option(help="Partition names, coarse to fine.")] = None,
     tau_max: Annotated[
-        str | None, typer.Option(help="Split cells holding more coordinates, per partition [5000,2000,1000].")
+        str | None,
+        typer.Option(help="Split cells holding more coordinates, per partition (default 5000,2000,1000)."),
     ] = None,
     tau_min: Annotated[
-        str | None, typer.Option(help="Drop cells holding fewer: one, or one per partition [50].")
+        str | None,
+        typer.Option(help="Drop cells holding this many or fewer: one, or one per partition (default 50)."),
     ] = None,
     scale: Annotated[
-        str | None,
-        typer.Option(help="auto | none | a factor [auto for the MP-16 defaults, none for given thresholds]."),
-    ] = None,
+        str,
+        typer.Option(help="none | auto (shrink by sqrt(n / MP-16 size)) | a factor; the result is printed."),
+    ] = "none",
 ) -> None:
-    """Build adaptive S2 partitions (Müller-Budack et al. 2018) from training coordinates."""
+    """Build adaptive S2 partitions as GeoEstimation does (level-2 start, drop cells holding tau_min or
+    fewer, split above tau_max) from training coordinates."""
     from geotag.geo.cells import build_cells_file, parse_specs
 
-    specs, explicit = parse_specs(names, tau_max, tau_min)
-    summary = build_cells_file(manifest, out_path, specs, scale=scale or ("none" if explicit else "auto"))
+    specs, _ = parse_specs(names, tau_max, tau_min)
+    summary = build_cells_file(manifest, out_path, specs, scale=scale)
+    if scale != "none":
+        err.print(f"thresholds scaled ({scale}) to {summary.used} coordinates:", highlight=False)
     for name, lo, hi, cells, covered in summary.partitions:
         err.print(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
     err.print(
         f"{summary.used} of {summary.rows} manifest rows had coordinates -> {out_path}", highlight=False
     )
+
+
+@cells_app.command("import")
+def cells_import(
+    files: Annotated[list[Path], typer.Argument(help="GeoEstimation's cells_50_5000.csv, ... (any order).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Cells Parquet file to write.")],
+    names: Annotated[
+        str | None, typer.Option(help="Partition names, coarse to fine [coarse,middle,fine].")
+    ] = None,
+) -> None:
+    """Import GeoEstimation's published partitions, keeping their class order."""
+    from geotag.geo.cells_import import import_geoestimation
+    from geotag.io.parquet import check_output_path
+
+    check_output_path(out_path)
+    cells = import_geoestimation(files, [n.strip() for n in names.split(",")] if names else None)
+    cells.save(out_path)
+    for part in cells.partitions:
+        err.print(
+            f"{part.name}: {len(part)} cells (tau_min {part.spec.tau_min}, tau_max {part.spec.tau_max})",
+            highlight=False,
+        )
+    err.print(f"{cells.n_input} training images in the files' header -> {out_path}", highlight=False)
 
 
 def _say_truth(report: object | None) -> None:
@@ -574,8 +606,12 @@ def train(
         float | None, typer.Option(min=0.0, help="Max gradient norm, 0: off [1; off with --from-scratch].")
     ] = None,
     freeze_backbone: Annotated[
-        bool, typer.Option("--freeze-backbone/--full", help="Frozen backbone, or full fine-tuning.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--freeze-backbone/--full",
+            help="Frozen backbone, or full fine-tuning (default: the model's paper; docs/training.md).",
+        ),
+    ] = None,
     layer_decay: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Layer-wise LR decay over backbone blocks (1: off).")
     ] = 1.0,
@@ -608,7 +644,13 @@ def train(
     train_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Train on a seeded fraction of the training split.")
     ] = 1.0,
-    variant: Annotated[str, typer.Option(help="TransLocator ablation row.")] = "vit+seg+mff+scene",
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="TransLocator: ablation row (vit, vit+seg, vit+seg+mff, vit+seg+mff+scene); GeoDecoder: "
+            "encoder; experts: expert backbone. Default: each model's paper setting."
+        ),
+    ] = None,
     cells: Annotated[Path | None, typer.Option(help="Cell models: a `geotag cells build` file.")] = None,
     label_smoothing_km: Annotated[
         float | None, typer.Option(min=0.1, help="Cell models: PIGEON haversine label smoothing tau (km).")
@@ -620,6 +662,26 @@ def train(
     log_to: Annotated[str, typer.Option(help="tensorboard,wandb,mlflow or none.")] = "tensorboard",
     grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations (memory).")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the backbone.")] = False,
+    cells_scale: Annotated[
+        str,
+        typer.Option(
+            help="Cell models built from the data: none (GeoEstimation's thresholds), auto (scaled by "
+            "sqrt(n / MP-16 size)) or a factor."
+        ),
+    ] = "none",
+    fusion: Annotated[
+        str | None,
+        typer.Option(help="TransLocator: sum (the paper, default) or mean of the two [CLS] tokens."),
+    ] = None,
+    seg_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="TransLocator seg rows: precomputed maps (`geotag segment`), cropped like each image."
+        ),
+    ] = None,
+    segmenter: Annotated[
+        str | None, typer.Option(help="TransLocator seg rows: segmentation model, HF hub id or local folder.")
+    ] = None,
     progress: Progress = True,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
@@ -674,6 +736,10 @@ def train(
         log_to=tuple(x.strip() for x in log_to.split(",") if x.strip()),
         grad_checkpointing=grad_checkpointing,
         compile=compile_model,
+        cells_scale=cells_scale,
+        fusion=fusion,
+        seg_dir=seg_dir,
+        segmenter=segmenter,
     )
     summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
     if os.environ.get("RANK", "0") != "0":
@@ -702,6 +768,31 @@ def shards(
     written = pack(data, out_dir, shard_size, image_root)
     pattern = f"{out_dir}/{{00000..{len(written) - 1:05d}}}.tar" if written else str(out_dir)
     err.print(f"wrote {len(written)} shard(s): use --data '{pattern}'", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def segment(
+    paths: Annotated[list[Path], typer.Argument(help="Photos or folders (walked recursively).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Maps folder: one STEM.png per photo.")],
+    segmenter: Annotated[
+        str | None, typer.Option(help="ADE20K SegFormer: HF hub id or local folder (default SegFormer-B0).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+) -> None:
+    """Precompute segmentation maps of whole photos for `train` / `predict --seg-dir` (resumable)."""
+    from geotag.engine.segment import load_provider, run_segment
+
+    provider = load_provider(segmenter, device)
+    s = run_segment(paths, out_dir, provider, batch_size=batch_size)
+    for path, why in s.errors:
+        err.print(f"error: {path}: {why}", highlight=False, markup=False, soft_wrap=True)
+    err.print(
+        f"{s.written} map(s) written, {s.kept} already there, {len(s.errors)} error(s) -> {out_dir}",
+        highlight=False,
+        markup=False,
+    )
+    raise typer.Exit(1 if s.errors else 0)
 
 
 @app.command()

@@ -26,6 +26,7 @@ class PredictConfig:
     seg_dir: Path | None = None  # precomputed segmentation maps (models with a segmentation branch)
     segmenter: str | None = None  # segmentation model: HF hub id or local folder
     tta_crops: int = 1  # test-time augmentation crops (1 = off)
+    tta_mirrors: bool = False  # allow the mirrored views of 2 / 10 crops (a mirror swaps the driving side)
     allow_untrained: bool = False
     allow_mismatched_heads: bool = False  # GeoCLIP: heads trained on another backbone (labelled)
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
@@ -82,7 +83,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     warmup_steps: int = 0
     clip_grad: float | None = 1.0  # max global grad norm; None or 0: no clipping
-    freeze_backbone: bool = True
+    freeze_backbone: bool | None = None  # None: the model's paper setting (models/recipes.py)
     layer_decay: float = 1.0  # < 1: layer-wise LR decay over the backbone's blocks (full fine-tuning)
     augment: bool = True  # seeded random resized crops (no flips)
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends and the end only)
@@ -104,9 +105,13 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (after the warm-up) | step (x lr_gamma after every epoch)
     lr_gamma: float = 0.87  # the step schedule's factor per epoch
     gps_sigmas: str | None = None  # GeoCLIP --from-scratch: RFF sigmas, e.g. "1,16,256,4096"
-    variant: str = "vit+seg+mff+scene"  # TransLocator ablation row
+    variant: str | None = None  # TransLocator row, GeoDecoder encoder, expert backbone (None: the paper's)
     cells: Path | None = None  # cell models: a cells file to use (default: built from the training coords)
     label_smoothing_km: float | None = None  # cell models: PIGEON haversine smoothing tau (65-75 km)
+    fusion: str | None = None  # TransLocator: sum | mean of the [CLS] tokens (None: the paper's sum)
+    seg_dir: Path | None = None  # TransLocator seg rows: precomputed maps, cropped like the image
+    segmenter: str | None = None  # TransLocator seg rows: segmentation model (hub id / folder)
+    cells_scale: str = "none"  # cell models built from the data: none | auto | FACTOR (cells.scale_specs)
     progress: bool = False
     # scale (docs/training.md: live metrics, memory and speed)
     val_every: int = 0  # also validate every N optimizer steps (0: at epoch ends only)

@@ -221,7 +221,7 @@ def test_train_steps_then_predict_end_to_end(tmp_path: Path, sample_data: Path, 
         val_fraction=0.0,
         lr=1e-3,
     )
-    summary = run_train(cfg, task=GeoDecoderTask("vit-b16", model_kwargs=kw))
+    summary = run_train(cfg, task=GeoDecoderTask("vit-b16", model_kwargs=kw, cells_scale="auto"))
     assert summary.steps == 3 and list_checkpoints(tmp_path / "run")
     folder = summary.checkpoint
     assert {"config.json", "model.safetensors", "cells.parquet"} <= {p.name for p in folder.iterdir()}
@@ -239,7 +239,7 @@ def test_train_steps_then_predict_end_to_end(tmp_path: Path, sample_data: Path, 
     result = subprocess.run(
         [sys.executable, "-m", "geotag.cli", "predict", str(sample_data), "--out", str(out)]
         + ["--model", "geodecoder", "--weights", str(tmp_path / "run"), "--device", "cpu"]
-        + ["--workers", "0", "--batch-size", "4", "--top-k", "2", "--tta-crops", "2"],
+        + ["--workers", "0", "--batch-size", "4", "--top-k", "2", "--tta-crops", "2", "--tta-mirrors"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -122,7 +122,8 @@ def translocator_task(**kw: object) -> TransLocatorTask:
     from geotag.models.translocator import BackboneConfig
 
     backbone = BackboneConfig(arch="vit_tiny_patch16_224", tag="none", overrides=TINY_VIT)
-    return TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": 32}, **kw)  # type: ignore[arg-type]
+    settings: dict[str, object] = {"cells_scale": "auto", **kw}
+    return TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": 32}, **settings)  # type: ignore[arg-type]
 
 
 def cell_cfg(photos: Path, out: Path, **kw: object) -> TrainConfig:
@@ -564,7 +565,7 @@ def _scene_task() -> TransLocatorTask:
 
     backbone = BackboneConfig(arch="vit_tiny_patch16_224", tag="none", overrides=TINY_VIT)
     kwargs = {"backbone": backbone, "img_size": 32, "segmenter": GreySegmenter()}
-    return TransLocatorTask("vit+seg+mff+scene", tau_km=500.0, model_kwargs=kwargs)
+    return TransLocatorTask("vit+seg+mff+scene", tau_km=500.0, model_kwargs=kwargs, cells_scale="auto")
 
 
 def test_resume_guards(photos: Path, tmp_path: Path, tiny_clip: Path) -> None:

@@ -339,7 +339,7 @@ def test_cli_seg_dir_tta_and_a_missing_map(tmp_path: Path, sample_data: Path, ce
     base = [sys.executable, "-m", "geotag.cli", "predict", str(sample_data / "europe"), "--out", str(out)]
     base += ["--model", "translocator", "--weights", str(folder), "--workers", "0", "--batch-size", "4"]
     result = subprocess.run(
-        [*base, "--seg-dir", str(maps), "--tta-crops", "2"], capture_output=True, text=True
+        [*base, "--seg-dir", str(maps), "--tta-crops", "2", "--tta-mirrors"], capture_output=True, text=True
     )
     assert result.returncode == 1, result.stderr  # one photo has no map
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
@@ -350,7 +350,7 @@ def test_cli_seg_dir_tta_and_a_missing_map(tmp_path: Path, sample_data: Path, ce
 
     geoclip = subprocess.run(
         [sys.executable, "-m", "geotag.cli", "predict", str(sample_data / "europe"), "--out", str(out)]
-        + ["--untrained-backbone", "--tta-crops", "2", "--gallery", str(sample_data / "truth.csv")],
+        + ["--untrained-backbone", "--tta-crops", "5", "--gallery", str(sample_data / "truth.csv")],
         capture_output=True,
         text=True,
     )

@@ -330,6 +330,10 @@ def load_model(
     return model
 
 
+MIRRORED_TTA = (2, 10)
+"""TTA crop counts whose views include horizontal mirrors (cell_head.tta_views)."""
+
+
 def apply_model_options(model: GeoModel, cfg: PredictConfig) -> None:
     """Segmentation source and test-time augmentation; a model without them says so (exit 2)."""
     if cfg.seg_dir is not None:
@@ -340,6 +344,11 @@ def apply_model_options(model: GeoModel, cfg: PredictConfig) -> None:
         model.set_segmentation(DiskSegmentation(cfg.seg_dir))
     elif cfg.segmenter is not None:
         model.use_segmenter(cfg.segmenter)
+    if cfg.tta_crops in MIRRORED_TTA and not cfg.tta_mirrors:
+        raise InputError(
+            f"--tta-crops {cfg.tta_crops} includes mirrored views, which swap the driving side and reverse "
+            "writing (training never flips): use --tta-crops 5, or pass --tta-mirrors to average them anyway"
+        )
     if cfg.tta_crops != 1:
         model.set_tta(cfg.tta_crops)
 

@@ -63,6 +63,7 @@ from geotag.models.checkpoint import (
     set_rng_state,
     step_dir,
 )
+from geotag.models.recipes import paper_frozen
 from geotag.models.tasks import TrainTask, make_task
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ RESUME_KEYS = (
     "gps_sigmas",
     "variant",
     "label_smoothing_km",
+    "cells_scale",
+    "fusion",
 )
 """Settings that shape the result: a resumed run must use the saved values."""
 
@@ -372,6 +375,7 @@ def _to_device(batch: dict[str, Any], model: GeoModel, device: torch.device, sam
         "index": batch["index"],
         "paths": [samples.paths[i].as_py() for i in index],
         "image_ids": [samples.image_ids[i].as_py() for i in index],
+        **({"seg_maps": batch["seg_maps"].to(device)} if "seg_maps" in batch else {}),
     }
 
 
@@ -445,7 +449,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
-        self.task.configure(self.model, cfg.freeze_backbone)
+        frozen = paper_frozen(self.task.name) if cfg.freeze_backbone is None else cfg.freeze_backbone
+        self.task.configure(self.model, frozen)
         train_speed.apply(self.model, self.task.layered_modules(self.model), cfg)
         if resume_from is not None:
             self.task.load_weights(self.model, resume_from)
@@ -460,7 +465,9 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
-        self.dataset = TrainDataset(self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed)
+        self.dataset = TrainDataset(
+            self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed, seg_dir=cfg.seg_dir
+        )
         self.best = train_log.saved_best(self.out / BEST_DIR, cfg.best_metric) if resume_from else None
         self.runlog = train_log.RunLog(
             self.out, cfg.log_to, self.world.main, resume_step=self.pos.step, config=settings(cfg)

@@ -235,7 +235,13 @@ def random_resized_crop(img: Image.Image, size: int, rng: random.Random, interpo
     """torchvision's RandomResizedCrop geometry (area scale CROP_SCALE, log-uniform aspect CROP_RATIO)
     drawn from `rng`. No flips: a mirror swaps the side of the road and reverses writing, both of which
     are location cues."""
-    w, h = img.size
+    box = random_crop_box(*img.size, rng)
+    return resize_center_crop(img.crop(box) if box else img, size, interpolation)
+
+
+def random_crop_box(w: int, h: int, rng: random.Random) -> tuple[int, int, int, int] | None:
+    """The box (left, top, right, bottom) random_resized_crop cuts from a w x h image; None: the whole
+    image (no draw fitted). A precomputed segmentation map gets the very same box."""
     area = w * h
     for _ in range(10):
         target = area * rng.uniform(*CROP_SCALE)
@@ -243,18 +249,25 @@ def random_resized_crop(img: Image.Image, size: int, rng: random.Random, interpo
         cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < cw <= w and 0 < ch <= h:
             left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
-            img = img.crop((left, top, left + cw, top + ch))
-            break
-    return resize_center_crop(img, size, interpolation)
+            return left, top, left + cw, top + ch
+    return None
 
 
 class TrainDataset(Dataset[dict[str, Any]]):
     """Item i: model-ready uint8 pixels (or None when the file cannot be read) and its labels."""
 
     def __init__(
-        self, samples: TrainSamples, pre: Preprocess, *, augment: bool, seed: int, draft: bool = True
+        self,
+        samples: TrainSamples,
+        pre: Preprocess,
+        *,
+        augment: bool,
+        seed: int,
+        draft: bool = True,
+        seg_dir: Path | None = None,
     ) -> None:
         self.samples = samples
+        self.seg_dir = seg_dir  # precomputed segmentation maps: item "seg", cropped like the image
         self.pre = pre
         self.augment = augment
         self.seed = seed
@@ -268,18 +281,36 @@ class TrainDataset(Dataset[dict[str, Any]]):
         s = self.samples
         path = s.paths[i].as_py()
         size = self.pre.input_size
+        seg = None
         try:
             img = load_rgb(open_ref(path), min_side=size if self.draft else None)
+            w, h = img.size
+            box = None
             if self.augment:
                 rng = random.Random(item_seed(self.seed, self.epoch, i))
-                img = random_resized_crop(img, size, rng, self.pre.interpolation)
+                box = random_crop_box(*img.size, rng)  # random_resized_crop's draw, kept for the map
+                img = img.crop(box) if box else img
+                img = resize_center_crop(img, size, self.pre.interpolation)
             else:
                 img = resize_center_crop(img, size, self.pre.interpolation)
             pixels: torch.Tensor | None = to_uint8_tensor(img)
+            if self.seg_dir is not None:
+                frac = (box[0] / w, box[1] / h, box[2] / w, box[3] / h) if box else None
+                seg = self._seg_map(i, path, frac)
         except Exception as exc:  # noqa: BLE001 - a broken photo is skipped (and counted), not fatal
             log.debug("skipping %s: %s", path, exc)
             pixels = None
-        return {"pixels": pixels, "index": i, "lat": s.lat[i], "lon": s.lon[i], "scene": int(s.scene[i])}
+        item = {"pixels": pixels, "index": i, "lat": s.lat[i], "lon": s.lon[i], "scene": int(s.scene[i])}
+        return item if seg is None else {**item, "seg": seg}
+
+    def _seg_map(self, i: int, path: str, box: tuple[float, float, float, float] | None) -> torch.Tensor:
+        """The image's precomputed map (found by image id, then file stem), cut with the image's crop box
+        (as fractions, so a map of another resolution fits) and resized nearest-neighbour: uint8 colours."""
+        from geotag.models.segmentation import DiskSegmentation, load_map
+
+        assert self.seg_dir is not None
+        found = DiskSegmentation(self.seg_dir).find(self.samples.image_ids[i].as_py(), path)
+        return (load_map(found, self.pre.input_size, box) * 255).round().to(torch.uint8)
 
 
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -293,6 +324,7 @@ def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
         "scene": torch.tensor([it["scene"] for it in good], dtype=torch.int64),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.int64),
         "failed": len(items) - len(good),
+        **({"seg_maps": torch.stack([it["seg"] for it in good])} if good and "seg" in good[0] else {}),
     }
 
 

@@ -1,18 +1,21 @@
 """Hierarchical S2 geocells (Müller-Budack et al., ECCV 2018): build, assign, centroids, save/load.
 
-A partition is grown from the six S2 face cells: a cell is split into its four children while it holds
-more than `tau_max` training coordinates, and cells left with fewer than `tau_min` are dropped (their
-images take no part in training). Several partitions (coarse / middle / fine) are built from the same
-coordinates; with tau_max non-increasing and tau_min non-decreasing from coarse to fine, every fine
-cell lies inside exactly one cell of each coarser partition, its `parent` chain. A cell's point is the
-spherical mean of its training coordinates (not its geometric centre), as in GeoEstimation and
-TransLocator.
+A partition is grown as GeoEstimation's create_cells.py grows it (the partitions TransLocator and
+GeoDecoder used): every coordinate starts in its S2 level-2 cell (`MIN_LEVEL`, 96 cells, not the 6 faces),
+a cell is split into its four children while it holds more than `tau_max` training coordinates, and cells
+holding `tau_min` or fewer are dropped (their images take no part in training). Several partitions
+(coarse / middle / fine) are built from the same coordinates; with tau_max non-increasing and tau_min
+non-decreasing from coarse to fine, every fine cell lies inside exactly one cell of each coarser
+partition, its `parent` chain. A cell's point is the spherical mean of its training coordinates (not its
+geometric centre); GeoEstimation takes the arithmetic mean of latitudes and longitudes, which differs only
+for cells that are large or cross the antimeridian (a deliberate, documented difference).
 
-Two deliberate details:
-- Cells with exactly tau_min coordinates are kept ("drop cells with fewer than tau_min", the paper's
-  wording); GeoEstimation's create_cells.py drops them (`<=`), which changes only such boundary cells.
-- `scale="auto"` shrinks the MP-16 defaults for small data by sqrt(n / 4,723,695), so a few thousand
-  photos still give a usable partition (cell counts then grow like sqrt(n)); 1.0 means no scaling.
+Thresholds are used as given. `scale="auto"` (asked for explicitly, never by default) shrinks the MP-16
+defaults for small data by sqrt(n / 4,723,695), and callers print the thresholds it chose.
+
+Published partitions (GeoEstimation's cells_50_5000.csv, cells_50_2000.csv, cells_50_1000.csv) are read
+by `geo/cells_import.py` with their class order kept: a partition's class index is the position of a cell
+in `Partition.ids`, which is S2-id order for partitions built here and the file's order for imported ones.
 
 S2 cell ids are computed vectorised in numpy from the S2 math (face, quadratic u/v -> s/t, Hilbert
 curve i/j -> position); s2sphere, the named dependency (about 8.5 us a point), is the reference the
@@ -23,8 +26,9 @@ The cells file (Parquet), one row per cell, every partition in one file:
 stripped), `parent` the token of the enclosing cell in the next coarser partition (null for the
 coarsest), `polygon` WKT in lon/lat degrees with densified edges for large cells (longitudes are
 unwrapped, so a cell across the antimeridian may reach beyond 180; a polar cell closes along the pole).
-A cell's class index is its rank by S2 id within its partition (Hilbert order), so it can be recomputed
-from the ids alone. File metadata `geotag_cells` holds the partition order and thresholds.
+A cell's class index is its row's position within its partition (S2-id order for cells built here, the
+published class order for imported ones). File metadata `geotag_cells` holds the partition order and
+thresholds.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from geotag.io.durable import atomic_file
 from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 
 MAX_LEVEL = 30
+MIN_LEVEL = 2
+"""GeoEstimation's create_cells.py starts at S2 level 2 (its --lvl_min default), not at the six faces."""
 MP16_IMAGES = 4_723_695
 """Size of MP-16, the training set the default thresholds were chosen for."""
 FORMAT_VERSION = 1
@@ -182,15 +188,16 @@ def from_tokens(tokens: Sequence[str]) -> np.ndarray:
 
 @dataclass
 class Partition:
-    """The cells of one partition, sorted by S2 id; a cell's class index is its position."""
+    """The cells of one partition; a cell's class index is its position in `ids` (S2-id order when built
+    here, the published order when imported)."""
 
     spec: PartitionSpec
-    ids: np.ndarray  # uint64, ascending
+    ids: np.ndarray  # uint64, in class order
     lat: np.ndarray  # float64 spherical mean of the training coordinates
     lon: np.ndarray
     n_images: np.ndarray  # int64
     parent: np.ndarray  # int64 index into the next coarser partition, -1 for the coarsest
-    _bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _bounds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -209,14 +216,15 @@ class Partition:
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Class index of the cell containing each S2 id (leaf or coarser), -1 where none does."""
         if self._bounds is None:
-            self._bounds = _ranges(self.ids)
-        lo, hi = self._bounds
+            order = np.argsort(self.ids, kind="stable")
+            self._bounds = (*_ranges(self.ids[order]), order)
+        lo, hi, order = self._bounds
         ids = np.asarray(ids, dtype=_U64)
         if not len(lo):
             return np.full(len(ids), -1, dtype=np.int64)
         idx = np.searchsorted(lo, ids, side="right") - 1
         ok = (idx >= 0) & (ids <= hi[np.maximum(idx, 0)])
-        return np.where(ok, idx, -1).astype(np.int64)
+        return np.where(ok, order[np.maximum(idx, 0)], -1).astype(np.int64)
 
 
 @dataclass
@@ -328,12 +336,12 @@ class Geocells:
             rows = [r for r, p in enumerate(data["partition"]) if p == name]
             if not rows:
                 raise SchemaError(f"{source}: partition {name!r} has no cells")
-            ids = from_tokens([data["id"][r] for r in rows])
-            sort = np.argsort(ids, kind="stable")
-            rows = [rows[s] for s in sort]
+            ids = from_tokens([data["id"][r] for r in rows])  # row order is class order
+            if len(np.unique(ids)) != len(ids):
+                raise SchemaError(f"{source}: partition {name!r} lists a cell twice")
             part = Partition(
                 spec=specs.get(name, PartitionSpec(name, 0, 0)),
-                ids=ids[sort],
+                ids=ids,
                 lat=np.array([data["lat"][r] for r in rows], dtype=np.float64),
                 lon=np.array([data["lon"][r] for r in rows], dtype=np.float64),
                 n_images=np.array([data["n_images"][r] or 0 for r in rows], dtype=np.int64),
@@ -376,9 +384,10 @@ def validate_specs(specs: Sequence[PartitionSpec]) -> None:
     if len(set(names)) != len(names) or not all(names):
         raise InputError(f"partition names must be unique and non-empty, got {names}")
     for s in specs:
-        if not 1 <= s.tau_min <= s.tau_max:
+        if not 0 <= s.tau_min < s.tau_max:
             raise InputError(
-                f"partition {s.name}: need 1 <= tau_min <= tau_max, got {s.tau_min}, {s.tau_max}"
+                f"partition {s.name}: need 0 <= tau_min < tau_max (cells holding tau_min or fewer are "
+                f"dropped), got {s.tau_min}, {s.tau_max}"
             )
     for a, b in zip(specs, specs[1:], strict=False):
         if b.tau_max > a.tau_max or b.tau_min < a.tau_min:
@@ -406,21 +415,25 @@ def scale_specs(specs: Sequence[PartitionSpec], n: int, scale: str | float = "au
         return list(specs)
     out = []
     for s in specs:
-        tau_min = max(1, round(s.tau_min * factor))
+        tau_min = max(0, round(s.tau_min * factor))  # 0 keeps every non-empty cell
         out.append(PartitionSpec(s.name, tau_min, max(tau_min + 1, round(s.tau_max * factor))))
     return out
 
 
-def adaptive_cells(leaves: np.ndarray, tau_min: int, tau_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cell ids, counts) of one adaptive partition of the given leaf ids, sorted by id."""
+def adaptive_cells(
+    leaves: np.ndarray, tau_min: int, tau_max: int, min_level: int = MIN_LEVEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cell ids, counts) of one adaptive partition of the given leaf ids, sorted by id: start at
+    `min_level`, split cells holding more than tau_max, drop those holding tau_min or fewer (GeoEstimation's
+    rules; its first and last deletions drop the same cells as dropping each final cell here)."""
     open_ids = leaves
     kept_ids, kept_counts = [], []
-    for level in range(MAX_LEVEL + 1):
+    for level in range(min_level, MAX_LEVEL + 1):
         cells, inverse, counts = np.unique(
             parent_ids(open_ids, level), return_inverse=True, return_counts=True
         )
         split = counts > tau_max if level < MAX_LEVEL else np.zeros(len(cells), dtype=bool)
-        final = ~split & (counts >= tau_min)
+        final = ~split & (counts > tau_min)
         kept_ids.append(cells[final])
         kept_counts.append(counts[final])
         open_ids = open_ids[split[inverse]]
@@ -567,8 +580,7 @@ def parse_specs(
     names: str | None, tau_max: str | None, tau_min: str | None
 ) -> tuple[list[PartitionSpec], bool]:
     """Partition specs from the CLI's comma-separated lists, missing ones from the MP-16 defaults (one
-    tau_min may serve every partition). The flag says whether thresholds were given explicitly: only the
-    defaults are scaled to the data by default."""
+    tau_min may serve every partition). The flag says whether thresholds were given explicitly."""
     name_list = [n.strip() for n in (names or ",".join(s.name for s in DEFAULT_PARTITIONS)).split(",")]
     try:
         maxes = [int(t) for t in (tau_max or ",".join(str(s.tau_max) for s in DEFAULT_PARTITIONS)).split(",")]
@@ -597,9 +609,9 @@ def build_cells_file(
     manifest: str | os.PathLike[str],
     out: str | os.PathLike[str],
     specs: Sequence[PartitionSpec] = DEFAULT_PARTITIONS,
-    scale: str | float = "auto",
+    scale: str | float = "none",
 ) -> BuildSummary:
-    """`geotag cells build`: manifest in, cells file out (thresholds scaled to the data per `scale`)."""
+    """`geotag cells build`: manifest in, cells file out (thresholds as given unless `scale` says)."""
     from geotag.io.parquet import check_output_path
 
     check_output_path(Path(out))

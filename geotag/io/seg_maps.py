@@ -17,15 +17,22 @@ from geotag.io.decode import resize_center_crop
 LABEL_MODES = ("L", "P", "I", "I;16", "LA", "PA")
 
 
-def read_map(path: Path, size: int) -> tuple[str, np.ndarray]:
+def read_map(
+    path: Path, size: int, box: tuple[float, float, float, float] | None = None
+) -> tuple[str, np.ndarray]:
     """One PNG map, centre-cropped to `size` with nearest-neighbour resampling: ("rgb", (size, size, 3)
-    uint8) for a colour map, ("labels", (size, size) int64) for a label map; one error line otherwise."""
+    uint8) for a colour map, ("labels", (size, size) int64) for a label map; one error line otherwise.
+    `box` (left, top, right, bottom as fractions of the image) is the photo's training crop, cut from
+    the map first so map and photo stay aligned."""
     try:
         with Image.open(path) as im:
             im.load()
             img = im
     except OSError as exc:
         raise ImageError(f"cannot read segmentation map {path}: {exc}") from exc
+    if box is not None:
+        w, h = img.size
+        img = img.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
     if img.mode in ("RGB", "RGBA"):
         return "rgb", np.asarray(resize_center_crop(img.convert("RGB"), size, "nearest"), dtype=np.uint8)
     if img.mode not in LABEL_MODES:

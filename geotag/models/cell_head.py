@@ -8,8 +8,9 @@ answers follow one convention, kept here once:
 - the predicted point is the best fine cell's centroid (the spherical mean of its training coordinates);
   the top-k candidates are the k best fine cells;
 - `confidence` is the renormalised hierarchical probability of the chosen cell; `error_km` the distance
-  from the prediction within which half of the fine-cell probability lies (cells taken at their
-  centroids), a median-error estimate in the sense of docs/schema.md;
+  from the prediction within which half of the fine-cell probability lies, each cell's probability spread
+  over a disc of its S2 level's mean area (so one sure 3,000 km cell still says about 1,000 km, not 0),
+  a median-error estimate in the sense of docs/schema.md;
 - test-time augmentation: 1, 2, 5 or 10 crops (10 = the authors' TenCrop), probabilities averaged;
 - checkpoint folders: `config.json` (a format tag and version), `model.safetensors`, `cells.parquet`;
   the directed experts (a country classifier) share the folder format, the ranked answer and the
@@ -32,8 +33,8 @@ import torch
 from torch import nn
 
 from geotag.errors import InputError, WeightsError
-from geotag.geo.cells import Geocells
-from geotag.geo.distance import haversine_matrix_torch
+from geotag.geo.cells import Geocells, cell_levels
+from geotag.geo.distance import EARTH_RADIUS_KM, haversine_matrix_torch
 from geotag.models.base import Prediction, Preprocess
 
 log = logging.getLogger(__name__)
@@ -56,20 +57,36 @@ def hierarchical_probabilities(probs: Sequence[torch.Tensor], ancestors: torch.T
 
 def register_cell_buffers(module: nn.Module, cells: Geocells) -> None:
     """Give `module` what `cell_prediction` needs: `cell_tokens` (fine cell ids), and non-persistent
-    buffers `centroids` (n_fine, 2) float64 and `ancestors` (n_fine, P), so they follow `.to(device)`
-    but never enter a checkpoint (the cells file holds them)."""
+    buffers `centroids` (n_fine, 2) float64, `cell_radii` (n_fine,) km and `ancestors` (n_fine, P), so
+    they follow `.to(device)` but never enter a checkpoint (the cells file holds them)."""
     fine = cells.fine
     module.cell_tokens = fine.tokens()  # type: ignore[assignment]
     centroids = torch.from_numpy(np.stack([fine.lat, fine.lon], axis=1).astype(np.float64))
     module.register_buffer("centroids", centroids, persistent=False)
+    module.register_buffer("cell_radii", torch.from_numpy(cell_radius_km(fine.ids)), persistent=False)
     module.register_buffer("ancestors", torch.from_numpy(cells.ancestors()), persistent=False)
 
 
-def median_radius(probs: torch.Tensor, points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+def cell_radius_km(ids: np.ndarray) -> np.ndarray:
+    """Radius (km) of a disc with the mean area of S2 cells at each cell's level: 4 pi R^2 / (6 * 4^L)."""
+    levels = cell_levels(np.asarray(ids, dtype=np.uint64)).astype(np.float64)
+    return EARTH_RADIUS_KM * np.sqrt(2.0 / 3.0) / 2.0**levels
+
+
+def median_radius(
+    probs: torch.Tensor,
+    points: torch.Tensor,
+    centroids: torch.Tensor,
+    radii: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per row, the distance (km) from `points[row]` (lat, lon) within which half of the probability of
-    the candidates at `centroids` (n, 2) lies."""
+    the candidates at `centroids` (n, 2) lies. With `radii`, each candidate stands for a disc of that
+    radius: its distance is the root mean square distance to the disc, sqrt(d^2 + r^2 / 2) (exact for the
+    half-mass radius of one disc around the point, r / sqrt(2))."""
     cents = centroids.float()
     d = haversine_matrix_torch(points[:, 0].float(), points[:, 1].float(), cents[:, 0], cents[:, 1])
+    if radii is not None:
+        d = (d.square() + radii.float().square()[None, :] / 2).sqrt()
     d, order = d.sort(dim=1)
     mass = probs.gather(1, order).cumsum(dim=1)
     k = (mass < 0.5).sum(dim=1, keepdim=True).clamp_max(d.shape[1] - 1)
@@ -82,6 +99,7 @@ def cell_prediction(
     centroids: torch.Tensor,
     tokens: Sequence[str],
     top_k: int,
+    radii: torch.Tensor | None = None,
 ) -> Prediction:
     """The answer of a cell classifier from its per-partition probabilities (coarse first, float32),
     by the conventions of the module docstring; extras hold the chosen fine cell's id as `cell`."""
@@ -94,7 +112,7 @@ def cell_prediction(
         hier = hier / hier.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
         scores, index = hier.topk(top_k, dim=1)
         coords = centroids[index]  # (B, k, 2) float64
-        error_km = median_radius(hier, coords[:, 0], centroids)
+        error_km = median_radius(hier, coords[:, 0], centroids, radii)
     return ranked_prediction(coords, scores, error_km, {"cell": [tokens[i] for i in index[:, 0].tolist()]})
 
 
@@ -319,10 +337,16 @@ def checkpoint_builder(
     return build_for_registry
 
 
-def mark_trained(model: nn.Module, info: dict[str, Any], what: str) -> None:
-    """The weights label of a checkpoint written during training: what was trained, at which step."""
+def mark_trained(model: nn.Module, info: dict[str, Any], heads: str, backbone_trained: bool) -> str:
+    """Give `model` the weights label of a checkpoint written during training (trained_label.py: what
+    it started from, what trained, the step); returns the label it had, to put back after the write so
+    the next checkpoint starts from the same words."""
+    from geotag.models.trained_label import trained_label
+
+    built: str = model.weights_label  # type: ignore[assignment]
     step = info.get("train", {}).get("step")
-    model.weights_label = f"{model.weights_label.split(';')[0]}; {what} trained (step {step})"  # type: ignore[operator]
+    model.weights_label = trained_label(built, step, heads=heads, backbone_trained=backbone_trained)  # type: ignore[assignment]
+    return built
 
 
 class CheckpointFolderTask:
@@ -334,8 +358,11 @@ class CheckpointFolderTask:
     save: Callable[[Any, Path], Path]
 
     def write_model(self, model: nn.Module, folder: Path, info: dict[str, Any]) -> None:
-        mark_trained(model, info, self.trained)
-        self.save(model, folder)
+        built = mark_trained(model, info, self.trained, not getattr(self, "frozen", False))
+        try:
+            self.save(model, folder)
+        finally:
+            model.weights_label = built  # type: ignore[assignment]
 
     def load_weights(self, model: nn.Module, folder: Path) -> None:
         load_trained_state(model, folder, self.weights_file)
@@ -379,6 +406,7 @@ __all__ = [
     "CheckpointFolderTask",
     "assign_state",
     "cell_prediction",
+    "cell_radius_km",
     "checkpoint_builder",
     "mark_trained",
     "config_from_dict",

@@ -651,7 +651,7 @@ def crop_settings(cfg: TrainConfig) -> CropSettings:
 class ExpertsTask(CheckpointFolderTask, TrainTask):
     """Each crop trains its group's expert (cross-entropy over the countries). Countries are the
     manifest's `country` column, or the point-in-polygon country of the crop's photo; crops with none
-    are ignored. Frozen backbones (the default) train the four linear heads; --full trains all."""
+    are ignored. End to end by default (the poster's setting); --freeze-backbone trains the heads only."""
 
     name = "experts"
     trained = "country heads"
@@ -665,11 +665,14 @@ class ExpertsTask(CheckpointFolderTask, TrainTask):
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig) -> ExpertsTask:
-        """`geotag train --model experts`: `--variant` names the expert backbone (vit-b16, or a geotag
-        backbone such as efficientnet_lite0.imagenet; anything else means vit-b16)."""
+        """`geotag train --model experts`: `--variant` names the expert backbone (vit-b16 by default, or a
+        geotag backbone such as efficientnet_lite0.imagenet; an unknown name is an error)."""
         from geotag.models.backbones import BACKBONES
 
-        return cls(cfg.variant if cfg.variant in EXPERT_BACKBONES or cfg.variant in BACKBONES else None)
+        if cfg.variant is not None and cfg.variant not in EXPERT_BACKBONES and cfg.variant not in BACKBONES:
+            choices = ", ".join([*EXPERT_BACKBONES, *BACKBONES])
+            raise InputError(f"unknown expert backbone {cfg.variant!r}; choose from {choices}")
+        return cls(cfg.variant)
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         from geotag.geo.places import countries as lookup

@@ -75,7 +75,7 @@ from geotag.models.cell_head import (
     write_folder_config,
 )
 from geotag.models.losses import smoothed_cell_targets
-from geotag.models.tasks import TransLocatorTask
+from geotag.models.tasks import NO_FINE_CELL, TransLocatorTask
 from geotag.models.translocator import BackboneConfig, pretrained_preprocess, resolve_vit_weights
 
 if TYPE_CHECKING:
@@ -294,7 +294,12 @@ class GeoDecoder(GeoModel):
     def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
         probs = self.probabilities(images)
         pred = cell_prediction(
-            [probs[p] for p in self.cells.names], self.ancestors, self.centroids, self.cell_tokens, top_k
+            [probs[p] for p in self.cells.names],
+            self.ancestors,
+            self.centroids,
+            self.cell_tokens,
+            top_k,
+            self.cell_radii,
         )
         pred.extras["scene"] = [self.config.scene_classes[i] for i in probs["scene"].argmax(dim=1).tolist()]
         return pred
@@ -476,7 +481,7 @@ class GeoDecoderTask(CheckpointFolderTask, TransLocatorTask):
     (learned per-hierarchy confidence, scene CE where labels exist, optional PIGEON smoothing)."""
 
     name = "geodecoder"
-    trained = "decoder and heads"
+    trained = "decoder and geocell heads"
     save = staticmethod(save_checkpoint)
 
     def __init__(
@@ -488,6 +493,7 @@ class GeoDecoderTask(CheckpointFolderTask, TransLocatorTask):
         confidence_penalty: float = CONFIDENCE_PENALTY,
         scene_weight: float = 1.0,
         model_kwargs: dict[str, Any] | None = None,
+        cells_scale: str = "none",
     ) -> None:
         super().__init__(
             encoder,
@@ -495,18 +501,27 @@ class GeoDecoderTask(CheckpointFolderTask, TransLocatorTask):
             tau_km=tau_km,
             scene_weight=scene_weight,
             model_kwargs=model_kwargs,
+            cells_scale=cells_scale,
         )
         self.confidence_penalty = confidence_penalty
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig) -> GeoDecoderTask:
-        """`geotag train --model geodecoder`: `--variant` names the encoder (ENCODERS; anything else, such
-        as TransLocator's default row, means the paper's CLIP ViT-L/14); `--cells` and
-        `--label-smoothing-km` work as for TransLocator."""
-        encoder = cfg.variant if cfg.variant in ENCODERS else None
-        return cls(encoder, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
+        """`geotag train --model geodecoder`: `--variant` names the encoder (ENCODERS; none means the
+        paper's CLIP ViT-L/14, an unknown name is an error); `--cells` and `--label-smoothing-km` work as
+        for TransLocator."""
+        if cfg.variant is not None and cfg.variant not in ENCODERS:
+            raise InputError(f"unknown GeoDecoder encoder {cfg.variant!r}; choose from {', '.join(ENCODERS)}")
+        return cls(
+            cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km, cells_scale=cfg.cells_scale
+        )
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
+        if not train.has_scene:
+            log.warning(
+                "no training image has a scene label: GeoDecoder's scene choice stays untrained (its "
+                "`scene` column is then meaningless); give a manifest `scene` column to train it"
+            )
         cells = self.make_cells(train, checkpoint)
         model = build_geodecoder(
             cells,
@@ -517,7 +532,7 @@ class GeoDecoderTask(CheckpointFolderTask, TransLocatorTask):
         )
         assigned = cells.assign(train.lat, train.lon)
         if int((assigned[:, -1] >= 0).sum()) == 0:
-            raise InputError("no training image falls in a kept fine cell; give more data or a cells file")
+            raise InputError(NO_FINE_CELL)
         self.targets = torch.from_numpy(assigned)
         self.centroids = [(torch.from_numpy(p.lat), torch.from_numpy(p.lon)) for p in cells.partitions]
         return model

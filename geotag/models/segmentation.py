@@ -325,11 +325,12 @@ class DiskSegmentation(SegmentationProvider):
         return torch.stack([load_map(self.find(i, p), size) for i, p in zip(ids, files, strict=True)])
 
 
-def load_map(path: Path, size: int) -> torch.Tensor:
-    """One PNG map -> (3, size, size) float colour image in [0, 1], cropped like the photo."""
+def load_map(path: Path, size: int, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    """One PNG map -> (3, size, size) float colour image in [0, 1], cropped like the photo (`box`: the
+    training crop as fractions of the image, see io/seg_maps.read_map)."""
     from geotag.io.seg_maps import read_map
 
-    kind, arr = read_map(path, size)
+    kind, arr = read_map(path, size, box)
     if kind == "rgb":
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
     return render_labels(torch.from_numpy(arr)[None])[0]

@@ -13,9 +13,11 @@ checkpoint in the format `registry.build_model(name, weights=folder)` reads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NO_FINE_CELL = (
+    "no training image falls in a kept fine cell (GeoEstimation's thresholds need thousands of images "
+    "per cell): give more data, a cells file (--cells, e.g. `geotag cells build --tau-max`), or "
+    "--cells-scale auto"
+)
 GALLERY_FILE = "gallery.parquet"
 MAX_GALLERY = 100_000
 """GeoCLIP's default gallery size (100K MP-16 coordinates); a larger training set is subsampled."""
@@ -109,6 +116,23 @@ class TrainTask:
     def predict_args(self, run_dir: Path, checkpoint: Path) -> str:
         """The `geotag predict` options that use this run's newest checkpoint."""
         return f"--model {self.name} --weights {run_dir}"
+
+
+@contextlib.contextmanager
+def trained_weights_label(
+    model: GeoModel, info: dict[str, Any], *, heads: str, backbone_trained: bool
+) -> Iterator[None]:
+    """The model carries its trained label (trained_label.py) while a checkpoint is written, and its
+    built label again after, so the next checkpoint starts from the same words."""
+    from geotag.models.trained_label import trained_label
+
+    built = model.weights_label
+    step = info.get("train", {}).get("step")
+    model.weights_label = trained_label(built, step, heads=heads, backbone_trained=backbone_trained)
+    try:
+        yield
+    finally:
+        model.weights_label = built
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,11 +384,36 @@ class GeoCLIPLiteTask(GeoCLIPTask):
 # TransLocator (geocell classification)
 
 
+def translocator_options(cfg: TrainConfig, variant: str) -> dict[str, Any]:
+    """Model options of `geotag train` for TransLocator: --fusion, and where the segmentation branch's
+    maps come from (--seg-dir: precomputed, --segmenter: a SegFormer; default: the model's own)."""
+    from geotag.models.translocator import VARIANTS
+
+    out: dict[str, Any] = {}
+    if cfg.fusion is not None:
+        out["fusion"] = cfg.fusion
+    if (cfg.seg_dir is not None or cfg.segmenter is not None) and variant in VARIANTS:
+        if not VARIANTS[variant].use_seg:
+            raise InputError(
+                f"--seg-dir / --segmenter: TransLocator row {variant} has no segmentation branch"
+            )
+        if cfg.seg_dir is not None and cfg.segmenter is not None:
+            raise InputError("give --seg-dir or --segmenter, not both")
+    if cfg.seg_dir is not None:
+        from geotag.models.segmentation import DiskSegmentation
+
+        out["segmenter"] = DiskSegmentation(cfg.seg_dir)
+    elif cfg.segmenter is not None:
+        out["segmenter"] = cfg.segmenter
+    return out
+
+
 class TransLocatorTask(TrainTask):
     """Geocell classification with TransLocator (Pramanick et al. 2022).
 
-    Cells come from `cells_file` or are built from the training coordinates (MP-16 thresholds scaled to
-    the data size, cells.py `scale="auto"`); a resumed run reads them from its checkpoint. The loss is
+    Cells come from `cells_file` or are built from the training coordinates with GeoEstimation's MP-16
+    thresholds as given (`cells_scale` "none"; "auto" or a factor scales them, cells.scale_specs, and says
+    so); a resumed run reads them from its checkpoint. The loss is
     losses.hierarchical_cell_loss (0.5 / 0.3 / 0.2 coarse to fine; PIGEON smoothing with `tau_km`)
     plus `scene_weight` x the scene cross-entropy over the images with a scene label.
     """
@@ -380,9 +429,11 @@ class TransLocatorTask(TrainTask):
         scene_weight: float = 1.0,
         level_weights: tuple[float, ...] | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        cells_scale: str = "none",
     ) -> None:
         self.variant = variant
         self.cells_file = cells_file
+        self.cells_scale = cells_scale
         self.tau_km = tau_km
         self.scene_weight = scene_weight
         self.level_weights = level_weights
@@ -399,24 +450,38 @@ class TransLocatorTask(TrainTask):
             return Geocells.load(checkpoint / CELLS_FILE)
         if self.cells_file is not None:
             return Geocells.load(self.cells_file)
-        return build_cells(train.lat, train.lon, scale="auto")
+        from geotag.geo.cells import DEFAULT_PARTITIONS, scale_specs
+
+        if self.cells_scale != "none":
+            specs = scale_specs(DEFAULT_PARTITIONS, len(train.lat), self.cells_scale)
+            shown = ", ".join(f"{s.name} {s.tau_min}/{s.tau_max}" for s in specs)
+            log.warning("geocell thresholds scaled (--cells-scale %s): %s", self.cells_scale, shown)
+        return build_cells(train.lat, train.lon, scale=self.cells_scale)
 
     def build(self, cfg: TrainConfig, train: TrainSamples, checkpoint: Path | None) -> GeoModel:
         from geotag.models.translocator import DEFAULT_VARIANT, build_translocator
 
+        variant = self.variant or cfg.variant or DEFAULT_VARIANT
+        if variant.endswith("+scene") and not train.has_scene:
+            raise InputError(
+                f"TransLocator row {variant} trains a scene head, but none of the {len(train)} training "
+                "images has a scene label (a manifest `scene` column: indoor / natural / urban): label "
+                "them, or train --variant vit+seg+mff"
+            )
+        kwargs = {**self.model_kwargs, **translocator_options(cfg, variant)}
         cells = self.make_cells(train, checkpoint)
         model = build_translocator(
             cells,
-            self.variant or cfg.variant or DEFAULT_VARIANT,
+            variant,
             backbone_weights=cfg.backbone_weights,
             allow_untrained=cfg.allow_untrained,
-            **self.model_kwargs,
+            **kwargs,
         )
         assigned = cells.assign(train.lat, train.lon)
         self.targets = torch.from_numpy(assigned)
         covered = int((assigned[:, -1] >= 0).sum())
         if covered == 0:
-            raise InputError("no training image falls in a kept fine cell; give more data or a cells file")
+            raise InputError(NO_FINE_CELL)
         self.centroids = [(torch.from_numpy(p.lat), torch.from_numpy(p.lon)) for p in cells.partitions]
         if self.level_weights is None:
             n = len(cells.partitions)
@@ -446,8 +511,10 @@ class TransLocatorTask(TrainTask):
     def _seg_input(self, model: GeoModel, batch: dict[str, Any]) -> torch.Tensor | None:
         if not model.variant.use_seg:  # type: ignore[attr-defined]
             return None
-        with torch.no_grad():
-            seg01 = model.segment(batch["images"], None, batch.get("image_ids"), batch.get("paths"))  # type: ignore[operator]
+        with torch.no_grad():  # precomputed maps come cropped like the image (train_data.TrainDataset)
+            seg01 = model.segment(  # type: ignore[operator]
+                batch["images"], batch.get("seg_maps"), batch.get("image_ids"), batch.get("paths")
+            )
         return model._normalise(seg01.to(batch["images"].dtype))  # type: ignore[operator]
 
     def loss(self, model: GeoModel, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -482,7 +549,9 @@ class TransLocatorTask(TrainTask):
     def write_model(self, model: GeoModel, folder: Path, info: dict[str, Any]) -> None:
         from geotag.models.translocator import save_checkpoint
 
-        save_checkpoint(model, folder)  # type: ignore[arg-type]
+        heads = "geocell/scene heads" if model.scene_head is not None else "geocell heads"  # type: ignore[attr-defined]
+        with trained_weights_label(model, info, heads=heads, backbone_trained=not self.frozen):
+            save_checkpoint(model, folder)  # type: ignore[arg-type]
 
     def load_weights(self, model: GeoModel, folder: Path) -> None:
         from geotag.models.translocator import WEIGHTS_FILE
@@ -503,6 +572,8 @@ CONFIGURED_TASKS = {
 
 def make_task(cfg: TrainConfig) -> TrainTask:
     """The task for `cfg.model` with the task options of the config."""
+    if cfg.model != "translocator" and (cfg.fusion or cfg.seg_dir or cfg.segmenter):
+        raise InputError("--fusion, --seg-dir and --segmenter are TransLocator options")
     if cfg.model == "geoclip":
         return GeoCLIPTask(
             queue_size=cfg.queue_size,
@@ -513,7 +584,9 @@ def make_task(cfg: TrainConfig) -> TrainTask:
     if cfg.model == "geoclip-lite":
         return GeoCLIPLiteTask(queue_size=cfg.queue_size, train_gps_encoder=cfg.train_gps_encoder)
     if cfg.model == "translocator":
-        return TransLocatorTask(cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km)
+        return TransLocatorTask(
+            cfg.variant, cells_file=cfg.cells, tau_km=cfg.label_smoothing_km, cells_scale=cfg.cells_scale
+        )
     if cfg.model in CONFIGURED_TASKS:  # these modules import this one: named by path, imported on use
         module, _, name = CONFIGURED_TASKS[cfg.model].partition(":")
         return getattr(importlib.import_module(module), name).from_train_config(cfg)

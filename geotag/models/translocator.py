@@ -18,17 +18,18 @@ The paper's ablation rows are named configurations (`VARIANTS`): `vit` (RGB only
 branches, fused only at the end), `vit+seg+mff` (fused after every block) and `vit+seg+mff+scene`.
 
 Choices the paper leaves open, made explicit here:
-- Fusion operator: the paper's figure draws the two [CLS] tokens added. `fusion="mean"` (default) is
-  that sum halved, so the residual stream keeps the scale the pretrained blocks expect; `fusion="sum"`
-  is the literal form.
+- Fusion operator: the paper adds the two [CLS] tokens: `fusion="sum"` (default). `fusion="mean"`
+  halves that sum, so the residual stream keeps the scale the pretrained blocks expect (`geotag train
+  --fusion mean`; both measured in docs/training.md).
 - Preprocessing comes from the backbone's pretrained config (timm `augreg_in21k`: mean = std = 0.5,
   bicubic) and is stored in the checkpoint, so training and inference agree; the authors' loader used
   ImageNet statistics with an in21k ViT.
 - Test-time augmentation (`tta_crops`: 1, 2, 5 or 10 crops of the 256-px image, 10 = the authors'
   TenCrop) averages probabilities, not logits as the authors' code did.
 - `confidence` is the normalised hierarchical probability of the chosen fine cell; `error_km` the
-  distance from the prediction within which half of the fine-cell probability mass lies (cells taken at
-  their centroids): a median-error estimate in the sense of docs/schema.md.
+  distance from the prediction within which half of the fine-cell probability mass lies (each cell spread
+  over a disc of its S2 level's mean area, cell_head.py): a median-error estimate in the sense of
+  docs/schema.md.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class TransLocatorConfig(VitConfigDict):
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     interpolation: str = "bicubic"
     scene_classes: tuple[str, ...] = SCENES
-    fusion: str = "mean"  # mean | sum of the two [CLS] tokens
+    fusion: str = "sum"  # sum (the paper) | mean of the two [CLS] tokens
     segmenter: str | None = DEFAULT_SEGFORMER  # where on-the-fly maps come from (hub id or folder)
     seg_size: int | None = None  # segmenter input size; None: the segmenter's own (512)
     tta_crops: int = 1
@@ -352,7 +353,12 @@ class TransLocator(GeoModel):
         seg01 = self.segment(images, seg_maps, image_ids, paths) if self.variant.use_seg else None
         probs = self.probabilities(images, seg01)
         pred = cell_prediction(
-            [probs[p] for p in self.cells.names], self.ancestors, self.centroids, self.cell_tokens, top_k
+            [probs[p] for p in self.cells.names],
+            self.ancestors,
+            self.centroids,
+            self.cell_tokens,
+            top_k,
+            self.cell_radii,
         )
         if "scene" in probs:
             pred.extras["scene"] = [
@@ -362,7 +368,7 @@ class TransLocator(GeoModel):
 
     def _median_radius(self, probs: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Per row, the distance from `points[row]` within which half of the cell probability lies."""
-        return median_radius(probs, points, self.centroids)
+        return median_radius(probs, points, self.centroids, self.cell_radii)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -466,7 +472,7 @@ def _create(
             load_vit_weights(vit, state, source)
         label = f"{source} backbones; geocell/scene heads UNTRAINED (random init)"
     else:
-        label = "UNTRAINED backbones and heads (random init)"
+        label = "UNTRAINED backbones (random init); geocell/scene heads UNTRAINED (random init)"
         log.warning("TransLocator backbones are UNTRAINED (random init): predictions are meaningless")
     provider = None
     if use_seg and seg_source is not None:
