@@ -10,8 +10,9 @@ import geotag
 
 ROOT = Path(geotag.__file__).parent
 # The rank of each package; a module may import only modules of a lower or equal rank. Top-level helper
-# modules (errors, config, progress) sit at the bottom, the tensor cache beside io; cli and the rest on top.
-RANK = {"base": 0, "io": 1, "geo": 1, "models": 2, "engine": 3, "eval": 3, "top": 4}
+# modules (errors, config, progress) sit at the bottom, the tensor cache beside io; cli, the review app
+# (geotag/review: a local web server over the engine) and the rest on top.
+RANK = {"base": 0, "io": 1, "geo": 1, "models": 2, "engine": 3, "eval": 3, "review": 4, "top": 4}
 BASE_MODULES = {"geotag", "geotag.errors", "geotag.config", "geotag.progress"}
 BESIDE = {"geotag.cache": "io"}
 

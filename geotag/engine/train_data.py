@@ -40,7 +40,7 @@ from torch.utils.data import Dataset, Sampler
 
 from geotag.errors import InputError
 from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
-from geotag.io.samples import PATH_NAMES, TrainSamples
+from geotag.io.samples import PATH_NAMES, TrainSamples, parse_scenes
 from geotag.io.shards import is_shard_source, open_ref
 from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 LAT_NAMES = ("lat", "latitude", "gt_lat")
 LON_NAMES = ("lon", "longitude", "lng", "gt_lon")
-SCENES = ("indoor", "natural", "urban")
 CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -63,7 +62,7 @@ def load_samples(sources: Sequence[Path], image_root: Path | None = None, worker
     parts = []
     for src in sources:
         if is_shard_source(str(src)):  # WebDataset tars (engine/shards.py)
-            from geotag.engine.shards import samples_from_shards
+            from geotag.io.shards import samples_from_shards
 
             parts.append(samples_from_shards(str(src)))
             continue
@@ -85,7 +84,7 @@ def read_manifest(path: Path, image_root: Path | None = None) -> TrainSamples:
     table = read_table(path, "manifest", convert=text_convert())  # "NA" in a country column is Namibia
     where = f"manifest {path}"
     if find_column(table, PATH_NAMES) is None and (osv_id := find_column(table, ("id",))) is not None:
-        from geotag.engine.shards import with_osv5m_paths  # OSV-5M: images named by id
+        from geotag.io.shards import with_osv5m_paths  # OSV-5M: images named by id
 
         table = with_osv5m_paths(table, osv_id, Path(image_root) if image_root is not None else path.parent)
     path_col = require_column(table, PATH_NAMES, where)
@@ -153,26 +152,6 @@ def samples_from_folder(folder: Path, workers: int = 1) -> TrainSamples:
         pa.nulls(n, pa.string()),
         notes,
     )
-
-
-def parse_scenes(values: Sequence[Any]) -> np.ndarray:
-    """Scene labels as indices into SCENES: names in any case, or 0 / 1 / 2 as numbers or text
-    (GeoEstimation's S3_Label); anything else -1."""
-    out = np.full(len(values), -1, np.int64)
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or v is None:
-            continue
-        text = str(v).strip().lower()
-        if text in SCENES:
-            out[i] = SCENES.index(text)
-            continue
-        try:
-            number = float(text)
-        except ValueError:
-            continue
-        if number in (0.0, 1.0, 2.0):
-            out[i] = int(number)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

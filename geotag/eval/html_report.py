@@ -36,6 +36,7 @@ from geotag.eval.metrics import (
     threshold_key,
 )
 from geotag.eval.report import CAPTION, km, pct, score, threshold_title
+from geotag.eval.report_data import resolve_photo
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM
 from geotag.io.durable import atomic_file
 from geotag.io.parquet import check_output_path
@@ -92,18 +93,6 @@ def prepare_folder(out_dir: Path) -> Path:
 
 
 # --- thumbnails ---------------------------------------------------------------------------------------
-
-
-def resolve_photo(path_text: str | None, base: Path) -> Path | None:
-    """The photo a row names: as written, else relative to the predictions file's folder."""
-    if not path_text:
-        return None
-    path = Path(path_text)
-    if path.is_file():
-        return path
-    if not path.is_absolute() and (base / path).is_file():
-        return base / path
-    return None
 
 
 def make_thumbnail(photo: Path, out: Path, side: int = THUMB_SIDE) -> tuple[int, int] | None:

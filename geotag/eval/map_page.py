@@ -37,7 +37,7 @@ def map_rows(
     con: duckdb.DuckDBPyConnection, src: Source, out_dir: Path, thumbs: dict[str, str] | None = None
 ) -> dict[str, list[Any]]:
     """The page's data, column by column: every row with a prediction or a truth."""
-    from geotag.eval.html_report import resolve_photo
+    from geotag.eval.report_data import resolve_photo
 
     where = "NOT is_error AND (has_pred OR has_gt)"
     n = int(report_data.query(con, src, f"SELECT count(*) AS n FROM r WHERE {where}")[0]["n"])

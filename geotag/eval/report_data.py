@@ -293,3 +293,15 @@ def worst_rows(con: duckdb.DuckDBPyConnection, src: Source, n: int = 12) -> list
         SELECT path, gt_lat, gt_lon, pred_lat, pred_lon, d, confidence, scene, country, gt_country, model
         FROM r WHERE d IS NOT NULL ORDER BY d DESC, path LIMIT {int(n)}"""
     return query(con, src, sql)
+
+
+def resolve_photo(path_text: str | None, base: Path) -> Path | None:
+    """The photo a row names: as written, else relative to the predictions file's folder."""
+    if not path_text:
+        return None
+    path = Path(path_text)
+    if path.is_file():
+        return path
+    if not path.is_absolute() and (base / path).is_file():
+        return base / path
+    return None

@@ -17,6 +17,9 @@ import pyarrow as pa
 
 from geotag.errors import InputError
 
+SCENES = ("indoor", "natural", "urban")
+"""The scene labels of TransLocator's scene head (GeoEstimation's S3: indoor / natural / urban)."""
+
 PATH_NAMES = ("path", "file", "filename", "img_file", "image", "img_path", "image_path", "img_id")
 
 
@@ -103,3 +106,23 @@ def read_beside(sources: Sequence[Path], name: str) -> dict[str, Any] | None:
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read {candidate}: {exc}") from exc
     return None
+
+
+def parse_scenes(values: Sequence[Any]) -> np.ndarray:
+    """Scene labels as indices into SCENES: names in any case, or 0 / 1 / 2 as numbers or text
+    (GeoEstimation's S3_Label); anything else -1."""
+    out = np.full(len(values), -1, np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or v is None:
+            continue
+        text = str(v).strip().lower()
+        if text in SCENES:
+            out[i] = SCENES.index(text)
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        if number in (0.0, 1.0, 2.0):
+            out[i] = int(number)
+    return out
