@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
 out = Console()
 
 
@@ -46,8 +46,14 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log per-file details (library warnings, ...) to stderr.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")] = False,
 ) -> None:
     """geotag: geolocate photos in bulk."""
+    if verbose or quiet:
+        logging.getLogger("geotag").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 @app.command()
@@ -69,6 +75,7 @@ def scan(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
         f"{summary.failed} unreadable -> {out_path}",
         highlight=False,
+        markup=False,
     )
     raise typer.Exit(1 if summary.failed else 0)
 
