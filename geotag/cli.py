@@ -273,6 +273,10 @@ def gallery_build(
         list[Path], typer.Argument(help="Geotagged photos / folders, or one manifest CSV (path, lat, lon).")
     ],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Gallery Parquet file to write.")],
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Positions from a manifest, read as scan, predict and eval read it."),
+    ] = None,
     backbone: Annotated[
         str, typer.Option(help="Backbone (see `geotag models list`).")
     ] = "efficientnet_lite0.imagenet",
@@ -289,6 +293,7 @@ def gallery_build(
     cfg = GalleryConfig(
         paths=paths,
         out=out_path,
+        truth=truth,
         backbone=backbone,
         backbone_weights=backbone_weights,
         device=device,
@@ -297,6 +302,7 @@ def gallery_build(
         progress=progress and sys.stderr.isatty(),
     )
     s = run_gallery_build(cfg)
+    _say_truth(s.truth)
     err.print(
         f"embedded {s.embedded} photo(s) with {s.backbone} ({s.feature_dim}-d) on {s.device}; skipped "
         f"{s.no_gps} without a position, {s.failed} unreadable -> {out_path}",
