@@ -49,3 +49,20 @@ def test_summary_is_one_unwrapped_line_when_stderr_is_a_pipe(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert line.startswith("scanned 1 file(s)") and line.endswith(f"-> {out}")
+
+
+def test_out_by_extension_and_dash_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.jpg")
+    for out, words in [(tmp_path / "x.csv", "writes Parquet"), (Path("-"), "standard output")]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "geotag.cli", "scan", str(tmp_path), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+        assert not out.exists() and not (tmp_path / "-").exists()

@@ -30,7 +30,7 @@ from geotag.engine.scan import scan_file
 from geotag.errors import InputError
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.embeddings import GalleryInfo, GalleryWriter
-from geotag.io.parquet import check_output_path
+from geotag.io.parquet import check_parquet_path
 from geotag.io.scan import ImageRecord, iter_records, validate_paths
 from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 from geotag.io.truth import Truth, TruthReport, load_truth
@@ -193,7 +193,7 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_gallery_build(cfg: GalleryConfig, backbone: Backbone | None = None) -> GallerySummary:
     """Embed every photo with a position under cfg.paths (or listed in a manifest) into cfg.out."""
-    check_output_path(cfg.out)
+    check_parquet_path(cfg.out)
     device = resolve_device(cfg.device)
     module, pre, dim = backbone or create_backbone(
         cfg.backbone, weights=cfg.backbone_weights, allow_untrained=cfg.allow_untrained

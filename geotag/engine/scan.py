@@ -22,7 +22,7 @@ from geotag import __version__
 from geotag.geo.places import add_countries
 from geotag.io.decode import read_header
 from geotag.io.exif import read_exif
-from geotag.io.parquet import PredictionWriter, check_output_path
+from geotag.io.parquet import PredictionWriter, check_parquet_path
 from geotag.io.scan import ImageRecord, image_id, iter_image_paths, iter_records
 from geotag.io.truth import TruthReport, apply_truth, load_truth
 from geotag.progress import progress_bar
@@ -136,7 +136,7 @@ def run_scan(
 
     `truth`: a ground-truth manifest; its rows are joined here, in the main process, as rows are written.
     """
-    check_output_path(out)
+    check_parquet_path(out)
     manifest = load_truth(truth) if truth is not None else None  # a bad manifest fails before the walk
     total = sum(1 for _ in iter_image_paths(paths)) if progress else None
     summary = ScanSummary()
