@@ -23,9 +23,11 @@ app = typer.Typer(
     name="geotag",
     help="Geolocate photos in bulk: scan, predict, evaluate, write GPS back.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
+# Spelled out here because the registry imports torch; tests/test_light_imports.py checks it matches.
+MODEL_NAMES = "experts, geoclip, geoclip-lite, geodecoder, knn, knn-loo, translocator"
 err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
 out = Console()
 
@@ -88,7 +90,7 @@ def predict(
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="Parquet file to write (--engine ray: a folder of parts).")
     ],
-    model: Annotated[str, typer.Option(help="Model name (see `geotag models`).")] = "geoclip",
+    model: Annotated[str, typer.Option(help=f"Model: {MODEL_NAMES} (see `geotag models list`).")] = "geoclip",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Images per batch (default: from the device).")
@@ -400,7 +402,9 @@ def cells_build(
     ] = None,
     scale: Annotated[
         str | None,
-        typer.Option(help="auto | none | a factor [auto for the MP-16 defaults, none for given thresholds]."),
+        typer.Option(
+            help="auto | none | a factor \\[auto for the MP-16 defaults, none for given thresholds]."
+        ),
     ] = None,
 ) -> None:
     """Build adaptive S2 partitions (Müller-Budack et al. 2018) from training coordinates."""

@@ -54,3 +54,19 @@ def test_command_imports_no_deep_learning_stack(command: list[str], preds: Path)
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "exit 0" in proc.stdout or "exit 1" in proc.stdout, proc.stdout
+
+
+def test_help_lists_the_models_and_keeps_brackets() -> None:
+    from typer.testing import CliRunner
+
+    from geotag import cli
+    from geotag.models.registry import available_models
+
+    assert sorted(cli.MODEL_NAMES.split(", ")) == available_models()
+    runner = CliRunner()
+    predict = runner.invoke(cli.app, ["predict", "--help"], env={"COLUMNS": "200"})
+    assert cli.MODEL_NAMES in " ".join(predict.output.split())
+    cells = runner.invoke(cli.app, ["cells", "build", "--help"], env={"COLUMNS": "200"})
+    assert "[auto for the MP-16 defaults" in cells.output
+    top = runner.invoke(cli.app, ["--help"], env={"COLUMNS": "200"})
+    assert "--install-completion" in top.output
