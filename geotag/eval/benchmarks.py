@@ -90,6 +90,13 @@ TEST_SETS: dict[str, TestSet] = {
         ids_source="IMG_ID column of meta/im2gps3k_places365.csv, TIBHannover/GeoEstimation",
         notes="copies of im2gps3ktest.zip are reported to hold 3,000 files, 3 of them not in the manifest",
         published=(
+            Published(
+                "[L]kNN, sigma=4",
+                (7.2, 19.4, 26.9, 38.9, 55.9),
+                TRANSLOCATOR,
+                "TransLocator's table, as quoted in issue 20; not re-checked against the paper here",
+                note="Vo et al. 2017's kNN baseline: the published point of comparison for geotag's knn",
+            ),
             Published("ISNs (M, f*, S3)", (10.5, 28.0, 36.6, 49.7, 66.0), ISNS, SURVEY),
             Published("TransLocator", (11.8, 31.1, 46.7, 58.9, 80.1), TRANSLOCATOR, f"{UCLA}; {SURVEY}"),
             Published("GeoDecoder", (12.8, 33.5, 45.9, 61.0, 76.1), GEODECODER, SURVEY),
