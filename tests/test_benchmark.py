@@ -218,3 +218,21 @@ def test_knn_loo_gets_a_caveat_and_no_gap(tmp_path: Path, tiny_model) -> None:
     assert "caveat: knn-loo's gallery is the test set itself" in text
     assert "this run − best published" not in text
     assert "| [L]kNN, sigma=4 | 7.2 | 19.4 | 26.9 | 38.9 | 55.9 |" in text
+
+
+def test_known_extra_files_pass_with_a_warning(
+    tmp_path: Path, no_model: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "select"
+    shutil.copytree(fixture_dir("osv5m-71") / "select", folder)
+    first = sorted(folder.iterdir())[0]
+    shutil.copy(first, folder / "stranger.jpg")
+    gt = fixture_dir("osv5m-71") / "gt.csv"
+    assert not check_folder("osv5m-71", folder, gt, workers=1).ok  # the set expects no extra file
+    relaxed = dataclasses.replace(TEST_SETS["osv5m-71"], known_extra=1)
+    monkeypatch.setitem(TEST_SETS, "osv5m-71", relaxed)
+    check = check_folder("osv5m-71", folder, gt, workers=1)
+    assert check.ok and check.extra == ["stranger.jpg"]
+    assert any("warning: 1 file(s) not in the manifest" in n for n in check.notes)
+    shutil.copy(first, folder / "second-stranger.jpg")
+    assert not check_folder("osv5m-71", folder, gt, workers=1).ok  # more than the known extras
