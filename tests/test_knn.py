@@ -178,6 +178,21 @@ def test_gallery_from_a_manifest(sample_data: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.parquet").exists()
 
 
+def test_gallery_build_truth_reads_an_im2gps3k_manifest(sample_data: Path, tmp_path: Path) -> None:
+    """--truth takes the manifest scan/predict/eval read (IMG_ID, AUTHOR, LAT, LON); photos it names get
+    its positions, untagged ones included; the others keep their EXIF GPS."""
+    manifest = tmp_path / "im2gps3k_places365.csv"
+    manifest.write_text("IMG_ID,AUTHOR,LAT,LON\nno_gps_1.jpg,alice,46.0,8.0\nno_gps_2.png,bob,-33.0,151.0\n")
+    out = tmp_path / "g.parquet"
+    summary = run_gallery_build(
+        GalleryConfig(paths=[sample_data / "untagged"], out=out, truth=manifest, workers=0)
+    )
+    assert summary.embedded == 2 and summary.truth is not None and summary.truth.matched == 2
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert (rows["no_gps_1.jpg"]["lat"], rows["no_gps_1.jpg"]["lon"]) == (46.0, 8.0)
+    assert rows["no_gps_2.png"]["gt_source"] == "manifest"
+
+
 def test_cli_gallery_build_then_predict(sample_data: Path, tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     gallery = tmp_path / "g.parquet"

@@ -21,7 +21,7 @@ from geotag.config import PredictConfig
 from geotag.engine.predict import PredictSummary, run_predict
 from geotag.io.scan import iter_records
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'geotag[ray]')")
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'geotag-photos[ray]')")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, not ours
 
 from geotag.engine import ray_predict  # noqa: E402 - only with ray installed

@@ -43,7 +43,9 @@ from geotag.io.scan import image_id
 from geotag.sample_data import PLACES, make_exif, render
 
 GEOTAG = [sys.executable, "-m", "geotag.cli"]
-needs_exiftool = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool not installed")
+needs_exiftool = pytest.mark.skipif(
+    EXIFTOOL is None, reason="exiftool not installed (apt-get install libimage-exiftool-perl)"
+)
 WRITERS = [pytest.param("exiftool", marks=needs_exiftool), "python"]
 # One point per quadrant: the hemisphere trap shows in the southern and western ones.
 QUADRANTS = [
@@ -204,6 +206,7 @@ def test_selection_rules(tmp_path: Path, writer: str) -> None:
     assert "wrote 1 file(s)" in summary.describe() and "2 already has GPS" in summary.describe()
 
 
+@needs_exiftool  # the PNG and TIFF among the four rows need it
 def test_dry_run_lists_and_changes_nothing(photos: Path, tmp_path: Path) -> None:
     preds = write_predictions(tmp_path / "preds.parquet", _written_rows(photos)[:4])
     before = _snapshot(photos)

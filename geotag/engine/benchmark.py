@@ -16,7 +16,7 @@ from geotag.config import PredictConfig
 from geotag.engine.predict import run_predict
 from geotag.engine.scan import default_workers, ordered_map
 from geotag.errors import InputError
-from geotag.eval.benchmark_result import BenchmarkResult, FolderCheck
+from geotag.eval.benchmark_result import EXAMPLES, BenchmarkResult, FolderCheck
 from geotag.eval.benchmarks import TestSet, get_test_set
 from geotag.eval.metrics import evaluate
 from geotag.io.decode import read_header
@@ -106,6 +106,11 @@ def check_folder(
     check.extra = sorted(
         str(p.relative_to(folder)) for p, s in zip(paths, stems, strict=True) if s not in wanted
     )
+    if 0 < len(check.extra) <= check.test_set.known_extra:
+        check.notes.append(
+            f"warning: {len(check.extra)} file(s) not in the manifest, as standard copies of "
+            f"{check.test_set.name} hold; left out: {', '.join(check.extra[:EXAMPLES])}"
+        )
     check.duplicates = _duplicates(s for s in stems if s in wanted)
     in_set = [p for p, s in zip(paths, stems, strict=True) if s in wanted]
     errors = ordered_map(_header_error, in_set, workers=workers or default_workers())

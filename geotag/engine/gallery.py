@@ -30,9 +30,10 @@ from geotag.engine.scan import scan_file
 from geotag.errors import InputError
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.embeddings import GalleryInfo, GalleryWriter
-from geotag.io.parquet import check_output_path
+from geotag.io.parquet import check_parquet_path
 from geotag.io.scan import ImageRecord, iter_records, validate_paths
 from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
+from geotag.io.truth import Truth, TruthReport, load_truth
 from geotag.models.backbones import Backbone, create_backbone
 from geotag.models.base import Preprocess
 from geotag.progress import progress_bar
@@ -62,6 +63,7 @@ class GallerySummary:
     weights: str = ""
     feature_dim: int = 0
     device: str = "cpu"
+    truth: TruthReport | None = None  # what --truth gave, when passed
 
 
 def is_manifest(paths: list[Path]) -> bool:
@@ -94,11 +96,27 @@ def _missing(path: Path) -> ImageRecord:
     return ImageRecord(path=path.absolute(), size=-1, mtime=datetime.fromtimestamp(0, UTC))
 
 
-def write_work_list(cfg: GalleryConfig, folder: Path) -> tuple[Path, int]:
+def truth_records(
+    paths: list[Path], truth: Truth
+) -> Iterator[tuple[ImageRecord, float | None, float | None]]:
+    """The photos under paths, each with its position from the --truth manifest (the reader every command
+    shares), or none: then its EXIF GPS, if any, is used."""
+    for record in iter_records(paths):
+        row: dict[str, Any] = {"path": str(record.path)}
+        truth.apply(row)
+        if row.get("gt_source") == "manifest":
+            yield record, row["gt_lat"], row["gt_lon"]
+        else:
+            yield record, None, None
+
+
+def write_work_list(cfg: GalleryConfig, folder: Path, truth: Truth | None = None) -> tuple[Path, int]:
     """The run's files (and manifest positions) as an Arrow IPC file the workers memory-map."""
     paths = validate_paths(cfg.paths)
-    if is_manifest(paths):
-        items: Iterator[tuple[ImageRecord, float | None, float | None]] = manifest_records(paths[0])
+    if truth is not None:
+        items: Iterator[tuple[ImageRecord, float | None, float | None]] = truth_records(paths, truth)
+    elif is_manifest(paths):
+        items = manifest_records(paths[0])
     else:
         items = ((r, None, None) for r in iter_records(paths))
     out = folder / "files.arrow"
@@ -175,7 +193,7 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_gallery_build(cfg: GalleryConfig, backbone: Backbone | None = None) -> GallerySummary:
     """Embed every photo with a position under cfg.paths (or listed in a manifest) into cfg.out."""
-    check_output_path(cfg.out)
+    check_parquet_path(cfg.out)
     device = resolve_device(cfg.device)
     module, pre, dim = backbone or create_backbone(
         cfg.backbone, weights=cfg.backbone_weights, allow_untrained=cfg.allow_untrained
@@ -187,7 +205,10 @@ def run_gallery_build(cfg: GalleryConfig, backbone: Backbone | None = None) -> G
     )
     amp = cfg.amp and device.type == "cuda"
     with tempfile.TemporaryDirectory(prefix=".geotag-gallery-", dir=cfg.out.parent) as tmp:
-        work_list, listed = write_work_list(cfg, Path(tmp))
+        truth = load_truth(cfg.truth) if cfg.truth is not None else None
+        work_list, listed = write_work_list(cfg, Path(tmp), truth)
+        if truth is not None:
+            summary.truth = truth.finish()
         loader = DataLoader(
             GalleryDataset(work_list, pre, cfg.draft),
             batch_size=cfg.batch_size or auto_batch_size(device),

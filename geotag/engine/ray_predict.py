@@ -698,7 +698,7 @@ def run_ray_predict(cfg: PredictConfig) -> PredictSummary:
         import ray
         import ray.data
     except ImportError as exc:
-        raise InputError("--engine ray needs Ray: pip install 'geotag[ray]'") from exc
+        raise InputError("--engine ray needs Ray: pip install 'geotag-photos[ray]'") from exc
     if cfg.top_k < 1:
         raise InputError("--top-k must be at least 1")
     roots = validate_inputs(cfg.paths)

@@ -7,7 +7,9 @@ window of work in flight, so memory stays flat however many files there are.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,13 +22,14 @@ from geotag import __version__
 from geotag.geo.places import add_countries
 from geotag.io.decode import read_header
 from geotag.io.exif import read_exif
-from geotag.io.parquet import PredictionWriter, check_output_path
+from geotag.io.parquet import PredictionWriter, check_parquet_path
 from geotag.io.scan import ImageRecord, image_id, iter_image_paths, iter_records
 from geotag.io.truth import TruthReport, apply_truth, load_truth
 from geotag.progress import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,15 +65,32 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
     except OSError as exc:
         row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
         return row
-    try:
-        row.update(read_header(record.path))
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
-        row.update(status="error", error=f"not a readable image: {_error_text(exc)}")
-    try:
-        row.update(read_exif(record.path).as_row())
-    except OSError as exc:
-        row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
+    with warnings.catch_warnings(record=True) as caught:  # a worker process: no other thread races this
+        warnings.simplefilter("always")
+        try:
+            row.update(read_header(record.path))
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
+            row.update(status="error", error=f"not a readable image: {_error_text(exc)}")
+        try:
+            row.update(read_exif(record.path).as_row())
+        except OSError as exc:
+            row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
+    _note_warnings(row, caught)
     return row
+
+
+def _note_warnings(row: dict[str, Any], caught: list[warnings.WarningMessage]) -> None:
+    """Library warnings (Pillow's DecompressionBombWarning, corrupt EXIF, ...) belong to their file: into
+    the row's gt_note and the --verbose log, never printed around the summary."""
+    texts = list(
+        dict.fromkeys(f"{w.category.__name__}: {_error_text(Exception(str(w.message)))}" for w in caught)
+    )
+    if not texts:
+        return
+    for text in texts:
+        log.info("%s: %s", row["path"], text)
+    note = "; ".join(texts)[:500]
+    row["gt_note"] = f"{row['gt_note']}; {note}" if row.get("gt_note") else note
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, window: int = 256) -> Iterator[R]:
@@ -116,7 +136,7 @@ def run_scan(
 
     `truth`: a ground-truth manifest; its rows are joined here, in the main process, as rows are written.
     """
-    check_output_path(out)
+    check_parquet_path(out)
     manifest = load_truth(truth) if truth is not None else None  # a bad manifest fails before the walk
     total = sum(1 for _ in iter_image_paths(paths)) if progress else None
     summary = ScanSummary()

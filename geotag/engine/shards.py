@@ -7,7 +7,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from geotag.engine.train_data import SCENES, load_samples
+from geotag.engine.train_data import load_samples
+from geotag.io.samples import SCENES
 from geotag.io.shards import (  # noqa: F401  (re-exported: the shard readers live in io/shards.py)
     IMAGE_EXTS,
     is_ref,

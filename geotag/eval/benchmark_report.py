@@ -43,6 +43,18 @@ def best_published(published: Sequence[Published]) -> list[float | None]:
     return best
 
 
+SELF_GALLERY_MODELS = {"knn-loo"}  # models whose gallery is the test set itself
+SELF_GALLERY_CAVEAT = (
+    "caveat: {model}'s gallery is the test set itself (each photo placed by the others, its "
+    "photographer's other photos included): not comparable with the published rows, so no gap is shown"
+)
+
+
+def overlaps_test_set(result: BenchmarkResult) -> bool:
+    """True when the run's gallery holds the test set, so its scores are no fair comparison."""
+    return result.model in SELF_GALLERY_MODELS
+
+
 def gaps(result: BenchmarkResult) -> list[float | None]:
     """This run minus the best published figure, in percentage points."""
     run = run_percentages(result)
@@ -87,7 +99,7 @@ def body(result: BenchmarkResult) -> tuple[list[list[str]], list[str]]:
                 f"[{len(sources)}]",
             ]
         )
-    if ts.published:
+    if ts.published and not overlaps_test_set(result):
         signed = ["-" if g is None else f"{g:+.1f}" for g in gaps(result)]
         rows.append(["this run − best published", *signed, "", "", "", "pts"])
     return rows, sources
@@ -105,6 +117,8 @@ def footer(result: BenchmarkResult) -> list[str]:
     ]
     if not check.test_set.published:
         lines.append(f"no published results are recorded for {check.test_set.name}")
+    if overlaps_test_set(result):
+        lines.insert(0, SELF_GALLERY_CAVEAT.format(model=result.model))
     lines += result.evaluation.notes
     return lines
 
@@ -186,6 +200,6 @@ def _json(result: BenchmarkResult, console: Console) -> None:
             }
             for p in ts.published
         ],
-        "gap_to_best_published": gaps(result) if ts.published else None,
+        "gap_to_best_published": gaps(result) if ts.published and not overlaps_test_set(result) else None,
     }
     write_raw(console, json.dumps(json_safe(doc), indent=2, allow_nan=False, ensure_ascii=False))

@@ -53,7 +53,8 @@ class FolderCheck:
 
     @property
     def ok(self) -> bool:
-        return not (self.problems or self.missing or self.extra or self.duplicates or self.unreadable)
+        too_many_extra = len(self.extra) > self.test_set.known_extra
+        return not (self.problems or self.missing or too_many_extra or self.duplicates or self.unreadable)
 
     def report_lines(self) -> list[str]:
         """Plain lines for stderr: what was compared, then each problem with its first few names."""

@@ -14,12 +14,14 @@ Decisions a user should know:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pillow_heif
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so scan never pays its 2 s and 1 GB
+    import torch
 
 MAX_PIXELS = 1_000_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -70,6 +72,8 @@ def resize_center_crop(img: Image.Image, size: int, interpolation: str = "bicubi
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     """(3, H, W) uint8: a quarter of float32's bytes across the host-to-device copy. The HWC -> CHW
     copy is numpy's: torch's permute().contiguous() on uint8 was 2-15x slower on a 2-core machine."""
+    import torch
+
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
@@ -84,6 +88,8 @@ def decode_for_model(
 
 def normalize(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (B,3,H,W) -> float32 normalised, on whatever device the batch is on."""
+    import torch
+
     m = torch.tensor(mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch.float().div_(255.0) - m) / s

