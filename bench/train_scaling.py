@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
 
     clock = Clock()
     backbone = BackboneConfig(arch="vit_base_patch16_224", tag="none", overrides=overrides)
-    task = TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": img})
+    task = TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": img}, cells_scale="auto")
     cfg = TrainConfig(
         data=[Path(args.dir) / "photos"],
         out=Path(args.dir) / f"run-{world}",

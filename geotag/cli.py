@@ -58,6 +58,12 @@ UntrainedBackbone = Annotated[
 ImageRoot = Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")]
 
 
+def say(message: str, console: Console = err) -> None:
+    """A summary or notice line (stderr by default), as plain text: no markup (paths may hold brackets),
+    no highlighting, never hard-wrapped."""
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -96,11 +102,9 @@ def scan(
 
     summary = run_scan(paths, out_path, progress=progress and sys.stderr.isatty(), truth=truth)
     _say_truth(summary.truth)
-    err.print(
+    say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
-        f"{summary.failed} unreadable -> {out_path}",
-        highlight=False,
-        markup=False,
+        f"{summary.failed} unreadable -> {out_path}"
     )
     raise typer.Exit(1 if summary.failed else 0)
 
@@ -220,11 +224,10 @@ def predict(
     _say_truth(summary.truth)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
-    err.print(
+    say(
         f"predicted {summary.new} new file(s) on {summary.device}"
         + (f", {summary.skipped} already done" if summary.skipped else "")
-        + f"; {summary.total} rows, {summary.failed} failed -> {out_path}",
-        highlight=False,
+        + f"; {summary.total} rows, {summary.failed} failed -> {out_path}"
     )
     raise typer.Exit(1 if summary.failed else 0)
 
@@ -325,10 +328,9 @@ def gallery_build(
     )
     s = run_gallery_build(cfg)
     _say_truth(s.truth)
-    err.print(
+    say(
         f"embedded {s.embedded} photo(s) with {s.backbone} ({s.feature_dim}-d) on {s.device}; skipped "
-        f"{s.no_gps} without a position, {s.failed} unreadable -> {out_path}",
-        highlight=False,
+        f"{s.no_gps} without a position, {s.failed} unreadable -> {out_path}"
     )
     raise typer.Exit(1 if s.failed else 0)
 
@@ -374,9 +376,6 @@ def write_exif(
     """Write predicted GPS into photos (or XMP sidecars), marked as estimated; journalled and undoable."""
     from geotag.engine.write_exif import FileResult, WriteOptions, run_undo, run_write_exif
 
-    def say(text: str, console: Console = err) -> None:
-        console.print(text, highlight=False, markup=False, soft_wrap=True)
-
     if undo is not None:
         if predictions is not None:
             raise fail("give either PREDICTIONS or --undo JOURNAL, not both")
@@ -420,7 +419,7 @@ def embed_locations_cmd(
     from geotag.engine.locations import embed_locations_file
 
     s = embed_locations_file(coords, out_path, normalize=normalize)
-    err.print(f"embedded {s.embedded} of {s.rows} row(s) ({s.dim}-d) -> {out_path}", highlight=False)
+    say(f"embedded {s.embedded} of {s.rows} row(s) ({s.dim}-d) -> {out_path}")
 
 
 @app.command("query")
@@ -445,17 +444,13 @@ def query_cmd(
         if len(texts) != 1:
             raise fail("--filter-preds takes exactly one query text")
         f = filter_predictions(filter_preds, texts[0], out_path, text_model=text_model)
-        err.print(f"reweighted {f.rescored} of {f.rows} prediction(s) -> {out_path}", highlight=False)
+        say(f"reweighted {f.rescored} of {f.rows} prediction(s) -> {out_path}")
         return
 
     s = run_query(
         texts, out_path, text_model=text_model, gallery=gallery, grid_deg=grid, top_k=top_k, heatmap=heatmap
     )
-    err.print(
-        f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}",
-        highlight=False,
-        markup=False,
-    )
+    say(f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}")
 
 
 cells_app = typer.Typer(help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True)
@@ -487,12 +482,10 @@ def cells_build(
     specs, _ = parse_specs(names, tau_max, tau_min)
     summary = build_cells_file(manifest, out_path, specs, scale=scale)
     if scale != "none":
-        err.print(f"thresholds scaled ({scale}) to {summary.used} coordinates:", highlight=False)
+        say(f"thresholds scaled ({scale}) to {summary.used} coordinates:")
     for name, lo, hi, cells, covered in summary.partitions:
         err.print(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
-    err.print(
-        f"{summary.used} of {summary.rows} manifest rows had coordinates -> {out_path}", highlight=False
-    )
+    say(f"{summary.used} of {summary.rows} manifest rows had coordinates -> {out_path}")
 
 
 @cells_app.command("import")
@@ -511,11 +504,8 @@ def cells_import(
     cells = import_geoestimation(files, [n.strip() for n in names.split(",")] if names else None)
     cells.save(out_path)
     for part in cells.partitions:
-        err.print(
-            f"{part.name}: {len(part)} cells (tau_min {part.spec.tau_min}, tau_max {part.spec.tau_max})",
-            highlight=False,
-        )
-    err.print(f"{cells.n_input} training images in the files' header -> {out_path}", highlight=False)
+        say(f"{part.name}: {len(part)} cells (tau_min {part.spec.tau_min}, tau_max {part.spec.tau_max})")
+    say(f"{cells.n_input} training images in the files' header -> {out_path}")
 
 
 def _say_truth(report: object | None) -> None:
@@ -526,7 +516,7 @@ def _say_truth(report: object | None) -> None:
 
     assert isinstance(report, TruthReport)
     for line in [describe(report), *(f"note: {n}" for n in report.notes)]:
-        err.print(line, highlight=False, markup=False, soft_wrap=True)
+        say(line)
 
 
 @app.command()
@@ -563,7 +553,7 @@ def benchmark(
         raise fail(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
     check = check_folder(name, folder, truth)  # no model is built before this passes
     for line in check.report_lines():
-        err.print(line, highlight=False, markup=False, soft_wrap=True)
+        say(line)
     if not check.ok and not allow_mismatch:
         raise fail(f"{check.summary()}; no model was run (fix the folder, or pass --allow-mismatch)")
     cfg = PredictConfig(
@@ -760,13 +750,11 @@ def train(
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports
     for note in summary.notes:
-        err.print(f"note: {note}", highlight=False)
-    err.print(
+        say(f"note: {note}")
+    say(
         f"trained {summary.steps} step(s) on {summary.device}"
         + (f" (resumed from {summary.resumed_from.name})" if summary.resumed_from else "")
-        + f" -> {summary.checkpoint} (use: geotag predict PHOTOS --out PREDS {summary.predict_args})",
-        highlight=False,
-        soft_wrap=True,
+        + f" -> {summary.checkpoint} (use: geotag predict PHOTOS --out PREDS {summary.predict_args})"
     )
 
 
@@ -782,7 +770,7 @@ def shards(
 
     written = pack(data, out_dir, shard_size, image_root)
     pattern = f"{out_dir}/{{00000..{len(written) - 1:05d}}}.tar" if written else str(out_dir)
-    err.print(f"wrote {len(written)} shard(s): use --data '{pattern}'", highlight=False, soft_wrap=True)
+    say(f"wrote {len(written)} shard(s): use --data '{pattern}'")
 
 
 @app.command()
@@ -801,12 +789,8 @@ def segment(
     provider = load_provider(segmenter, device)
     s = run_segment(paths, out_dir, provider, batch_size=batch_size)
     for path, why in s.errors:
-        err.print(f"error: {path}: {why}", highlight=False, markup=False, soft_wrap=True)
-    err.print(
-        f"{s.written} map(s) written, {s.kept} already there, {len(s.errors)} error(s) -> {out_dir}",
-        highlight=False,
-        markup=False,
-    )
+        say(f"error: {path}: {why}")
+    say(f"{s.written} map(s) written, {s.kept} already there, {len(s.errors)} error(s) -> {out_dir}")
     raise typer.Exit(1 if s.errors else 0)
 
 
@@ -831,13 +815,10 @@ def report(
 
     s = build_report(files, out_dir, thresholds=parse_thresholds(thresholds), truth=truth, worst=worst)
     for note in s.notes:
-        err.print(f"[bold yellow]warning:[/] {note}", highlight=False)
-    err.print(
+        err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    say(
         f"report of {s.rows:,} row(s) in {s.seconds:.1f} s: {len(s.figures)} figure(s), {s.thumbnails} "
-        f"thumbnail(s), {s.missing_photos} photo(s) not found -> {s.index}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
+        f"thumbnail(s), {s.missing_photos} photo(s) not found -> {s.index}"
     )
 
 
@@ -857,7 +838,7 @@ def review_cmd(
     from geotag.review.app import make_server, serve
 
     server = make_server(predictions, decisions, port)
-    serve(server, not no_browser, lambda t: err.print(t, highlight=False, markup=False, soft_wrap=True))
+    serve(server, not no_browser, say)
 
 
 @app.command("export")
@@ -873,12 +854,9 @@ def export_cmd(
     from geotag.io.export import export_points
 
     s = export_points(predictions, out_path, fmt=fmt, what=what)
-    err.print(
+    say(
         f"exported {s.written:,} point(s) ({s.what}, {s.fmt}); {s.skipped:,} row(s) without one skipped "
-        f"-> {s.out}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
+        f"-> {s.out}"
     )
 
 
@@ -928,13 +906,11 @@ def experts_extract(
     )
     s = run_extract(cfg)
     for note in s.notes:
-        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+        say(f"note: {note}")
     counts = ", ".join(f"{n} {g}" for g, n in s.crops.items())
-    err.print(
+    say(
         f"{s.with_crops} of {s.photos} photo(s) gave crops ({counts}) on {s.device}; skipped {s.no_country} "
-        f"without a country, {s.failed} unreadable -> {s.manifest}",
-        highlight=False,
-        soft_wrap=True,
+        f"without a country, {s.failed} unreadable -> {s.manifest}"
     )
     raise typer.Exit(1 if s.failed else 0)
 
@@ -969,10 +945,10 @@ def eval_cmd(
     result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [], truth=truth)
     render(result, fmt=fmt, console=out)
     for note in result.notes:
-        err.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+        err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     if plot is not None:
         plot_error_curve(files, plot, result.thresholds, truth)
-        err.print(f"error curve -> {plot}", highlight=False, markup=False, soft_wrap=True)
+        say(f"error curve -> {plot}")
 
 
 def _setup_logging() -> None:
@@ -1000,11 +976,9 @@ def main() -> None:
         if os.environ.get("GEOTAG_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
-        err.print(
+        say(
             f"[bold red]internal error:[/] {type(exc).__name__}: {first} "
-            "(please report it; GEOTAG_DEBUG=1 shows the traceback)",
-            highlight=False,
-            soft_wrap=True,
+            "(please report it; GEOTAG_DEBUG=1 shows the traceback)"
         )
         sys.exit(3)
 

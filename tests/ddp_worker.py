@@ -18,7 +18,7 @@ def tiny_task() -> TransLocatorTask:
     from geotag.models.translocator import BackboneConfig
 
     backbone = BackboneConfig(arch="vit_tiny_patch16_224", tag="none", overrides=TINY_VIT)
-    return TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": 32})
+    return TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": 32}, cells_scale="auto")
 
 
 def config(photos: Path, out: Path, **kw: object) -> TrainConfig:

@@ -67,6 +67,7 @@ def test_help_lists_the_models_and_keeps_brackets() -> None:
     predict = runner.invoke(cli.app, ["predict", "--help"], env={"COLUMNS": "200"})
     assert cli.MODEL_NAMES in " ".join(predict.output.split())
     cells = runner.invoke(cli.app, ["cells", "build", "--help"], env={"COLUMNS": "200"})
-    assert "[auto for the MP-16 defaults" in cells.output
+    text = " ".join(cells.output.split())
+    assert "auto (shrink by sqrt(n / MP-16 size))" in text and "(default 5000,2000,1000)" in text
     top = runner.invoke(cli.app, ["--help"], env={"COLUMNS": "200"})
     assert "--install-completion" in top.output

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from geotag.errors import InputError
-from geotag.io.durable import atomic_path
-from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
+from geotag.io.tables import (
+    LAT_NAMES,
+    LON_NAMES,
+    float_column,
+    read_table,
+    require_column,
+    table_format,
+    write_table,
+)
 from geotag.models.geoclip import LocationEncoder, embed_locations
-
-OUT_FORMATS = (".parquet", ".csv")
 
 
 @dataclass(frozen=True)
@@ -31,19 +33,11 @@ class EmbedSummary:
     dim: int
 
 
-def out_format(out: Path) -> str:
-    """The output kind by extension; InputError for any other."""
-    suffix = Path(out).suffix.lower()
-    if suffix not in OUT_FORMATS:
-        raise InputError(f"--out must end in .parquet or .csv, got {out}")
-    return suffix
-
-
 def embed_locations_file(
     coords: Path, out: Path, *, normalize: bool = False, encoder: LocationEncoder | None = None
 ) -> EmbedSummary:
     """Embed every lat/lon row of `coords` and write `out` (.parquet or .csv)."""
-    kind = out_format(out)
+    kind = table_format(out)
     table = read_table(coords, "coordinates file")
     where = f"coordinates file {coords}"
     lat_col, lon_col = require_column(table, LAT_NAMES, where), require_column(table, LON_NAMES, where)
@@ -62,10 +56,5 @@ def embed_locations_file(
         result = table
         for j in range(dim):
             result = result.append_column(f"e{j}", pa.array(full[:, j], type=pa.float32(), mask=~keep))
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        if kind == ".parquet":
-            pq.write_table(result, tmp)
-        else:
-            pacsv.write_csv(result, tmp)
+    write_table(result, Path(out))
     return EmbedSummary(rows=len(lat), embedded=int(keep.sum()), dim=dim)

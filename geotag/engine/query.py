@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from geotag.errors import InputError, WeightsError
-from geotag.io.durable import atomic_path
+from geotag.io.tables import table_format, write_table
 from geotag.models.clip_convert import read_state_dict
 from geotag.models.clip_text import ClipTextTower, text_config_from_hf
 from geotag.models.gallery import load_gallery
@@ -36,7 +34,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_MODEL = "openai/clip-vit-large-patch14"
 TEXT_FILES = ["config.json", "*.safetensors", "*.bin", "*.json", "*.txt"]
-OUT_FORMATS = (".parquet", ".csv")
 
 
 @dataclass(frozen=True)
@@ -149,15 +146,6 @@ def top_places(texts: list[str], points: torch.Tensor, logits: torch.Tensor, top
     )
 
 
-def write_table(table: pa.Table, out: Path) -> None:
-    suffix = Path(out).suffix.lower()
-    with atomic_path(Path(out)) as tmp:
-        if suffix == ".parquet":
-            pq.write_table(table, tmp)
-        else:
-            pacsv.write_csv(table, tmp)
-
-
 def run_query(
     texts: list[str],
     out: Path,
@@ -169,8 +157,7 @@ def run_query(
     heatmap: Path | None = None,
 ) -> QuerySummary:
     """Score every text over the gallery (or grid) and write the top places (and a heat map PNG)."""
-    if Path(out).suffix.lower() not in OUT_FORMATS:
-        raise InputError(f"--out must end in .parquet or .csv, got {out}")
+    table_format(out)
     if heatmap is not None and Path(heatmap).suffix.lower() != ".png":
         raise InputError(f"--heatmap must end in .png, got {heatmap}")
     texts = [t.strip() for t in texts]
@@ -217,8 +204,7 @@ def filter_predictions(
     Rows without top-k candidates (errors) are kept with nulls."""
     from geotag.io.parquet import iter_batches
 
-    if Path(out).suffix.lower() not in OUT_FORMATS:
-        raise InputError(f"--out must end in .parquet or .csv, got {out}")
+    table_format(out)
     text = text.strip()
     if not text:
         raise InputError("give a non-empty query text")

@@ -161,32 +161,16 @@ def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 @contextmanager
-def atomic_file(path: Path, *, sync: bool = True, mode: int | None = None) -> Iterator[BinaryIO]:
-    """Yield a binary file to write a whole new `path` through (no name is ever reopened); on a clean
-    exit it replaces `path`, on an exception it is removed and `path` keeps what it held."""
+def _committed_temp(
+    path: Path, *, sync: bool, mode: int | None, written_by_name: bool
+) -> Iterator[tuple[int, Path]]:
+    """An exclusive temp beside `path` (fd, name); on a clean exit it replaces `path` (checked rename),
+    on an exception it is removed. A temp written by name must still be the file we created."""
     fd, tmp = new_temp(path)
     try:
         os.fchmod(fd, default_mode() if mode is None else mode)
-        with os.fdopen(os.dup(fd), "wb") as fh:
-            yield fh
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
-        replace_checked(fd, tmp, path, sync_dir=sync)
-    finally:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_path(path: Path, *, sync: bool = True) -> Iterator[Path]:
-    """Like atomic_file for libraries that only write to a name (GDAL, safetensors): the yielded
-    name was created exclusively with an unpredictable name; the rename is checked."""
-    fd, tmp = new_temp(path)
-    try:
-        os.fchmod(fd, default_mode())
-        yield tmp
-        if not is_same_file(fd, tmp):
+        yield fd, tmp
+        if written_by_name and not is_same_file(fd, tmp):
             raise UnsafeWrite(f"{tmp.name} was replaced while it was written; {path.name} left alone")
         if sync:
             os.fsync(fd)
@@ -194,6 +178,26 @@ def atomic_path(path: Path, *, sync: bool = True) -> Iterator[Path]:
     finally:
         os.close(fd)
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_file(path: Path, *, sync: bool = True, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file to write a whole new `path` through (no name is ever reopened); on a clean
+    exit it replaces `path`, on an exception it is removed and `path` keeps what it held."""
+    with (
+        _committed_temp(path, sync=sync, mode=mode, written_by_name=False) as (fd, _),
+        os.fdopen(os.dup(fd), "wb") as fh,
+    ):
+        yield fh
+        fh.flush()
+
+
+@contextmanager
+def atomic_path(path: Path, *, sync: bool = True) -> Iterator[Path]:
+    """Like atomic_file for libraries that only write to a name (GDAL, safetensors): the yielded
+    name was created exclusively with an unpredictable name; the rename is checked."""
+    with _committed_temp(path, sync=sync, mode=None, written_by_name=True) as (_, tmp):
+        yield tmp
 
 
 @contextmanager

@@ -105,3 +105,27 @@ def float_column(
     except (pa.ArrowException, ValueError) as exc:
         raise error(f"{where}: column {name} is not numeric ({first_line(exc)})") from exc
     return values.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+TABLE_FORMATS = (".parquet", ".csv")
+"""What a small result table (query places, location embeddings) may be written as, by extension."""
+
+
+def table_format(out: Path) -> str:
+    """The output kind of `out` by its extension; one InputError line for any other."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise InputError(f"--out must end in .parquet or .csv, got {out}")
+    return suffix
+
+
+def write_table(table: pa.Table, out: Path) -> None:
+    """Write a whole table as Parquet or CSV (by extension), atomically (geotag.io.durable)."""
+    from geotag.io.durable import atomic_path
+
+    kind = table_format(out)
+    with atomic_path(Path(out)) as tmp:
+        if kind == ".parquet":
+            pq.write_table(table, tmp)
+        else:
+            pacsv.write_csv(table, tmp)
