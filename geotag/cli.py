@@ -433,6 +433,9 @@ def query_cmd(
     grid: Annotated[float | None, typer.Option(help="Score a lat/lon grid of this step (degrees).")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Places per query.")] = 20,
     heatmap: Annotated[Path | None, typer.Option(help="Also write a heat map PNG.")] = None,
+    map_html: Annotated[
+        Path | None, typer.Option("--map", help="Also write the top places on an offline interactive map.")
+    ] = None,
     filter_preds: Annotated[
         Path | None, typer.Option(help="Predictions Parquet: reweight each row's top-k by the text instead.")
     ] = None,
@@ -448,7 +451,14 @@ def query_cmd(
         return
 
     s = run_query(
-        texts, out_path, text_model=text_model, gallery=gallery, grid_deg=grid, top_k=top_k, heatmap=heatmap
+        texts,
+        out_path,
+        text_model=text_model,
+        gallery=gallery,
+        grid_deg=grid,
+        top_k=top_k,
+        heatmap=heatmap,
+        map_html=map_html,
     )
     say(f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}")
 

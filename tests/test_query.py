@@ -87,8 +87,14 @@ def test_query_scores_gallery_through_released_heads(tiny_clip_text, tmp_path: P
         assert table["probability"][5 * q] == pytest.approx(float(probs[q, best[q]]), rel=1e-4)
     grid_out = tmp_path / "grid.csv"
     png = tmp_path / "heat.png"
-    s = run_query(["paris", "a beach"], grid_out, text_model=folder, grid_deg=10.0, top_k=3, heatmap=png)
+    page = tmp_path / "places.html"
+    s = run_query(
+        ["paris", "a beach"], grid_out, text_model=folder, grid_deg=10.0, top_k=3, heatmap=png, map_html=page
+    )
     assert s.points == 18 * 36 and pacsv.read_csv(grid_out).num_rows == 6
+    html = page.read_text()  # the report's offline map: no outside address, the six places as data
+    assert "L.map" in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert html.count("a beach #") == 3 and html.count("paris #") == 3
     from PIL import Image
 
     with Image.open(png) as im:

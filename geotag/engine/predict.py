@@ -195,16 +195,25 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def make_loader(dataset: PhotoDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+def photo_loader(
+    dataset: Any, batch_size: int, workers: int, device: torch.device, collate_fn: Any, **options: Any
+) -> DataLoader:
+    """The DataLoader predict and train share: decoding in `workers` processes, pinned memory for a CUDA
+    device, workers started afresh each pass; `options` add the caller's sampler, seed or prefetch."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=False,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        **options,
+    )
+
+
+def make_loader(dataset: PhotoDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    return photo_loader(
+        dataset, batch_size, workers, device, collate, shuffle=False, prefetch_factor=4 if workers else None
     )
 
 

@@ -155,11 +155,15 @@ def run_query(
     grid_deg: float | None = None,
     top_k: int = 20,
     heatmap: Path | None = None,
+    map_html: Path | None = None,
 ) -> QuerySummary:
-    """Score every text over the gallery (or grid) and write the top places (and a heat map PNG)."""
+    """Score every text over the gallery (or grid) and write the top places (and a heat map PNG, and
+    the interactive offline map page of the report)."""
     table_format(out)
     if heatmap is not None and Path(heatmap).suffix.lower() != ".png":
         raise InputError(f"--heatmap must end in .png, got {heatmap}")
+    if map_html is not None and Path(map_html).suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--map must end in .html, got {map_html}")
     texts = [t.strip() for t in texts]
     if not texts or not all(texts):
         raise InputError("give at least one non-empty query text")
@@ -180,6 +184,10 @@ def run_query(
         from geotag.eval.query_plot import text_heatmap
 
         text_heatmap(texts, points.double().numpy(), probs.double().cpu().numpy(), Path(heatmap))
+    if map_html is not None:
+        from geotag.eval.query_plot import text_map
+
+        text_map(table, Path(map_html), title="geotag query: " + "; ".join(texts))
     return QuerySummary(queries=len(texts), points=len(points), rows=table.num_rows, text_model=label)
 
 

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from geotag import __version__
 from geotag.config import TrainConfig
 from geotag.engine import distributed, train_log, train_speed
-from geotag.engine.predict import auto_workers, resolve_device
+from geotag.engine.predict import auto_workers, photo_loader, resolve_device
 from geotag.engine.train_data import (
     EpochSampler,
     TrainDataset,
@@ -353,15 +353,14 @@ def _loader(
     device: torch.device,
     seed: int,
 ) -> DataLoader:
-    return DataLoader(
+    return photo_loader(
         dataset,
-        batch_size=batch_size,
+        batch_size,
+        workers,
+        device,
+        collate_train,
         sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_train,
-        pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(seed),  # worker seeds never touch the global RNG
-        persistent_workers=False,
     )
 
 

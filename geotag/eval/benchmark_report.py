@@ -16,10 +16,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from geotag.errors import InputError
 from geotag.eval.benchmarks import THRESHOLDS_KM, Published
 from geotag.eval.metrics import json_safe, threshold_key
-from geotag.eval.report import write_raw
+from geotag.eval.report import pick_format, write_raw
 
 if TYPE_CHECKING:  # annotations only
     from geotag.eval.benchmark_result import BenchmarkResult
@@ -128,13 +127,9 @@ def render_benchmark(result: BenchmarkResult, fmt: str, console: Console) -> Non
     renderers: dict[str, Callable[[BenchmarkResult, Console], None]] = {
         "table": _table,
         "markdown": _markdown,
-        "md": _markdown,
         "json": _json,
     }
-    key = fmt.strip().lower()
-    if key not in renderers:
-        raise InputError(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
-    renderers[key](result, console)
+    pick_format(renderers, fmt)(result, console)
 
 
 def _table(result: BenchmarkResult, console: Console) -> None:

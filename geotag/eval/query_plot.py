@@ -44,3 +44,37 @@ def text_heatmap(texts: list[str], points: np.ndarray, probs: np.ndarray, out: P
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return n
+
+
+def text_map(table: object, out: Path, title: str = "geotag query") -> int:
+    """The top places of `geotag query` (a `top_places` table) on the report's offline interactive map
+    (eval/map_page.py): one point per place, coloured by its probability relative to its query's best,
+    the query and rank in the tooltip. Returns the number of points."""
+    from geotag.eval import map_page
+    from geotag.io.durable import atomic_file
+
+    rows = table.to_pylist()  # type: ignore[attr-defined]
+    best: dict[str, float] = {}
+    for r in rows:
+        best[r["query"]] = max(best.get(r["query"], 0.0), float(r["probability"]))
+    none = [None] * len(rows)
+    data = {
+        "lat": [round(float(r["lat"]), 5) for r in rows],
+        "lon": [round(float(r["lon"]), 5) for r in rows],
+        "glat": none,
+        "glon": none,
+        "d": none,
+        "c": [round(float(r["probability"]) / (best[r["query"]] or 1.0), 4) for r in rows],
+        "r": none,
+        "p": [f"{r['query']} #{r['rank']} (p = {float(r['probability']):.3g})" for r in rows],
+        "img": [""] * len(rows),
+        "k": [[] for _ in rows],
+        "total": [len(rows)],
+    }
+    try:
+        text = map_page.page_html(title, data)
+        with atomic_file(Path(out)) as fh:
+            fh.write(text.encode("utf-8"))
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return len(rows)

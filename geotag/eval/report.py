@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from typing import TypeVar
 
 from rich import box
 from rich.console import Console
@@ -22,6 +23,8 @@ from geotag.eval.metrics import COUNT_KEYS, EvalResult, threshold_key
 from geotag.geo.distance import EARTH_RADIUS_KM
 
 FORMATS = ("table", "json", "csv", "markdown")
+T = TypeVar("T")
+T = TypeVar("T")
 
 CAPTION = (
     f"distance d: haversine, R = {EARTH_RADIUS_KM} km; accuracy = share of scored rows with d <= t; "
@@ -37,12 +40,16 @@ def render(result: EvalResult, fmt: str, console: Console) -> None:
         "csv": render_csv,
         "markdown": render_markdown,
     }
+    pick_format(renderers, fmt)(result, console)
+
+
+def pick_format(renderers: dict[str, T], fmt: str) -> T:
+    """The renderer `--format` names (any case; md means markdown); one InputError line otherwise."""
     key = fmt.strip().lower()
-    if key == "md":
-        key = "markdown"
+    key = "markdown" if key == "md" else key
     if key not in renderers:
-        raise InputError(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
-    renderers[key](result, console)
+        raise InputError(f"--format {fmt}: unknown format; choose one of {', '.join(renderers)}")
+    return renderers[key]
 
 
 def write_raw(console: Console, text: str) -> None:

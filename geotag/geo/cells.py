@@ -305,13 +305,7 @@ class Geocells:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Geocells:
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"cells file not found: {path}")
-        try:
-            table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"{path} is not a readable Parquet file ({exc})") from exc
-        return cls.from_table(table, str(path))
+        return cls.from_table(read_table(path, "cells file", parquet=True), str(path))
 
     @classmethod
     def from_table(cls, table: pa.Table, source: str = "cells table") -> Geocells:
