@@ -33,3 +33,36 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Tests (and the CLI processes they start) use a cache folder of their own, never ~/.cache."""
     os.environ["GEOTAG_CACHE"] = str(tmp_path_factory.mktemp("geotag-cache"))
+
+
+def write_tagged_photos(folder: Path, n: int = 24) -> Path:
+    """`n` small rendered JPEGs with GPS EXIF spread over the globe: training data for tiny runs."""
+    from datetime import datetime
+
+    from geotag.sample_data import Place, make_exif, render
+
+    for i in range(n):
+        place = Place(f"P{i}", -60 + (i * 7) % 120, -170 + (i * 37) % 340, f"p{i:03d}.jpg", tagged=True)
+        render(place, size=(48, 36)).save(
+            folder / place.file, exif=make_exif(place, datetime(2024, 1, 1)).tobytes()
+        )
+    return folder
+
+
+def save_tiny_hf_clip(folder: Path) -> Path:
+    """A seeded tiny HF CLIP vision checkpoint (32 wide, 1 layer, 64 px, 768-d projection) at `folder`."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+        projection_dim=768,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    return folder

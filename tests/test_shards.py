@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tarfile
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,8 @@ from geotag.engine.train import run_train
 from geotag.engine.train_data import load_samples
 from geotag.errors import InputError
 from geotag.io.shards import open_ref
-from geotag.sample_data import Place, make_exif, render
 
-from conftest import REPO
+from conftest import REPO, write_tagged_photos
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import config, tiny_task  # noqa: E402
@@ -32,13 +30,7 @@ from ddp_worker import config, tiny_task  # noqa: E402
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(24):
-        place = Place(f"P{i}", -60 + (i * 7) % 120, -170 + (i * 37) % 340, f"p{i:03d}.jpg", tagged=True)
-        render(place, size=(48, 36)).save(
-            folder / place.file, exif=make_exif(place, datetime(2024, 1, 1)).tobytes()
-        )
-    return folder
+    return write_tagged_photos(tmp_path_factory.mktemp("photos"))
 
 
 def test_pack_and_read_back(photos: Path, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import csv
 import os
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ from safetensors.torch import load_file
 
 from geotag.engine.distributed import RankSampler, World, check_batch
 from geotag.errors import InputError
-from geotag.sample_data import Place, make_exif, render
 
-from conftest import REPO
+from conftest import REPO, save_tiny_hf_clip, write_tagged_photos
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ddp_worker import config, tiny_task  # noqa: E402
@@ -28,13 +26,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(24):
-        place = Place(f"P{i}", -60 + (i * 7) % 120, -170 + (i * 37) % 340, f"p{i:03d}.jpg", tagged=True)
-        render(place, size=(48, 36)).save(
-            folder / place.file, exif=make_exif(place, datetime(2024, 1, 1)).tobytes()
-        )
-    return folder
+    return write_tagged_photos(tmp_path_factory.mktemp("photos"))
 
 
 def torchrun(n: int, *args: str) -> None:
@@ -90,19 +82,7 @@ def test_two_processes_match_one(photos: Path, tmp_path: Path) -> None:
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed")
 def test_torchrun_module_cli(photos: Path, tmp_path: Path) -> None:
     """`torchrun -m geotag train` as users launch it: one report, one set of files (rank 0 only)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config_ = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        projection_dim=768,
-    )
-    CLIPVisionModelWithProjection(config_).save_pretrained(tmp_path / "clip")
+    save_tiny_hf_clip(tmp_path / "clip")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
