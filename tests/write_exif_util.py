@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from geotag.io.exif_write import ExiftoolProcess, find_exiftool, jpeg_scan_start
+from geotag.io.exif_write import ExiftoolProcess, find_exiftool, jpeg_scan_start, webp_image_chunks
 from geotag.io.parquet import PredictionWriter
 from geotag.io.scan import image_id
 
@@ -125,16 +125,6 @@ def _png_idat(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _webp_image_chunks(data: bytes) -> bytes:
-    pos, out = 12, []
-    while pos + 8 <= len(data):
-        kind, length = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        if kind in (b"VP8 ", b"VP8L", b"ALPH", b"ANMF"):
-            out.append(kind + data[pos + 8 : pos + 8 + length])
-        pos += 8 + length + (length & 1)
-    return b"".join(out)
-
-
 def _tiff_strips(path: Path) -> bytes:
     from PIL import Image
 
@@ -166,7 +156,9 @@ def image_data(path: Path) -> bytes:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return _png_idat(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp_image_chunks(data)
+        chunks = webp_image_chunks(data)
+        assert chunks is not None, f"{path}: broken RIFF structure"
+        return chunks
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return _tiff_strips(path)
     return _decoded(path)

@@ -62,6 +62,7 @@ __all__ = [
     "provenance_text",
     "read_sidecar_gps",
     "same_image_data",
+    "webp_image_chunks",
     "sidecar_path",
 ]
 
@@ -206,12 +207,34 @@ def jpeg_scan_start(data: bytes | mmap.mmap) -> int | None:
     return None
 
 
-def same_image_data(original: Path, written: Path) -> bool | None:
-    """For JPEG: are the compressed image bytes (first SOS to the end of the file) identical?
+WEBP_IMAGE_CHUNKS = (b"VP8 ", b"VP8L", b"ALPH", b"ANMF")
+"""The RIFF chunks of a WebP that hold the image itself (the bitstream, alpha, animation frames)."""
 
-    None when `original` is no JPEG (other formats rely on the writer and on the test suite)."""
+
+def webp_image_chunks(data: bytes | mmap.mmap) -> bytes | None:
+    """The image chunks of a WebP (kind and payload, in order): what a metadata write must never
+    change, wherever it moves them. None when the RIFF structure cannot be walked."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    pos, out = 12, []
+    while pos + 8 <= len(data):
+        kind, length = bytes(data[pos : pos + 4]), int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if pos + 8 + length > len(data):
+            return None
+        if kind in WEBP_IMAGE_CHUNKS:
+            out.append(kind + data[pos + 8 : pos + 8 + length])
+        pos += 8 + length + (length & 1)
+    return b"".join(out)
+
+
+def same_image_data(original: Path, written: Path) -> bool | None:
+    """Are the compressed image bytes identical? JPEG: first SOS to the end of the file; WebP: the
+    image chunks (a simple WebP gains a VP8X header and an EXIF chunk around the same bitstream).
+
+    None when `original` is neither (other formats rely on the writer and on the test suite)."""
     with open(original, "rb") as fa, open(written, "rb") as fb:
-        if fa.read(2) != b"\xff\xd8":
+        head = fa.read(12)
+        if head[:2] != b"\xff\xd8" and (head[:4] != b"RIFF" or head[8:12] != b"WEBP"):
             return None
         if os.fstat(fa.fileno()).st_size == 0 or os.fstat(fb.fileno()).st_size == 0:
             return False
@@ -219,6 +242,9 @@ def same_image_data(original: Path, written: Path) -> bool | None:
             mmap.mmap(fa.fileno(), 0, access=mmap.ACCESS_READ) as a,
             mmap.mmap(fb.fileno(), 0, access=mmap.ACCESS_READ) as b,
         ):
+            if head[:4] == b"RIFF":
+                chunks = webp_image_chunks(a)
+                return chunks is not None and chunks == webp_image_chunks(b)
             sa, sb = jpeg_scan_start(a), jpeg_scan_start(b)
             if sa is None or sb is None:
                 return False
@@ -566,7 +592,7 @@ def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
 
 def _check_info(info: dict[str, Any], fix: GpsFix, existing: ExistingGps) -> None:
     """exiftool's read-back of a written file against what was meant; raises WriteFailed."""
-    if existing.file_type and info.get("File:FileType") != existing.file_type:
+    if existing.file_type and not _same_type(existing.file_type, info.get("File:FileType")):
         raise WriteFailed(f"file type changed from {existing.file_type} to {info.get('File:FileType')}")
     lat = _coordinate(info.get("GPS:GPSLatitude"), info.get("GPS:GPSLatitudeRef"), "S")
     lon = _coordinate(info.get("GPS:GPSLongitude"), info.get("GPS:GPSLongitudeRef"), "W")
@@ -584,6 +610,12 @@ def _check_info(info: dict[str, Any], fix: GpsFix, existing: ExistingGps) -> Non
     if "XMP-exif" in existing.groups:
         xmp_lat, xmp_lon = _float(info.get("XMP-exif:GPSLatitude")), _float(info.get("XMP-exif:GPSLongitude"))
         _check_position(xmp_lat, xmp_lon, fix, "XMP")
+
+
+def _same_type(before: str, after: Any) -> bool:
+    """exiftool calls a WebP with a VP8X header 'Extended WEBP': adding EXIF to a simple (VP8/VP8L)
+    WebP must convert it, and that is the same image (same_image_data checks the bitstream)."""
+    return after == before or (before, after) == ("WEBP", "Extended WEBP")
 
 
 def _float(value: Any) -> float | None:
