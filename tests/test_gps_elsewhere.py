@@ -3,14 +3,16 @@ for both writers; --overwrite-gps never leaves two positions that disagree."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from write_exif_util import write_predictions
 
-from geotag.engine.write_exif import SKIP_HAS_GPS, WriteOptions, run_write_exif
+from geotag.engine.write_exif import SKIP_HAS_GPS, WriteOptions, run_undo, run_write_exif
 from geotag.sample_data import PLACES, make_exif, render
 
 DJI_XMP = (
@@ -51,15 +53,96 @@ def test_dji_xmp_position_counts_as_measured_gps(tmp_path: Path, writer: str) ->
     assert photo.read_bytes() == before
 
 
-@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
-def test_overwrite_gps_never_leaves_a_contradicting_maker_position(tmp_path: Path) -> None:
-    photo = _jpeg_with_segment(tmp_path / "dji.jpg", DJI_XMP)
+XMP_EXIF_GPS = (
+    b"http://ns.adobe.com/xap/1.0/\x00"
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+    b' exif:GPSLatitude="22,32.406N" exif:GPSLongitude="113,57.216E"/>'
+    b"</rdf:RDF></x:xmpmeta>"
+)
+needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
+
+
+def _positions(path: Path) -> dict[str, float]:
+    """Every latitude/longitude exiftool shows (-n -a -gps:all -xmp:all -composite:GPS*), signed."""
+    out = subprocess.run(
+        ["exiftool", "-j", "-n", "-a", "-G1", "-gps:all", "-xmp:all", "-composite:GPS*", str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    info = json.loads(out)[0]
+    found = {}
+    for key, value in info.items():
+        name = key.partition(":")[2]
+        if name.endswith(("Latitude", "Longitude")) and "Dest" not in name:
+            ref = info.get(f"{key}Ref", "")  # EXIF GPS is unsigned, with a ref
+            found[key] = -abs(float(value)) if ref in ("S", "W") else float(value)
+    return found
+
+
+def _agree(positions: dict[str, float], lat: float, lon: float) -> bool:
+    return all(abs(v - (lat if k.endswith("Latitude") else lon)) < 1e-7 for k, v in positions.items()) and {
+        "GPS:GPSLatitude",
+        "GPS:GPSLongitude",
+    } <= set(positions)
+
+
+@needs_exiftool
+@pytest.mark.parametrize(
+    ("payload", "copies"),
+    [
+        (DJI_XMP, {"XMP-drone-dji:GPSLatitude", "XMP-drone-dji:GPSLongitude"}),
+        (XMP_EXIF_GPS, {"XMP-exif:GPSLatitude", "XMP-exif:GPSLongitude"}),
+    ],
+    ids=["dji-xmp", "xmp-exif"],
+)
+def test_overwrite_gps_makes_every_copy_agree(tmp_path: Path, payload: bytes, copies: set[str]) -> None:
+    """--overwrite-gps writes EXIF GPS and gives every other copy a reader shows the same position;
+    undo gives the old bytes back."""
+    photo = _jpeg_with_segment(tmp_path / "photo.jpg", payload)
+    before = photo.read_bytes()
+    assert copies <= set(_positions(photo)) and not _agree(_positions(photo), -1.5, -2.5)
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    journal = tmp_path / "j.jsonl"
+    opts = WriteOptions(preds, journal=journal, writer="exiftool", overwrite_gps=True)
+    summary = run_write_exif(opts)
+    assert summary.failed == [] and summary.written == 1
+    after = _positions(photo)
+    assert copies <= set(after) and _agree(after, -1.5, -2.5), after
+    assert run_undo(journal).restored == 1 and photo.read_bytes() == before
+
+
+@needs_exiftool
+def test_overwrite_gps_refuses_a_position_exiftool_cannot_rewrite(tmp_path: Path) -> None:
+    """A position in a place exiftool reads but cannot write (here PNG text; a FLIR record is the
+    same): the file fails with the reason, unchanged, rather than keep two positions."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("GPSLatitude", "22.5401")
+    info.add_text("GPSLongitude", "113.9536")
+    photo = tmp_path / "text.png"
+    render(PLACES[10], (32, 24)).save(photo, pnginfo=info)
+    assert isinstance(Image.open(photo).info.get("GPSLatitude"), str)
     before = photo.read_bytes()
     preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    plain = run_write_exif(WriteOptions(preds, journal=tmp_path / "j0.jsonl", writer="exiftool"))
+    assert plain.skipped == {SKIP_HAS_GPS: 1}
     opts = WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="exiftool", overwrite_gps=True)
     summary = run_write_exif(opts)
-    assert summary.written == 0 and "XMP-drone-dji:GPSLatitude" in summary.failed[0][1]
+    assert summary.written == 0
+    assert "PNG:GPSLatitude" in summary.failed[0][1] and "cannot rewrite" in summary.failed[0][1]
     assert photo.read_bytes() == before
+
+
+def test_python_writer_refuses_overwriting_gps_kept_in_xmp(tmp_path: Path) -> None:
+    photo = _jpeg_with_segment(tmp_path / "xmp.jpg", XMP_EXIF_GPS)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    opts = WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="python", overwrite_gps=True)
+    summary = run_write_exif(opts)
+    assert summary.written == 0 and "XMP" in summary.failed[0][1] and photo.read_bytes() == before
 
 
 def test_python_writer_refuses_a_flir_record_it_cannot_read(tmp_path: Path) -> None:
@@ -83,3 +166,45 @@ def test_python_writer_refuses_a_minolta_preview_stored_past_the_exif_block(tmp_
     summary = run_write_exif(WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="python"))
     assert summary.written == 0 and "0x0088" in summary.failed[0][1] and "exiftool" in summary.failed[0][1]
     assert photo.read_bytes() == before
+
+
+SIDECAR_GPS = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+    b' xmlns:darktable="http://darktable.sf.net/" darktable:history_end="3"'
+    b' exif:GPSLatitude="22,32.406N" exif:GPSLongitude="113,57.216E"/>'
+    b"</rdf:RDF></x:xmpmeta>\n"
+)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("style", ["photo.jpg.xmp", "photo.xmp"])
+def test_a_sidecar_position_counts_and_is_updated_with_overwrite_gps(
+    tmp_path: Path, writer: str, style: str
+) -> None:
+    """Photo managers show a sidecar's exif:GPSLatitude: it is GPS the photo has, and with
+    --overwrite-gps the sidecar gets the new position too (journaled, undone byte for byte)."""
+    from geotag.io.exif import read_exif
+    from geotag.io.exif_write import read_sidecar_gps, sidecar_path
+
+    photo = tmp_path / "photo.jpg"
+    render(PLACES[10], (64, 48)).save(photo, "JPEG", quality=85)
+    side = sidecar_path(photo, style)
+    side.write_bytes(SIDECAR_GPS)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    plain = run_write_exif(WriteOptions(preds, journal=tmp_path / "j0.jsonl", writer=writer))
+    assert plain.skipped == {SKIP_HAS_GPS: 1} and photo.read_bytes() == before
+
+    journal = tmp_path / "j.jsonl"
+    summary = run_write_exif(WriteOptions(preds, journal=journal, writer=writer, overwrite_gps=True))
+    assert summary.failed == [] and summary.written == 1
+    info = read_exif(photo)
+    assert (info.gt_lat, info.gt_lon) == (pytest.approx(-1.5, abs=1e-7), pytest.approx(-2.5, abs=1e-7))
+    lat, lon, _ = read_sidecar_gps(side.read_bytes())
+    assert (lat, lon) == (pytest.approx(-1.5, abs=1e-7), pytest.approx(-2.5, abs=1e-7))
+    assert b"darktable:history_end" in side.read_bytes()  # the rest of the sidecar is kept
+    if writer == "exiftool":
+        assert _agree(_positions(photo), -1.5, -2.5)
+    assert run_undo(journal).restored == 2
+    assert photo.read_bytes() == before and side.read_bytes() == SIDECAR_GPS

@@ -263,6 +263,8 @@ class _Job:
     fd: int | None = None  # `tmp`, opened once it is written: attributes and the rename go through it
     new_hash: str | None = None
     result: FileResult | None = None
+    sidecar: bool = False  # the target is an XMP sidecar (--sidecar, or a copy --overwrite-gps updates)
+    gps_sidecars: list[Path] = field(default_factory=list)  # sidecars with GPS of a photo to update too
 
     def end(self, action: str, reason: str | None = None) -> None:
         if self.result is None:
@@ -359,9 +361,14 @@ class _Run:
         return [r for r in results if r is not None]
 
     def _write_group(self, jobs: list[_Job]) -> None:
-        """Read, write the temps, verify, finish and commit a group; its temps are gone afterwards."""
+        """Read, write the temps, verify, finish and commit a group, then the sidecars whose GPS
+        --overwrite-gps must update too; its temps are gone afterwards."""
+        self._read_existing(jobs)
+        self._write_steps(jobs)
+        self._update_sidecars(jobs)
+
+    def _write_steps(self, jobs: list[_Job]) -> None:
         try:
-            self._read_existing(jobs)
             for job in jobs:
                 self._make_temp(job)
             self._verify(jobs)
@@ -427,7 +434,7 @@ class _Run:
         path = Path(os.path.realpath(path))
         job = _Job(row=i, path_text=path_text, photo=path, st=st, fix=fix, photo_hash=row["image_id"])
         if self.opts.sidecar:
-            job.target = sidecar_path(path, self.opts.sidecar_name)
+            job.target, job.sidecar = sidecar_path(path, self.opts.sidecar_name), True
             return job
         job.target, job.target_st, job.old_hash = path, st, job.photo_hash
         assert self.writer is not None
@@ -449,15 +456,17 @@ class _Run:
         else:
             found = [_call_reader(j.photo) for j in jobs]
         for job, existing in zip(jobs, found, strict=True):
+            if not isinstance(existing, WriteFailed) and not self.opts.sidecar:
+                job.gps_sidecars = gps_sidecars(job.photo)
             if isinstance(existing, WriteFailed):
                 job.fail(existing)
-            elif existing.has_gps and not self.opts.overwrite_gps:
+            elif (existing.has_gps or job.gps_sidecars) and not self.opts.overwrite_gps:
                 job.end("skipped", SKIP_HAS_GPS)
-            elif existing.elsewhere:  # --overwrite-gps cannot make a maker's copy agree: never contradict it
+            elif existing.stuck:  # --overwrite-gps cannot make a maker's copy agree: never contradict it
                 job.end(
                     "failed",
-                    f"holds a measured position in {', '.join(existing.elsewhere[:3])} that geotag cannot "
-                    "update; left alone so no two positions disagree",
+                    f"holds a measured position in {', '.join(existing.stuck[:3])} that exiftool cannot "
+                    "rewrite; left alone so no two positions disagree",
                 )
             else:
                 job.existing = existing
@@ -468,7 +477,7 @@ class _Run:
             return
         assert job.target is not None and job.existing is not None
         try:
-            new_sidecar = self._sidecar_bytes(job) if self.opts.sidecar else None
+            new_sidecar = self._sidecar_bytes(job) if job.sidecar else None
             if job.result is not None:
                 return
             if not os.access(job.target.parent, os.W_OK):
@@ -512,12 +521,10 @@ class _Run:
         live = [j for j in jobs if j.result is None and j.tmp is not None]
         if not live:
             return
-        if self.opts.sidecar:
-            checks = [_call_check(_check_sidecar, j.tmp, j.fix) for j in live]
-        else:
-            assert self.writer is not None
-            checks = self.writer.verify_many([(j.tmp, j.fix, j.existing) for j in live])  # type: ignore[misc]
-        for job, problem in zip(live, checks, strict=True):
+        photos = [(j.tmp, j.fix, j.existing) for j in live if not j.sidecar]
+        checks = iter(self.writer.verify_many(photos) if photos and self.writer else [])  # type: ignore[arg-type]
+        for job in live:
+            problem = _call_check(_check_sidecar, job.tmp, job.fix) if job.sidecar else next(checks)
             if problem is not None:
                 job.fail(problem)
 
@@ -527,7 +534,7 @@ class _Run:
             return
         try:
             job.fd = open_own_file(job.tmp)
-            if not self.opts.sidecar and same_image_data(job.photo, job.tmp) is False:
+            if not job.sidecar and same_image_data(job.photo, job.tmp) is False:
                 raise WriteFailed("the compressed image data would have changed")
             if job.target_st is not None:
                 copy_attributes(job.fd, job.target_st)
@@ -592,11 +599,39 @@ class _Run:
         for folder in folders:
             fsync_dir(folder)
 
+    def _update_sidecars(self, jobs: list[_Job]) -> None:
+        """--overwrite-gps in photo mode: a photo just written whose XMP sidecar has GPS gets the
+        same position in the sidecar (photo managers show the sidecar's), journaled like any write.
+        Should that fail, the photo's row fails saying so: the two disagree until undone or fixed."""
+        pairs = []
+        for job in jobs:
+            if job.result is None or job.result.action != "written":
+                continue
+            for path in job.gps_sidecars:
+                side = _Job(job.row, job.path_text, job.photo, job.st, job.fix, job.new_hash or "")
+                side.target, side.sidecar = path, True
+                side.existing = ExistingGps(has_gps=True, tags={"sidecar": path.name})
+                pairs.append((job, side))
+        if not pairs:
+            return
+        self._write_steps([side for _, side in pairs])
+        for job, side in pairs:
+            assert side.result is not None and side.target is not None
+            if side.result.action != "written":
+                job.result = FileResult(
+                    job.path_text,
+                    "failed",
+                    f"the photo was written but its sidecar {side.target.name} still has the old GPS "
+                    f"({side.result.reason}); undo the run or fix the sidecar",
+                    str(job.target),
+                    job.fix,
+                )
+
     def _record(self, job: _Job, backup: str | None) -> dict[str, Any]:
         st, existing, fix = job.target_st, job.existing, job.fix
         assert existing is not None
-        record: dict[str, Any] = {"op": "sidecar" if self.opts.sidecar else "photo"}
-        if self.opts.sidecar:
+        record: dict[str, Any] = {"op": "sidecar" if job.sidecar else "photo"}
+        if job.sidecar:
             record.update(photo=str(job.photo), photo_hash=job.photo_hash, existed=st is not None)
         record.update(
             path=str(job.target),
@@ -612,6 +647,20 @@ class _Run:
             writer=self.writer_name,
         )
         return record
+
+
+def gps_sidecars(photo: Path) -> list[Path]:
+    """The XMP sidecars of a photo (either naming style) that hold a position: a photo manager shows
+    it, so it counts as GPS the photo has. One that cannot be parsed shows nothing; it is left alone."""
+    found = []
+    for style in ("photo.jpg.xmp", "photo.xmp"):
+        path = sidecar_path(photo, style)
+        try:
+            if path.is_file() and sidecar_has_gps(path.read_bytes()) and path not in found:
+                found.append(path)
+        except (OSError, WriteFailed):
+            continue
+    return found
 
 
 def _call_reader(photo: Path) -> ExistingGps | WriteFailed:

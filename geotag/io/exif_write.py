@@ -152,6 +152,12 @@ class ExistingGps:
     absent_ifd0: tuple[str, ...] = ()  # exiftool only: mandatory IFD0 tags the file lacks
     elsewhere: tuple[str, ...] = ()  # positions in maker notes / other XMP (see positions_elsewhere)
 
+    @property
+    def stuck(self) -> tuple[str, ...]:
+        """Positions in `elsewhere` that cannot be rewritten (a FLIR record, PNG text, ...): exiftool
+        rewrites any XMP property, maker records mostly not. --overwrite-gps refuses such a file."""
+        return tuple(t for t in self.elsewhere if not rewritable_position(t))
+
 
 class GpsWriter(Protocol):
     """What the engine needs from a photo writer."""
@@ -413,6 +419,7 @@ _READ_TAGS = [
     *(f"-IFD0:{t}" for t in _MANDATORY_IFD0),
 ]
 _OWN_GROUPS = ("GPS", "XMP-exif", "Composite")  # what geotag writes, and exiftool's view of it
+_NO_POSITION = (None, "", 0, "0")  # a maker's 'no fix' placeholder
 
 
 def positions_elsewhere(info: dict[str, Any]) -> tuple[str, ...]:
@@ -420,13 +427,22 @@ def positions_elsewhere(info: dict[str, Any]) -> tuple[str, ...]:
     XMP-drone-dji:GpsLatitude): a measured fix a reader may show, which geotag does not write."""
     found = []
     for key, value in info.items():
-        group, _, name = key.partition(":")
-        low = name.lower()
-        if group in _OWN_GROUPS or not low.endswith(("latitude", "longitude")) or "dest" in low:
+        if key.partition(":")[0] in _OWN_GROUPS or not _is_position(key):
             continue
-        if value not in (None, "", 0, "0"):
+        if value not in _NO_POSITION:
             found.append(key)
     return tuple(sorted(found))
+
+
+def rewritable_position(tag: str) -> bool:
+    """Can exiftool give this position tag (GROUP:NAME, from positions_elsewhere) a new value?"""
+    return tag.startswith("XMP-")
+
+
+def _is_position(key: str) -> bool:
+    """A latitude or longitude tag (not a destination, not a ref)."""
+    low = key.partition(":")[2].lower()
+    return low.endswith(("latitude", "longitude")) and "dest" not in low
 
 
 def _first_error(stderr: str) -> str | None:
@@ -532,6 +548,12 @@ class ExiftoolWriter:
                 if error_m is not None
                 else "-XMP-exif:GPSHPositioningError=",
             ]
+        # --overwrite-gps: every other copy a reader may show (DJI's drone-dji:GpsLatitude, ...) gets
+        # the same position, signed decimal degrees like the XMP it is; `stuck` ones were refused
+        for tag in existing.elsewhere:
+            if rewritable_position(tag):
+                value = fix.lat if tag.lower().endswith("latitude") else fix.lon
+                args.append(f"-{tag}#={value:.10f}")
         return args
 
     def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
@@ -568,10 +590,12 @@ class ExiftoolWriter:
 
 
 def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
-    tags = {k: v for k, v in info.items() if k.startswith(("GPS:", "XMP-exif:"))}
-    # XMP counts only with a position: a lone XMP GPSVersionID is left alone, not updated
-    groups = frozenset(k.split(":", 1)[0] for k in tags if k.startswith("GPS:") or "GPSL" in k)
     elsewhere = positions_elsewhere(info)
+    tags = {k: v for k, v in info.items() if k.startswith(("GPS:", "XMP-exif:")) or k in elsewhere}
+    # XMP counts only with a position: a lone XMP GPSVersionID is left alone, not updated
+    groups = frozenset(
+        k.split(":", 1)[0] for k in tags if k.startswith("GPS:") or k.startswith("XMP-exif:GPSL")
+    )
     has = any(k.endswith((":GPSLatitude", ":GPSLongitude")) for k in tags) or bool(elsewhere)
     lat = _coordinate(tags.get("GPS:GPSLatitude"), tags.get("GPS:GPSLatitudeRef"), "S")
     lon = _coordinate(tags.get("GPS:GPSLongitude"), tags.get("GPS:GPSLongitudeRef"), "W")
@@ -610,6 +634,20 @@ def _check_info(info: dict[str, Any], fix: GpsFix, existing: ExistingGps) -> Non
     if "XMP-exif" in existing.groups:
         xmp_lat, xmp_lon = _float(info.get("XMP-exif:GPSLatitude")), _float(info.get("XMP-exif:GPSLongitude"))
         _check_position(xmp_lat, xmp_lon, fix, "XMP")
+    _check_no_contradiction(info, fix)
+
+
+def _check_no_contradiction(info: dict[str, Any], fix: GpsFix) -> None:
+    """No position a reader may show (other XMP, maker records, Composite) disagrees with `fix`
+    after the write; EXIF GPS (unsigned, with refs) is checked by the caller."""
+    for key, value in info.items():
+        group = key.partition(":")[0]
+        if group == "GPS" or not _is_position(key) or (group not in _OWN_GROUPS and value in _NO_POSITION):
+            continue
+        wanted = fix.lat if key.lower().endswith("latitude") else fix.lon
+        got = _float(value)
+        if got is None or abs(got - wanted) > VERIFY_TOLERANCE_DEG:
+            raise WriteFailed(f"{key} still says {value} after the write, which would contradict the new GPS")
 
 
 def _same_type(before: str, after: Any) -> bool:
