@@ -172,30 +172,72 @@ def test_fsspec_urls_and_a_crashed_actor(
     _assert_same_rows(local_rows, rows)
 
 
-def test_duplicates_across_parts_are_dropped(tmp_path: Path) -> None:
-    """The end-of-run guard: a path in two parts (a listing re-run after the folder changed) stays once."""
+def test_one_row_per_file_across_parts(tmp_path: Path) -> None:
+    """The end-of-run step: a path in two parts keeps its newest row (an edited file predicted again,
+    or a listing re-run), and an earlier run's row for a file that is gone drops out."""
+    from datetime import UTC, datetime
+
     from geotag.io.parquet import PredictionWriter
 
-    for name, paths in (("part-a", ["/x/1.jpg", "/x/2.jpg"]), ("part-b", ["/x/2.jpg", "/x/3.jpg"])):
-        with PredictionWriter(tmp_path / f"{name}.parquet", metadata={"command": "predict"}) as w:
-            w.write_rows({"path": p, "status": "ok"} for p in paths)
-    assert ray_predict.remove_duplicates(tmp_path) == 1
-    assert sorted(pq.read_table(tmp_path, columns=["path"]).column(0).to_pylist()) == [
-        "/x/1.jpg",
-        "/x/2.jpg",
-        "/x/3.jpg",
-    ]
-    assert b"geo" in (pq.read_schema(tmp_path / "part-b.parquet").metadata or {})
-    merged = tmp_path.parent / f"{tmp_path.name}-merged.parquet"  # one file for report / export
-    assert ray_predict.merge_parts(tmp_path, merged) == 3
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("1.jpg", "2.jpg", "3.jpg"):
+        (photos / name).write_bytes(b"x")
+    one, two, three, gone = (str(photos / n) for n in ("1.jpg", "2.jpg", "3.jpg", "gone.jpg"))
+    old, new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    parts = {
+        "part-b": [(one, old, 1), (two, old, 1), (gone, old, 1)],  # an earlier run's
+        "part-a": [(two, new, 2), (three, new, 2)],  # this run's: 2.jpg was edited
+    }
+    for name, rows in parts.items():
+        with PredictionWriter(folder / f"{name}.parquet", metadata={"command": "predict"}) as w:
+            w.write_rows({"path": p, "status": "ok", "created_at": t, "size": n} for p, t, n in rows)
+    assert ray_predict.one_row_per_file(folder, {"part-b.parquet"}) == (0, 2)
+    rows = {r["path"]: r["size"] for r in pq.read_table(folder, columns=["path", "size"]).to_pylist()}
+    assert rows == {one: 1, two: 2, three: 2}
+    assert b"geo" in (pq.read_schema(folder / "part-b.parquet").metadata or {})
+    assert ray_predict.one_row_per_file(folder, set()) == (0, 0)  # idempotent
+    merged = tmp_path / "merged.parquet"  # one file for report / export
+    assert ray_predict.merge_parts(folder, merged) == 3
     assert b"geo" in (pq.read_schema(merged).metadata or {})
+
+
+def test_ray_resume_is_keyed_by_the_file_on_disk(
+    cluster: None, sample_data: Path, weights: dict[str, Path], tmp_path: Path
+) -> None:
+    """Like the local engine (tests/test_resume_exact.py): an identical copy keeps its own row, an
+    edited file's row is replaced, a deleted file's row drops out."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(sample_data / "europe", photos)
+    first = sorted(photos.iterdir())[0]
+    shutil.copyfile(first, photos / "copy-of-first.jpg")  # identical bytes
+    out = tmp_path / "preds"
+    summary = run_ray_predict(_cfg([photos], out, weights, engine="ray"))
+    files = sorted(str(p) for p in photos.iterdir())
+    paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
+    assert sorted(paths) == files and summary.new == len(files)
+    victim, edited = sorted(photos.iterdir())[:2]
+    victim.unlink()
+    edited.write_bytes(edited.read_bytes() + b"\0")  # an edit: new size and mtime
+    os.utime(edited, ns=(1, 1))
+    summary = run_ray_predict(_cfg([photos], out, weights, engine="ray", resume=True))
+    assert (summary.new, summary.skipped) == (1, len(files) - 2)
+    rows = pq.read_table(out, columns=["path", "size"]).to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in photos.iterdir())  # one row each
+    assert summary.total == len(rows) == len(files) - 1
+    assert next(r["size"] for r in rows if r["path"] == str(edited)) == edited.stat().st_size
 
 
 def test_resume_through_the_cli_and_eval_of_the_folder(
     ray_run: tuple[Path, PredictSummary], sample_data: Path, weights: dict[str, Path], tmp_path: Path
 ) -> None:
     """With Europe's part already in the folder, `geotag predict --engine ray --resume` skips what the
-    folder holds, by file and by content (a moved copy), and adds the rest. eval, DuckDB and geopandas
+    folder holds, by file on disk (a moved copy is a file of its own: it gets its own rows), and adds
+    the rest. eval, DuckDB and geopandas
     read the folder as one table. (In-process: a second driver would start its own workers, which
     costs this test's budget; joining by --address is ray.init's own job.)"""
     import duckdb
@@ -212,7 +254,7 @@ def test_resume_through_the_cli_and_eval_of_the_folder(
             (out / part.name).write_bytes(part.read_bytes())
     before = {p.name: p.stat().st_mtime_ns for p in ray_predict.part_files(out)}
     assert before
-    moved = tmp_path / "moved"  # a copy elsewhere: the same image ids, so skipped by content
+    moved = tmp_path / "moved"  # a copy elsewhere: the same image ids, but files of their own
     moved.mkdir()
     for p in (sample_data / "europe").iterdir():
         (moved / p.name).write_bytes(p.read_bytes())
@@ -224,16 +266,16 @@ def test_resume_through_the_cli_and_eval_of_the_folder(
     done = CliRunner().invoke(app, cmd)
     assert done.exit_code == 1, done.output  # two broken files
     said = " ".join(done.stderr.split())  # rich wraps lines at the terminal width
-    assert "predicted 11 new file(s) on ray (1 CPU model actor), 6 already done; 14 rows, 2 failed" in said
+    assert "predicted 14 new file(s) on ray (1 CPU model actor), 3 already done; 17 rows, 2 failed" in said
     assert "INFO" not in said  # Ray Data's chatter stays out of the CLI's stderr
     paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
-    assert len(paths) == len(set(paths)) == 14
+    assert len(paths) == len(set(paths)) == 17
     assert all(before[name] == (out / name).stat().st_mtime_ns for name in before)  # untouched
-    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/*.parquet')").fetchall() == [(14,)]
-    assert len(geopandas.read_parquet(out).geometry.dropna()) == 12
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/*.parquet')").fetchall() == [(17,)]
+    assert len(geopandas.read_parquet(out).geometry.dropna()) == 15
     ev = CliRunner().invoke(app, ["eval", str(out), "--format", "csv"])
     assert ev.exit_code == 0, ev.output
-    assert ev.stdout.splitlines()[1].startswith("preds,14,2,")
+    assert ev.stdout.splitlines()[1].startswith("preds,17,2,")
 
 
 def test_listing_units_split_folders(tmp_path: Path) -> None:
@@ -273,13 +315,12 @@ def test_resource_plan_leaves_room_for_the_decoders() -> None:
     assert not ray_predict.plan_resources(cfg, {"CPU": 64, "GPU": 8}).gpu
 
 
-def test_done_index_matches_ids_and_files() -> None:
+def test_done_index_matches_files() -> None:
     from datetime import UTC, datetime
 
     from geotag.io.parts import DoneSet, record_key
 
     when = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    done = DoneSet(ids={"00" * 16, "ab" * 16}, keys={record_key("/a.jpg", 10, when)})
-    index = ray_predict.DoneIndex(done)
-    assert "00" * 16 in index and "ab" * 16 in index and "cd" * 16 not in index and None not in index
+    index = ray_predict.DoneIndex(DoneSet(keys={record_key("/a.jpg", 10, when)}))
     assert index.has_file("/a.jpg", 10, when) and not index.has_file("/a.jpg", 11, when)
+    assert not index.has_file("/b.jpg", 10, when)

@@ -8,8 +8,8 @@ The pipeline is one streaming Ray Data dataset:
    earlier run already wrote (same path, size and mtime) are dropped; the rest are cut into input
    blocks of `checkpoint_rows` files.
 2. read (CPU tasks): hash, EXIF and decode each file with the local engine's `read_item`; a URL is
-   first copied to a node-local temporary file. A file whose content an earlier run wrote (same
-   image_id) is skipped; a broken file becomes an error row.
+   first copied to a node-local temporary file. A broken file becomes an error row. Resume is keyed
+   by the file on disk, never by content: identical photos each keep their own row.
 3. predict (a pool of actors, one GPU each, or CPU actors on a CPU cluster): every actor builds the
    model once from the registry spec (name and weight paths in PredictConfig; a model object is never
    pickled across the cluster) and adopts the gallery embeddings computed once by a single task and
@@ -24,8 +24,11 @@ No duplicates, however Ray retries:
   node, a restarted actor) rewrites the same name, never a second file;
 - a part is written under a unique hidden temporary name and renamed into place, so a killed attempt
   leaves no half part, and a reader's `*.parquet` glob never sees a temporary file;
-- the last step checks the folder with one DuckDB pass and drops any path found in two parts (which
-  only a listing task re-run after the folder changed could cause), keeping the first part's row.
+- the last step keeps one row per file, as the local engine's finalisation does (the same
+  geotag.io.parts.rows_to_keep): a path in two parts (an edited file predicted again on --resume, or
+  a listing task re-run after the folder changed) keeps its newest row, and rows of earlier runs for
+  local files that are gone drop out. Only parts that lose rows are rewritten (each atomically), so
+  a crash there leaves a folder the next --resume finishes the same way.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from geotag.engine.predict import (
 )
 from geotag.errors import GeotagError, InputError, OutputError
 from geotag.io.parquet import PredictionWriter
-from geotag.io.parts import DoneSet, record_key
+from geotag.io.parts import DoneSet, record_key, rows_to_keep, still_there
 from geotag.io.scan import ImageRecord, is_image_name, iter_records
 from geotag.io.truth import Truth, load_truth
 from geotag.models.base import Preprocess
@@ -289,29 +292,16 @@ def _key_text(path: str, size: int, mtime: datetime | None) -> str:
 
 
 class DoneIndex:
-    """The image ids and file keys an output folder already holds, as sorted 16-byte digests: a
-    numpy array every worker reads from the object store without copying or rebuilding a set."""
+    """The file keys (path, size, mtime) an output folder already holds, as sorted 16-byte digests:
+    a numpy array every worker reads from the object store without copying or rebuilding a set."""
 
     def __init__(self, done: DoneSet) -> None:
-        self.ids = np.array(sorted(bytes.fromhex(i) for i in done.ids if _is_hex(i)), dtype="S16")
         self.keys = np.array(sorted(_digest(f"{p}\0{s}\0{m}") for p, s, m in done.keys), dtype="S16")
 
-    @staticmethod
-    def _has(arr: np.ndarray, value: bytes) -> bool:
-        i = int(np.searchsorted(arr, value))
-        return i < len(arr) and bytes(arr[i]).ljust(16, b"\0") == value  # numpy drops trailing NULs
-
-    def __contains__(self, image_id: object) -> bool:
-        return (
-            isinstance(image_id, str) and _is_hex(image_id) and self._has(self.ids, bytes.fromhex(image_id))
-        )
-
     def has_file(self, path: str, size: int, mtime: datetime | None) -> bool:
-        return self._has(self.keys, _digest(_key_text(path, size, mtime)))
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+        value = _digest(_key_text(path, size, mtime))
+        i = int(np.searchsorted(self.keys, value))
+        return i < len(self.keys) and bytes(self.keys[i]).ljust(16, b"\0") == value  # numpy drops NULs
 
 
 # -- the three stages (plain functions and a class: Ray Data runs them on the cluster) ---------------
@@ -370,16 +360,15 @@ def local_file(path: str) -> Iterator[Path]:
         os.unlink(tmp)
 
 
-def read_block(batch: pa.Table, pre: Preprocess, draft: bool, done: list[Any]) -> pa.Table:
+def read_block(batch: pa.Table, pre: Preprocess, draft: bool) -> pa.Table:
     """Stage 2: the local engine's `read_item` for every file of each block; pixels stacked per block."""
-    index: DoneIndex = _resolve(done[0])
     parts, payloads = [], []
     for block in batch.to_pylist():
         rows, pixels, skipped = [], [], 0
         for path, size, mtime in zip(block["paths"], block["sizes"], block["mtimes"], strict=True):
             try:
                 with local_file(path) as local:
-                    item = read_item(ImageRecord(local, size, mtime), pre, draft, index)
+                    item = read_item(ImageRecord(local, size, mtime), pre, draft, ())
                     row = item["row"]
                     row["path"] = path  # the URL, not the temporary copy, also in the error text
                     if row.get("error") and str(local) != path:
@@ -566,43 +555,36 @@ def remove_temporaries(folder: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def remove_duplicates(folder: Path) -> int:
-    """Keep one row per path in the folder (the one in the first part by name); returns rows dropped.
-    Normally a no-op: see the module docstring for the one case it guards against."""
-    import duckdb
-
+def one_row_per_file(folder: Path, earlier: set[str]) -> tuple[int, int]:
+    """Keep one row per file in the folder (geotag.io.parts.rows_to_keep): a path's newest row, and
+    of the parts in `earlier` (names an earlier run left) only rows whose file is still there (a URL
+    is taken as there). Returns (rows dropped from this run's parts, rows dropped from earlier ones)."""
     files = part_files(folder)
-    if not files:
-        return 0
-    con = duckdb.connect(":memory:")
-    try:
-        sql = (
-            "SELECT path, list(filename ORDER BY filename) AS files FROM read_parquet(?, filename = true) "
-            "GROUP BY path HAVING count(*) > 1"
+    fresh = {i for i, f in enumerate(files) if f.name not in earlier}
+    keep = rows_to_keep(files, lambda s, p: s in fresh or is_url(p) or still_there(p))
+    dropped = [0, 0]
+    for s, name in enumerate(files):
+        with pq.ParquetFile(name) as pf:
+            rows = pf.metadata.num_rows
+            mask = [(s, r) in keep for r in range(rows)]
+            if all(mask):
+                continue
+            meta = pf.schema_arrow.metadata or {}
+            table = pf.read().filter(pa.array(mask, pa.bool_()))
+        dropped[s not in fresh] += rows - table.num_rows
+        log.info(
+            "%s: dropped %d row(s) (a newer row for the file, or the file is gone)",
+            name.name,
+            rows - table.num_rows,
         )
-        dups = con.sql(sql, params=[[str(f) for f in files]]).fetchall()
-    finally:
-        con.close()
-    drop: dict[str, set[str]] = {}
-    for path, names in dups:
-        for name in names[1:]:
-            drop.setdefault(name, set()).add(path)
-    dropped = 0
-    for name, paths in drop.items():
-        pf = pq.ParquetFile(name)
-        meta = pf.schema_arrow.metadata or {}
-        table = pf.read()
-        keep = table.filter(pa.compute.invert(pa.compute.is_in(table["path"], pa.array(sorted(paths)))))
-        dropped += table.num_rows - keep.num_rows
-        log.warning("%s: dropped %d row(s) also in an earlier part", name, table.num_rows - keep.num_rows)
-        if keep.num_rows == 0:
-            Path(name).unlink()
+        if table.num_rows == 0:
+            name.unlink()
             continue
         info = _json(meta.get(b"geotag"))
         info = {k: v for k, v in info.items() if k not in ("schema_version", "geotag_version")}
-        with PredictionWriter(Path(name), metadata=info) as writer:
-            writer.write_table(keep)
-    return dropped
+        with PredictionWriter(name, metadata=info) as writer:
+            writer.write_table(table)
+    return dropped[0], dropped[1]
 
 
 def _json(raw: bytes | None) -> dict[str, Any]:
@@ -717,10 +699,11 @@ def run_ray_predict(cfg: PredictConfig) -> PredictSummary:
     done = DoneSet()
     for f in part_files(out):
         done.add_file(f)
+    earlier = {f.name for f in part_files(out)}
 
     started = connect(cfg.ray_address)
     try:
-        return _run(cfg, out, roots, done, manifest, summary)
+        return _run(cfg, out, roots, done, earlier, manifest, summary)
     except ray.exceptions.RayTaskError as exc:  # a library error inside a task: one line, its exit code
         cause = getattr(exc, "cause", None)
         if isinstance(cause, GeotagError):
@@ -736,6 +719,7 @@ def _run(
     out: Path,
     roots: list[str],
     done: DoneSet,
+    earlier: set[str],
     manifest: Truth | None,
     summary: PredictSummary,
 ) -> PredictSummary:
@@ -778,7 +762,7 @@ def _run(
         read_block,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"pre": pre, "draft": cfg.draft, "done": [done_ref]},
+        fn_kwargs={"pre": pre, "draft": cfg.draft},
         num_cpus=plan.cpus_per_decoder,
         memory=min(decode_memory(cfg.checkpoint_rows, pre.input_size), _smallest_node_memory() // 2),
     )
@@ -807,7 +791,7 @@ def _run(
     log.debug("ray data stats:\n%s", ds.stats())
 
     remove_temporaries(out)
-    dropped = remove_duplicates(out)
+    dropped, _ = one_row_per_file(out, earlier)
     summary.new -= dropped
     summary.total, summary.failed = count_rows(out)
     summary.truth = manifest.finish() if manifest is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,18 +36,42 @@ def record_key(path: str, size: int, mtime: datetime | None) -> RecordKey:
 
 @dataclass
 class DoneSet:
-    """What earlier (possibly interrupted) runs already wrote: by content id and by file identity."""
+    """What earlier (possibly interrupted) runs already wrote, by file on disk (path, size, mtime):
+    never by content, so identical photos keep their own rows and an edited file is predicted again."""
 
-    ids: set[str] = field(default_factory=set)
     keys: set[RecordKey] = field(default_factory=set)
     rows: int = 0
 
     def add_file(self, path: Path) -> None:
-        for batch in iter_batches(path, ["image_id", "path", "size", "mtime"]):
-            ids, paths, sizes, mtimes = (batch.column(i).to_pylist() for i in range(4))
-            self.ids.update(i for i in ids if i is not None)
+        for batch in iter_batches(path, ["path", "size", "mtime"]):
+            paths, sizes, mtimes = (batch.column(i).to_pylist() for i in range(3))
             self.keys.update(record_key(p, s, m) for p, s, m in zip(paths, sizes, mtimes, strict=True))
             self.rows += batch.num_rows
+
+
+def rows_to_keep(sources: Sequence[Path], keep: Callable[[int, str], bool]) -> set[tuple[int, int]]:
+    """One row per file: (source index, row index) of each path's newest row (the latest created_at;
+    on a tie the later source), leaving out paths `keep(source, path)` refuses (files deleted since).
+
+    Shared by both engines' finalisation (PartStore.finalize, the Ray engine's folder), so an edited
+    file's new row replaces its old one and the result does not depend on where a crash stopped."""
+    winner: dict[str, tuple[Any, int, int]] = {}  # path -> (created_at, source, row)
+    for s, src in enumerate(sources):
+        row = 0
+        for batch in iter_batches(src, ["path", "created_at"]):
+            paths, times = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+            for p, t in zip(paths, times, strict=True):
+                if p is not None and keep(s, p):
+                    best = winner.get(p)
+                    if best is None or _later(t, best[0]):
+                        winner[p] = (t, s, row)
+                row += 1
+    return {(s, r) for _, s, r in winner.values()}
+
+
+def _later(a: datetime | None, b: datetime | None) -> bool:
+    """Is a row created at `a` at least as new as one at `b` (a missing time counts as oldest)?"""
+    return b is None or (a is not None and a >= b)
 
 
 class PartStore:
@@ -124,15 +148,8 @@ class PartStore:
         merge is idempotent: a crash after `<out>` was renamed but before the parts were removed
         merges the same rows again into the same file."""
         sources = ([self.out] if keep_existing and self.out.exists() else []) + self.parts()
-        winner: dict[str, tuple[int, int]] = {}  # path -> (source, row) of its newest row
-        for s, src in enumerate(sources):
-            row = 0
-            for batch in iter_batches(src, ["path"]):
-                for p in batch.column(0).to_pylist():
-                    if self.seen is None or p in self.seen or _still_there(p):
-                        winner[p] = (s, row)
-                    row += 1
-        keep = {(s, r) for s, r in winner.values()}
+        seen = self.seen
+        keep = rows_to_keep(sources, lambda _, p: seen is None or p in seen or still_there(p))
         with PredictionWriter(self.out, metadata=metadata) as writer:
             for s, src in enumerate(sources):
                 row = 0
@@ -146,7 +163,7 @@ class PartStore:
         return writer.rows_written
 
 
-def _still_there(path: str | None) -> bool:
+def still_there(path: str | None) -> bool:
     """Is a row's file still on disk (a path this run did not list: another input of an earlier run)?"""
     return bool(path) and os.path.lexists(path)  # type: ignore[arg-type]
 
