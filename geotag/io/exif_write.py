@@ -697,6 +697,10 @@ _IFD_POINTERS = [(0x0201, 0x0202)]  # JPEGInterchangeFormat / Length (IFD1's thu
 _MAKER_POINTERS = [(0x0088, 0x0089), (0x0081, 0x0088), (0x0101, 0x0102)]
 """(start, length) maker-note tags: Minolta's PreviewImageStart/Length and ThumbnailOffset/Length,
 Olympus-style previews: offsets that must stay inside the block."""
+_MAKER_HEADERS = ((b"SANYO\x00", 8), (b"OLYMP\x00", 8), (b"EPSON\x00", 8), (b"Panasonic\x00", 12))
+"""Maker notes whose IFD follows a short header and whose offsets count from the TIFF header, like
+the EXIF block's own (Sanyo, old Olympus, Epson, Panasonic): checked like any IFD. Before, such a
+maker note was not seen as an IFD at all and whatever it pointed at went unchecked."""
 _WRITTEN_GPS_TAGS = frozenset({0x00, 0x01, 0x02, 0x03, 0x04, 0x1B, 0x1F})
 _GPS_NAMES = {
     0x00: "GPSVersionID",
@@ -916,7 +920,10 @@ class _Exif:
                 if e.tag in _SUB_IFDS and e.count == 1:
                     todo.append((tiff.u32_at(e), _SUB_IFDS[e.tag]))
                 if e.tag == 0x927C and width > 4 and what == "Exif IFD":
-                    todo.append((tiff.u32_at(e), "MakerNote"))
+                    start = tiff.u32_at(e)
+                    head = tiff.block[start : start + 12]
+                    skip = next((n for prefix, n in _MAKER_HEADERS if head.startswith(prefix)), 0)
+                    todo.append((start + skip, "MakerNote"))
             for start, length in _MAKER_POINTERS if what == "MakerNote" else _IFD_POINTERS:
                 if start in values and values[start] + values.get(length, 0) > size:
                     return f"{what} tag 0x{start:04x} (a preview or thumbnail) points past the EXIF block"
