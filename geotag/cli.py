@@ -365,7 +365,7 @@ def write_exif(
         Path | None, typer.Option(help="Restore every file a journal records, then exit.", show_default=False)
     ] = None,
     writer: Annotated[
-        str, typer.Option(help="auto (exiftool if found) | exiftool | python (JPEG only).")
+        str, typer.Option(help="auto (exiftool if found) | exiftool | python (JPEG and WebP only).")
     ] = "auto",
     progress: Progress = True,
     decisions: Annotated[

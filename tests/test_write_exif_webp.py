@@ -4,7 +4,9 @@ bytes back."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from geotag.io.exif import read_exif
 from geotag.io.exif_write import webp_image_chunks
 
 WRITERS = [
+    "python",
     pytest.param(
         "exiftool",
         marks=pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed"),
@@ -78,6 +81,27 @@ def test_simple_and_extended_webp_round_trip(tmp_path: Path, writer: str) -> Non
         info = read_exif(path)  # geotag's own reader
         lat, lon = spots.get(name, (-1.5, -2.5))
         assert info.gt_lat == pytest.approx(lat, abs=1e-6) and info.gt_lon == pytest.approx(lon, abs=1e-6)
+        if shutil.which("exiftool"):  # and an independent one, which also validates the structure
+            out = subprocess.run(
+                [
+                    "exiftool",
+                    "-j",
+                    "-n",
+                    "-validate",
+                    "-Composite:GPSLatitude",
+                    "-Composite:GPSLongitude",
+                    str(path),
+                ],
+                capture_output=True,
+                check=True,
+                text=True,
+            ).stdout
+            got = json.loads(out)[0]
+            assert got["Validate"] == "0 0 0", got  # errors, warnings, minor warnings (-n)
+            assert (got["GPSLatitude"], got["GPSLongitude"]) == (
+                pytest.approx(lat, abs=1e-6),
+                pytest.approx(lon, abs=1e-6),
+            )
 
     undone = run_undo(journal)
     assert undone.restored == 4

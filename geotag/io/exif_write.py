@@ -9,9 +9,10 @@ every photo either as it was or completely written.
 - `ExiftoolWriter` drives one long-lived `exiftool -stay_open True -@ -` process (exiftool is the most
   trusted metadata writer: JPEG, TIFF, PNG, WebP, HEIC and camera RAW). It writes with `-o TEMP`, not
   `-overwrite_original`, because exiftool's own rename does not fsync and we verify before swapping.
-- `PythonJpegWriter` is the fallback for JPEG when exiftool is absent. It appends a new GPS IFD (and,
-  when needed, a copy of IFD0 carrying the GPS pointer) at the end of the existing EXIF block, so no
-  existing byte moves and every other tag, MakerNote and thumbnail stays valid. piexif was not used:
+- `PythonJpegWriter` is the fallback for JPEG and WebP when exiftool is absent. It appends a new GPS
+  IFD (and, when needed, a copy of IFD0 carrying the GPS pointer) at the end of the existing EXIF
+  block, so no existing byte moves and every other tag, MakerNote and thumbnail stays valid. A simple
+  (VP8 / VP8L) WebP is converted to the extended format around its unchanged bitstream. piexif was not used:
   it re-serialises the whole EXIF block (breaking MakerNote offsets) and is unmaintained (GUIDE 7).
 
 The trap (GUIDE 7): EXIF stores an unsigned latitude plus an N/S ref. Both writers always write the
@@ -839,23 +840,19 @@ def _metres_rational(value: float) -> tuple[int, int]:
     return (centi, 100) if centi < 2**32 else (min(round(value), 2**32 - 1), 1)
 
 
-class _Exif:
-    """The Exif APP1 segment of a JPEG, parsed; `with_gps` returns the new file's bytes."""
+class _ExifBlock:
+    """A TIFF-structured EXIF block (or none yet), parsed; `new_block` is it with the GPS appended.
+    The container (a JPEG APP1 segment, a WebP EXIF chunk) is the subclass's business."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.segments = _jpeg_segments(data)
-        self.app1 = next(
-            (s for s in self.segments if s.marker == 0xE1 and s.payload(data).startswith(b"Exif\x00")), None
-        )
+    def __init__(self, block: bytes | None) -> None:
         self.tiff: _Tiff | None = None
         self.ifd0: list[_Entry] = []
         self.ifd0_next = 0
         self.gps: list[_Entry] = []
         self.gps_pointer: _Entry | None = None
-        if self.app1 is None:
+        if block is None:
             return
-        self.tiff = _Tiff(self.app1.payload(data)[6:])
+        self.tiff = _Tiff(block)
         self.ifd0, self.ifd0_next = self.tiff.read_ifd(self.tiff.ifd0_offset, "IFD0")
         self.gps_pointer = next((e for e in self.ifd0 if e.tag == _GPS_POINTER), None)
         if self.gps_pointer is not None:
@@ -865,22 +862,15 @@ class _Exif:
 
     def xmp_has_gps(self) -> bool:
         """Any latitude/longitude in XMP (exif:GPSLatitude, DJI's drone-dji:GpsLatitude, ...)."""
-        return any(
-            s.marker == 0xE1
-            and s.payload(self.data).startswith(_XMP_HEADER)
-            and re.search(rb"(?i)(latitude|longitude)", s.payload(self.data)) is not None
-            for s in self.segments
-        )
+        return False
 
     def maker_segments(self) -> list[str]:
-        """APP segments of makers that keep records of their own (FLIR keeps a GPS record there)."""
-        names = []
-        for seg in self.segments:
-            if 0xE0 <= seg.marker <= 0xEF:
-                head = seg.payload(self.data)[:5]
-                if head.startswith(b"FLIR"):
-                    names.append("FLIR")
-        return names
+        """Records of makers that keep data of their own (FLIR keeps a GPS record there)."""
+        return []
+
+    def with_gps(self, fix: GpsFix) -> bytes:
+        """The new file's bytes."""
+        raise NotImplementedError
 
     def gps_tags(self) -> dict[str, Any]:
         if self.tiff is None:
@@ -929,7 +919,7 @@ class _Exif:
                     return f"{what} tag 0x{start:04x} (a preview or thumbnail) points past the EXIF block"
         return None
 
-    def with_gps(self, fix: GpsFix) -> bytes:
+    def new_block(self, fix: GpsFix) -> bytes:
         if self.tiff is None:
             order = ">"
             block = bytearray(b"MM\x00*\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00")  # empty IFD0 at 8
@@ -985,8 +975,48 @@ class _Exif:
             block[pos + 8 : pos + 12] = pack("I", gps_at)
         assert len(block) == gps_at
         block += gps_ifd + values
+        return bytes(block)
 
-        payload = _EXIF_HEADER + bytes(block)
+    def _entry_offset(self, entry: _Entry) -> int:
+        """Where `entry` (one of IFD0's) sits in the TIFF block."""
+        assert self.tiff is not None
+        index = self.ifd0.index(entry)
+        return self.tiff.ifd0_offset + 2 + 12 * index
+
+
+_XMP_POSITION = re.compile(rb"(?i)(latitude|longitude)")
+
+
+class _Exif(_ExifBlock):
+    """The Exif APP1 segment of a JPEG, parsed; `with_gps` returns the new file's bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.segments = _jpeg_segments(data)
+        self.app1 = next(
+            (s for s in self.segments if s.marker == 0xE1 and s.payload(data).startswith(b"Exif\x00")), None
+        )
+        super().__init__(self.app1.payload(data)[6:] if self.app1 is not None else None)
+
+    def xmp_has_gps(self) -> bool:
+        return any(
+            s.marker == 0xE1
+            and s.payload(self.data).startswith(_XMP_HEADER)
+            and _XMP_POSITION.search(s.payload(self.data)) is not None
+            for s in self.segments
+        )
+
+    def maker_segments(self) -> list[str]:
+        names = []
+        for seg in self.segments:
+            if 0xE0 <= seg.marker <= 0xEF:
+                head = seg.payload(self.data)[:5]
+                if head.startswith(b"FLIR"):
+                    names.append("FLIR")
+        return names
+
+    def with_gps(self, fix: GpsFix) -> bytes:
+        payload = _EXIF_HEADER + self.new_block(fix)
         if len(payload) > _MAX_SEGMENT:
             raise WriteFailed("the EXIF block would outgrow a JPEG segment (64 KB); install exiftool")
         segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
@@ -999,11 +1029,80 @@ class _Exif:
             insert_at = s.end
         return self.data[:insert_at] + segment + self.data[insert_at:]
 
-    def _entry_offset(self, entry: _Entry) -> int:
-        """Where `entry` (one of IFD0's) sits in the TIFF block."""
-        assert self.tiff is not None
-        index = self.ifd0.index(entry)
-        return self.tiff.ifd0_offset + 2 + 12 * index
+
+_WEBP_VP8X_EXIF, _WEBP_VP8X_ALPHA = 0x08, 0x10
+
+
+def _riff_chunk(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("<I", len(payload)) + payload + (b"\x00" if len(payload) % 2 else b"")
+
+
+def _webp_canvas(kind: bytes, payload: bytes) -> tuple[int, int, bool]:
+    """(width, height, has alpha) from a simple WebP's VP8 or VP8L bitstream header."""
+    if kind == b"VP8 " and len(payload) >= 10 and payload[3:6] == b"\x9d\x01\x2a" and not payload[0] & 1:
+        width, height = struct.unpack_from("<HH", payload, 6)
+        return width & 0x3FFF, height & 0x3FFF, False
+    if kind == b"VP8L" and len(payload) >= 5 and payload[0] == 0x2F:
+        bits = int.from_bytes(payload[1:5], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
+    raise WriteFailed("the WebP bitstream header is not readable")
+
+
+class _WebpExif(_ExifBlock):
+    """The EXIF chunk of a WebP, parsed. `with_gps` writes the GPS into it, or adds one: a simple
+    (VP8 / VP8L) WebP becomes an extended one (a VP8X header with the EXIF flag and the canvas size
+    from the bitstream header), its image chunk copied byte for byte."""
+
+    def __init__(self, data: bytes) -> None:
+        if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+            raise WriteFailed("not a WebP file")
+        if int.from_bytes(data[4:8], "little") + 8 != len(data):
+            raise WriteFailed("the WebP RIFF size does not match the file (truncated, or data after it)")
+        self.chunks: list[tuple[bytes, bytes]] = []
+        pos = 12
+        while pos < len(data):
+            kind, length = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+            if pos + 8 + length > len(data):
+                raise WriteFailed("a WebP chunk runs past the end of the file")
+            self.chunks.append((kind, data[pos + 8 : pos + 8 + length]))
+            pos += 8 + length + (length & 1)
+        kinds = [k for k, _ in self.chunks]
+        if not kinds or kinds[0] not in (b"VP8X", b"VP8 ", b"VP8L") or kinds.count(b"EXIF") > 1:
+            raise WriteFailed("unexpected WebP chunk layout")
+        exif = next((p for k, p in self.chunks if k == b"EXIF"), None)
+        # the spec's EXIF chunk is a bare TIFF block; some writers put "Exif\0\0" first (kept as is)
+        self.prefix = _EXIF_HEADER if exif is not None and exif.startswith(_EXIF_HEADER) else b""
+        super().__init__(exif[len(self.prefix) :] if exif is not None else None)
+
+    def xmp_has_gps(self) -> bool:
+        return any(k == b"XMP " and _XMP_POSITION.search(p) is not None for k, p in self.chunks)
+
+    def with_gps(self, fix: GpsFix) -> bytes:
+        exif = self.prefix + self.new_block(fix)
+        chunks = list(self.chunks)
+        if chunks[0][0] != b"VP8X":  # simple: VP8X first, then the bitstream chunk, then EXIF
+            width, height, alpha = _webp_canvas(*chunks[0])
+            flags = _WEBP_VP8X_ALPHA if alpha else 0
+            header = (
+                bytes([flags, 0, 0, 0])
+                + (width - 1).to_bytes(3, "little")
+                + (height - 1).to_bytes(3, "little")
+            )
+            chunks.insert(0, (b"VP8X", header))
+        vp8x = chunks[0][1]
+        chunks[0] = (b"VP8X", bytes([vp8x[0] | _WEBP_VP8X_EXIF]) + vp8x[1:])
+        kinds = [k for k, _ in chunks]
+        if b"EXIF" in kinds:
+            chunks[kinds.index(b"EXIF")] = (b"EXIF", exif)
+        else:  # the spec's order: image data, EXIF, XMP, unknown chunks
+            chunks.insert(kinds.index(b"XMP ") if b"XMP " in kinds else len(chunks), (b"EXIF", exif))
+        body = b"WEBP" + b"".join(_riff_chunk(k, p) for k, p in chunks)
+        return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _parse_photo(data: bytes) -> _ExifBlock:
+    """The EXIF of a JPEG or WebP, parsed for the Python writer."""
+    return _WebpExif(data) if data[:4] == b"RIFF" else _Exif(data)
 
 
 def _dms_value(tags: dict[str, Any], axis: str, negative_ref: str) -> float | None:
@@ -1015,22 +1114,22 @@ def _dms_value(tags: dict[str, Any], axis: str, negative_ref: str) -> float | No
 
 
 class PythonJpegWriter:
-    """The fallback when exiftool is absent: JPEG only, EXIF GPS only, nothing else moves."""
+    """The fallback when exiftool is absent: JPEG and WebP, EXIF GPS only, nothing else moves."""
 
-    name = "python (JPEG only)"
+    name = "python (JPEG and WebP only)"
 
     def unsupported(self, path: Path) -> str | None:
         try:
             with open(path, "rb") as fh:
-                head = fh.read(3)
+                head = fh.read(12)
         except OSError as exc:
             return f"cannot read file: {exc.strerror or exc}"
-        if head == b"\xff\xd8\xff":
+        if head[:3] == b"\xff\xd8\xff" or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
             return None
-        return "only JPEG can be written without exiftool (apt-get install libimage-exiftool-perl)"
+        return "only JPEG and WebP can be written without exiftool (apt-get install libimage-exiftool-perl)"
 
     def read_gps(self, path: Path) -> ExistingGps:
-        exif = _Exif(path.read_bytes())
+        exif = _parse_photo(path.read_bytes())
         outside = exif.outside_pointer()
         if outside:
             raise WriteFailed(f"{outside}; only exiftool can write this file without damaging it")
@@ -1051,13 +1150,13 @@ class PythonJpegWriter:
             lon=info.gt_lon,
             tags={f"GPS:{k}": v for k, v in tags.items()},
             groups=frozenset({"GPS"} if tags else set()) | ({"XMP"} if exif.xmp_has_gps() else set()),
-            file_type="JPEG",
+            file_type="WEBP" if isinstance(exif, _WebpExif) else "JPEG",
         )
 
     def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
         if "XMP" in existing.groups:
             raise WriteFailed("the photo keeps GPS in XMP too; only exiftool updates both")
-        new = _Exif(src.read_bytes()).with_gps(fix)
+        new = _parse_photo(src.read_bytes()).with_gps(fix)
         try:
             write_new_file(dst, new)
         except OSError as exc:
@@ -1069,7 +1168,7 @@ class PythonJpegWriter:
     def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
         from geotag.io.exif import read_exif
 
-        tags = _Exif(path.read_bytes()).gps_tags()
+        tags = _parse_photo(path.read_bytes()).gps_tags()
         _check_position(_dms_value(tags, "Latitude", "S"), _dms_value(tags, "Longitude", "W"), fix, "EXIF")
         # and through an independent parser, the one `geotag scan` uses (exifread). It cannot see an
         # EXIF block that follows a large XMP segment ('no exif'); then the check above stands alone.
