@@ -4,6 +4,7 @@ for both writers; --overwrite-gps never leaves two positions that disagree."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from datetime import datetime
@@ -63,7 +64,7 @@ XMP_EXIF_GPS = (
 needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
 
 
-def _positions(path: Path) -> dict[str, float]:
+def _positions(path: Path) -> dict[str, float]:  # NaN: a tag without a number
     """Every latitude/longitude exiftool shows (-n -a -gps:all -xmp:all -composite:GPS*), signed."""
     out = subprocess.run(
         ["exiftool", "-j", "-n", "-a", "-G1", "-gps:all", "-xmp:all", "-composite:GPS*", str(path)],
@@ -77,7 +78,8 @@ def _positions(path: Path) -> dict[str, float]:
         name = key.partition(":")[2]
         if name.endswith(("Latitude", "Longitude")) and "Dest" not in name:
             ref = info.get(f"{key}Ref", "")  # EXIF GPS is unsigned, with a ref
-            found[key] = -abs(float(value)) if ref in ("S", "W") else float(value)
+            number = float(value) if value != "" else math.nan  # an empty EXIF GPS tag (Nikon D5000)
+            found[key] = -abs(number) if ref in ("S", "W") else number
     return found
 
 
@@ -208,3 +210,32 @@ def test_a_sidecar_position_counts_and_is_updated_with_overwrite_gps(
         assert _agree(_positions(photo), -1.5, -2.5)
     assert run_undo(journal).restored == 2
     assert photo.read_bytes() == before and side.read_bytes() == SIDECAR_GPS
+
+
+@needs_exiftool
+@pytest.mark.parametrize(
+    ("name", "copies"),
+    [
+        ("tif/Issue 555 (1).tif", {"XMP-drone-dji:GPSLatitude", "XMP-drone-dji:GPSLongitude"}),  # a DJI drone
+        ("jpg/Nikon D5000.jpg", {"XMP-exif:GPSLatitude", "XMP-exif:GPSLongitude"}),
+        ("jpg/Olympus FE230-X790.jpg", {"XMP-exif:GPSLatitude", "XMP-exif:GPSLongitude"}),
+    ],
+)
+def test_overwrite_gps_on_real_files_with_a_second_copy(tmp_path: Path, name: str, copies: set[str]) -> None:
+    """Real camera and drone files of metadata-extractor-gps whose position is in EXIF GPS and XMP."""
+    from conftest import fixture_dir
+
+    photo = tmp_path / Path(name).name
+    shutil.copyfile(fixture_dir("metadata-extractor-gps") / name, photo)
+    photo.chmod(0o644)
+    before = photo.read_bytes()
+    assert copies <= set(_positions(photo))
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    plain = run_write_exif(WriteOptions(preds, journal=tmp_path / "j0.jsonl", writer="exiftool"))
+    assert plain.skipped == {SKIP_HAS_GPS: 1}
+    journal = tmp_path / "j.jsonl"
+    summary = run_write_exif(WriteOptions(preds, journal=journal, writer="exiftool", overwrite_gps=True))
+    assert summary.failed == [] and summary.written == 1
+    after = _positions(photo)
+    assert copies <= set(after) and _agree(after, -1.5, -2.5), after
+    assert run_undo(journal).restored == 1 and photo.read_bytes() == before
