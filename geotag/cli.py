@@ -818,14 +818,17 @@ def label_scenes(
     batch_size: BatchSize = None,
     workers: Workers = None,
     resume: Annotated[bool, typer.Option(help="Keep the rows an earlier run wrote; label the rest.")] = False,
+    truth: Truth = None,
     progress: Progress = True,
 ) -> None:
     """Label scenes (S3 indoor/natural/urban, S16, S365) with a Places365 CNN for `train` (resumable)."""
     from geotag.engine.label_scenes import run_label_scenes
     from geotag.engine.predict import resolve_device
+    from geotag.io.truth import load_truth
     from geotag.models.places365 import load_places365
 
     dev = resolve_device(device)
+    manifest = load_truth(truth) if truth is not None else None
     model = load_places365(classifier)
     s = run_label_scenes(
         paths,
@@ -836,7 +839,9 @@ def label_scenes(
         workers=workers,
         resume=resume,
         progress=progress and sys.stderr.isatty(),
+        truth=manifest,
     )
+    _say_truth(s.truth)
     for path, why in s.errors[:20]:
         say(f"error: {path}: {why}")
     more = f" (first 20 shown; status = error rows in {out_path})" if len(s.errors) > 20 else ""

@@ -275,3 +275,32 @@ def test_scene_translocator_trains_on_label_scenes_output(
         run_train(TrainConfig(data=[photos], out=tmp_path / "folder", **settings), task=task())
     summary = run_train(TrainConfig(data=[scenes], out=tmp_path / "run", **settings), task=task())
     assert summary.steps == 3
+
+
+def test_truth_manifest_gives_the_coordinates_of_untagged_photos(
+    classifier_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MP-16-style data: GPS in a CSV, not in the files. With --truth the scenes file carries the
+    manifest's coordinates, so train reads it as a manifest with scene labels."""
+    from geotag.engine.train_data import load_samples
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 30), (60 * i, 90, 30)).save(photos / f"img{i}.jpg")
+    manifest = tmp_path / "mp16.csv"
+    manifest.write_text("IMG_ID,LAT,LON\nimg0.jpg,10.5,20.25\nimg1.jpg,-33.9,151.2\nimg2.jpg,48.86,2.35\n")
+    out = tmp_path / "scenes.csv"
+    args = ["label-scenes", str(photos), "--out", str(out), "--classifier", str(classifier_file)]
+    code, err = run_cli(
+        [*args, "--truth", str(manifest), "--device", "cpu", "--workers", "0"], monkeypatch, capsys
+    )
+    assert code == 0, err
+    assert "3 file(s) matched" in err
+    samples = load_samples([out])
+    by_name = {
+        Path(p).name: (a, b)
+        for p, a, b in zip(samples.paths.to_pylist(), samples.lat, samples.lon, strict=True)
+    }
+    assert by_name == {"img0.jpg": (10.5, 20.25), "img1.jpg": (-33.9, 151.2), "img2.jpg": (48.86, 2.35)}
+    assert bool((samples.scene >= 0).all())

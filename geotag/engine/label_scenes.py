@@ -4,9 +4,10 @@ labelled MP-16 (a Places365 classifier folded into S3 / S16, geotag.models.place
 It runs on the predict engine: the same folder walk and work list, DataLoader workers that hash, read
 EXIF and decode each photo, the stager thread that batches pixels onto the GPU. One row per file:
 `path`, `image_id`, `size`, `mtime`, `status` / `error` (a photo that cannot be decoded is an error
-row), the EXIF `gt_lat` / `gt_lon`, `scene` (indoor / natural / urban, what `train` reads from a
-manifest) with `scene_confidence`, `s16` / `s365` with theirs, and `prob_indoor` / `prob_natural` /
-`prob_urban`. A folder of GPS-tagged photos so gives a file `geotag train scenes.csv` reads as it is.
+row), `gt_lat` / `gt_lon` (EXIF, or a --truth manifest's), `scene` (indoor / natural / urban, what
+`train` reads from a manifest) with `scene_confidence`, `s16` / `s365` with theirs, and `prob_indoor` /
+`prob_natural` / `prob_urban`. GPS-tagged photos (or a --truth manifest) so give a file that
+`geotag train scenes.csv` reads as it is.
 
 Rows go to part files in `<out>.parts/` as batches finish; the end merges them (and, with --resume,
 the earlier file) into `<out>` atomically, one row per file, the newest winning. `--resume` skips files
@@ -32,6 +33,7 @@ from geotag.io.decode import normalize
 from geotag.io.parts import PartStore, record_key
 from geotag.io.scan import iter_records, validate_paths
 from geotag.io.tables import read_table, table_format, text_convert, write_table
+from geotag.io.truth import Truth, TruthReport, apply_truth
 from geotag.models.places365 import S3_NAMES, Places365Classifier, SceneScores, hierarchy
 from geotag.progress import progress_bar
 
@@ -66,6 +68,7 @@ class LabelSummary:
     rows: int = 0  # rows in the output file
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of this run's error rows
     device: str = "cpu"
+    truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
 
 
 def scene_columns(scores: SceneScores) -> list[dict[str, Any]]:
@@ -99,8 +102,11 @@ def run_label_scenes(
     workers: int | None = None,
     resume: bool = False,
     progress: bool = False,
+    truth: Truth | None = None,
 ) -> LabelSummary:
-    """Label every photo under `paths` into `out` (see the module docstring)."""
+    """Label every photo under `paths` into `out` (see the module docstring). `truth`: a manifest whose
+    coordinates replace the photos' EXIF in gt_lat / gt_lon (matched by file name, as predict --truth),
+    so a benchmark-style collection (MP-16: GPS in a CSV, not in the files) gives a training manifest."""
     table_format(out)
     store = PartStore(out)
     validate_paths(paths)
@@ -131,6 +137,7 @@ def run_label_scenes(
                     for i, cols in zip(batch.index, scene_columns(scores), strict=True):
                         batch.rows[i].update(cols)
                 for row in batch.rows:
+                    apply_truth(row, truth)
                     if row.get("status") == "ok":
                         summary.labelled += 1
                     else:
@@ -146,6 +153,7 @@ def run_label_scenes(
     write_table(merged, out)
     shutil.rmtree(store.dir, ignore_errors=True)
     summary.rows = merged.num_rows
+    summary.truth = truth.finish() if truth is not None else None
     return summary
 
 
