@@ -30,6 +30,7 @@ import torch
 from geotag.engine.pipeline import LOADER_CHUNK, Stager
 from geotag.engine.predict import PhotoDataset, auto_batch_size, auto_workers, make_loader
 from geotag.io.decode import normalize
+from geotag.io.parquet import SCHEMA as PREDICTIONS
 from geotag.io.parts import PartStore, record_key
 from geotag.io.scan import iter_records, validate_paths
 from geotag.io.tables import read_table, table_format, text_convert, write_table
@@ -42,15 +43,9 @@ log = logging.getLogger(__name__)
 PART_ROWS = 10_000
 SCHEMA = pa.schema(
     [
-        ("path", pa.string()),
-        ("image_id", pa.string()),
-        ("size", pa.int64()),
-        ("mtime", pa.timestamp("us", tz="UTC")),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("gt_lat", pa.float64()),
-        ("gt_lon", pa.float64()),
-        ("scene", pa.string()),
+        *(PREDICTIONS.field(n) for n in ("path", "image_id", "size", "mtime", "status", "error", "gt_lat")),
+        PREDICTIONS.field("gt_lon"),
+        PREDICTIONS.field("scene"),
         ("scene_confidence", pa.float32()),
         ("s16", pa.string()),
         ("s16_confidence", pa.float32()),
@@ -59,6 +54,7 @@ SCHEMA = pa.schema(
         *((f"prob_{name}", pa.float32()) for name in S3_NAMES),
     ]
 )
+"""The predictions file's types for the columns it shares (docs/schema.md), then the labels."""
 
 
 @dataclass
