@@ -825,15 +825,13 @@ def label_scenes(
     from geotag.engine.label_scenes import run_label_scenes
     from geotag.engine.predict import resolve_device
     from geotag.io.truth import load_truth
-    from geotag.models.places365 import load_places365
 
     dev = resolve_device(device)
     manifest = load_truth(truth) if truth is not None else None
-    model = load_places365(classifier)
     s = run_label_scenes(
         paths,
         out_path,
-        model,
+        classifier,
         device=dev,
         batch_size=batch_size,
         workers=workers,
@@ -846,8 +844,8 @@ def label_scenes(
         say(f"error: {path}: {why}")
     more = f" (first 20 shown; status = error rows in {out_path})" if len(s.errors) > 20 else ""
     say(
-        f"labelled {s.labelled} photo(s) with {model.name} on {s.device}, {s.kept} kept from an earlier run, "
-        f"{len(s.errors)} error(s){more} -> {out_path} ({s.rows} rows)"
+        f"labelled {s.labelled} photo(s) with {s.classifier} on {s.device}, {s.kept} kept from an earlier "
+        f"run, {len(s.errors)} error(s){more} -> {out_path} ({s.rows} rows)"
     )
     raise typer.Exit(1 if s.errors else 0)
 

@@ -98,9 +98,10 @@ def test_csail_checkpoint_and_bare_state_dict_load_to_the_same_network(
 
     a = load_places365(classifier_file)
     assert a.arch == "resnet18" and a.name == str(classifier_file)
-    bare = tmp_path / "bare.safetensors"  # no 'arch': the depth is read off the keys
+    (tmp_path / "bare").mkdir()
+    bare = tmp_path / "bare" / "model.safetensors"  # no 'arch': the depth is read off the keys
     save_file({k: v.contiguous() for k, v in a.net.state_dict().items()}, str(bare))
-    b = load_places365(bare)
+    b = load_places365(bare.parent)  # a folder holding one weights file (hf download --local-dir)
     x = torch.randn(2, 3, 64, 64)
     assert b.arch == "resnet18" and torch.equal(a.classify(x).p365, b.classify(x).p365)
     scores = a.classify(x)
@@ -131,6 +132,9 @@ def test_offline_without_weights_names_the_download(
     )
     assert code == 2 and "hf download" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.csv").exists()
+    args = ["label-scenes", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s.csv")]
+    code, err = run_cli(args, monkeypatch, capsys)  # the photos are checked before any weights
+    assert code == 2 and "nowhere" in err and "hf download" not in err
 
 
 # ------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from geotag.io.parts import PartStore, record_key
 from geotag.io.scan import iter_records, validate_paths
 from geotag.io.tables import read_table, table_format, text_convert, write_table
 from geotag.io.truth import Truth, TruthReport, apply_truth
-from geotag.models.places365 import S3_NAMES, Places365Classifier, SceneScores, hierarchy
+from geotag.models.places365 import S3_NAMES, Places365Classifier, SceneScores, hierarchy, load_places365
 from geotag.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class LabelSummary:
     rows: int = 0  # rows in the output file
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of this run's error rows
     device: str = "cpu"
+    classifier: str = ""  # what labelled them
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
 
 
@@ -91,7 +92,7 @@ def scene_columns(scores: SceneScores) -> list[dict[str, Any]]:
 def run_label_scenes(
     paths: Sequence[str | os.PathLike[str]],
     out: Path,
-    classifier: Places365Classifier,
+    classifier: Places365Classifier | str | Path | None,
     *,
     device: torch.device,
     batch_size: int | None = None,
@@ -100,18 +101,21 @@ def run_label_scenes(
     progress: bool = False,
     truth: Truth | None = None,
 ) -> LabelSummary:
-    """Label every photo under `paths` into `out` (see the module docstring). `truth`: a manifest whose
+    """Label every photo under `paths` into `out` (see the module docstring). `classifier`: the model, or
+    where to load it from (load_places365), once the inputs are known to be usable. `truth`: a manifest whose
     coordinates replace the photos' EXIF in gt_lat / gt_lon (matched by file name, as predict --truth),
     so a benchmark-style collection (MP-16: GPS in a CSV, not in the files) gives a training manifest."""
     table_format(out)
     store = PartStore(out)
     validate_paths(paths)
+    if not isinstance(classifier, Places365Classifier):
+        classifier = load_places365(classifier)
     if not resume:
         store.reset()
     earlier = _earlier_rows(store) if resume else None  # and the parts of a run that was stopped
     done = _done_keys([t for t in (earlier, *_read_parts(store)) if t is not None])
     work_list, listed, skipped = store.write_file_list(iter_records(paths), done)
-    summary = LabelSummary(kept=skipped, device=str(device))
+    summary = LabelSummary(kept=skipped, device=str(device), classifier=classifier.name)
     classifier.to(device)
     pre = classifier.preprocess()
     batch_size = batch_size or auto_batch_size(device)

@@ -38,6 +38,7 @@ PLACES365_FILE = "resnet50_places365.pth.tar"
 NUM_CLASSES = 365
 INPUT_SIZE = 256  # GeoEstimation's scene_classification.py feeds 256 x 256
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+WEIGHT_SUFFIXES = (".pth.tar", ".pth", ".safetensors", ".bin")
 S3_NAMES = ("indoor", "natural", "urban")  # the sheet's indoor / outdoor, natural / outdoor, man-made
 
 
@@ -128,6 +129,13 @@ def load_places365(source: str | Path | None = None) -> Places365Classifier:
     saying what to download."""
     source = str(source or DEFAULT_PLACES365)
     path = Path(source).expanduser()
+    if path.is_dir():  # e.g. `hf download ... --local-dir DIR`
+        found = sorted(p for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+        if len(found) != 1:
+            raise WeightsError(
+                f"Places365 classifier folder {path}: expected one {' / '.join(WEIGHT_SUFFIXES)} file"
+            )
+        path = found[0]
     if path.is_file():
         return from_state(read_weights(path), name=str(path))
     if path.exists() or not _looks_like_repo_id(source):
