@@ -308,3 +308,34 @@ def test_truth_manifest_gives_the_coordinates_of_untagged_photos(
     }
     assert by_name == {"img0.jpg": (10.5, 20.25), "img1.jpg": (-33.9, 151.2), "img2.jpg": (48.86, 2.35)}
     assert bool((samples.scene >= 0).all())
+
+
+def test_a_stopped_run_keeps_its_rows_for_resume(
+    classifier_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after labelling (here: in the final merge), the rows made are in `<out>.parts`; --resume
+    labels nothing again and writes them all."""
+    import geotag.engine.label_scenes as ls
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_tagged_photos(photos, n=4)
+    out = tmp_path / "scenes.parquet"
+    model = load_places365(classifier_file)
+    run = {"device": torch.device("cpu"), "workers": 0, "batch_size": 2}
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ls, "_merge", stop)
+    with pytest.raises(KeyboardInterrupt):
+        ls.run_label_scenes([photos], out, model, **run)
+    monkeypatch.undo()
+    assert not out.exists() and len(list((tmp_path / "scenes.parquet.parts").glob("scenes-*.parquet"))) == 1
+    calls = []
+    monkeypatch.setattr(
+        model, "classify", lambda x: calls.append(x) or Places365Classifier.classify(model, x)
+    )
+    summary = ls.run_label_scenes([photos], out, model, resume=True, **run)
+    assert (summary.labelled, summary.kept, summary.rows, calls) == (0, 4, 4, [])
+    assert pq.read_table(out).column("scene").null_count == 0
