@@ -117,6 +117,9 @@ def test_csail_checkpoint_and_bare_state_dict_load_to_the_same_network(
         load_places365(wrong)
     with pytest.raises(WeightsError, match="no such weights file"):
         load_places365(tmp_path / "missing.pth.tar")
+    (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read Places365 weights"):
+        load_places365(tmp_path / "junk.pth.tar")
 
 
 def test_offline_without_weights_names_the_download(

@@ -160,7 +160,10 @@ def read_weights(path: Path) -> dict[str, object]:
     """A CSAIL checkpoint ({'arch', 'state_dict'}), a bare state dict or safetensors (weights_only)."""
     from geotag.models.clip_convert import read_state_dict
 
-    return dict(read_state_dict(path))
+    try:
+        return dict(read_state_dict(path))
+    except WeightsError as exc:  # its words are the backbones'
+        raise WeightsError(str(exc).replace("backbone weights", "Places365 weights", 1)) from exc
 
 
 def from_state(checkpoint: Mapping[str, object], *, name: str) -> Places365Classifier:
