@@ -207,6 +207,16 @@ def test_label_scenes_rows_errors_resume_and_labels(
     assert len(again) == len(set(again)) == 10 and str(photos / "new.jpg") in again
     assert not list(tmp_path.glob("scenes.csv.parts"))  # no part files left behind
 
+    table = _rows(out)
+    table[0]["size"] = "big"  # an edited file whose size is not a number: one line, exit 2
+    with (tmp_path / "edited.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    edited_args = [*args[:3], str(tmp_path / "edited.csv"), *args[4:], "--resume"]
+    code, err = run_cli(edited_args, monkeypatch, capsys)
+    assert code == 2 and "column size is not int64" in err and "Traceback" not in err
+
     (photos / "broken.jpg").unlink()  # a fixed collection: exit 0; the gone file's row drops out
     parquet = tmp_path / "scenes.parquet"
     code, err = run_cli([*args[:3], str(parquet), *args[4:]], monkeypatch, capsys)

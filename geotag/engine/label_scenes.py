@@ -29,11 +29,12 @@ import torch
 
 from geotag.engine.pipeline import LOADER_CHUNK, Stager
 from geotag.engine.predict import PhotoDataset, auto_batch_size, auto_workers, make_loader
+from geotag.errors import InputError
 from geotag.io.decode import normalize
 from geotag.io.parquet import SCHEMA as PREDICTIONS
 from geotag.io.parts import PartStore, record_key
 from geotag.io.scan import iter_records, validate_paths
-from geotag.io.tables import read_table, table_format, text_convert, write_table
+from geotag.io.tables import first_line, read_table, table_format, text_convert, write_table
 from geotag.io.truth import Truth, TruthReport, apply_truth
 from geotag.models.places365 import S3_NAMES, Places365Classifier, SceneScores, hierarchy, load_places365
 from geotag.progress import progress_bar
@@ -168,14 +169,19 @@ def _write_part(store: PartStore, index: int, rows: list[dict[str, Any]]) -> Non
         rows.clear()
 
 
-def _conform(table: pa.Table) -> pa.Table:
+def _conform(table: pa.Table, where: Path) -> pa.Table:
     """A table of an earlier run (CSV or Parquet) in SCHEMA: columns in order, missing ones null."""
-    columns = [
-        table.column(f.name).cast(f.type)
-        if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in SCHEMA
-    ]
+    columns = []
+    for f in SCHEMA:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, f.type))
+            continue
+        try:
+            columns.append(table.column(f.name).cast(f.type))
+        except (pa.ArrowException, ValueError) as exc:
+            raise InputError(
+                f"--resume: {where} column {f.name} is not {f.type} ({first_line(exc)})"
+            ) from exc
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
@@ -183,11 +189,11 @@ def _earlier_rows(store: PartStore) -> pa.Table | None:
     """The earlier output file (--resume), or None."""
     if not store.out.exists():
         return None
-    return _conform(read_table(store.out, "scenes file", convert=text_convert()))
+    return _conform(read_table(store.out, "scenes file", convert=text_convert()), store.out)
 
 
 def _read_parts(store: PartStore) -> list[pa.Table]:
-    return [_conform(read_table(p, "scenes part")) for p in _parts(store)]
+    return [_conform(read_table(p, "scenes part"), p) for p in _parts(store)]
 
 
 def _done_keys(tables: list[pa.Table]) -> set[tuple[str, int, int]]:
