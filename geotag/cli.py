@@ -804,6 +804,52 @@ def segment(
     raise typer.Exit(1 if s.errors else 0)
 
 
+@app.command("label-scenes")
+def label_scenes(
+    paths: Annotated[list[Path], typer.Argument(help="Photos or folders (walked recursively).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Scenes table to write: .csv or .parquet.")],
+    classifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Places365 ResNet: HF hub repo id or local .pth.tar / .safetensors (default CSAIL's)."
+        ),
+    ] = None,
+    device: Device = "auto",
+    batch_size: BatchSize = None,
+    workers: Workers = None,
+    resume: Annotated[bool, typer.Option(help="Keep the rows an earlier run wrote; label the rest.")] = False,
+    truth: Truth = None,
+    progress: Progress = True,
+) -> None:
+    """Label scenes (S3 indoor/natural/urban, S16, S365) with a Places365 CNN for `train` (resumable)."""
+    from geotag.engine.label_scenes import run_label_scenes
+    from geotag.engine.predict import resolve_device
+    from geotag.io.truth import load_truth
+
+    dev = resolve_device(device)
+    manifest = load_truth(truth) if truth is not None else None
+    s = run_label_scenes(
+        paths,
+        out_path,
+        classifier,
+        device=dev,
+        batch_size=batch_size,
+        workers=workers,
+        resume=resume,
+        progress=progress and sys.stderr.isatty(),
+        truth=manifest,
+    )
+    _say_truth(s.truth)
+    for path, why in s.errors[:20]:
+        say(f"error: {path}: {why}")
+    more = f" (first 20 shown; status = error rows in {out_path})" if len(s.errors) > 20 else ""
+    say(
+        f"labelled {s.labelled} photo(s) with {s.classifier} on {s.device}, {s.kept} kept from an earlier "
+        f"run, {len(s.errors)} error(s){more} -> {out_path} ({s.rows} rows)"
+    )
+    raise typer.Exit(1 if s.errors else 0)
+
+
 @app.command()
 def report(
     files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],

@@ -520,7 +520,8 @@ class GeoDecoderTask(CheckpointFolderTask, TransLocatorTask):
         if not train.has_scene:
             log.warning(
                 "no training image has a scene label: GeoDecoder's scene choice stays untrained (its "
-                "`scene` column is then meaningless); give a manifest `scene` column to train it"
+                "`scene` column is then meaningless); give a manifest `scene` column to train it "
+                "(`geotag label-scenes` makes one)"
             )
         cells = self.make_cells(train, checkpoint)
         model = build_geodecoder(

@@ -136,6 +136,22 @@ def _download(source: BackboneSource) -> ClipCheckpoint | None:
     return ClipCheckpoint(read_state_dict(Path(file)), None, None, f"{source.timm_hub_id} (downloaded)")
 
 
+def hub_file(repo_id: str, filename: str) -> Path | None:
+    """One file of a hub repo: the HF cache first, else a download when not offline and the hub answers;
+    None when neither (the caller says what to download)."""
+    if (hit := _cached(repo_id, filename)) is not None:
+        return hit
+    if hub_offline() or not hub_reachable():
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, cache_dir=hub_cache_dir()))
+    except Exception as exc:  # any hub/network failure means "no weights"; the caller says what to do
+        log.warning("download of %s/%s failed: %s", repo_id, filename, exc)
+        return None
+
+
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Can we open a TCP connection to the hub endpoint within `timeout` (DNS included)?
 

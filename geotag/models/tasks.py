@@ -466,7 +466,8 @@ class TransLocatorTask(TrainTask):
             raise InputError(
                 f"TransLocator row {variant} trains a scene head, but none of the {len(train)} training "
                 "images has a scene label (a manifest `scene` column: indoor / natural / urban): label "
-                "them, or train --variant vit+seg+mff"
+                "them (`geotag label-scenes PHOTOS --out scenes.csv`, then --data scenes.csv), or train "
+                "--variant vit+seg+mff"
             )
         kwargs = {**self.model_kwargs, **translocator_options(cfg, variant)}
         cells = self.make_cells(train, checkpoint)
