@@ -19,7 +19,10 @@ from rich.console import Console
 from geotag import __version__
 from geotag.errors import GeotagError
 
+# Every Typer here takes rich_markup_mode=None: click's plain help, whose option names are never cut
+# at 80 columns, whose brackets stay text (no rich markup) and which pipes get without box drawing.
 app = typer.Typer(
+    rich_markup_mode=None,
     name="geotag",
     help="Geolocate photos in bulk: scan, predict, evaluate, write GPS back.",
     no_args_is_help=True,
@@ -232,7 +235,9 @@ def predict(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-models_app = typer.Typer(help="Registered models and backbones, and where their weights come from.")
+models_app = typer.Typer(
+    rich_markup_mode=None, help="Registered models and backbones, and where their weights come from."
+)
 app.add_typer(models_app, name="models")
 
 
@@ -288,7 +293,9 @@ def _print_unsqueezed(table: object) -> None:
     out.file.write(wide.file.getvalue())
 
 
-gallery_app = typer.Typer(help="Embedding galleries of geotagged photos for `predict --model knn`.")
+gallery_app = typer.Typer(
+    rich_markup_mode=None, help="Embedding galleries of geotagged photos for `predict --model knn`."
+)
 app.add_typer(gallery_app, name="gallery")
 
 
@@ -463,7 +470,9 @@ def query_cmd(
     say(f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}")
 
 
-cells_app = typer.Typer(help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True)
+cells_app = typer.Typer(
+    rich_markup_mode=None, help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True
+)
 app.add_typer(cells_app, name="cells")
 
 
@@ -870,7 +879,9 @@ def export_cmd(
     )
 
 
-experts_app = typer.Typer(help="Directed feature experts: feature crops to train on.", no_args_is_help=True)
+experts_app = typer.Typer(
+    rich_markup_mode=None, help="Directed feature experts: feature crops to train on.", no_args_is_help=True
+)
 app.add_typer(experts_app, name="experts")
 
 
