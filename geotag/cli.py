@@ -18,6 +18,7 @@ from rich.console import Console
 
 from geotag import __version__
 from geotag.errors import GeotagError
+from geotag.progress import DEFAULT_LOG_EVERY, LOG_EVERY_ENV
 
 # Every Typer here takes rich_markup_mode=None: click's plain help, whose option names are never cut
 # at 80 columns, whose brackets stay text (no rich markup) and which pipes get without box drawing.
@@ -35,7 +36,9 @@ err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; 
 out = Console()
 
 # Options several commands take, declared once (the parameter name gives the flag).
-Progress = Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")]
+Progress = Annotated[
+    bool, typer.Option(help="Progress on stderr: a bar on a terminal, else a line every --log-every seconds.")
+]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 ModelName = Annotated[str, typer.Option(help=f"Model: {MODEL_NAMES} (see `geotag models list`).")]
 BatchSize = Annotated[int | None, typer.Option(min=1, help="Images per batch (default: from the device).")]
@@ -87,8 +90,19 @@ def _main(
         bool, typer.Option("--verbose", "-v", help="Log per-file details (library warnings, ...) to stderr.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")] = False,
+    log_every: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            envvar=LOG_EVERY_ENV,
+            help=f"When stderr is no terminal: a progress line every this many seconds (0: none) "
+            f"[default: {DEFAULT_LOG_EVERY:g}].",
+        ),
+    ] = None,
 ) -> None:
     """geotag: geolocate photos in bulk."""
+    if log_every is not None:  # through the environment, so worker processes (torchrun, Ray) see it too
+        os.environ[LOG_EVERY_ENV] = f"{log_every:g}"
     if verbose or quiet:
         logging.getLogger("geotag").setLevel(logging.INFO if verbose else logging.ERROR)
 
@@ -103,7 +117,7 @@ def scan(
     """Inventory photos with their EXIF ground truth (GPS, time, camera) into a predictions-schema Parquet."""
     from geotag.engine.scan import run_scan
 
-    summary = run_scan(paths, out_path, progress=progress and sys.stderr.isatty(), truth=truth)
+    summary = run_scan(paths, out_path, progress=progress, truth=truth)
     _say_truth(summary.truth)
     say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
@@ -211,7 +225,7 @@ def predict(
         gpu_decode_share=gpu_decode_share,
         compile=compile_model,
         checkpoint_rows=checkpoint_rows,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
         engine=engine,
         ray_address=address,
         ray_gpus=gpus,
@@ -331,7 +345,7 @@ def gallery_build(
         device=device,
         batch_size=batch_size,
         workers=workers,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
     )
     s = run_gallery_build(cfg)
     _say_truth(s.truth)
@@ -401,7 +415,7 @@ def write_exif(
         backup=backup,
         journal=journal,
         writer=writer,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
         decisions=decisions,
     )
 
@@ -586,7 +600,7 @@ def benchmark(
         weights=weights,
         gallery=gallery,
         allow_untrained=untrained_backbone,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
         extra_metadata={"benchmark": check.test_set.name},
     )
     result = run_benchmark(check, cfg)
@@ -765,7 +779,7 @@ def train(
         seg_dir=seg_dir,
         segmenter=segmenter,
     )
-    summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
+    summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports
     for note in summary.notes:
@@ -800,13 +814,16 @@ def segment(
         str | None, typer.Option(help="ADE20K SegFormer: HF hub id or local folder (default SegFormer-B0).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 16,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    device: Device = "auto",
+    progress: Progress = True,
 ) -> None:
     """Precompute segmentation maps of whole photos for `train` / `predict --seg-dir` (resumable)."""
     from geotag.engine.segment import load_provider, run_segment
+    from geotag.progress import progress_bar
 
     provider = load_provider(segmenter, device)
-    s = run_segment(paths, out_dir, provider, batch_size=batch_size)
+    with progress_bar(None, "segment", enabled=progress) as bar:
+        s = run_segment(paths, out_dir, provider, batch_size=batch_size, on_progress=bar.update)
     for path, why in s.errors:
         say(f"error: {path}: {why}")
     say(f"{s.written} map(s) written, {s.kept} already there, {len(s.errors)} error(s) -> {out_dir}")
@@ -923,7 +940,7 @@ def experts_extract(
         device=device,
         batch_size=batch_size,
         workers=workers,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
     )
     s = run_extract(cfg)
     for note in s.notes:

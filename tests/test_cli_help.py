@@ -35,9 +35,7 @@ def test_the_walk_finds_the_nested_commands() -> None:
 
 
 @pytest.mark.parametrize("words,command", COMMANDS, ids=[" ".join(w) or "geotag" for w, _ in COMMANDS])
-def test_help_at_80_columns_shows_every_option_and_help_text_whole(
-    words: list[str], command: Any
-) -> None:
+def test_help_at_80_columns_shows_every_option_and_help_text_whole(words: list[str], command: Any) -> None:
     result = CliRunner().invoke(cli.app, [*words, "--help"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     text = result.output

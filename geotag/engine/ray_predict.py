@@ -38,6 +38,7 @@ import pickle
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -744,7 +745,7 @@ def _run(
 
     plan = plan_resources(cfg, ray.cluster_resources())
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.progress
+    ctx.enable_progress_bars = cfg.progress and sys.stderr.isatty()  # else ours: plain lines
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # stderr is for progress and problems ...
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ... not "bars are off"
     gpu_args = {"num_gpus": 1} if plan.gpu else {"num_cpus": plan.cpus_per_actor}
