@@ -61,6 +61,12 @@ UntrainedBackbone = Annotated[
     bool,
     typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
 ]
+Include = Annotated[
+    list[str] | None,
+    typer.Option(help="Walk only files matching this glob (repeatable; see the README, Walking folders)."),
+]
+Exclude = Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")]
+Ext = Annotated[str | None, typer.Option(help="Walk only these extensions, e.g. jpg,png (any case).")]
 ImageRoot = Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")]
 
 
@@ -112,12 +118,17 @@ def scan(
     paths: Annotated[list[Path], typer.Argument(help="Photo files or folders (walked recursively).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
     truth: Truth = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
     progress: Progress = True,
 ) -> None:
     """Inventory photos with their EXIF ground truth (GPS, time, camera) into a predictions-schema Parquet."""
     from geotag.engine.scan import run_scan
+    from geotag.io.scan import PathFilter
 
-    summary = run_scan(paths, out_path, progress=progress, truth=truth)
+    only = PathFilter.from_options(include, exclude, ext)
+    summary = run_scan(paths, out_path, progress=progress, truth=truth, only=only)
     _say_truth(summary.truth)
     say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
@@ -178,6 +189,9 @@ def predict(
         bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone (slow start).")
     ] = False,
     checkpoint_rows: Annotated[int, typer.Option(min=1, help="Rows per crash-safe part file.")] = 4096,
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
     progress: Progress = True,
     engine: Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")] = "local",
     address: Annotated[
@@ -199,9 +213,14 @@ def predict(
         raise fail(f"--engine {engine}: choose local or ray")
     if engine == "local" and any("://" in p for p in paths):
         raise fail("URLs (s3://, gs://, file://) need --engine ray")
+    if engine == "ray" and (include or exclude or ext):
+        raise fail("--include / --exclude / --ext: the local engine only, for now")
     cfg = PredictConfig(
         paths=[p if "://" in p else Path(p) for p in paths],  # URLs stay text (a Path would eat the //)
         out=out_path,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        ext=ext,
         model=model,
         device=device,
         batch_size=batch_size,
@@ -330,6 +349,9 @@ def gallery_build(
     device: Device = "auto",
     batch_size: BatchSize = None,
     workers: Workers = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
     progress: Progress = True,
 ) -> None:
     """Embed photos that have a position (EXIF GPS or the manifest's) into a kNN gallery file."""
@@ -339,6 +361,9 @@ def gallery_build(
     cfg = GalleryConfig(
         paths=paths,
         out=out_path,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        ext=ext,
         truth=truth,
         backbone=backbone,
         backbone_weights=backbone_weights,
@@ -815,15 +840,20 @@ def segment(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 16,
     device: Device = "auto",
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
     progress: Progress = True,
 ) -> None:
     """Precompute segmentation maps of whole photos for `train` / `predict --seg-dir` (resumable)."""
     from geotag.engine.segment import load_provider, run_segment
+    from geotag.io.scan import PathFilter
     from geotag.progress import progress_bar
 
+    only = PathFilter.from_options(include, exclude, ext)  # a bad --ext fails before the model loads
     provider = load_provider(segmenter, device)
     with progress_bar(None, "segment", enabled=progress) as bar:
-        s = run_segment(paths, out_dir, provider, batch_size=batch_size, on_progress=bar.update)
+        s = run_segment(paths, out_dir, provider, batch_size=batch_size, on_progress=bar.update, only=only)
     for path, why in s.errors:
         say(f"error: {path}: {why}")
     say(f"{s.written} map(s) written, {s.kept} already there, {len(s.errors)} error(s) -> {out_dir}")

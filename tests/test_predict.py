@@ -282,3 +282,11 @@ def test_cli_predict_exit_codes_and_weights_message(
     if not torch.cuda.is_available():
         assert bad_device.returncode == 2 and "no CUDA device" in bad_device.stderr
         assert len(bad_device.stderr.strip().splitlines()) == 1
+
+
+def test_predict_walks_with_include_exclude_ext(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    out = tmp_path / "preds.parquet"
+    cfg = _cfg([sample_data], out, include=("europe/*", "africa/*"), exclude=("rome.*",), ext="jpg,webp")
+    summary = run_predict(cfg, model=tiny_model)
+    names = sorted(Path(p).name for p in pq.read_table(out, columns=["path"]).column(0).to_pylist())
+    assert names == ["cape_town.jpg", "nairobi.JPG", "paris.jpg", "reykjavik.jpg"] and summary.total == 4

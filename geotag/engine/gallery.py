@@ -31,7 +31,7 @@ from geotag.errors import InputError
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.embeddings import GalleryInfo, GalleryWriter
 from geotag.io.parquet import check_parquet_path
-from geotag.io.scan import ImageRecord, iter_records, validate_paths
+from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 from geotag.io.truth import Truth, TruthReport, load_truth
 from geotag.models.backbones import Backbone, create_backbone
@@ -97,11 +97,11 @@ def _missing(path: Path) -> ImageRecord:
 
 
 def truth_records(
-    paths: list[Path], truth: Truth
+    paths: list[Path], truth: Truth, only: PathFilter | None = None
 ) -> Iterator[tuple[ImageRecord, float | None, float | None]]:
     """The photos under paths, each with its position from the --truth manifest (the reader every command
     shares), or none: then its EXIF GPS, if any, is used."""
-    for record in iter_records(paths):
+    for record in iter_records(paths, only):
         row: dict[str, Any] = {"path": str(record.path)}
         truth.apply(row)
         if row.get("gt_source") == "manifest":
@@ -113,12 +113,13 @@ def truth_records(
 def write_work_list(cfg: GalleryConfig, folder: Path, truth: Truth | None = None) -> tuple[Path, int]:
     """The run's files (and manifest positions) as an Arrow IPC file the workers memory-map."""
     paths = validate_paths(cfg.paths)
+    only = PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext)
     if truth is not None:
-        items: Iterator[tuple[ImageRecord, float | None, float | None]] = truth_records(paths, truth)
+        items: Iterator[tuple[ImageRecord, float | None, float | None]] = truth_records(paths, truth, only)
     elif is_manifest(paths):
         items = manifest_records(paths[0])
     else:
-        items = ((r, None, None) for r in iter_records(paths))
+        items = ((r, None, None) for r in iter_records(paths, only))
     out = folder / "files.arrow"
     n = 0
     buf: list[tuple[ImageRecord, float | None, float | None]] = []

@@ -35,7 +35,7 @@ from geotag.io import gpu_decode
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
-from geotag.io.scan import ImageRecord, iter_records, validate_paths
+from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.registry import build_model
@@ -384,7 +384,9 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
         gpu_share = 0.0
 
-    work_list, listed, summary.skipped = store.write_file_list(iter_records(cfg.paths), done.keys)
+    work_list, listed, summary.skipped = store.write_file_list(
+        iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext)), done.keys
+    )
     pre = model.preprocess()
     dataset = PhotoDataset(
         work_list, pre, cfg.draft, set(), gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels

@@ -23,7 +23,7 @@ from geotag.geo.places import add_countries
 from geotag.io.decode import read_header
 from geotag.io.exif import read_exif
 from geotag.io.parquet import PredictionWriter, check_parquet_path
-from geotag.io.scan import ImageRecord, image_id, iter_image_paths, iter_records
+from geotag.io.scan import ImageRecord, PathFilter, image_id, iter_image_paths, iter_records
 from geotag.io.truth import TruthReport, apply_truth, load_truth
 from geotag.progress import progress_bar
 
@@ -131,6 +131,7 @@ def run_scan(
     progress: bool = False,
     workers: int | None = None,
     truth: Path | None = None,
+    only: PathFilter | None = None,
 ) -> ScanSummary:
     """Scan `paths` into `out` (atomically replaced at the end). Returns counts for the summary line.
 
@@ -138,9 +139,9 @@ def run_scan(
     """
     check_parquet_path(out)
     manifest = load_truth(truth) if truth is not None else None  # a bad manifest fails before the walk
-    total = sum(1 for _ in iter_image_paths(paths)) if progress else None
+    total = sum(1 for _ in iter_image_paths(paths, only)) if progress else None
     summary = ScanSummary()
-    rows = ordered_map(scan_file, iter_records(paths), workers=workers or default_workers())
+    rows = ordered_map(scan_file, iter_records(paths, only), workers=workers or default_workers())
     writer = PredictionWriter(out, metadata={"command": "scan"})
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
         for chunk in chunked(rows, 256):
