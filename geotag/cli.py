@@ -260,10 +260,17 @@ def predict(
     _say_truth(summary.truth)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
+    if summary.resumed:
+        changed = summary.changed or 0
+        said = f"resumed: {summary.skipped} already done, {summary.new - changed} new"
+        if summary.changed is not None:
+            said += f", {summary.changed} changed"
+        if summary.deleted is not None:
+            said += f", {summary.deleted} deleted"
+        say(said)
     say(
-        f"predicted {summary.new} new file(s) on {summary.device}"
-        + (f", {summary.skipped} already done" if summary.skipped else "")
-        + f"; {summary.total} rows, {summary.failed} failed -> {out_path}"
+        f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
+        f"{summary.failed} failed -> {out_path}"
     )
     raise typer.Exit(1 if summary.failed else 0)
 

@@ -49,6 +49,11 @@ class PredictSummary:
     total: int = 0  # rows in the output file
     new: int = 0  # rows this run added
     skipped: int = 0  # files already done by an earlier run (--resume)
+    changed: int | None = (
+        None  # of the new rows: files an earlier run wrote, edited since (None: not counted)
+    )
+    deleted: int | None = None  # earlier rows dropped as their files are gone (None: not counted)
+    resumed: bool = False  # --resume: the counts above describe this run against the earlier ones
     failed: int = 0  # error rows in the output file
     device: str = "cpu"
     weights: str = ""
@@ -384,8 +389,9 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
         gpu_share = 0.0
 
-    work_list, listed, summary.skipped = store.write_file_list(
-        iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext)), done.keys
+    records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext))
+    work_list, listed, summary.skipped, summary.changed = store.write_file_list(
+        records, done, manifest.mark_done if manifest is not None else None
     )
     pre = model.preprocess()
     dataset = PhotoDataset(
@@ -432,6 +438,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         **cfg.extra_metadata,
     }
     store.finalize(keep_existing=cfg.resume, metadata=metadata)
+    summary.resumed, summary.deleted = cfg.resume, store.deleted
     summary.total, summary.failed = count_errors(cfg.out)
     summary.truth = manifest.finish() if manifest is not None else None
     return summary

@@ -706,7 +706,7 @@ def run_ray_predict(cfg: PredictConfig) -> PredictSummary:
     out = check_out_folder(Path(cfg.out))
     manifest = load_truth(cfg.truth) if cfg.truth is not None else None
     cfg = replace(cfg, out=out.absolute(), **_absolute_paths(cfg))  # actors run elsewhere
-    summary = PredictSummary()
+    summary = PredictSummary(resumed=cfg.resume)  # changed / deleted files are not counted here
     remove_temporaries(out)
     finished = (out / DONE_MARKER).exists()
     (out / DONE_MARKER).unlink(missing_ok=True)  # written again only when this run completes

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -40,6 +40,7 @@ class DoneSet:
 
     ids: set[str] = field(default_factory=set)
     keys: set[RecordKey] = field(default_factory=set)
+    paths: set[str] = field(default_factory=set)  # a listed path here with another key: a changed file
     rows: int = 0
 
     def add_file(self, path: Path) -> None:
@@ -47,7 +48,17 @@ class DoneSet:
             ids, paths, sizes, mtimes = (batch.column(i).to_pylist() for i in range(4))
             self.ids.update(i for i in ids if i is not None)
             self.keys.update(record_key(p, s, m) for p, s, m in zip(paths, sizes, mtimes, strict=True))
+            self.paths.update(paths)
             self.rows += batch.num_rows
+
+
+class WorkList(NamedTuple):
+    """The run's file list and how this run's files compare with what earlier runs wrote."""
+
+    path: Path  # Arrow IPC file of the records to do
+    listed: int  # records to do: new and changed files
+    skipped: int  # files already done (same path, size and mtime)
+    changed: int  # listed files whose path an earlier run wrote with another size or mtime
 
 
 class PartStore:
@@ -57,6 +68,7 @@ class PartStore:
         self.out = check_output_path(out)
         self.dir = out.with_name(out.name + ".parts")
         self.seen: set[str] | None = None  # paths this run listed (done or to do); set by write_file_list
+        self.deleted = 0  # paths of earlier rows dropped by finalize: their files are gone
 
     def parts(self) -> list[Path]:
         if not self.dir.is_dir():
@@ -77,14 +89,19 @@ class PartStore:
             done.add_file(part)
         return done
 
-    def write_file_list(self, records: Iterable[ImageRecord], skip: set[RecordKey]) -> tuple[Path, int, int]:
-        """Write the run's work list (records not in `skip`) as an Arrow IPC file workers memory-map.
-
-        Returns (path, number listed, number skipped). Memory stays flat: records stream to disk.
+    def write_file_list(
+        self,
+        records: Iterable[ImageRecord],
+        done: DoneSet | None = None,
+        on_skip: Callable[[str], None] | None = None,
+    ) -> WorkList:
+        """Write the run's work list (records `done` does not hold) as an Arrow IPC file workers
+        memory-map; `on_skip` hears each path skipped as done. Memory stays flat: records stream to disk.
         """
         self.dir.mkdir(exist_ok=True)
         path = self.dir / "files.arrow"
-        listed = skipped = 0
+        listed = skipped = changed = 0
+        done = done if done is not None else DoneSet()
         self.seen = set()
         buf: list[ImageRecord] = []
         with ipc.new_file(path, RECORD_SCHEMA) as sink:
@@ -100,16 +117,20 @@ class PartStore:
                     buf.clear()
 
             for rec in records:
-                self.seen.add(str(rec.path))
-                if record_key(str(rec.path), rec.size, rec.mtime) in skip:
+                name = str(rec.path)
+                self.seen.add(name)
+                if record_key(name, rec.size, rec.mtime) in done.keys:
                     skipped += 1
+                    if on_skip is not None:
+                        on_skip(name)
                     continue
+                changed += name in done.paths
                 buf.append(rec)
                 listed += 1
                 if len(buf) >= 10_000:
                     flush()
             flush()
-        return path, listed, skipped
+        return WorkList(path, listed, skipped, changed)
 
     def writer(self, rows_per_part: int) -> PartWriter:
         self.dir.mkdir(exist_ok=True)
@@ -125,13 +146,17 @@ class PartStore:
         merges the same rows again into the same file."""
         sources = ([self.out] if keep_existing and self.out.exists() else []) + self.parts()
         winner: dict[str, tuple[int, int]] = {}  # path -> (source, row) of its newest row
+        gone: set[str] = set()
         for s, src in enumerate(sources):
             row = 0
             for batch in iter_batches(src, ["path"]):
                 for p in batch.column(0).to_pylist():
                     if self.seen is None or p in self.seen or _still_there(p):
                         winner[p] = (s, row)
+                    else:
+                        gone.add(p)
                     row += 1
+        self.deleted = len(gone)
         keep = {(s, r) for s, r in winner.values()}
         with PredictionWriter(self.out, metadata=metadata) as writer:
             for s, src in enumerate(sources):
