@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import GalleryConfig
-from geotag.engine.predict import auto_batch_size, auto_workers, resolve_device
+from geotag.engine.predict import auto_batch_size, auto_workers, decode_into_row, resolve_device
 from geotag.engine.scan import scan_file
 from geotag.errors import InputError
-from geotag.io.decode import decode_for_model, normalize
+from geotag.io.decode import normalize
 from geotag.io.embeddings import GalleryInfo, GalleryWriter
 from geotag.io.parquet import check_parquet_path
 from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
@@ -174,12 +174,7 @@ class GalleryDataset(Dataset[dict[str, Any]]):
             row.update(gt_lat=lat, gt_lon=lon, gt_source="manifest")
         pixels = None
         if row["status"] == "ok" and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
-            try:
-                pixels = decode_for_model(
-                    record.path, self.pre.input_size, self.pre.interpolation, draft=self.draft
-                )
-            except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file failure
-                row.update(status="error", error=f"cannot decode image: {str(exc).strip()[:200]}")
+            pixels = decode_into_row(row, self.pre, self.draft)
         return {"row": row, "pixels": pixels}
 
 

@@ -28,10 +28,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
-from geotag.engine.scan import scan_file
+from geotag.engine.scan import note_warnings, scan_file
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
+from geotag.io.c_stderr import c_messages
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
@@ -157,12 +158,24 @@ def read_item(
         return {"row": row, "pixels": None, "skip": False, "gpu": True, "orientation": orientation}
     pixels = None
     if row["status"] == "ok":
+        pixels = decode_into_row(row, pre, draft)
+    return {"row": row, "pixels": pixels, "skip": False}
+
+
+def decode_into_row(row: dict[str, Any], pre: Preprocess, draft: bool) -> torch.Tensor | None:
+    """The model's pixels of a scanned row's photo; a decoder failure makes it an error row, and what
+    libtiff prints on fd 2 meanwhile goes into its error or note, not around the summary."""
+    pixels = None
+    with c_messages() as said:
         try:
-            pixels = decode_for_model(record.path, pre.input_size, pre.interpolation, draft=draft)
+            pixels = decode_for_model(row["path"], pre.input_size, pre.interpolation, draft=draft)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
             text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
             row.update(status="error", error=f"cannot decode image: {text}")
-    return {"row": row, "pixels": pixels, "skip": False}
+    if said and row["status"] == "error":
+        row["error"] += f" ({'; '.join(said)[:300]})"
+    note_warnings(row, [], said)
+    return pixels
 
 
 def _for_gpu(row: dict[str, Any], share: float, min_pixels: int) -> bool:
