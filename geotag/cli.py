@@ -391,7 +391,8 @@ def gallery_build(
 @app.command("write-exif")
 def write_exif(
     predictions: Annotated[
-        Path | None, typer.Argument(help="Predictions Parquet (from `geotag predict`).", show_default=False)
+        Path | None,
+        typer.Argument(help="Predictions file or Ray output folder (`geotag predict`).", show_default=False),
     ] = None,
     min_confidence: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Write only predictions at least this confident.")
@@ -490,7 +491,8 @@ def query_cmd(
         Path | None, typer.Option("--map", help="Also write the top places on an offline interactive map.")
     ] = None,
     filter_preds: Annotated[
-        Path | None, typer.Option(help="Predictions Parquet: reweight each row's top-k by the text instead.")
+        Path | None,
+        typer.Option(help="Predictions (file or Ray folder): reweight each row's top-k by the text instead."),
     ] = None,
 ) -> None:
     """Where does a text fit? GeoCLIP's heads over CLIP's text tower, scored on a gallery or a grid."""
@@ -869,7 +871,9 @@ def segment(
 
 @app.command()
 def report(
-    files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Predictions files or Ray output folders (part-*.parquet).")
+    ],
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for index.html, figures/ and thumbs/ (created).")
     ],
@@ -897,7 +901,9 @@ def report(
 
 @app.command("review")
 def review_cmd(
-    predictions: Annotated[Path, typer.Argument(help="Predictions Parquet (from `geotag predict`).")],
+    predictions: Annotated[
+        Path, typer.Argument(help="Predictions file or Ray output folder (`geotag predict`).")
+    ],
     decisions: Annotated[
         Path | None,
         typer.Option(help="Decisions file (default: PREDICTIONS stem + .decisions.jsonl beside it)."),
@@ -916,7 +922,7 @@ def review_cmd(
 
 @app.command("export")
 def export_cmd(
-    predictions: Annotated[Path, typer.Argument(help="Predictions Parquet file.")],
+    predictions: Annotated[Path, typer.Argument(help="Predictions file or Ray output folder.")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="File to write: .geojson .gpkg .csv .kml")],
     fmt: Annotated[
         str | None, typer.Option("--format", "-f", help="geojson | gpkg | csv | kml (default: from --out).")
@@ -992,7 +998,9 @@ def experts_extract(
 
 @app.command("eval")
 def eval_cmd(
-    files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Predictions files or Ray output folders (part-*.parquet).")
+    ],
     thresholds: Annotated[
         str, typer.Option(help="Comma-separated distance thresholds in km.")
     ] = "1,25,200,750,2500",

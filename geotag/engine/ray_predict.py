@@ -63,7 +63,7 @@ from geotag.engine.predict import (
     resolve_device,
 )
 from geotag.errors import GeotagError, InputError, OutputError
-from geotag.io.parquet import PredictionWriter
+from geotag.io.parquet import PART_GLOB, PredictionWriter
 from geotag.io.parts import DoneSet, record_key
 from geotag.io.scan import ImageRecord, is_image_name, iter_records
 from geotag.io.truth import Truth, load_truth
@@ -74,7 +74,6 @@ log = logging.getLogger(__name__)
 
 LIST_TARGET_UNITS = 64  # split folders until there are about this many listing units ...
 LIST_MAX_DEPTH = 2  # ... but look at most this many levels below each input folder
-PART_GLOB = "part-*.parquet"
 DONE_MARKER = "_SUCCESS.json"  # a completed run's summary (readers' *.parquet globs skip it)
 CRASH_ENV = "GEOTAG_TEST_CRASH_AFTER_WRITE"  # tests: a marker file; while absent, an actor dies once
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
