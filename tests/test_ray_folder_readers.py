@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
+from test_export import ROWS
 from typer.testing import CliRunner
 
 from geotag.cli import app
 from geotag.errors import InputError
-from geotag.io.parquet import PredictionWriter, Predictions, require_columns
-from test_export import ROWS
+from geotag.io.parquet import Predictions, PredictionWriter, require_columns
 
 
 @pytest.fixture
