@@ -329,3 +329,17 @@ def test_resume_says_what_it_did(
     assert "predicted 2 file(s)" in said[-1] and "; 5 rows, 0 failed" in said[-1]
     paths = sorted(Path(p).name for p in pq.read_table(out, columns=["path"]).column(0).to_pylist())
     assert paths == ["cape_town.jpg", "nairobi.JPG", "paris.jpg", "reykjavik.jpg", "sydney.jpg"]
+
+
+def test_predict_prints_progress_lines_off_a_terminal(
+    sample_data: Path, tmp_path: Path, tiny_model, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    import re
+
+    monkeypatch.setenv("GEOTAG_LOG_EVERY", "0.000001")
+    run_predict(_cfg([sample_data], tmp_path / "p.parquet", progress=True), model=tiny_model)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("predict: ")]
+    assert lines and all(
+        re.match(r"predict: \d+/14 files, [\d.]+ files/s, (eta|done in) ", ln) for ln in lines
+    )
+    assert lines[-1].startswith("predict: 14/14 files") and "done in" in lines[-1]
