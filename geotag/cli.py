@@ -37,7 +37,8 @@ out = Console()
 
 # Options several commands take, declared once (the parameter name gives the flag).
 Progress = Annotated[
-    bool, typer.Option(help="Progress on stderr: a bar on a terminal, else a line every --log-every seconds.")
+    bool,
+    typer.Option(help="Progress on stderr: a bar on a terminal, else a line every `geotag --log-every` s."),
 ]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 ModelName = Annotated[str, typer.Option(help=f"Model: {MODEL_NAMES} (see `geotag models list`).")]
