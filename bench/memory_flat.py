@@ -85,7 +85,7 @@ def child(folder: Path, workers: int | None, out_dir: Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with Measure(device) as m:
         store = PartStore(out_dir / "list.parquet")
-        _, listed, _ = store.write_file_list(iter_records([folder]), set())
+        _, listed, _, _ = store.write_file_list(iter_records([folder]))
     result["files"] = listed
     result["listing"] = (m.peak_host, m.seconds)
     cfg = PredictConfig(paths=[folder], out=out_dir / "preds.parquet", workers=workers, device="cpu")

@@ -452,7 +452,7 @@ def bench_loader(
     """The whole input pipeline with no model: listing, workers (hash, EXIF, decode), stager."""
     with tempfile.TemporaryDirectory() as tmp:
         store = PartStore(Path(tmp) / "x.parquet")
-        work_list, listed, _ = store.write_file_list(iter_records([folder]), set())
+        work_list, listed, _, _ = store.write_file_list(iter_records([folder]))
         pre = model.preprocess()
         share = args.gpu_decode_share if gpu else 0.0
         workers = auto_workers(device) if args.workers is None else args.workers

@@ -18,8 +18,12 @@ from rich.console import Console
 
 from geotag import __version__
 from geotag.errors import GeotagError
+from geotag.progress import DEFAULT_LOG_EVERY, LOG_EVERY_ENV
 
+# Every Typer here takes rich_markup_mode=None: click's plain help, whose option names are never cut
+# at 80 columns, whose brackets stay text (no rich markup) and which pipes get without box drawing.
 app = typer.Typer(
+    rich_markup_mode=None,
     name="geotag",
     help="Geolocate photos in bulk: scan, predict, evaluate, write GPS back.",
     no_args_is_help=True,
@@ -32,7 +36,10 @@ err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; 
 out = Console()
 
 # Options several commands take, declared once (the parameter name gives the flag).
-Progress = Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")]
+Progress = Annotated[
+    bool,
+    typer.Option(help="Progress on stderr: a bar on a terminal, else a line every `geotag --log-every` s."),
+]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 ModelName = Annotated[str, typer.Option(help=f"Model: {MODEL_NAMES} (see `geotag models list`).")]
 BatchSize = Annotated[int | None, typer.Option(min=1, help="Images per batch (default: from the device).")]
@@ -55,6 +62,12 @@ UntrainedBackbone = Annotated[
     bool,
     typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
 ]
+Include = Annotated[
+    list[str] | None,
+    typer.Option(help="Walk only files matching this glob (repeatable; see the README, Walking folders)."),
+]
+Exclude = Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")]
+Ext = Annotated[str | None, typer.Option(help="Walk only these extensions, e.g. jpg,png (any case).")]
 ImageRoot = Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")]
 
 
@@ -84,8 +97,19 @@ def _main(
         bool, typer.Option("--verbose", "-v", help="Log per-file details (library warnings, ...) to stderr.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")] = False,
+    log_every: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            envvar=LOG_EVERY_ENV,
+            help=f"When stderr is no terminal: a progress line every this many seconds (0: none) "
+            f"[default: {DEFAULT_LOG_EVERY:g}].",
+        ),
+    ] = None,
 ) -> None:
     """geotag: geolocate photos in bulk."""
+    if log_every is not None:  # through the environment, so worker processes (torchrun, Ray) see it too
+        os.environ[LOG_EVERY_ENV] = f"{log_every:g}"
     if verbose or quiet:
         logging.getLogger("geotag").setLevel(logging.INFO if verbose else logging.ERROR)
 
@@ -95,12 +119,17 @@ def scan(
     paths: Annotated[list[Path], typer.Argument(help="Photo files or folders (walked recursively).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
     truth: Truth = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
     progress: Progress = True,
 ) -> None:
     """Inventory photos with their EXIF ground truth (GPS, time, camera) into a predictions-schema Parquet."""
     from geotag.engine.scan import run_scan
+    from geotag.io.scan import PathFilter
 
-    summary = run_scan(paths, out_path, progress=progress and sys.stderr.isatty(), truth=truth)
+    only = PathFilter.from_options(include, exclude, ext)
+    summary = run_scan(paths, out_path, progress=progress, truth=truth, only=only)
     _say_truth(summary.truth)
     say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
@@ -161,6 +190,9 @@ def predict(
         bool, typer.Option("--compile/--no-compile", help="torch.compile the backbone (slow start).")
     ] = False,
     checkpoint_rows: Annotated[int, typer.Option(min=1, help="Rows per crash-safe part file.")] = 4096,
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
     progress: Progress = True,
     engine: Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")] = "local",
     address: Annotated[
@@ -182,9 +214,14 @@ def predict(
         raise fail(f"--engine {engine}: choose local or ray")
     if engine == "local" and any("://" in p for p in paths):
         raise fail("URLs (s3://, gs://, file://) need --engine ray")
+    if engine == "ray" and (include or exclude or ext):
+        raise fail("--include / --exclude / --ext: the local engine only, for now")
     cfg = PredictConfig(
         paths=[p if "://" in p else Path(p) for p in paths],  # URLs stay text (a Path would eat the //)
         out=out_path,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        ext=ext,
         model=model,
         device=device,
         batch_size=batch_size,
@@ -208,7 +245,7 @@ def predict(
         gpu_decode_share=gpu_decode_share,
         compile=compile_model,
         checkpoint_rows=checkpoint_rows,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
         engine=engine,
         ray_address=address,
         ray_gpus=gpus,
@@ -224,15 +261,24 @@ def predict(
     _say_truth(summary.truth)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
+    if summary.resumed:
+        changed = summary.changed or 0
+        said = f"resumed: {summary.skipped} already done, {summary.new - changed} new"
+        if summary.changed is not None:
+            said += f", {summary.changed} changed"
+        if summary.deleted is not None:
+            said += f", {summary.deleted} deleted"
+        say(said)
     say(
-        f"predicted {summary.new} new file(s) on {summary.device}"
-        + (f", {summary.skipped} already done" if summary.skipped else "")
-        + f"; {summary.total} rows, {summary.failed} failed -> {out_path}"
+        f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
+        f"{summary.failed} failed -> {out_path}"
     )
     raise typer.Exit(1 if summary.failed else 0)
 
 
-models_app = typer.Typer(help="Registered models and backbones, and where their weights come from.")
+models_app = typer.Typer(
+    rich_markup_mode=None, help="Registered models and backbones, and where their weights come from."
+)
 app.add_typer(models_app, name="models")
 
 
@@ -288,7 +334,9 @@ def _print_unsqueezed(table: object) -> None:
     out.file.write(wide.file.getvalue())
 
 
-gallery_app = typer.Typer(help="Embedding galleries of geotagged photos for `predict --model knn`.")
+gallery_app = typer.Typer(
+    rich_markup_mode=None, help="Embedding galleries of geotagged photos for `predict --model knn`."
+)
 app.add_typer(gallery_app, name="gallery")
 
 
@@ -309,6 +357,9 @@ def gallery_build(
     device: Device = "auto",
     batch_size: BatchSize = None,
     workers: Workers = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
     progress: Progress = True,
 ) -> None:
     """Embed photos that have a position (EXIF GPS or the manifest's) into a kNN gallery file."""
@@ -318,13 +369,16 @@ def gallery_build(
     cfg = GalleryConfig(
         paths=paths,
         out=out_path,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        ext=ext,
         truth=truth,
         backbone=backbone,
         backbone_weights=backbone_weights,
         device=device,
         batch_size=batch_size,
         workers=workers,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
     )
     s = run_gallery_build(cfg)
     _say_truth(s.truth)
@@ -338,7 +392,8 @@ def gallery_build(
 @app.command("write-exif")
 def write_exif(
     predictions: Annotated[
-        Path | None, typer.Argument(help="Predictions Parquet (from `geotag predict`).", show_default=False)
+        Path | None,
+        typer.Argument(help="Predictions file or Ray output folder (`geotag predict`).", show_default=False),
     ] = None,
     min_confidence: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Write only predictions at least this confident.")
@@ -394,7 +449,7 @@ def write_exif(
         backup=backup,
         journal=journal,
         writer=writer,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
         decisions=decisions,
     )
 
@@ -437,7 +492,8 @@ def query_cmd(
         Path | None, typer.Option("--map", help="Also write the top places on an offline interactive map.")
     ] = None,
     filter_preds: Annotated[
-        Path | None, typer.Option(help="Predictions Parquet: reweight each row's top-k by the text instead.")
+        Path | None,
+        typer.Option(help="Predictions (file or Ray folder): reweight each row's top-k by the text instead."),
     ] = None,
 ) -> None:
     """Where does a text fit? GeoCLIP's heads over CLIP's text tower, scored on a gallery or a grid."""
@@ -463,7 +519,9 @@ def query_cmd(
     say(f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}")
 
 
-cells_app = typer.Typer(help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True)
+cells_app = typer.Typer(
+    rich_markup_mode=None, help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True
+)
 app.add_typer(cells_app, name="cells")
 
 
@@ -577,7 +635,7 @@ def benchmark(
         weights=weights,
         gallery=gallery,
         allow_untrained=untrained_backbone,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
         extra_metadata={"benchmark": check.test_set.name},
     )
     result = run_benchmark(check, cfg)
@@ -756,7 +814,7 @@ def train(
         seg_dir=seg_dir,
         segmenter=segmenter,
     )
-    summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
+    summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports
     for note in summary.notes:
@@ -791,13 +849,21 @@ def segment(
         str | None, typer.Option(help="ADE20K SegFormer: HF hub id or local folder (default SegFormer-B0).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per forward pass.")] = 16,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    device: Device = "auto",
+    include: Include = None,
+    exclude: Exclude = None,
+    ext: Ext = None,
+    progress: Progress = True,
 ) -> None:
     """Precompute segmentation maps of whole photos for `train` / `predict --seg-dir` (resumable)."""
     from geotag.engine.segment import load_provider, run_segment
+    from geotag.io.scan import PathFilter
+    from geotag.progress import progress_bar
 
+    only = PathFilter.from_options(include, exclude, ext)  # a bad --ext fails before the model loads
     provider = load_provider(segmenter, device)
-    s = run_segment(paths, out_dir, provider, batch_size=batch_size)
+    with progress_bar(None, "segment", enabled=progress) as bar:
+        s = run_segment(paths, out_dir, provider, batch_size=batch_size, on_progress=bar.update, only=only)
     for path, why in s.errors:
         say(f"error: {path}: {why}")
     say(f"{s.written} map(s) written, {s.kept} already there, {len(s.errors)} error(s) -> {out_dir}")
@@ -852,7 +918,9 @@ def label_scenes(
 
 @app.command()
 def report(
-    files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Predictions files or Ray output folders (part-*.parquet).")
+    ],
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for index.html, figures/ and thumbs/ (created).")
     ],
@@ -880,7 +948,9 @@ def report(
 
 @app.command("review")
 def review_cmd(
-    predictions: Annotated[Path, typer.Argument(help="Predictions Parquet (from `geotag predict`).")],
+    predictions: Annotated[
+        Path, typer.Argument(help="Predictions file or Ray output folder (`geotag predict`).")
+    ],
     decisions: Annotated[
         Path | None,
         typer.Option(help="Decisions file (default: PREDICTIONS stem + .decisions.jsonl beside it)."),
@@ -899,7 +969,7 @@ def review_cmd(
 
 @app.command("export")
 def export_cmd(
-    predictions: Annotated[Path, typer.Argument(help="Predictions Parquet file.")],
+    predictions: Annotated[Path, typer.Argument(help="Predictions file or Ray output folder.")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="File to write: .geojson .gpkg .csv .kml")],
     fmt: Annotated[
         str | None, typer.Option("--format", "-f", help="geojson | gpkg | csv | kml (default: from --out).")
@@ -916,7 +986,9 @@ def export_cmd(
     )
 
 
-experts_app = typer.Typer(help="Directed feature experts: feature crops to train on.", no_args_is_help=True)
+experts_app = typer.Typer(
+    rich_markup_mode=None, help="Directed feature experts: feature crops to train on.", no_args_is_help=True
+)
 app.add_typer(experts_app, name="experts")
 
 
@@ -958,7 +1030,7 @@ def experts_extract(
         device=device,
         batch_size=batch_size,
         workers=workers,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,
     )
     s = run_extract(cfg)
     for note in s.notes:
@@ -973,7 +1045,9 @@ def experts_extract(
 
 @app.command("eval")
 def eval_cmd(
-    files: Annotated[list[Path], typer.Argument(help="One or more predictions Parquet files.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Predictions files or Ray output folders (part-*.parquet).")
+    ],
     thresholds: Annotated[
         str, typer.Option(help="Comma-separated distance thresholds in km.")
     ] = "1,25,200,750,2500",

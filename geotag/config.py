@@ -12,6 +12,9 @@ class PredictConfig:
 
     paths: list[Path | str]  # files / folders; fsspec URLs (s3://, gs://) stay text (engine ray)
     out: Path
+    include: tuple[str, ...] = ()  # folder walk: --include globs (geotag.io.scan.PathFilter)
+    exclude: tuple[str, ...] = ()  # folder walk: --exclude globs
+    ext: str | None = None  # folder walk: --ext jpg,png (None: every known photo type)
     model: str = "geoclip"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int | None = None  # None: chosen from the device
@@ -52,6 +55,9 @@ class GalleryConfig:
 
     paths: list[Path]
     out: Path
+    include: tuple[str, ...] = ()  # folder walk: --include globs (geotag.io.scan.PathFilter)
+    exclude: tuple[str, ...] = ()  # folder walk: --exclude globs
+    ext: str | None = None  # folder walk: --ext jpg,png (None: every known photo type)
     truth: Path | None = None  # a manifest read by geotag.io.truth (places365, OSV-5M, IMG_ID/LAT/LON, ...)
     backbone: str = "efficientnet_lite0.imagenet"  # a geotag.models.backbones name
     backbone_weights: Path | None = None

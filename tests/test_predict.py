@@ -282,3 +282,64 @@ def test_cli_predict_exit_codes_and_weights_message(
     if not torch.cuda.is_available():
         assert bad_device.returncode == 2 and "no CUDA device" in bad_device.stderr
         assert len(bad_device.stderr.strip().splitlines()) == 1
+
+
+def test_predict_walks_with_include_exclude_ext(sample_data: Path, tmp_path: Path, tiny_model) -> None:
+    out = tmp_path / "preds.parquet"
+    cfg = _cfg([sample_data], out, include=("europe/*", "africa/*"), exclude=("rome.*",), ext="jpg,webp")
+    summary = run_predict(cfg, model=tiny_model)
+    names = sorted(Path(p).name for p in pq.read_table(out, columns=["path"]).column(0).to_pylist())
+    assert names == ["cape_town.jpg", "nairobi.JPG", "paris.jpg", "reykjavik.jpg"] and summary.total == 4
+
+
+def test_resume_says_what_it_did(
+    sample_data: Path, tmp_path: Path, tiny_clip_folder: Path, small_gallery: Path
+) -> None:
+    """`resumed: N already done, N new, N changed, N deleted`; the manifest line counts the files done
+    earlier as matched, not as manifest rows that "matched no file"."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from geotag.cli import app
+
+    photos = tmp_path / "photos"
+    shutil.copytree(sample_data / "europe", photos / "europe")
+    shutil.copytree(sample_data / "africa", photos / "africa")
+    truth = tmp_path / "truth.csv"
+    truth.write_text((sample_data / "truth.csv").read_text())
+    out = tmp_path / "preds.parquet"
+    cmd = ["predict", str(photos), "--out", str(out), "--truth", str(truth), "--gallery", str(small_gallery)]
+    cmd += ["--workers", "0", "--backbone-weights", str(tiny_clip_folder), "--allow-mismatched-heads"]
+    first = CliRunner().invoke(app, cmd)
+    assert first.exit_code == 0, first.output
+    assert "resumed" not in first.stderr
+
+    (photos / "europe" / "rome.webp").unlink()  # deleted
+    with open(photos / "europe" / "paris.jpg", "ab") as fh:  # changed: bytes appended after the image
+        fh.write(b"\0" * 16)
+    shutil.copy(sample_data / "oceania" / "sydney.jpg", photos / "sydney.jpg")  # new
+    again = CliRunner().invoke(app, [*cmd, "--resume"])
+    assert again.exit_code == 0, again.output
+    said = again.stderr.splitlines()
+    assert "resumed: 3 already done, 1 new, 1 changed, 1 deleted" in said, said
+    (manifest_line,) = [ln for ln in said if ln.startswith("manifest ")]
+    assert "2 file(s) matched (and 3 done by an earlier run)" in manifest_line, manifest_line
+    assert "7 manifest row(s) matched no file" in manifest_line  # 12 rows - 5 photos of the run
+    assert "predicted 2 file(s)" in said[-1] and "; 5 rows, 0 failed" in said[-1]
+    paths = sorted(Path(p).name for p in pq.read_table(out, columns=["path"]).column(0).to_pylist())
+    assert paths == ["cape_town.jpg", "nairobi.JPG", "paris.jpg", "reykjavik.jpg", "sydney.jpg"]
+
+
+def test_predict_prints_progress_lines_off_a_terminal(
+    sample_data: Path, tmp_path: Path, tiny_model, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    import re
+
+    monkeypatch.setenv("GEOTAG_LOG_EVERY", "0.000001")
+    run_predict(_cfg([sample_data], tmp_path / "p.parquet", progress=True), model=tiny_model)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("predict: ")]
+    assert lines and all(
+        re.match(r"predict: \d+/14 files, [\d.]+ files/s, (eta|done in) ", ln) for ln in lines
+    )
+    assert lines[-1].startswith("predict: 14/14 files") and "done in" in lines[-1]

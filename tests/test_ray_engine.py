@@ -266,7 +266,8 @@ def test_resume_through_the_cli_and_eval_of_the_folder(
     done = CliRunner().invoke(app, cmd)
     assert done.exit_code == 1, done.output  # two broken files
     said = " ".join(done.stderr.split())  # rich wraps lines at the terminal width
-    assert "predicted 14 new file(s) on ray (1 CPU model actor), 3 already done; 17 rows, 2 failed" in said
+    assert "resumed: 3 already done, 14 new" in said
+    assert "predicted 14 file(s) on ray (1 CPU model actor); 17 rows, 2 failed" in said
     assert "INFO" not in said  # Ray Data's chatter stays out of the CLI's stderr
     paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
     assert len(paths) == len(set(paths)) == 17

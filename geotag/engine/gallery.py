@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import GalleryConfig
-from geotag.engine.predict import auto_batch_size, auto_workers, resolve_device
+from geotag.engine.predict import auto_batch_size, auto_workers, decode_into_row, resolve_device
 from geotag.engine.scan import scan_file
 from geotag.errors import InputError
-from geotag.io.decode import decode_for_model, normalize
+from geotag.io.decode import normalize
 from geotag.io.embeddings import GalleryInfo, GalleryWriter
 from geotag.io.parquet import check_parquet_path
-from geotag.io.scan import ImageRecord, iter_records, validate_paths
+from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 from geotag.io.truth import Truth, TruthReport, load_truth
 from geotag.models.backbones import Backbone, create_backbone
@@ -97,11 +97,11 @@ def _missing(path: Path) -> ImageRecord:
 
 
 def truth_records(
-    paths: list[Path], truth: Truth
+    paths: list[Path], truth: Truth, only: PathFilter | None = None
 ) -> Iterator[tuple[ImageRecord, float | None, float | None]]:
     """The photos under paths, each with its position from the --truth manifest (the reader every command
     shares), or none: then its EXIF GPS, if any, is used."""
-    for record in iter_records(paths):
+    for record in iter_records(paths, only):
         row: dict[str, Any] = {"path": str(record.path)}
         truth.apply(row)
         if row.get("gt_source") == "manifest":
@@ -113,12 +113,13 @@ def truth_records(
 def write_work_list(cfg: GalleryConfig, folder: Path, truth: Truth | None = None) -> tuple[Path, int]:
     """The run's files (and manifest positions) as an Arrow IPC file the workers memory-map."""
     paths = validate_paths(cfg.paths)
+    only = PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext)
     if truth is not None:
-        items: Iterator[tuple[ImageRecord, float | None, float | None]] = truth_records(paths, truth)
+        items: Iterator[tuple[ImageRecord, float | None, float | None]] = truth_records(paths, truth, only)
     elif is_manifest(paths):
         items = manifest_records(paths[0])
     else:
-        items = ((r, None, None) for r in iter_records(paths))
+        items = ((r, None, None) for r in iter_records(paths, only))
     out = folder / "files.arrow"
     n = 0
     buf: list[tuple[ImageRecord, float | None, float | None]] = []
@@ -173,12 +174,7 @@ class GalleryDataset(Dataset[dict[str, Any]]):
             row.update(gt_lat=lat, gt_lon=lon, gt_source="manifest")
         pixels = None
         if row["status"] == "ok" and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
-            try:
-                pixels = decode_for_model(
-                    record.path, self.pre.input_size, self.pre.interpolation, draft=self.draft
-                )
-            except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file failure
-                row.update(status="error", error=f"cannot decode image: {str(exc).strip()[:200]}")
+            pixels = decode_into_row(row, self.pre, self.draft)
         return {"row": row, "pixels": pixels}
 
 

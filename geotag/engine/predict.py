@@ -28,14 +28,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
-from geotag.engine.scan import scan_file
+from geotag.engine.scan import note_warnings, scan_file
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
+from geotag.io.c_stderr import c_messages
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
-from geotag.io.scan import ImageRecord, iter_records, validate_paths
+from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.registry import build_model
@@ -49,6 +50,11 @@ class PredictSummary:
     total: int = 0  # rows in the output file
     new: int = 0  # rows this run added
     skipped: int = 0  # files already done by an earlier run (--resume)
+    changed: int | None = (
+        None  # of the new rows: files an earlier run wrote, edited since (None: not counted)
+    )
+    deleted: int | None = None  # earlier rows dropped as their files are gone (None: not counted)
+    resumed: bool = False  # --resume: the counts above describe this run against the earlier ones
     failed: int = 0  # error rows in the output file
     device: str = "cpu"
     weights: str = ""
@@ -152,12 +158,24 @@ def read_item(
         return {"row": row, "pixels": None, "skip": False, "gpu": True, "orientation": orientation}
     pixels = None
     if row["status"] == "ok":
+        pixels = decode_into_row(row, pre, draft)
+    return {"row": row, "pixels": pixels, "skip": False}
+
+
+def decode_into_row(row: dict[str, Any], pre: Preprocess, draft: bool) -> torch.Tensor | None:
+    """The model's pixels of a scanned row's photo; a decoder failure makes it an error row, and what
+    libtiff prints on fd 2 meanwhile goes into its error or note, not around the summary."""
+    pixels = None
+    with c_messages() as said:
         try:
-            pixels = decode_for_model(record.path, pre.input_size, pre.interpolation, draft=draft)
+            pixels = decode_for_model(row["path"], pre.input_size, pre.interpolation, draft=draft)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
             text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
             row.update(status="error", error=f"cannot decode image: {text}")
-    return {"row": row, "pixels": pixels, "skip": False}
+    if said and row["status"] == "error":
+        row["error"] += f" ({'; '.join(said)[:300]})"
+    note_warnings(row, [], said)
+    return pixels
 
 
 def _for_gpu(row: dict[str, Any], share: float, min_pixels: int) -> bool:
@@ -384,7 +402,10 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
         gpu_share = 0.0
 
-    work_list, listed, summary.skipped = store.write_file_list(iter_records(cfg.paths), done.keys)
+    records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext))
+    work_list, listed, summary.skipped, summary.changed = store.write_file_list(
+        records, done, manifest.mark_done if manifest is not None else None
+    )
     pre = model.preprocess()
     dataset = PhotoDataset(
         work_list, pre, cfg.draft, set(), gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
@@ -430,6 +451,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         **cfg.extra_metadata,
     }
     store.finalize(keep_existing=cfg.resume, metadata=metadata)
+    summary.resumed, summary.deleted = cfg.resume, store.deleted
     summary.total, summary.failed = count_errors(cfg.out)
     summary.truth = manifest.finish() if manifest is not None else None
     return summary

@@ -41,6 +41,7 @@ import pickle
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,7 +66,7 @@ from geotag.engine.predict import (
     resolve_device,
 )
 from geotag.errors import GeotagError, InputError, OutputError
-from geotag.io.parquet import PredictionWriter
+from geotag.io.parquet import PART_GLOB, PredictionWriter
 from geotag.io.parts import DoneSet, record_key, rows_to_keep, still_there
 from geotag.io.scan import ImageRecord, is_image_name, iter_records
 from geotag.io.truth import Truth, load_truth
@@ -76,7 +77,6 @@ log = logging.getLogger(__name__)
 
 LIST_TARGET_UNITS = 64  # split folders until there are about this many listing units ...
 LIST_MAX_DEPTH = 2  # ... but look at most this many levels below each input folder
-PART_GLOB = "part-*.parquet"
 DONE_MARKER = "_SUCCESS.json"  # a completed run's summary (readers' *.parquet globs skip it)
 CRASH_ENV = "GEOTAG_TEST_CRASH_AFTER_WRITE"  # tests: a marker file; while absent, an actor dies once
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -687,7 +687,7 @@ def run_ray_predict(cfg: PredictConfig) -> PredictSummary:
     out = check_out_folder(Path(cfg.out))
     manifest = load_truth(cfg.truth) if cfg.truth is not None else None
     cfg = replace(cfg, out=out.absolute(), **_absolute_paths(cfg))  # actors run elsewhere
-    summary = PredictSummary()
+    summary = PredictSummary(resumed=cfg.resume)  # changed / deleted files are not counted here
     remove_temporaries(out)
     finished = (out / DONE_MARKER).exists()
     (out / DONE_MARKER).unlink(missing_ok=True)  # written again only when this run completes
@@ -728,7 +728,7 @@ def _run(
 
     plan = plan_resources(cfg, ray.cluster_resources())
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.progress
+    ctx.enable_progress_bars = cfg.progress and sys.stderr.isatty()  # else ours: plain lines
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # stderr is for progress and problems ...
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # ... not "bars are off"
     gpu_args = {"num_gpus": 1} if plan.gpu else {"num_cpus": plan.cpus_per_actor}

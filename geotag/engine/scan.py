@@ -11,7 +11,7 @@ import logging
 import os
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 
 from geotag import __version__
 from geotag.geo.places import add_countries
+from geotag.io.c_stderr import c_messages
 from geotag.io.decode import read_header
 from geotag.io.exif import read_exif
 from geotag.io.parquet import PredictionWriter, check_parquet_path
-from geotag.io.scan import ImageRecord, image_id, iter_image_paths, iter_records
+from geotag.io.scan import ImageRecord, PathFilter, image_id, iter_image_paths, iter_records
 from geotag.io.truth import TruthReport, apply_truth, load_truth
 from geotag.progress import progress_bar
 
@@ -65,7 +66,7 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
     except OSError as exc:
         row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
         return row
-    with warnings.catch_warnings(record=True) as caught:  # a worker process: no other thread races this
+    with warnings.catch_warnings(record=True) as caught, c_messages() as said:  # no other thread races this
         warnings.simplefilter("always")
         try:
             row.update(read_header(record.path))
@@ -75,15 +76,21 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
             row.update(read_exif(record.path).as_row())
         except OSError as exc:
             row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
-    _note_warnings(row, caught)
+    note_warnings(row, caught, said)
     return row
 
 
-def _note_warnings(row: dict[str, Any], caught: list[warnings.WarningMessage]) -> None:
-    """Library warnings (Pillow's DecompressionBombWarning, corrupt EXIF, ...) belong to their file: into
-    the row's gt_note and the --verbose log, never printed around the summary."""
+def note_warnings(
+    row: dict[str, Any], caught: Sequence[warnings.WarningMessage], said: Sequence[str] = ()
+) -> None:
+    """Library warnings (Pillow's DecompressionBombWarning, corrupt EXIF, ...) and C libraries' stderr
+    lines (libtiff, `said`) belong to their file: into the row's gt_note and the --verbose log, never
+    printed around the summary."""
     texts = list(
-        dict.fromkeys(f"{w.category.__name__}: {_error_text(Exception(str(w.message)))}" for w in caught)
+        dict.fromkeys(
+            [f"{w.category.__name__}: {_error_text(Exception(str(w.message)))}" for w in caught]
+            + [f"decoder stderr: {line}" for line in said]
+        )
     )
     if not texts:
         return
@@ -131,6 +138,7 @@ def run_scan(
     progress: bool = False,
     workers: int | None = None,
     truth: Path | None = None,
+    only: PathFilter | None = None,
 ) -> ScanSummary:
     """Scan `paths` into `out` (atomically replaced at the end). Returns counts for the summary line.
 
@@ -138,9 +146,9 @@ def run_scan(
     """
     check_parquet_path(out)
     manifest = load_truth(truth) if truth is not None else None  # a bad manifest fails before the walk
-    total = sum(1 for _ in iter_image_paths(paths)) if progress else None
+    total = sum(1 for _ in iter_image_paths(paths, only)) if progress else None
     summary = ScanSummary()
-    rows = ordered_map(scan_file, iter_records(paths), workers=workers or default_workers())
+    rows = ordered_map(scan_file, iter_records(paths, only), workers=workers or default_workers())
     writer = PredictionWriter(out, metadata={"command": "scan"})
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
         for chunk in chunked(rows, 256):

@@ -25,7 +25,7 @@ from PIL import Image
 from geotag.errors import InputError
 from geotag.io.decode import load_rgb
 from geotag.io.durable import atomic_path
-from geotag.io.scan import iter_image_paths
+from geotag.io.scan import PathFilter, iter_image_paths
 from geotag.models.segmentation import DEFAULT_SEGFORMER, SegmentationProvider
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def run_segment(
     batch_size: int = 16,
     size: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    only: PathFilter | None = None,
 ) -> SegmentSummary:
     """Segment every photo under `paths` into `out` (see the module docstring)."""
     if batch_size < 1:
@@ -105,7 +106,7 @@ def run_segment(
             on_progress(len(pending))
         pending.clear()
 
-    for path in iter_image_paths(paths):
+    for path in iter_image_paths(paths, only):
         stem = path.stem
         if stem in stems:
             summary.errors.append((str(path), f"same file stem as {stems[stem]}: maps are found by stem"))

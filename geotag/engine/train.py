@@ -65,6 +65,7 @@ from geotag.models.checkpoint import (
 )
 from geotag.models.recipes import paper_frozen
 from geotag.models.tasks import TrainTask, make_task
+from geotag.progress import LogLines, log_lines
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +224,15 @@ class TrainMonitor:
 
 
 class RichMonitor(TrainMonitor):
-    """A rich progress bar (steps, loss, LR) and one line per validation, on the given console."""
+    """A rich progress bar (steps, loss, LR) and one line per validation, on the given console; when
+    stderr is no terminal, plain lines every --log-every seconds instead of the bar."""
 
     def __init__(self, console: Any, enabled: bool = True) -> None:
         self.console = console
         self.enabled = enabled
         self.progress: Any = None
         self.task: Any = None
+        self.lines: LogLines | None = None
 
     def start(self, total_steps: int, done_steps: int, info: dict[str, Any]) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -240,6 +243,11 @@ class RichMonitor(TrainMonitor):
             highlight=False,
         )
         if not self.enabled:
+            return
+        if not self.console.is_terminal:
+            self.lines = log_lines(total_steps, "train", unit="steps")
+            if self.lines is not None:
+                self.lines.n = self.lines.n0 = done_steps
             return
         self.progress = Progress(
             TextColumn("train"),
@@ -254,9 +262,12 @@ class RichMonitor(TrainMonitor):
         self.task = self.progress.add_task("train", total=total_steps, completed=done_steps, logs="")
 
     def step(self, step: int, logs: dict[str, float]) -> None:
+        text = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
         if self.progress is not None:
-            text = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
             self.progress.update(self.task, completed=step, logs=text)
+        if self.lines is not None:
+            self.lines.note = text
+            self.lines.update(step - self.lines.n)
 
     def validated(self, row: dict[str, Any]) -> None:
         accs = " ".join(f"{t}km {row[f'acc_{t}km'] * 100:.1f}%" for t in DEFAULT_THRESHOLDS_KM)
@@ -273,6 +284,8 @@ class RichMonitor(TrainMonitor):
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+        if self.lines is not None:
+            self.lines.close()
 
 
 # ------------------------------------------------------------------------------------------------

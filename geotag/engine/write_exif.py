@@ -187,7 +187,7 @@ def _rows(predictions: Path) -> tuple[int, Iterator[dict[str, Any]]]:
         for batch in iter_batches(predictions, columns, batch_size=4096):
             yield from batch.to_pylist()
 
-    return pf.metadata.num_rows, rows()
+    return pf.num_rows, rows()
 
 
 def _finite(value: Any) -> float | None:

@@ -29,7 +29,7 @@ import duckdb
 from geotag.errors import InputError, SchemaError
 from geotag.eval import truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
-from geotag.io.parquet import require_columns
+from geotag.io.parquet import PART_GLOB, require_columns
 
 NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
 DERIVED_BY = ("folder",)
@@ -325,9 +325,10 @@ def evaluate(
 
 def parquet_source(path: Path) -> tuple[Path, Path]:
     """(what DuckDB reads, one file whose schema stands for it): a file as given; a folder of part files
-    (`geotag predict --engine ray`) as FOLDER/*.parquet; a quoted glob as given. All read as one table."""
+    (`geotag predict --engine ray`) as FOLDER/part-*.parquet, as geotag.io.parquet.Predictions reads it; a
+    quoted glob as given. All read as one table."""
     if path.is_dir():
-        pattern = path / "*.parquet"
+        pattern = path / PART_GLOB
     elif any(c in str(path) for c in "*?["):
         pattern = path
     else:

@@ -19,7 +19,7 @@ import numpy as np
 
 from geotag.errors import InputError
 from geotag.eval import truth_join
-from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, quote, sql_double
+from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, parquet_source, quote, sql_double
 from geotag.io.parquet import require_columns
 
 OPTIONAL = {
@@ -56,11 +56,12 @@ def open_sources(
     """Check every file before any work (one clear error for the first bad one); notes from --truth."""
     if not files:
         raise InputError("no predictions file given")
-    paths = [Path(f) for f in files]
-    schemas = [list(require_columns(p, NEEDED_COLUMNS).schema_arrow.names) for p in paths]
+    given = [Path(f) for f in files]
+    schemas = [list(require_columns(p, NEEDED_COLUMNS).schema_arrow.names) for p in given]
+    paths = [parquet_source(p)[0] for p in given]  # what DuckDB reads: a Ray output folder's parts
     notes = truth_join.register_truth(con, truth) if truth else []
     sources = []
-    for path, label, columns in zip(paths, file_labels(paths), schemas, strict=True):
+    for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
         if truth:
             sources.append(
                 Source(path, label, truth_join.joined_columns(columns), truth_join.joined_source(columns))

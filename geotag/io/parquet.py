@@ -289,8 +289,42 @@ def open_parquet(path: str | os.PathLike[str]) -> pq.ParquetFile:
         raise InputError(f"{path} is not a readable Parquet file ({exc})") from exc
 
 
-def require_columns(path: str | os.PathLike[str], columns: Iterable[str]) -> pq.ParquetFile:
-    pf = open_parquet(path)
+PART_GLOB = "part-*.parquet"
+"""The parts of a `geotag predict --engine ray` output folder (docs/scale.md)."""
+
+
+class Predictions:
+    """A predictions file, or a Ray output folder's parts read as one table (in part-name order), so
+    every command that takes predictions takes either. The parts share the schema the engine writes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            self.files = sorted(self.path.glob(PART_GLOB))
+            if not self.files:
+                raise InputError(
+                    f"{self.path} is a folder without {PART_GLOB} files (a `predict --engine ray` output "
+                    "folder holds them)"
+                )
+        else:
+            self.files = [self.path]
+        self.schema_arrow: pa.Schema = open_parquet(self.files[0]).schema_arrow
+
+    @property
+    def num_rows(self) -> int:
+        return sum(pq.read_metadata(f).num_rows for f in self.files)
+
+    def iter_batches(
+        self, batch_size: int = 65_536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        for f in self.files:  # one part open at a time: a folder may hold thousands
+            with open_parquet(f) as pf:
+                yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def require_columns(path: str | os.PathLike[str], columns: Iterable[str]) -> Predictions:
+    """A predictions file or Ray output folder that has `columns`, or one line that says what lacks."""
+    pf = Predictions(path)
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
         raise SchemaError(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -40,12 +40,14 @@ class DoneSet:
     never by content, so identical photos keep their own rows and an edited file is predicted again."""
 
     keys: set[RecordKey] = field(default_factory=set)
+    paths: set[str] = field(default_factory=set)  # a listed path here with another key: a changed file
     rows: int = 0
 
     def add_file(self, path: Path) -> None:
         for batch in iter_batches(path, ["path", "size", "mtime"]):
             paths, sizes, mtimes = (batch.column(i).to_pylist() for i in range(3))
             self.keys.update(record_key(p, s, m) for p, s, m in zip(paths, sizes, mtimes, strict=True))
+            self.paths.update(paths)
             self.rows += batch.num_rows
 
 
@@ -74,6 +76,15 @@ def _later(a: datetime | None, b: datetime | None) -> bool:
     return b is None or (a is not None and a >= b)
 
 
+class WorkList(NamedTuple):
+    """The run's file list and how this run's files compare with what earlier runs wrote."""
+
+    path: Path  # Arrow IPC file of the records to do
+    listed: int  # records to do: new and changed files
+    skipped: int  # files already done (same path, size and mtime)
+    changed: int  # listed files whose path an earlier run wrote with another size or mtime
+
+
 class PartStore:
     """The `<out>.parts` folder of one output file."""
 
@@ -81,6 +92,7 @@ class PartStore:
         self.out = check_output_path(out)
         self.dir = out.with_name(out.name + ".parts")
         self.seen: set[str] | None = None  # paths this run listed (done or to do); set by write_file_list
+        self.deleted = 0  # paths of earlier rows dropped by finalize: their files are gone
 
     def parts(self) -> list[Path]:
         if not self.dir.is_dir():
@@ -101,14 +113,19 @@ class PartStore:
             done.add_file(part)
         return done
 
-    def write_file_list(self, records: Iterable[ImageRecord], skip: set[RecordKey]) -> tuple[Path, int, int]:
-        """Write the run's work list (records not in `skip`) as an Arrow IPC file workers memory-map.
-
-        Returns (path, number listed, number skipped). Memory stays flat: records stream to disk.
+    def write_file_list(
+        self,
+        records: Iterable[ImageRecord],
+        done: DoneSet | None = None,
+        on_skip: Callable[[str], None] | None = None,
+    ) -> WorkList:
+        """Write the run's work list (records `done` does not hold) as an Arrow IPC file workers
+        memory-map; `on_skip` hears each path skipped as done. Memory stays flat: records stream to disk.
         """
         self.dir.mkdir(exist_ok=True)
         path = self.dir / "files.arrow"
-        listed = skipped = 0
+        listed = skipped = changed = 0
+        done = done if done is not None else DoneSet()
         self.seen = set()
         buf: list[ImageRecord] = []
         with ipc.new_file(path, RECORD_SCHEMA) as sink:
@@ -124,16 +141,20 @@ class PartStore:
                     buf.clear()
 
             for rec in records:
-                self.seen.add(str(rec.path))
-                if record_key(str(rec.path), rec.size, rec.mtime) in skip:
+                name = str(rec.path)
+                self.seen.add(name)
+                if record_key(name, rec.size, rec.mtime) in done.keys:
                     skipped += 1
+                    if on_skip is not None:
+                        on_skip(name)
                     continue
+                changed += name in done.paths
                 buf.append(rec)
                 listed += 1
                 if len(buf) >= 10_000:
                     flush()
             flush()
-        return path, listed, skipped
+        return WorkList(path, listed, skipped, changed)
 
     def writer(self, rows_per_part: int) -> PartWriter:
         self.dir.mkdir(exist_ok=True)
@@ -148,8 +169,16 @@ class PartStore:
         merge is idempotent: a crash after `<out>` was renamed but before the parts were removed
         merges the same rows again into the same file."""
         sources = ([self.out] if keep_existing and self.out.exists() else []) + self.parts()
-        seen = self.seen
-        keep = rows_to_keep(sources, lambda _, p: seen is None or p in seen or still_there(p))
+        seen, gone = self.seen, set()
+
+        def keep_row(_: int, p: str) -> bool:
+            if seen is None or p in seen or still_there(p):
+                return True
+            gone.add(p)
+            return False
+
+        keep = rows_to_keep(sources, keep_row)
+        self.deleted = len(gone)
         with PredictionWriter(self.out, metadata=metadata) as writer:
             for s, src in enumerate(sources):
                 row = 0

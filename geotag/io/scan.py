@@ -1,5 +1,8 @@
 """Walk files and folders for photos: deterministic order, hidden folders skipped, symlink loops safe.
 
+The one walker of every command that takes photo folders; `PathFilter` (--include / --exclude / --ext)
+narrows it, here, once.
+
 `image_id` is a content hash (xxh3-128 of the bytes), so a renamed or moved file keeps its identity and
 resume works across folder reorganisations.
 """
@@ -11,6 +14,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import xxhash
@@ -30,8 +34,50 @@ class ImageRecord:
     mtime: datetime
 
 
-def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+def is_image_name(name: str, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> bool:
+    return Path(name).suffix.lower() in extensions
+
+
+def _glob_match(relative: str, pattern: str) -> bool:
+    """A pattern without "/" matches the file name, one with "/" the path below the walked folder;
+    `*` matches any characters, "/" included (fnmatch), and `**/` also matches no folder at all."""
+    target = relative if "/" in pattern else relative.rsplit("/", 1)[-1]
+    return fnmatchcase(target, pattern) or (
+        "**/" in pattern and fnmatchcase(target, pattern.replace("**/", ""))
+    )
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """Which files of a walked folder are taken: `extensions` (--ext), then at least one `include`
+    glob if any is given, and no `exclude` glob. Files named explicitly are always taken."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    extensions: frozenset[str] = IMAGE_EXTENSIONS
+
+    @classmethod
+    def from_options(
+        cls, include: Iterable[str] | None, exclude: Iterable[str] | None, ext: str | None
+    ) -> PathFilter | None:
+        """From the CLI's --include / --exclude (repeatable) and --ext jpg,png; None when all are unset."""
+        include, exclude = tuple(include or ()), tuple(exclude or ())
+        if not include and not exclude and ext is None:
+            return None
+        extensions = IMAGE_EXTENSIONS
+        if ext is not None:
+            extensions = frozenset(
+                "." + e.strip().lower().lstrip(".") for e in ext.split(",") if e.strip(" .")
+            )
+            if not extensions:
+                raise InputError(f"--ext {ext!r}: give extensions such as jpg,png")
+        return cls(include, exclude, extensions)
+
+    def wants(self, relative: str) -> bool:
+        """`relative`: the file's path below the walked folder, "/"-separated."""
+        if self.include and not any(_glob_match(relative, g) for g in self.include):
+            return False
+        return not any(_glob_match(relative, g) for g in self.exclude)
 
 
 def _is_hidden(name: str) -> bool:
@@ -42,7 +88,9 @@ def _record(path: Path, st: os.stat_result) -> ImageRecord:
     return ImageRecord(path=path, size=st.st_size, mtime=datetime.fromtimestamp(st.st_mtime, UTC))
 
 
-def _walk_folder(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:
+def _walk_folder(
+    root: Path, seen_dirs: set[tuple[int, int]], extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> Iterator[Path]:
     """Depth-first, names sorted, following symlinked folders once each (loops are cut by inode)."""
     try:
         st = root.stat()
@@ -64,8 +112,8 @@ def _walk_folder(root: Path, seen_dirs: set[tuple[int, int]]) -> Iterator[Path]:
         except OSError:
             continue
         if is_dir:
-            yield from _walk_folder(Path(entry.path), seen_dirs)
-        elif is_image_name(entry.name):
+            yield from _walk_folder(Path(entry.path), seen_dirs, extensions)
+        elif is_image_name(entry.name, extensions):
             yield Path(entry.path)
 
 
@@ -80,18 +128,24 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return checked
 
 
-def iter_image_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+def iter_image_paths(
+    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+) -> Iterator[Path]:
     """Photo paths under `paths`, in a stable order, each file once.
 
-    Folders are walked recursively for the known extensions (any letter case). A file named
-    explicitly is taken whatever its extension: the user asked for it, and if it is no photo it
-    becomes an error row rather than vanishing. A missing path is an input error.
+    Folders are walked recursively for the known extensions (any letter case), narrowed by `only`. A
+    file named explicitly is taken whatever its extension: the user asked for it, and if it is no photo
+    it becomes an error row rather than vanishing. A missing path is an input error.
     """
     paths = validate_paths(paths)
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     for p in paths:
-        candidates = _walk_folder(p, seen_dirs) if p.is_dir() else iter([p])
+        if p.is_dir():
+            found = _walk_folder(p, seen_dirs, only.extensions if only else IMAGE_EXTENSIONS)
+            candidates = (f for f in found if only is None or only.wants(f.relative_to(p).as_posix()))
+        else:
+            candidates = iter([p])
         for path in candidates:
             try:
                 st = path.stat()
@@ -107,9 +161,11 @@ def iter_image_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield path
 
 
-def iter_records(paths: Iterable[str | os.PathLike[str]]) -> Iterator[ImageRecord]:
+def iter_records(
+    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+) -> Iterator[ImageRecord]:
     """Like `iter_image_paths`, with size and mtime; files that vanish mid-walk get size -1."""
-    for path in iter_image_paths(paths):
+    for path in iter_image_paths(paths, only):
         try:
             yield _record(path.absolute(), path.stat())
         except OSError:

@@ -109,6 +109,7 @@ class TruthReport:
     ambiguous: int = 0  # photos only an ambiguous name could match
     disagree: int = 0  # photos whose EXIF GPS is more than 1 km from the manifest
     unmatched_rows: int = 0  # manifest rows no photo of the run matched
+    done_earlier: int = 0  # photos a resumed run skipped (their rows keep their truth) that it lists
     unmatched_examples: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -316,6 +317,13 @@ class Truth:
         if self.scene is not None and not row.get("scene") and self.scene[i]:
             row["scene"] = self.scene[i]
 
+    def mark_done(self, path: str) -> None:
+        """A photo a resumed run skips: its manifest row counts as matched (not as "matched no file")."""
+        found = self.match(path)
+        if found.index is not None:
+            self.seen[found.index] = True
+            self.report.done_earlier += 1
+
     def finish(self, examples: int = 5) -> TruthReport:
         """The report, with the manifest rows no photo matched (a benchmark's missing images)."""
         unmatched = np.flatnonzero(~self.seen)
@@ -369,6 +377,8 @@ def describe(report: TruthReport) -> str:
     """One line for stderr: what the manifest gave this run."""
     parts = [f"manifest {Path(report.manifest).name} ({report.format}, {report.rows:,} rows): "]
     parts.append(f"{report.matched:,} file(s) matched")
+    if report.done_earlier:
+        parts.append(f" (and {report.done_earlier:,} done by an earlier run)")
     if report.not_in_manifest:
         parts.append(f", {report.not_in_manifest:,} not in it")
     if report.ambiguous:

@@ -1,0 +1,42 @@
+"""What C libraries print straight onto file descriptor 2 while a photo is read (libtiff inside Pillow:
+"Using code not yet in table.", "Unknown field with tag ..."), caught so it can go into that photo's row
+and the --verbose log instead of around the summary line.
+
+Redirecting fd 2 is process-wide, so it is done only while this process runs one Python thread (scan's
+and predict's worker processes): with a progress bar or a writer thread about, their output would be
+swallowed, so there the lines pass through as before.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+MAX_LINES = 5
+
+
+@contextmanager
+def c_messages() -> Iterator[list[str]]:
+    """Yields a list that holds, after the block, the distinct lines written to fd 2 inside it."""
+    lines: list[str] = []
+    if threading.active_count() != 1:
+        yield lines
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read(64 * 1024).decode("utf-8", "replace")
+            lines.extend(
+                list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))[:MAX_LINES]
+            )
