@@ -56,6 +56,10 @@ UntrainedBackbone = Annotated[
     typer.Option(help="Run with a random backbone when no weights can be had (shows the pipeline only)."),
 ]
 ImageRoot = Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")]
+Engine = Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")]
+RayAddress = Annotated[
+    str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); default: start one.")
+]
 
 
 def say(message: str, console: Console = err) -> None:
@@ -162,10 +166,8 @@ def predict(
     ] = False,
     checkpoint_rows: Annotated[int, typer.Option(min=1, help="Rows per crash-safe part file.")] = 4096,
     progress: Progress = True,
-    engine: Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")] = "local",
-    address: Annotated[
-        str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); default: start one.")
-    ] = None,
+    engine: Engine = "local",
+    address: RayAddress = None,
     gpus: Annotated[
         int | None, typer.Option(min=0, help="ray: GPU model actors (default: every GPU; 0: CPU actors).")
     ] = None,
@@ -698,6 +700,14 @@ def train(
         str | None, typer.Option(help="TransLocator seg rows: segmentation model, HF hub id or local folder.")
     ] = None,
     progress: Progress = True,
+    engine: Engine = "local",
+    address: RayAddress = None,
+    gpus: Annotated[
+        int | None, typer.Option(min=0, help="ray: training workers, one GPU each (default: every GPU).")
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(min=1, help="ray: CPU workers when no GPU (default 1).")
+    ] = None,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
     from geotag.config import TrainConfig, train_default
@@ -756,7 +766,14 @@ def train(
         seg_dir=seg_dir,
         segmenter=segmenter,
     )
-    summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine {engine}: choose local or ray")
+    if engine == "ray":
+        from geotag.engine.ray_train import run_ray_train
+
+        summary = run_ray_train(cfg, address=address, gpus=gpus, actors=actors)
+    else:
+        summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress and sys.stderr.isatty()))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports
     for note in summary.notes:

@@ -1,5 +1,6 @@
 """Data-parallel training across processes started by torchrun (or SLURM / Kubernetes launchers that set
-the same variables): one process per device, gloo on CPU, NCCL on CUDA.
+the same variables, or Ray Train, which sets up the group itself: engine/ray_train.py): one process per
+device, gloo on CPU, NCCL on CUDA.
 
 `--batch-size` stays the GLOBAL micro-batch: each of the W ranks takes its own contiguous 1/W of every
 micro-batch of the epoch's permutation, and gradients are averaged over the ranks before each optimizer
@@ -45,7 +46,11 @@ class World:
 
 
 def env_world() -> World:
-    """The world torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK (a single process without them)."""
+    """The world torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK (a single process without them),
+    or that of a process group already set up (Ray Train joins its workers before the loop starts)."""
+    if dist.is_available() and dist.is_initialized():
+        rank, size = dist.get_rank(), dist.get_world_size()
+        return World(rank=rank, size=size, local_rank=int(os.environ.get("LOCAL_RANK", str(rank))))
     try:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
