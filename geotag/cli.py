@@ -679,6 +679,13 @@ def train(
     log_to: Annotated[str, typer.Option(help="tensorboard,wandb,mlflow or none.")] = "tensorboard",
     grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations (memory).")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the backbone.")] = False,
+    gpu_decode: Annotated[
+        bool, typer.Option(help="CUDA: decode the JPEGs of each batch with nvJPEG (docs/training.md).")
+    ] = False,
+    stream: Annotated[
+        bool, typer.Option(help="Shards: each process and worker reads its own shards (webdataset order).")
+    ] = False,
+    shuffle_buffer: Annotated[int, typer.Option(min=0, help="--stream: shuffle buffer (samples).")] = 2000,
     cells_scale: Annotated[
         str,
         typer.Option(
@@ -761,6 +768,9 @@ def train(
         log_to=tuple(x.strip() for x in log_to.split(",") if x.strip()),
         grad_checkpointing=grad_checkpointing,
         compile=compile_model,
+        gpu_decode=gpu_decode,
+        stream=stream,
+        shuffle_buffer=shuffle_buffer,
         cells_scale=cells_scale,
         fusion=fusion,
         seg_dir=seg_dir,

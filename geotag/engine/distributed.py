@@ -18,12 +18,14 @@ logs and runs validation; the others wait at a barrier.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import xxhash
 from torch.utils.data import Sampler
 
 from geotag.errors import InputError
@@ -108,6 +110,53 @@ class RankSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
+
+
+def stream_epoch(
+    groups: Sequence[Sequence[int]],
+    world: World,
+    *,
+    seed: int,
+    epoch: int,
+    workers: int,
+    local_batch: int,
+    batches: int,
+    buffer: int,
+) -> list[int]:
+    """This rank's `batches` micro-batches of an epoch with `train --stream` (samples grouped by shard,
+    geotag.io.shards.stream_order): batch b comes from reader b % W of the rank's W = max(1, workers)
+    readers, the order in which the DataLoader hands batches to its workers, so each worker reads its
+    own shards. A reader whose shards hold fewer samples than its batches need starts a new pass over
+    them (as DistributedSampler pads by repeating); one with more leaves the rest for this epoch."""
+    from geotag.io.shards import stream_order
+
+    readers = max(1, workers)
+    taken: list[list[int]] = []
+    for w in range(readers):
+        need = len(range(w, batches, readers)) * local_batch
+        got: list[int] = []
+        run = 0
+        while len(got) < need:
+            pass_seed = seed if run == 0 else xxhash.xxh64_intdigest(f"pass:{seed}:{run}".encode())
+            stream = stream_order(
+                groups,
+                seed=pass_seed,
+                epoch=epoch,
+                stream=world.rank * readers + w,
+                streams=world.size * readers,
+                buffer=buffer,
+            )
+            before = len(got)
+            got.extend(itertools.islice(stream, need - len(got)))
+            if len(got) == before:
+                raise InputError("--stream: a reader's shards hold no training sample (use fewer workers)")
+            run += 1
+        taken.append(got)
+    return [
+        i
+        for b in range(batches)
+        for i in taken[b % readers][(b // readers) * local_batch : (b // readers + 1) * local_batch]
+    ]
 
 
 def broadcast_parameters(world: World, module: torch.nn.Module) -> None:

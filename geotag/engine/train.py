@@ -51,6 +51,7 @@ from geotag.engine.train_data import (
 from geotag.errors import GeotagError, InputError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
 from geotag.io.decode import normalize
+from geotag.io.shards import shard_groups
 from geotag.models.base import GeoModel
 from geotag.models.checkpoint import (
     TrainerState,
@@ -99,6 +100,8 @@ RESUME_KEYS = (
     "label_smoothing_km",
     "cells_scale",
     "fusion",
+    "stream",
+    "shuffle_buffer",
 )
 """Settings that shape the result: a resumed run must use the saved values."""
 
@@ -312,6 +315,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
     if cfg.warmup_steps < 0 or (cfg.clip_grad is not None and cfg.clip_grad < 0):
         raise InputError("--warmup-steps and --clip-grad must not be negative")
+    if cfg.shuffle_buffer < 0:
+        raise InputError("--shuffle-buffer must not be negative")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise InputError("--max-steps must be at least 1")
     if not 0.0 < cfg.train_fraction <= 1.0:
@@ -441,6 +446,8 @@ class Trainer:
                 f"({cfg.batch_size * cfg.accum})"
             )
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.stream:  # webdataset's order over the shard index (geotag.io.shards.stream_order)
+            self.shard_groups = shard_groups(self.train.paths.to_pylist())
         if resume_from is not None:
             self._check_resume(resume_from, self.train)
         elif self.world.main:
@@ -711,10 +718,27 @@ class Trainer:
     def _run_epoch(self, stop_at: int, micro_per_epoch: int) -> float | None:
         cfg, pos = self.cfg, self.pos
         self.dataset.epoch = pos.epoch
-        sampler: Any = EpochSampler(
-            len(self.train), cfg.seed, pos.epoch, pos.micro * cfg.batch_size, micro_per_epoch * cfg.batch_size
-        )
-        if self.world.active:
+        sampler: Any
+        if cfg.stream:
+            sampler = distributed.stream_epoch(
+                self.shard_groups,
+                self.world,
+                seed=cfg.seed,
+                epoch=pos.epoch,
+                workers=self.workers,
+                local_batch=self.local_batch,
+                batches=micro_per_epoch,
+                buffer=cfg.shuffle_buffer,
+            )[pos.micro * self.local_batch :]
+        else:
+            sampler = EpochSampler(
+                len(self.train),
+                cfg.seed,
+                pos.epoch,
+                pos.micro * cfg.batch_size,
+                micro_per_epoch * cfg.batch_size,
+            )
+        if self.world.active and not cfg.stream:
             sampler = distributed.RankSampler(sampler.order.tolist(), cfg.batch_size, self.world)
         loader_seed = xxhash.xxh64_intdigest(f"loader:{cfg.seed}:{pos.epoch}:{pos.micro}".encode()) & (
             2**63 - 1

@@ -16,6 +16,7 @@ from pathlib import Path
 import xxhash
 
 from geotag.errors import InputError
+from geotag.io.shards import is_shard_source, iter_shards, key_ref
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
 HASH_CHUNK = 1 << 20
@@ -75,7 +76,7 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     if not checked:
         raise InputError("no paths given")
     for p in checked:
-        if not p.exists():
+        if not p.exists() and not ("{" in str(p) and is_shard_source(str(p))):  # brace patterns: per shard
             raise InputError(f"{p}: no such file or folder")
     return checked
 
@@ -85,12 +86,22 @@ def iter_image_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
 
     Folders are walked recursively for the known extensions (any letter case). A file named
     explicitly is taken whatever its extension: the user asked for it, and if it is no photo it
-    becomes an error row rather than vanishing. A missing path is an input error.
+    becomes an error row rather than vanishing. A missing path is an input error. A WebDataset tar
+    (or a brace pattern of them: 'shards/{00000..00009}.tar') gives one `SHARD#KEY` per sample.
     """
+    for item in _walk(paths):
+        yield item.path if isinstance(item, ImageRecord) else item
+
+
+def _walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path | ImageRecord]:
+    """iter_image_paths' walk; shard samples come as records (their size and mtime are the index's)."""
     paths = validate_paths(paths)
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     for p in paths:
+        if is_shard_source(str(p)):
+            yield from _shard_records(str(p))
+            continue
         candidates = _walk_folder(p, seen_dirs) if p.is_dir() else iter([p])
         for path in candidates:
             try:
@@ -107,9 +118,20 @@ def iter_image_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
             yield path
 
 
+def _shard_records(pattern: str) -> Iterator[ImageRecord]:
+    for shard, samples in iter_shards(pattern):
+        shard = os.path.abspath(shard)
+        mtime = datetime.fromtimestamp(os.stat(shard).st_mtime, UTC)
+        for s in samples:
+            yield ImageRecord(path=Path(key_ref(shard, s.key)), size=s.size, mtime=mtime)
+
+
 def iter_records(paths: Iterable[str | os.PathLike[str]]) -> Iterator[ImageRecord]:
     """Like `iter_image_paths`, with size and mtime; files that vanish mid-walk get size -1."""
-    for path in iter_image_paths(paths):
+    for path in _walk(paths):
+        if isinstance(path, ImageRecord):
+            yield path
+            continue
         try:
             yield _record(path.absolute(), path.stat())
         except OSError:
