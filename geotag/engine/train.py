@@ -44,12 +44,14 @@ from geotag.engine.train_data import (
     TrainDataset,
     TrainSamples,
     collate_train,
+    decode_pending,
     load_samples,
     split_samples,
     subset_samples,
 )
 from geotag.errors import GeotagError, InputError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
+from geotag.io import gpu_decode
 from geotag.io.decode import normalize
 from geotag.io.shards import shard_groups
 from geotag.models.base import GeoModel
@@ -471,8 +473,16 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
+        gpu = cfg.gpu_decode and gpu_decode.available(self.device)
+        if cfg.gpu_decode and not gpu:
+            self.summary.notes.append("--gpu-decode needs a CUDA device with nvJPEG: decoding on the CPU")
         self.dataset = TrainDataset(
-            self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed, seg_dir=cfg.seg_dir
+            self.train,
+            self.model.preprocess(),
+            augment=cfg.augment,
+            seed=cfg.seed,
+            seg_dir=cfg.seg_dir,
+            gpu_decode=gpu,
         )
         self.best = train_log.saved_best(self.out / BEST_DIR, cfg.best_metric) if resume_from else None
         self.runlog = train_log.RunLog(
@@ -747,7 +757,12 @@ class Trainer:
         logs: dict[str, float] = {}
         self._train_mode()
         tick = time.monotonic()
+        pre = self.model.preprocess()
         for batch in loader:
+            if "pending" in batch:  # --gpu-decode: the JPEGs the workers left as bytes
+                batch = decode_pending(
+                    batch, pre, self.device, seed=cfg.seed, epoch=pos.epoch, augment=cfg.augment
+                )
             if batch["pixels"] is not None:
                 b = _to_device(batch, self.model, self.device, self.train)
                 with _autocast(self.device, cfg.amp):
