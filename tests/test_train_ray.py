@@ -59,3 +59,14 @@ def test_ray_train_two_workers_match_one(tmp_path: Path) -> None:
         assert max_diff(single.checkpoint, resumed.checkpoint) < 1e-5
     finally:
         ray.shutdown()
+
+
+def test_cli_rejects_an_unknown_engine(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from geotag.cli import app
+
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--engine", "spark"]
+    )
+    assert result.exit_code == 2 and "choose local or ray" in result.output
