@@ -11,6 +11,7 @@ checkpoints, metrics.csv and the event files into `--out` (which must be a folde
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import replace
@@ -52,9 +53,10 @@ def run_ray_train(
     task: TrainTask | None = None,
 ) -> TrainSummary:
     """Train `cfg` with Ray Train (module docstring); `task` as in run_train (tests pass tiny models)."""
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # rank 0's return value (2.43+; the default later)
     try:
         import ray
-        from ray.train import RunConfig, ScalingConfig, WorkerGroupError
+        from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
     except ImportError as exc:
         raise InputError("--engine ray needs Ray Train: pip install 'geotag-photos[ray]'") from exc
@@ -79,14 +81,16 @@ def run_ray_train(
         )
         try:
             result = trainer.fit()
-        except WorkerGroupError as exc:  # a library error inside a worker: one line, its exit code
-            for failure in exc.worker_failures.values():
+        except Exception as exc:  # a library error inside a worker: one line, its exit code
+            failures = getattr(exc, "worker_failures", {})  # Ray Train's WorkerGroupError
+            for failure in [*failures.values(), exc]:
                 if (cause := _geotag_cause(failure)) is not None:
                     raise cause from None
             raise
-        if not isinstance(result.return_value, TrainSummary):
-            raise GeotagError("Ray Train returned no training summary (see the Ray logs)")
-        return result.return_value
+        summary = getattr(result, "return_value", None)  # rank 0's (Ray Train v2)
+        if not isinstance(summary, TrainSummary):
+            raise GeotagError("Ray Train returned no training summary: --engine ray needs Ray Train v2")
+        return summary
     finally:
         shutil.rmtree(storage, ignore_errors=True)
         if started:

@@ -360,7 +360,8 @@ def decode_pending(
         crop,
     )
     pixels = torch.empty((n, 3, pre.input_size, pre.input_size), dtype=torch.uint8, device=device)
-    cpu = [k for k in range(n) if k not in set(positions)]
+    on_gpu = set(positions)
+    cpu = [k for k in range(n) if k not in on_gpu]
     if cpu:
         pixels[cpu] = batch["pixels"].to(device, non_blocking=True)
     keep = [True] * n
