@@ -69,6 +69,10 @@ Include = Annotated[
 Exclude = Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")]
 Ext = Annotated[str | None, typer.Option(help="Walk only these extensions, e.g. jpg,png (any case).")]
 ImageRoot = Annotated[Path | None, typer.Option(help="Base folder of relative manifest paths.")]
+Engine = Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")]
+RayAddress = Annotated[
+    str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); default: start one.")
+]
 
 
 def say(message: str, console: Console = err) -> None:
@@ -194,10 +198,8 @@ def predict(
     exclude: Exclude = None,
     ext: Ext = None,
     progress: Progress = True,
-    engine: Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/scale.md).")] = "local",
-    address: Annotated[
-        str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); default: start one.")
-    ] = None,
+    engine: Engine = "local",
+    address: RayAddress = None,
     gpus: Annotated[
         int | None, typer.Option(min=0, help="ray: GPU model actors (default: every GPU; 0: CPU actors).")
     ] = None,
@@ -735,6 +737,13 @@ def train(
     log_to: Annotated[str, typer.Option(help="tensorboard,wandb,mlflow or none.")] = "tensorboard",
     grad_checkpointing: Annotated[bool, typer.Option(help="Recompute activations (memory).")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the backbone.")] = False,
+    gpu_decode: Annotated[
+        bool, typer.Option(help="CUDA: decode the JPEGs of each batch with nvJPEG (docs/training.md).")
+    ] = False,
+    stream: Annotated[
+        bool, typer.Option(help="Shards: each process and worker reads its own shards (webdataset order).")
+    ] = False,
+    shuffle_buffer: Annotated[int, typer.Option(min=0, help="--stream: shuffle buffer (samples).")] = 2000,
     cells_scale: Annotated[
         str,
         typer.Option(
@@ -756,6 +765,14 @@ def train(
         str | None, typer.Option(help="TransLocator seg rows: segmentation model, HF hub id or local folder.")
     ] = None,
     progress: Progress = True,
+    engine: Engine = "local",
+    address: RayAddress = None,
+    gpus: Annotated[
+        int | None, typer.Option(min=0, help="ray: training workers, one GPU each (default: every GPU).")
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(min=1, help="ray: CPU workers when no GPU (default 1).")
+    ] = None,
 ) -> None:
     """Train or fine-tune a model on a manifest or on your own GPS-tagged photos (docs/training.md)."""
     from geotag.config import TrainConfig, train_default
@@ -809,12 +826,22 @@ def train(
         log_to=tuple(x.strip() for x in log_to.split(",") if x.strip()),
         grad_checkpointing=grad_checkpointing,
         compile=compile_model,
+        gpu_decode=gpu_decode,
+        stream=stream,
+        shuffle_buffer=shuffle_buffer,
         cells_scale=cells_scale,
         fusion=fusion,
         seg_dir=seg_dir,
         segmenter=segmenter,
     )
-    summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress))
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine {engine}: choose local or ray")
+    if engine == "ray":
+        from geotag.engine.ray_train import run_ray_train
+
+        summary = run_ray_train(cfg, address=address, gpus=gpus, actors=actors)
+    else:
+        summary = run_train(cfg, monitor=RichMonitor(err, enabled=progress))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports
     for note in summary.notes:

@@ -126,6 +126,9 @@ class TrainConfig:
     log_to: tuple[str, ...] = ("tensorboard",)  # tensorboard, wandb, mlflow (rank 0 only)
     grad_checkpointing: bool = False  # recompute backbone activations in the backward pass
     compile: bool = False  # torch.compile the backbone modules
+    gpu_decode: bool = False  # CUDA: decode the JPEGs of each batch with nvJPEG (geotag.io.gpu_decode)
+    stream: bool = False  # shards: webdataset's order (own shards per rank and worker, shuffle buffer)
+    shuffle_buffer: int = 2000  # --stream: samples mixed by the shuffle buffer (webdataset's .shuffle(n))
 
 
 GEOCLIP_PAPER_RECIPE = {"batch_size": 512, "optimizer": "adam", "schedule": "step", "clip_grad": None}

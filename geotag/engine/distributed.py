@@ -1,5 +1,6 @@
 """Data-parallel training across processes started by torchrun (or SLURM / Kubernetes launchers that set
-the same variables): one process per device, gloo on CPU, NCCL on CUDA.
+the same variables, or Ray Train, which sets up the group itself: engine/ray_train.py): one process per
+device, gloo on CPU, NCCL on CUDA.
 
 `--batch-size` stays the GLOBAL micro-batch: each of the W ranks takes its own contiguous 1/W of every
 micro-batch of the epoch's permutation, and gradients are averaged over the ranks before each optimizer
@@ -17,12 +18,14 @@ logs and runs validation; the others wait at a barrier.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import xxhash
 from torch.utils.data import Sampler
 
 from geotag.errors import InputError
@@ -45,7 +48,11 @@ class World:
 
 
 def env_world() -> World:
-    """The world torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK (a single process without them)."""
+    """The world torchrun describes in RANK / WORLD_SIZE / LOCAL_RANK (a single process without them),
+    or that of a process group already set up (Ray Train joins its workers before the loop starts)."""
+    if dist.is_available() and dist.is_initialized():
+        rank, size = dist.get_rank(), dist.get_world_size()
+        return World(rank=rank, size=size, local_rank=int(os.environ.get("LOCAL_RANK", str(rank))))
     try:
         size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
@@ -103,6 +110,53 @@ class RankSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
+
+
+def stream_epoch(
+    groups: Sequence[Sequence[int]],
+    world: World,
+    *,
+    seed: int,
+    epoch: int,
+    workers: int,
+    local_batch: int,
+    batches: int,
+    buffer: int,
+) -> list[int]:
+    """This rank's `batches` micro-batches of an epoch with `train --stream` (samples grouped by shard,
+    geotag.io.shards.stream_order): batch b comes from reader b % W of the rank's W = max(1, workers)
+    readers, the order in which the DataLoader hands batches to its workers, so each worker reads its
+    own shards. A reader whose shards hold fewer samples than its batches need starts a new pass over
+    them (as DistributedSampler pads by repeating); one with more leaves the rest for this epoch."""
+    from geotag.io.shards import stream_order
+
+    readers = max(1, workers)
+    taken: list[list[int]] = []
+    for w in range(readers):
+        need = len(range(w, batches, readers)) * local_batch
+        got: list[int] = []
+        run = 0
+        while len(got) < need:
+            pass_seed = seed if run == 0 else xxhash.xxh64_intdigest(f"pass:{seed}:{run}".encode())
+            stream = stream_order(
+                groups,
+                seed=pass_seed,
+                epoch=epoch,
+                stream=world.rank * readers + w,
+                streams=world.size * readers,
+                buffer=buffer,
+            )
+            before = len(got)
+            got.extend(itertools.islice(stream, need - len(got)))
+            if len(got) == before:
+                raise InputError("--stream: a reader's shards hold no training sample (use fewer workers)")
+            run += 1
+        taken.append(got)
+    return [
+        i
+        for b in range(batches)
+        for i in taken[b % readers][(b // readers) * local_batch : (b // readers + 1) * local_batch]
+    ]
 
 
 def broadcast_parameters(world: World, module: torch.nn.Module) -> None:

@@ -37,6 +37,7 @@ from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
 from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
+from geotag.io.shards import is_ref
 from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.registry import build_model
@@ -182,8 +183,8 @@ def _for_gpu(row: dict[str, Any], share: float, min_pixels: int) -> bool:
     """A large JPEG in this run's GPU share that passes the CPU-side checks (end marker, header).
     MPO files (a second image after the first one's end marker) stay on the CPU: the end-marker check
     cannot vouch for the first image."""
-    if row["status"] != "ok" or row.get("format") != "JPEG":
-        return False
+    if row["status"] != "ok" or row.get("format") != "JPEG" or is_ref(row["path"]):
+        return False  # a shard member stays on the CPU: the GPU path reads whole files
     if (row.get("width") or 0) * (row.get("height") or 0) < min_pixels:
         return False
     if not gpu_decode.wants_gpu(row.get("image_id"), share):

@@ -7,7 +7,9 @@ window of work in flight, so memory stays flat however many files there are.
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
 import warnings
 from collections import deque
@@ -24,7 +26,15 @@ from geotag.io.c_stderr import c_messages
 from geotag.io.decode import read_header
 from geotag.io.exif import read_exif
 from geotag.io.parquet import PredictionWriter, check_parquet_path
-from geotag.io.scan import ImageRecord, PathFilter, image_id, iter_image_paths, iter_records
+from geotag.io.scan import (
+    ImageRecord,
+    PathFilter,
+    image_id,
+    image_id_of_bytes,
+    iter_image_paths,
+    iter_records,
+)
+from geotag.io.shards import ShardSample, is_ref, read_ref, shard_member
 from geotag.io.truth import TruthReport, apply_truth, load_truth
 from geotag.progress import progress_bar
 
@@ -61,23 +71,42 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
         "geotag_version": __version__,
         "created_at": datetime.now(UTC),
     }
+    member: ShardSample | None = None
+    data: bytes | None = None  # a shard / zip member's bytes, read once
     try:
-        row["image_id"] = image_id(record.path)
+        if is_ref(row["path"]):
+            member = shard_member(row["path"])
+            data = read_ref(row["path"])
+        row["image_id"] = image_id(record.path) if data is None else image_id_of_bytes(data)
     except OSError as exc:
         row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
         return row
     with warnings.catch_warnings(record=True) as caught, c_messages() as said:  # no other thread races this
         warnings.simplefilter("always")
         try:
-            row.update(read_header(record.path))
+            row.update(read_header(record.path if data is None else io.BytesIO(data)))
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
             row.update(status="error", error=f"not a readable image: {_error_text(exc)}")
         try:
-            row.update(read_exif(record.path).as_row())
+            row.update(read_exif(record.path if data is None else data).as_row())
         except OSError as exc:
             row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
+    if member is not None:
+        shard_truth(row, member)
     note_warnings(row, caught, said)
     return row
+
+
+def shard_truth(row: dict[str, Any], member: ShardSample) -> None:
+    """A shard sample's .json coordinates (img2dataset's latitude / longitude) are its ground truth,
+    over any EXIF GPS the image kept (`gt_source` json); a --truth manifest still wins after this."""
+    lat, lon = member.lat, member.lon
+    if lat is None or lon is None:
+        return
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        row["gt_note"] = f"json coordinates out of range ({lat}, {lon})"
+        return
+    row.update(gt_lat=lat, gt_lon=lon, gt_alt=None, gt_source="json", gt_note=None)
 
 
 def note_warnings(

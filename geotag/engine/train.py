@@ -44,13 +44,16 @@ from geotag.engine.train_data import (
     TrainDataset,
     TrainSamples,
     collate_train,
+    decode_pending,
     load_samples,
     split_samples,
     subset_samples,
 )
 from geotag.errors import GeotagError, InputError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
+from geotag.io import gpu_decode
 from geotag.io.decode import normalize
+from geotag.io.shards import shard_groups
 from geotag.models.base import GeoModel
 from geotag.models.checkpoint import (
     TrainerState,
@@ -100,6 +103,8 @@ RESUME_KEYS = (
     "label_smoothing_km",
     "cells_scale",
     "fusion",
+    "stream",
+    "shuffle_buffer",
 )
 """Settings that shape the result: a resumed run must use the saved values."""
 
@@ -325,6 +330,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
     if cfg.warmup_steps < 0 or (cfg.clip_grad is not None and cfg.clip_grad < 0):
         raise InputError("--warmup-steps and --clip-grad must not be negative")
+    if cfg.shuffle_buffer < 0:
+        raise InputError("--shuffle-buffer must not be negative")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise InputError("--max-steps must be at least 1")
     if not 0.0 < cfg.train_fraction <= 1.0:
@@ -454,6 +461,8 @@ class Trainer:
                 f"({cfg.batch_size * cfg.accum})"
             )
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.stream:  # webdataset's order over the shard index (geotag.io.shards.stream_order)
+            self.shard_groups = shard_groups(self.train.paths.to_pylist())
         if resume_from is not None:
             self._check_resume(resume_from, self.train)
         elif self.world.main:
@@ -477,8 +486,16 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self.summary.n_train, self.summary.n_val = len(self.train), len(self.val)
+        gpu = cfg.gpu_decode and gpu_decode.available(self.device)
+        if cfg.gpu_decode and not gpu:
+            self.summary.notes.append("--gpu-decode needs a CUDA device with nvJPEG: decoding on the CPU")
         self.dataset = TrainDataset(
-            self.train, self.model.preprocess(), augment=cfg.augment, seed=cfg.seed, seg_dir=cfg.seg_dir
+            self.train,
+            self.model.preprocess(),
+            augment=cfg.augment,
+            seed=cfg.seed,
+            seg_dir=cfg.seg_dir,
+            gpu_decode=gpu,
         )
         self.best = train_log.saved_best(self.out / BEST_DIR, cfg.best_metric) if resume_from else None
         self.runlog = train_log.RunLog(
@@ -724,10 +741,27 @@ class Trainer:
     def _run_epoch(self, stop_at: int, micro_per_epoch: int) -> float | None:
         cfg, pos = self.cfg, self.pos
         self.dataset.epoch = pos.epoch
-        sampler: Any = EpochSampler(
-            len(self.train), cfg.seed, pos.epoch, pos.micro * cfg.batch_size, micro_per_epoch * cfg.batch_size
-        )
-        if self.world.active:
+        sampler: Any
+        if cfg.stream:
+            sampler = distributed.stream_epoch(
+                self.shard_groups,
+                self.world,
+                seed=cfg.seed,
+                epoch=pos.epoch,
+                workers=self.workers,
+                local_batch=self.local_batch,
+                batches=micro_per_epoch,
+                buffer=cfg.shuffle_buffer,
+            )[pos.micro * self.local_batch :]
+        else:
+            sampler = EpochSampler(
+                len(self.train),
+                cfg.seed,
+                pos.epoch,
+                pos.micro * cfg.batch_size,
+                micro_per_epoch * cfg.batch_size,
+            )
+        if self.world.active and not cfg.stream:
             sampler = distributed.RankSampler(sampler.order.tolist(), cfg.batch_size, self.world)
         loader_seed = xxhash.xxh64_intdigest(f"loader:{cfg.seed}:{pos.epoch}:{pos.micro}".encode()) & (
             2**63 - 1
@@ -736,7 +770,12 @@ class Trainer:
         logs: dict[str, float] = {}
         self._train_mode()
         tick = time.monotonic()
+        pre = self.model.preprocess()
         for batch in loader:
+            if "pending" in batch:  # --gpu-decode: the JPEGs the workers left as bytes
+                batch = decode_pending(
+                    batch, pre, self.device, seed=cfg.seed, epoch=pos.epoch, augment=cfg.augment
+                )
             if batch["pixels"] is not None:
                 b = _to_device(batch, self.model, self.device, self.train)
                 with _autocast(self.device, cfg.amp):

@@ -23,6 +23,7 @@ worker reads it.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import random
@@ -39,9 +40,10 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from geotag.errors import InputError
+from geotag.io import gpu_decode
 from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
 from geotag.io.samples import PATH_NAMES, TrainSamples, parse_scenes
-from geotag.io.shards import is_shard_source, open_ref
+from geotag.io.shards import is_shard_source, open_ref, read_ref
 from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
 
@@ -244,8 +246,10 @@ class TrainDataset(Dataset[dict[str, Any]]):
         seed: int,
         draft: bool = True,
         seg_dir: Path | None = None,
+        gpu_decode: bool = False,
     ) -> None:
         self.samples = samples
+        self.gpu_decode = gpu_decode and seg_dir is None  # JPEGs left to decode_pending (nvJPEG)
         self.seg_dir = seg_dir  # precomputed segmentation maps: item "seg", cropped like the image
         self.pre = pre
         self.augment = augment
@@ -261,6 +265,9 @@ class TrainDataset(Dataset[dict[str, Any]]):
         path = s.paths[i].as_py()
         size = self.pre.input_size
         seg = None
+        labels = {"index": i, "lat": s.lat[i], "lon": s.lon[i], "scene": int(s.scene[i])}
+        if self.gpu_decode and (jpeg := _checked_jpeg(path)) is not None:
+            return {"pixels": None, **labels, "jpeg": jpeg[0], "orientation": jpeg[1]}
         try:
             img = load_rgb(open_ref(path), min_side=size if self.draft else None)
             w, h = img.size
@@ -279,7 +286,7 @@ class TrainDataset(Dataset[dict[str, Any]]):
         except Exception as exc:  # noqa: BLE001 - a broken photo is skipped (and counted), not fatal
             log.debug("skipping %s: %s", path, exc)
             pixels = None
-        item = {"pixels": pixels, "index": i, "lat": s.lat[i], "lon": s.lon[i], "scene": int(s.scene[i])}
+        item = {"pixels": pixels, **labels}
         return item if seg is None else {**item, "seg": seg}
 
     def _seg_map(self, i: int, path: str, box: tuple[float, float, float, float] | None) -> torch.Tensor:
@@ -292,19 +299,86 @@ class TrainDataset(Dataset[dict[str, Any]]):
         return (load_map(found, self.pre.input_size, box) * 255).round().to(torch.uint8)
 
 
+def _checked_jpeg(path: str) -> tuple[torch.Tensor, int] | None:
+    """(bytes, EXIF orientation) of a JPEG that passes nvJPEG's CPU-side checks; None: decode on the CPU."""
+    try:
+        data = read_ref(path)
+    except OSError:
+        return None
+    if gpu_decode.gpu_decode_reason(io.BytesIO(data)) is not None:
+        return None
+    orientation = gpu_decode.exif_orientation(io.BytesIO(data))
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation
+
+
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the readable items; `failed` counts the rest (dropped from this batch)."""
-    good = [it for it in items if it["pixels"] is not None]
+    """Stack the readable items; `failed` counts the rest (dropped from this batch). Items left for
+    the GPU decoder stay bytes (`pending`); decode_pending turns the batch into pixels."""
+    good = [it for it in items if it["pixels"] is not None or "jpeg" in it]
     if not good:
         return {"pixels": None, "failed": len(items)}
+    pending = [k for k, it in enumerate(good) if "jpeg" in it]
+    cpu = [it["pixels"] for it in good if it["pixels"] is not None]
     return {
-        "pixels": torch.stack([it["pixels"] for it in good]),
+        "pixels": torch.stack(cpu) if cpu else None,
+        **({"pending": [(k, good[k]["jpeg"], good[k]["orientation"]) for k in pending]} if pending else {}),
         "latlon": torch.tensor([[it["lat"], it["lon"]] for it in good], dtype=torch.float64),
         "scene": torch.tensor([it["scene"] for it in good], dtype=torch.int64),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.int64),
         "failed": len(items) - len(good),
         **({"seg_maps": torch.stack([it["seg"] for it in good])} if good and "seg" in good[0] else {}),
     }
+
+
+def decode_pending(
+    batch: dict[str, Any], pre: Preprocess, device: torch.device, *, seed: int, epoch: int, augment: bool
+) -> dict[str, Any]:
+    """`train --gpu-decode`: decode a batch's pending JPEGs on `device` (nvJPEG on CUDA) with the CPU
+    path's geometry (draft-size block means, EXIF orientation, the same seeded crop box, resize, centre
+    crop), merged with the CPU-decoded items in batch order. A JPEG the decoder rejects is dropped and
+    counted as failed, like an unreadable file on the CPU path."""
+    pending = batch.pop("pending", None)
+    if not pending:
+        return batch
+    n = len(batch["index"])
+    index = batch["index"].tolist()
+    positions = [k for k, _, _ in pending]
+
+    def crop(j: int, w: int, h: int) -> tuple[int, int, int, int] | None:
+        return (
+            random_crop_box(w, h, random.Random(item_seed(seed, epoch, index[positions[j]])))
+            if augment
+            else None
+        )
+
+    decoded = gpu_decode.decode_jpegs(
+        [d for _, d, _ in pending],
+        [o for _, _, o in pending],
+        pre.input_size,
+        pre.interpolation,
+        device,
+        crop,
+    )
+    pixels = torch.empty((n, 3, pre.input_size, pre.input_size), dtype=torch.uint8, device=device)
+    on_gpu = set(positions)
+    cpu = [k for k in range(n) if k not in on_gpu]
+    if cpu:
+        pixels[cpu] = batch["pixels"].to(device, non_blocking=True)
+    keep = [True] * n
+    for k, img in zip(positions, decoded, strict=True):
+        if isinstance(img, Exception):
+            log.debug("GPU decoder rejected item %d: %s", index[k], img)
+            keep[k] = False
+        else:
+            pixels[k] = img
+    ok = [k for k in range(n) if keep[k]]
+    batch["failed"] += n - len(ok)
+    if not ok:
+        return {"pixels": None, "failed": batch["failed"]}
+    sel = torch.tensor(ok)
+    batch.update(pixels=pixels[sel.to(device)], latlon=batch["latlon"][sel], scene=batch["scene"][sel])
+    batch["index"] = batch["index"][sel]
+    return batch
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

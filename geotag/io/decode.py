@@ -20,6 +20,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps
 
+from geotag.io.shards import open_ref
+
 if TYPE_CHECKING:  # torch is imported where tensors are made, so scan never pays its 2 s and 1 GB
     import torch
 
@@ -81,8 +83,9 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
 def decode_for_model(
     path: str | os.PathLike[str], size: int, interpolation: str = "bicubic", *, draft: bool = True
 ) -> torch.Tensor:
-    """Decode, orient, resize and crop one photo to the model's input: (3, size, size) uint8."""
-    img = load_rgb(path, min_side=size if draft else None)
+    """Decode, orient, resize and crop one photo to the model's input: (3, size, size) uint8. A shard
+    or zip member reference (geotag.io.shards) is read from its archive."""
+    img = load_rgb(open_ref(str(path)), min_side=size if draft else None)
     return to_uint8_tensor(resize_center_crop(img, size, interpolation))
 
 

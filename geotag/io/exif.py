@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import IO, Literal
 
 import exifread
 
@@ -496,7 +496,7 @@ _EXIFREAD_KEYS = {
 }
 
 
-def _tags_from_exifread(fh: io.BufferedReader) -> dict[str, object]:
+def _tags_from_exifread(fh: IO[bytes]) -> dict[str, object]:
     """exifread's 'IFD Name' -> IfdTag dict, reduced to {EXIF name: raw values}."""
     raw = exifread.process_file(
         _GuardedReader(fh),  # type: ignore[arg-type]
@@ -583,19 +583,20 @@ def _has_compatible_brand(data: bytes, brands: frozenset[bytes]) -> bool:
     return any(data[i : i + 4] in brands for i in range(16, end - 3, 4))
 
 
-def read_exif(path: str | os.PathLike[str]) -> ExifInfo:
-    """GPS, capture time, camera and orientation of one photo.
+def read_exif(path: str | os.PathLike[str] | bytes) -> ExifInfo:
+    """GPS, capture time, camera and orientation of one photo (a file, or the bytes of a shard member).
 
     Never raises for bad metadata: parse problems give nulls and a reason in `gt_note` ('no exif',
     'no gps', 'exif unreadable (KeyError)', '0,0 placeholder', ...; see dms_to_degrees for the GPS
     policy). Raises OSError only when the file itself cannot be opened or read.
     """
-    with open(path, "rb") as fh:
+    with io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb") as fh:
         head = fh.read(16)
         fh.seek(0)
         data = None
         if head[4:8] == b"ftyp":  # ISO-BMFF: HEIC, HEIF, AVIF (and videos, CR3)
-            if os.fstat(fh.fileno()).st_size > MAX_ISOBMFF_BYTES:
+            size = len(path) if isinstance(path, bytes) else os.fstat(fh.fileno()).st_size
+            if size > MAX_ISOBMFF_BYTES:
                 return ExifInfo(gt_note="exif unreadable (file too large for the heif reader)")
             data = fh.read()  # disk errors propagate from here; after it, failures are the metadata's
         try:
@@ -611,13 +612,13 @@ def read_exif(path: str | os.PathLike[str]) -> ExifInfo:
         except Exception as exc:  # any parser failure is a metadata problem, reported, never raised
             return ExifInfo(gt_note=f"exif unreadable ({type(exc).__name__})")
     if not tags and (head[0:4] == b"RIFF" and head[8:12] == b"WEBP" or head[0:2] == b"\xff\xd8"):
-        tags = _tags_from_pillow(path)
+        tags = _tags_from_pillow(io.BytesIO(path) if isinstance(path, bytes) else path)
     if not tags:
         return ExifInfo(gt_note="no exif")
     return info_from_tags(tags)
 
 
-def _tags_from_pillow(path: str | os.PathLike[str]) -> dict[str, object]:
+def _tags_from_pillow(path: str | os.PathLike[str] | IO[bytes]) -> dict[str, object]:
     """Second chance when exifread finds nothing in a WebP or JPEG. exifread expects an 'Exif\\0\\0'
     prefix in WebP's EXIF chunk that the spec does not have (Pillow and libwebp write none), and it
     misses a JPEG's EXIF segment that follows a large XMP segment; Pillow's readers find both.

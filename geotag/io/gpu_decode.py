@@ -27,8 +27,10 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import IO
 
 import torch
 import torch.nn.functional as F
@@ -143,10 +145,11 @@ def header_reason(header: JpegHeader) -> str | None:
     return None
 
 
-def gpu_decode_reason(path: str | os.PathLike[str]) -> str | None:
-    """CPU-side checks before a file may go to nvJPEG: None when it passes, else why not."""
+def gpu_decode_reason(path: str | os.PathLike[str] | IO[bytes]) -> str | None:
+    """CPU-side checks before a file (or an open binary stream: a shard member's bytes) may go to
+    nvJPEG: None when it passes, else why not."""
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") if isinstance(path, str | os.PathLike) else nullcontext(path) as fh:
             header = parse_jpeg_header(fh)
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
@@ -250,10 +253,13 @@ def decode_jpegs(
     size: int,
     interpolation: str,
     device: torch.device,
+    crop: Callable[[int, int, int], tuple[int, int, int, int] | None] | None = None,
 ) -> list[torch.Tensor | Exception]:
     """Decode checked JPEG bytes (1-D uint8 CPU tensors) into model-ready (3, size, size) uint8 tensors
     on `device` (nvJPEG on CUDA, libjpeg on the CPU), `CHUNK` files per call. A chunk that fails is
-    retried file by file, so one bad file costs only itself: its slot holds the exception instead."""
+    retried file by file, so one bad file costs only itself: its slot holds the exception instead.
+    `crop(k, w, h)`: the box (left, top, right, bottom) cut from file k's upright draft-size image
+    before the resize (training's random resized crop), or None for the whole image."""
     results: list[torch.Tensor | Exception] = []
     for start in range(0, len(datas), CHUNK):
         chunk = list(datas[start : start + CHUNK])
@@ -271,6 +277,9 @@ def decode_jpegs(
                 results.append(img)
             else:
                 upright = orient(draft_reduce(img, size), orientation)
+                box = crop(len(results), upright.shape[-1], upright.shape[-2]) if crop else None
+                if box is not None:
+                    upright = upright[:, box[1] : box[3], box[0] : box[2]]
                 results.append(resize_center_crop_tensor(upright, size, interpolation))
     return results
 

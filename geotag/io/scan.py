@@ -20,6 +20,7 @@ from pathlib import Path
 import xxhash
 
 from geotag.errors import InputError
+from geotag.io.shards import is_shard_source, iter_shards, key_ref
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
 HASH_CHUNK = 1 << 20
@@ -123,7 +124,7 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     if not checked:
         raise InputError("no paths given")
     for p in checked:
-        if not p.exists():
+        if not p.exists() and not ("{" in str(p) and is_shard_source(str(p))):  # brace patterns: per shard
             raise InputError(f"{p}: no such file or folder")
     return checked
 
@@ -135,12 +136,24 @@ def iter_image_paths(
 
     Folders are walked recursively for the known extensions (any letter case), narrowed by `only`. A
     file named explicitly is taken whatever its extension: the user asked for it, and if it is no photo
-    it becomes an error row rather than vanishing. A missing path is an input error.
+    it becomes an error row rather than vanishing. A missing path is an input error. A WebDataset tar
+    (or a brace pattern of them: 'shards/{00000..00009}.tar') gives one `SHARD#KEY` per sample.
     """
+    for item in _walk(paths, only):
+        yield item.path if isinstance(item, ImageRecord) else item
+
+
+def _walk(
+    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+) -> Iterator[Path | ImageRecord]:
+    """iter_image_paths' walk; shard samples come as records (their size and mtime are the index's)."""
     paths = validate_paths(paths)
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     for p in paths:
+        if is_shard_source(str(p)):
+            yield from _shard_records(str(p))
+            continue
         if p.is_dir():
             found = _walk_folder(p, seen_dirs, only.extensions if only else IMAGE_EXTENSIONS)
             candidates = (f for f in found if only is None or only.wants(f.relative_to(p).as_posix()))
@@ -161,11 +174,22 @@ def iter_image_paths(
             yield path
 
 
+def _shard_records(pattern: str) -> Iterator[ImageRecord]:
+    for shard, samples in iter_shards(pattern):
+        shard = os.path.abspath(shard)
+        mtime = datetime.fromtimestamp(os.stat(shard).st_mtime, UTC)
+        for s in samples:
+            yield ImageRecord(path=Path(key_ref(shard, s.key)), size=s.size, mtime=mtime)
+
+
 def iter_records(
     paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
 ) -> Iterator[ImageRecord]:
     """Like `iter_image_paths`, with size and mtime; files that vanish mid-walk get size -1."""
-    for path in iter_image_paths(paths, only):
+    for path in _walk(paths, only):
+        if isinstance(path, ImageRecord):
+            yield path
+            continue
         try:
             yield _record(path.absolute(), path.stat())
         except OSError:

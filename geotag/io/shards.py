@@ -5,8 +5,10 @@ uncompressed tars; brace patterns such as 'shards/{00000..00999}.tar'; local pat
 Millions of small files are metadata-bound on NFS or Lustre; a few thousand large tars are not. geotag
 reads a shard's member table once (tar headers only: `tarfile` seeks over the data) and then reads each
 image with one seek and one read, so training keeps its seeded per-epoch permutation, its DDP split and
-exact resume, as with loose files. A sample's reference is `SHARD#OFFSET+SIZE`; an image inside a zip
-(OSV-5M ships its images as zips) is `ARCHIVE.zip::MEMBER`.
+exact resume, as with loose files. A training sample's reference is `SHARD#OFFSET+SIZE`; the rows of
+`predict`, `scan` and `gallery build` name a sample `SHARD#KEY` (stable whatever the tar's layout; each
+process indexes a shard once to find the key); an image inside a zip (OSV-5M ships its images as zips)
+is `ARCHIVE.zip::MEMBER`.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import io
 import json
 import math
 import os
+import random
 import re
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import xxhash
 
 from geotag.errors import InputError
 from geotag.io.samples import TrainSamples, parse_scenes
@@ -35,8 +39,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff
 LAT_KEYS = ("latitude", "lat", "LAT", "Latitude")
 LON_KEYS = ("longitude", "lon", "lng", "LON", "Longitude")
 _REF = re.compile(r"^(?P<shard>.+\.tar)#(?P<offset>\d+)\+(?P<size>\d+)$")
+_KEY_REF = re.compile(r"^(?P<shard>.+\.tar)#(?P<key>[^#]+)$")
 _ZIP_REF = re.compile(r"^(?P<archive>.+\.zip)::(?P<member>.+)$")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,10 @@ class ShardSample:
     lat: float | None
     lon: float | None
     meta: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.ref.rsplit("+", 1)[1])
 
 
 def is_shard_source(text: str) -> bool:
@@ -124,7 +134,44 @@ def iter_shards(pattern: str) -> Iterator[tuple[str, list[ShardSample]]]:
 
 
 def is_ref(path: str) -> bool:
-    return _REF.match(path) is not None or _ZIP_REF.match(path) is not None
+    """A shard or zip member (`SHARD#OFFSET+SIZE`, `SHARD#KEY`, `ARCHIVE.zip::MEMBER`), not a file."""
+    if _REF.match(path) is not None or _ZIP_REF.match(path) is not None:
+        return True
+    return _KEY_REF.match(path) is not None and not os.path.exists(path)
+
+
+def key_ref(shard: str, key: str) -> str:
+    return f"{shard}#{key}"
+
+
+def shard_member(path: str) -> ShardSample | None:
+    """The sample a `SHARD#KEY` reference names (None for anything else); OSError when the shard has
+    no such key."""
+    m = _KEY_REF.match(path)
+    if m is None or _REF.match(path) is not None or os.path.exists(path):
+        return None
+    try:
+        found = _members(m["shard"], os.getpid()).get(m["key"])
+    except InputError as exc:
+        raise OSError(str(exc)) from None
+    if found is None:
+        raise OSError(f"no sample {m['key']} in {m['shard']}")
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _members(shard: str, pid: int) -> dict[str, ShardSample]:
+    """A shard's samples by key, indexed once per process (work lists go shard by shard)."""
+    return {s.key: s for s in index_shard(shard)}
+
+
+def read_ref(path: str) -> bytes:
+    """The bytes of a shard or zip member."""
+    opened = open_ref(path)
+    if isinstance(opened, str):
+        with open(opened, "rb") as fh:
+            return fh.read()
+    return opened.read()
 
 
 def open_ref(path: str) -> str | IO[bytes]:
@@ -132,6 +179,8 @@ def open_ref(path: str) -> str | IO[bytes]:
     z = _ZIP_REF.match(path)
     if z is not None:
         return io.BytesIO(_zip_handle(z["archive"], os.getpid()).read(z["member"]))
+    if (member := shard_member(path)) is not None:
+        path = member.ref
     m = _REF.match(path)
     if m is None:
         return path
@@ -207,11 +256,7 @@ def _write_one(batch: list[tuple[str | IO[bytes], str, dict[str, Any]]], out: Pa
 
 
 def _read(source: str | IO[bytes]) -> bytes:
-    opened = open_ref(source) if isinstance(source, str) else source
-    if isinstance(opened, str):
-        with open(opened, "rb") as fh:
-            return fh.read()
-    return opened.read()
+    return read_ref(source) if isinstance(source, str) else source.read()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -306,3 +351,63 @@ def with_osv5m_paths(table: pa.Table, id_col: str, root: Path) -> pa.Table:
     if "image_id" not in [c.lower() for c in table.column_names]:
         table = table.append_column("image_id", pa.array(ids, pa.string()))
     return table
+
+
+# ---------------------------------------------------------------------------------------------------
+# Streaming order (train --stream): webdataset's recipe over the shard index
+
+
+def stream_order(
+    shards: Sequence[Sequence[int]],
+    *,
+    seed: int,
+    epoch: int,
+    stream: int,
+    streams: int,
+    buffer: int,
+) -> Iterator[int]:
+    """The sample order of one stream (a rank's DataLoader worker; stream = rank * workers + worker of
+    streams = world * workers) in one epoch, as webdataset reads: the shard list shuffled by (seed,
+    epoch), every `streams`-th shard this stream's own, each read front to back, the samples mixed by a
+    shuffle buffer of `buffer` (webdataset's `.shuffle(n)`: 0 or 1 keep the read order). `shards[s]`
+    lists shard s's sample numbers in tar order. Deterministic per (seed, epoch, stream); the streams
+    together give every sample exactly once."""
+    if len(shards) < streams:
+        raise InputError(
+            f"--stream: {len(shards)} shard(s) for {streams} reader(s) (processes x --workers): every "
+            "reader needs its own shards; pack smaller shards or use fewer workers"
+        )
+    order = list(range(len(shards)))
+    random.Random(xxhash.xxh64_intdigest(f"shards:{seed}:{epoch}".encode())).shuffle(order)
+    mine = (i for s in order[stream::streams] for i in shards[s])
+    rng = random.Random(xxhash.xxh64_intdigest(f"buffer:{seed}:{epoch}:{stream}".encode()))
+    yield from shuffle_buffer(mine, buffer, rng)
+
+
+def shuffle_buffer(items: Iterable[T], size: int, rng: random.Random) -> Iterator[T]:
+    """Fill a buffer of `size` items, then yield a random one for each new item; drain shuffled."""
+    if size <= 1:
+        yield from items
+        return
+    held: list[T] = []
+    for item in items:
+        if len(held) < size:
+            held.append(item)
+            continue
+        k = rng.randrange(size)
+        held[k], item = item, held[k]
+        yield item
+    rng.shuffle(held)
+    yield from held
+
+
+def shard_groups(refs: Sequence[str]) -> list[list[int]]:
+    """Sample numbers grouped by the shard of their `SHARD#OFFSET+SIZE` reference, in offset order;
+    InputError when a sample is not in a shard."""
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for i, ref in enumerate(refs):
+        m = _REF.match(ref)
+        if m is None:
+            raise InputError(f"--stream reads shards only; {ref} is a file (pack it with `geotag shards`)")
+        groups.setdefault(m["shard"], []).append((int(m["offset"]), i))
+    return [[i for _, i in sorted(members)] for _, members in sorted(groups.items())]
