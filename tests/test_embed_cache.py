@@ -51,8 +51,21 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def clip_cache(photos: Path, tiny_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny GeoCLIP tower's float32 features of the photos, through the CLI, in parts of 5."""
     out = tmp_path_factory.mktemp("cache") / "clip"
-    done = cli("embed", str(photos), "--out", str(out), "--backbone", "geoclip", "--backbone-weights",
-               str(tiny_clip), "--dtype", "float32", "--shard-size", "5", *CPU)  # fmt: skip
+    done = cli(
+        "embed",
+        str(photos),
+        "--out",
+        str(out),
+        "--backbone",
+        "geoclip",
+        "--backbone-weights",
+        str(tiny_clip),
+        "--dtype",
+        "float32",
+        "--shard-size",
+        "5",
+        *CPU,
+    )
     assert done.returncode == 0, done.stderr
     assert "embedded 12 sample(s) with geoclip (768-d)" in done.stderr
     return out
@@ -131,8 +144,16 @@ def test_unreadable_files_become_error_rows(photos: Path, tmp_path: Path) -> Non
 def test_a_killed_embed_continues_at_the_next_unwritten_part(
     photos: Path, tiny_clip: Path, clip_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = EmbedConfig(data=[photos], out=tmp_path / "cache", backbone="geoclip", backbone_weights=tiny_clip,
-                      dtype="float32", shard_size=5, device="cpu", workers=0)  # fmt: skip
+    cfg = EmbedConfig(
+        data=[photos],
+        out=tmp_path / "cache",
+        backbone="geoclip",
+        backbone_weights=tiny_clip,
+        dtype="float32",
+        shard_size=5,
+        device="cpu",
+        workers=0,
+    )
     real, calls = embed_engine.write_part, []
 
     def crash_on_second(*args: Any, **kw: Any) -> None:
@@ -196,8 +217,9 @@ def test_geoclip_heads_on_the_cache_match_frozen_backbone_training(
     val_b = [r for r in cached.metrics if r["kind"] == "val"]
     assert [r["median_km"] for r in val_a] == pytest.approx([r["median_km"] for r in val_b], rel=1e-6)
     opts = {"model": "geoclip", "backbone_weights": tiny_clip, "allow_mismatched_heads": True}
-    pa_, pb = predictions(photos, tmp_path / "normal", tmp_path, **opts), predictions(
-        photos, tmp_path / "cached", tmp_path, **opts
+    pa_, pb = (
+        predictions(photos, tmp_path / "normal", tmp_path, **opts),
+        predictions(photos, tmp_path / "cached", tmp_path, **opts),
     )
     assert pa_["pred_lat"] == pb["pred_lat"] and pa_["pred_lon"] == pb["pred_lon"]
     np.testing.assert_allclose(pa_["confidence"], pb["confidence"], rtol=1e-4)
@@ -208,9 +230,22 @@ def test_translocator_cell_heads_on_the_cache_match_frozen_backbone_training(
 ) -> None:
     from test_train_faithful import tiny_translocator
 
-    cfg = TrainConfig(data=[photos], out=tmp_path / "normal", model="translocator", epochs=2, batch_size=4,
-                      workers=0, device="cpu", allow_untrained=True, freeze_backbone=True, augment=False,
-                      val_fraction=0.2, lr=1e-3, cells_scale="auto", log_to=())  # fmt: skip
+    cfg = TrainConfig(
+        data=[photos],
+        out=tmp_path / "normal",
+        model="translocator",
+        epochs=2,
+        batch_size=4,
+        workers=0,
+        device="cpu",
+        allow_untrained=True,
+        freeze_backbone=True,
+        augment=False,
+        val_fraction=0.2,
+        lr=1e-3,
+        cells_scale="auto",
+        log_to=(),
+    )
     normal = run_train(cfg, task=tiny_translocator(cells_scale="auto"))
     task = tiny_translocator(cells_scale="auto")
     torch.manual_seed(cfg.seed)  # the random tiny ViT the trainer builds from the same seed
@@ -238,8 +273,9 @@ def test_gallery_from_the_cache_equals_the_gallery_from_photos(photos: Path, tmp
     made = cli("embed", str(photos), "--out", str(tmp_path / "cache"), "--dtype", "float32", *CPU)
     assert made.returncode == 0, made.stderr
     direct = cli("gallery", "build", str(photos), "--out", str(tmp_path / "photos.parquet"), *CPU)
-    cached = cli("gallery", "build", "--embeddings", str(tmp_path / "cache"), "--out",
-                 str(tmp_path / "cached.parquet"))  # fmt: skip
+    cached = cli(
+        "gallery", "build", "--embeddings", str(tmp_path / "cache"), "--out", str(tmp_path / "cached.parquet")
+    )
     assert direct.returncode == 0 and cached.returncode == 0, direct.stderr + cached.stderr
     assert read_gallery_info(tmp_path / "photos.parquet") == read_gallery_info(tmp_path / "cached.parquet")
     ia, ca, ea = read_gallery(tmp_path / "photos.parquet")
@@ -247,11 +283,21 @@ def test_gallery_from_the_cache_equals_the_gallery_from_photos(photos: Path, tmp
     torch.testing.assert_close(ca, cb)
     torch.testing.assert_close(ea.float(), eb.float(), atol=2e-3, rtol=0)
     keys = ("image_id", "path", "gt_source")
-    assert pq.read_table(tmp_path / "photos.parquet", columns=list(keys)).to_pylist() == pq.read_table(
-        tmp_path / "cached.parquet", columns=list(keys)
-    ).to_pylist()
-    preds = cli("predict", str(photos), "--out", str(tmp_path / "knn.parquet"), "--model", "knn",
-                "--gallery", str(tmp_path / "cached.parquet"), *CPU)  # fmt: skip
+    assert (
+        pq.read_table(tmp_path / "photos.parquet", columns=list(keys)).to_pylist()
+        == pq.read_table(tmp_path / "cached.parquet", columns=list(keys)).to_pylist()
+    )
+    preds = cli(
+        "predict",
+        str(photos),
+        "--out",
+        str(tmp_path / "knn.parquet"),
+        "--model",
+        "knn",
+        "--gallery",
+        str(tmp_path / "cached.parquet"),
+        *CPU,
+    )
     assert preds.returncode == 0, preds.stderr
 
 
@@ -261,8 +307,21 @@ def test_foreign_features_are_refused_in_one_line(clip_cache: Path, photos: Path
     from safetensors.torch import save_file
 
     save_file({k: v + 0.01 for k, v in state.items()}, other / "model.safetensors")
-    done = cli("train", "--embeddings", str(clip_cache), "--out", str(tmp_path / "run"), "--backbone-weights",
-               str(other), "--allow-mismatched-heads", "--batch-size", "4", "--epochs", "1", *CPU)  # fmt: skip
+    done = cli(
+        "train",
+        "--embeddings",
+        str(clip_cache),
+        "--out",
+        str(tmp_path / "run"),
+        "--backbone-weights",
+        str(other),
+        "--allow-mismatched-heads",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        *CPU,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "not this model's backbone" in done.stderr and "fingerprint" in done.stderr
     assert sum(line.startswith("error:") for line in done.stderr.splitlines()) == 1

@@ -66,7 +66,8 @@ class EmbedSummary:
     backbone: str = ""
     feature_dim: int = 0
     device: str = "cpu"
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run
+    loop_seconds: float = 0.0  # decoding and the backbone only (what images/s is measured on)
 
 
 def task_source(task: TrainTask, model: Any, name: str) -> FeatureSource:
@@ -192,6 +193,7 @@ def run_embed(cfg: EmbedConfig, *, source: FeatureSource | None = None) -> Embed
         loader = photo_loader(dataset, batch_size, workers, device, _collate, sampler=range(lo, len(samples)))
         amp = cfg.amp and device.type == "cuda"
         k, feats, errors = first, None, None
+        tick = time.monotonic()
         with progress_bar(len(samples) - lo, "embed", enabled=cfg.progress) as bar:
             for batch in loader:
                 out_feats = None
@@ -215,6 +217,7 @@ def run_embed(cfg: EmbedConfig, *, source: FeatureSource | None = None) -> Embed
                         _write(out, k, info, samples, kinds, feats, errors, summary)
                         k, feats, errors = k + 1, None, None
                 bar.update(len(done))
+        summary.loop_seconds = time.monotonic() - tick
     _finish(out, info)
     summary.seconds = time.monotonic() - started
     return summary
