@@ -192,6 +192,15 @@ def run_embed(cfg: EmbedConfig, *, source: FeatureSource | None = None) -> Embed
         workers = auto_workers(device) if cfg.workers is None else cfg.workers
         loader = photo_loader(dataset, batch_size, workers, device, _collate, sampler=range(lo, len(samples)))
         amp = cfg.amp and device.type == "cuda"
+
+        def flush(k: int, feats: np.ndarray, errors: list[str | None]) -> None:
+            rows = np.arange(k * size, k * size + len(feats))
+            write_part(out, k, info, samples.take(rows), [kinds[i] for i in rows], feats, errors)
+            bad = sum(e is not None for e in errors)
+            summary.parts_written += 1
+            summary.failed += bad
+            summary.embedded += len(errors) - bad
+
         k, feats, errors = first, None, None
         tick = time.monotonic()
         with progress_bar(len(samples) - lo, "embed", enabled=cfg.progress) as bar:
@@ -214,32 +223,13 @@ def run_embed(cfg: EmbedConfig, *, source: FeatureSource | None = None) -> Embed
                     else:
                         errors[i - k * size] = e or "cannot decode image"
                     if i == k * size + len(feats) - 1:  # the part's last row: write it
-                        _write(out, k, info, samples, kinds, feats, errors, summary)
+                        flush(k, feats, errors)
                         k, feats, errors = k + 1, None, None
                 bar.update(len(done))
         summary.loop_seconds = time.monotonic() - tick
     _finish(out, info)
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def _write(
-    out: Path,
-    k: int,
-    info: CacheInfo,
-    samples: TrainSamples,
-    kinds: list[str | None],
-    feats: np.ndarray,
-    errors: list[str | None],
-    summary: EmbedSummary,
-) -> None:
-    lo = k * info.shard_size
-    rows = np.arange(lo, lo + len(feats))
-    write_part(out, k, info, samples.take(rows), kinds[lo : lo + len(feats)], feats, errors)
-    bad = sum(e is not None for e in errors)
-    summary.parts_written += 1
-    summary.failed += bad
-    summary.embedded += len(errors) - bad
 
 
 def _finish(out: Path, info: CacheInfo) -> None:
