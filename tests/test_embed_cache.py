@@ -334,3 +334,33 @@ def test_foreign_features_are_refused_in_one_line(clip_cache: Path, photos: Path
     assert full.returncode == 2 and "frozen backbone: drop --full" in full.stderr
     with pytest.raises(InputError, match="not an embedding cache"):
         read_cache(photos)
+
+
+def test_a_validation_cache_validates_the_heads(photos: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    """--val with --embeddings is a second cache: its rows validate, none of them trains."""
+    files = sorted(photos.glob("*.jpg"))
+    for name, part in (("train", files[:8]), ("val", files[8:])):
+        (tmp_path / name).mkdir()
+        for f in part:
+            (tmp_path / name / f.name).write_bytes(f.read_bytes())
+        run_embed(
+            EmbedConfig(
+                data=[tmp_path / name],
+                out=tmp_path / f"{name}-cache",
+                backbone="geoclip",
+                backbone_weights=tiny_clip,
+                device="cpu",
+                workers=0,
+            )
+        )
+    cfg = geoclip_cfg(
+        tmp_path / "run",
+        tiny_clip,
+        data=[],
+        embeddings=tmp_path / "train-cache",
+        val=tmp_path / "val-cache",
+        epochs=1,
+    )
+    summary = run_train(cfg)
+    assert summary.n_train == 8 and summary.n_val == 4
+    assert [r["n"] for r in summary.metrics if r["kind"] == "val"] == [4]
