@@ -15,6 +15,10 @@ Exact resume: the data order is a permutation seeded by (seed, epoch), crops are
 DataLoader draws its worker seeds from its own generator, validation runs inside a forked RNG, and a
 checkpoint holds the weights, the optimizer, the task state (GPS queue), the position and every RNG
 state. On CPU a run cut at a checkpoint and resumed ends with the same bits as an uninterrupted run.
+
+With `embeddings` (a `geotag embed` cache, io/embed_cache.py) the batches carry the frozen backbone's
+cached features instead of pixels, and the task's `on_features` lets the model take them where it took
+images: the same loop, losses, validation and checkpoints, without a backbone pass.
 """
 
 from __future__ import annotations
@@ -479,7 +483,7 @@ class Trainer:
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
         frozen = paper_frozen(self.task.name) if cfg.freeze_backbone is None else cfg.freeze_backbone
-        frozen = frozen or (cfg.embeddings is not None and cfg.freeze_backbone is None)  # heads only
+        frozen = frozen or cfg.embeddings is not None  # heads only (check_config refused --full)
         self.task.configure(self.model, frozen)
         if cfg.embeddings is not None:
             self._check_cache(self.cache, cfg.embeddings)
