@@ -345,9 +345,12 @@ app.add_typer(gallery_app, name="gallery")
 @gallery_app.command("build")
 def gallery_build(
     paths: Annotated[
-        list[Path], typer.Argument(help="Geotagged photos / folders, or one manifest CSV (path, lat, lon).")
-    ],
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="Gallery Parquet file to write.")],
+        list[Path] | None,
+        typer.Argument(help="Geotagged photos / folders, or one manifest CSV (path, lat, lon)."),
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Gallery Parquet file to write.")
+    ] = None,
     truth: Annotated[
         Path | None,
         typer.Option(help="Positions from a manifest, read as scan, predict and eval read it."),
@@ -362,12 +365,25 @@ def gallery_build(
     include: Include = None,
     exclude: Exclude = None,
     ext: Ext = None,
+    embeddings: Annotated[
+        Path | None, typer.Option(help="Build from a `geotag embed` cache instead of photos (no decoding).")
+    ] = None,
     progress: Progress = True,
 ) -> None:
     """Embed photos that have a position (EXIF GPS or the manifest's) into a kNN gallery file."""
     from geotag.config import GalleryConfig
-    from geotag.engine.gallery import run_gallery_build
+    from geotag.engine.gallery import gallery_from_cache, run_gallery_build
 
+    if (embeddings is None) == (not paths) or out_path is None:
+        raise fail("give photos / a manifest or --embeddings CACHE (not both), and --out FILE")
+    if embeddings is not None:
+        s = gallery_from_cache(embeddings, out_path)
+        say(
+            f"wrote {s.embedded} embedding(s) of {s.backbone} ({s.feature_dim}-d) from {embeddings} "
+            f"-> {out_path}"
+        )
+        raise typer.Exit(0)
+    assert paths is not None
     cfg = GalleryConfig(
         paths=paths,
         out=out_path,
@@ -647,11 +663,11 @@ def benchmark(
 
 @app.command()
 def train(
-    data: Annotated[
-        list[Path],
-        typer.Option("--data", help="Manifest (CSV / Parquet: path, lat, lon) or folder of tagged photos."),
-    ],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics.csv.")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Manifest (CSV / Parquet: path, lat, lon) or folder of tagged photos."),
+    ] = None,
     model: Annotated[
         str, typer.Option(help="geoclip | geoclip-lite | translocator | geodecoder | experts.")
     ] = "geoclip",
@@ -764,6 +780,10 @@ def train(
     segmenter: Annotated[
         str | None, typer.Option(help="TransLocator seg rows: segmentation model, HF hub id or local folder.")
     ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Train the heads on a `geotag embed` cache (frozen backbone; --val: a cache too)."),
+    ] = None,
     progress: Progress = True,
     engine: Engine = "local",
     address: RayAddress = None,
@@ -782,7 +802,7 @@ def train(
         return train_default(name, from_scratch) if value is None else value
 
     cfg = TrainConfig(
-        data=data,
+        data=data or [],
         out=out_path,
         model=model,
         val=val,
@@ -833,6 +853,7 @@ def train(
         fusion=fusion,
         seg_dir=seg_dir,
         segmenter=segmenter,
+        embeddings=embeddings,
     )
     if engine not in ("local", "ray"):
         raise fail(f"--engine {engine}: choose local or ray")
@@ -866,6 +887,54 @@ def shards(
     written = pack(data, out_dir, shard_size, image_root)
     pattern = f"{out_dir}/{{00000..{len(written) - 1:05d}}}.tar" if written else str(out_dir)
     say(f"wrote {len(written)} shard(s): use --data '{pattern}'")
+
+
+@app.command()
+def embed(
+    data: Annotated[
+        list[Path], typer.Argument(help="What `train --data` takes: folders, manifests, shards.")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Cache folder (new, or an unfinished cache).")],
+    backbone: Annotated[
+        str, typer.Option(help="A `geotag models list` backbone, or geoclip / geoclip-lite / translocator.")
+    ] = "efficientnet_lite0.imagenet",
+    backbone_weights: BackboneWeights = None,
+    untrained_backbone: UntrainedBackbone = False,
+    shard_size: Annotated[int, typer.Option(min=1, help="Rows per part-NNNNN.parquet file.")] = 10_000,
+    dtype: Annotated[str, typer.Option(help="float16 | float32.")] = "float16",
+    image_root: ImageRoot = None,
+    device: Device = "auto",
+    batch_size: BatchSize = None,
+    workers: Workers = None,
+    amp: Amp = True,
+    progress: Progress = True,
+) -> None:
+    """Cache a frozen backbone's features of training data for `train --embeddings` (resumable)."""
+    from geotag.config import EmbedConfig
+    from geotag.engine.embed import run_embed
+
+    cfg = EmbedConfig(
+        data=data,
+        out=out_dir,
+        backbone=backbone,
+        backbone_weights=backbone_weights,
+        allow_untrained=untrained_backbone,
+        shard_size=shard_size,
+        dtype=dtype,
+        image_root=image_root,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        amp=amp,
+        progress=progress and sys.stderr.isatty(),
+    )
+    s = run_embed(cfg)
+    kept = f" ({s.parts_kept} part(s) kept from an earlier run)" if s.parts_kept else ""
+    say(
+        f"embedded {s.embedded} sample(s) with {s.backbone} ({s.feature_dim}-d) on {s.device} in "
+        f"{s.seconds:.1f} s; {s.failed} unreadable{kept} -> {out_dir}"
+    )
+    raise typer.Exit(1 if s.failed else 0)
 
 
 @app.command()

@@ -71,6 +71,26 @@ class GalleryConfig:
 
 
 @dataclass
+class EmbedConfig:
+    """Everything `geotag embed` needs: training data in, an embedding cache folder out."""
+
+    data: list[Path]  # what `geotag train --data` takes: folders, manifests, tar shards, OSV-5M
+    out: Path  # cache folder (new, empty, or an unfinished cache of the same data and backbone)
+    backbone: str = "efficientnet_lite0.imagenet"  # a backbones.py name, or geoclip / translocator
+    backbone_weights: Path | None = None
+    allow_untrained: bool = False
+    image_root: Path | None = None
+    shard_size: int = 10_000  # rows per part file
+    dtype: str = "float16"  # float16 | float32
+    device: str = "auto"
+    batch_size: int | None = None
+    workers: int | None = None
+    amp: bool = True  # bf16 autocast on CUDA
+    draft: bool = True
+    progress: bool = False
+
+
+@dataclass
 class TrainConfig:
     """Everything `geotag train` needs (see docs/training.md). The settings that shape the result are
     stored in every checkpoint, and `--resume` refuses to continue with different ones."""
@@ -129,6 +149,7 @@ class TrainConfig:
     gpu_decode: bool = False  # CUDA: decode the JPEGs of each batch with nvJPEG (geotag.io.gpu_decode)
     stream: bool = False  # shards: webdataset's order (own shards per rank and worker, shuffle buffer)
     shuffle_buffer: int = 2000  # --stream: samples mixed by the shuffle buffer (webdataset's .shuffle(n))
+    embeddings: Path | None = None  # a `geotag embed` cache: train the heads on its features, not on photos
 
 
 GEOCLIP_PAPER_RECIPE = {"batch_size": 512, "optimizer": "adam", "schedule": "step", "clip_grad": None}

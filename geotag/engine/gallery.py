@@ -244,3 +244,40 @@ def run_gallery_build(cfg: GalleryConfig, backbone: Backbone | None = None) -> G
                     "photos (EXIF GPS) or a manifest with path, lat, lon"
                 )
     return summary
+
+
+def gallery_from_cache(folder: Path, out: Path) -> GallerySummary:
+    """A kNN gallery from an embedding cache (`geotag embed`): its raw features L2-normalised, with no
+    photo decoded again. The cache's backbone must be a registry backbone (the kNN model rebuilds it)."""
+    from geotag.io.embed_cache import read_cache, read_sources
+    from geotag.models.backbones import BACKBONES
+
+    check_parquet_path(out)
+    info, samples, feats = read_cache(folder)
+    if info.backbone not in BACKBONES:
+        raise InputError(
+            f"--embeddings {folder}: a kNN gallery needs a registry backbone "
+            f"({', '.join(sorted(BACKBONES))}); this cache holds {info.backbone} features"
+        )
+    sources = read_sources(folder)
+    summary = GallerySummary(
+        total=info.n_samples,
+        embedded=len(samples),
+        failed=info.errors,
+        backbone=info.backbone,
+        weights=info.weights,
+        feature_dim=info.feature_dim,
+    )
+    ids, paths = samples.image_ids.to_pylist(), samples.paths.to_pylist()
+    with GalleryWriter(
+        out, GalleryInfo(info.backbone, info.weights, info.fingerprint, info.feature_dim)
+    ) as w:
+        for lo in range(0, len(samples), 16_384):
+            hi = min(len(samples), lo + 16_384)
+            rows = [
+                {"image_id": ids[i], "path": paths[i], "lat": samples.lat[i], "lon": samples.lon[i]}
+                | {"gt_source": sources[i]}
+                for i in range(lo, hi)
+            ]
+            w.write(rows, F.normalize(torch.from_numpy(feats[lo:hi]).float(), dim=1))
+    return summary

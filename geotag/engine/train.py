@@ -15,11 +15,16 @@ Exact resume: the data order is a permutation seeded by (seed, epoch), crops are
 DataLoader draws its worker seeds from its own generator, validation runs inside a forked RNG, and a
 checkpoint holds the weights, the optimizer, the task state (GPS queue), the position and every RNG
 state. On CPU a run cut at a checkpoint and resumed ends with the same bits as an uninterrupted run.
+
+With `embeddings` (a `geotag embed` cache, io/embed_cache.py) the batches carry the frozen backbone's
+cached features instead of pixels, and the task's `on_features` lets the model take them where it took
+images: the same loop, losses, validation and checkpoints, without a backbone pass.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import time
@@ -41,8 +46,10 @@ from geotag.engine import distributed, train_log, train_speed
 from geotag.engine.predict import auto_workers, photo_loader, resolve_device
 from geotag.engine.train_data import (
     EpochSampler,
+    FeatureDataset,
     TrainDataset,
     TrainSamples,
+    collate_features,
     collate_train,
     decode_pending,
     load_samples,
@@ -54,6 +61,7 @@ from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
 from geotag.io import gpu_decode
 from geotag.io.decode import normalize
 from geotag.io.shards import shard_groups
+from geotag.io.embed_cache import CacheInfo, read_cache
 from geotag.models.base import GeoModel
 from geotag.models.checkpoint import (
     TrainerState,
@@ -322,6 +330,16 @@ class Position:
 
 
 def check_config(cfg: TrainConfig) -> None:
+    if not cfg.data and cfg.embeddings is None:
+        raise InputError("give the training data: --data, or --embeddings (a `geotag embed` cache)")
+    if cfg.data and cfg.embeddings is not None:
+        raise InputError("--embeddings trains on a cache of the data: drop --data (embed it instead)")
+    if cfg.embeddings is not None and (cfg.seg_dir is not None or cfg.segmenter is not None):
+        raise InputError(
+            "--embeddings: the RGB-only rows train on cached features (no --seg-dir / --segmenter)"
+        )
+    if cfg.embeddings is not None and cfg.freeze_backbone is False:
+        raise InputError("--embeddings trains heads over a frozen backbone: drop --full")
     if cfg.batch_size < 1 or cfg.accum < 1 or cfg.epochs < 1:
         raise InputError("--batch-size, --accum and --epochs must be at least 1")
     if not cfg.lr > 0:
@@ -366,7 +384,7 @@ def _rng_preserved(device: torch.device) -> Iterator[None]:
 
 
 def _loader(
-    dataset: TrainDataset,
+    dataset: TrainDataset | FeatureDataset,
     batch_size: int,
     sampler: EpochSampler,
     workers: int,
@@ -378,17 +396,26 @@ def _loader(
         batch_size,
         workers,
         device,
-        collate_train,
+        collate_features if isinstance(dataset, FeatureDataset) else collate_train,
         sampler=sampler,
         generator=torch.Generator().manual_seed(seed),  # worker seeds never touch the global RNG
     )
 
 
+def _has_input(batch: dict[str, Any]) -> bool:
+    return batch.get("pixels") is not None or "features" in batch
+
+
 def _to_device(batch: dict[str, Any], model: GeoModel, device: torch.device, samples: TrainSamples) -> dict:
+    """The task's batch; with cached features (`train --embeddings`) they stand where the images did."""
     pre = model.preprocess()
     index = batch["index"].tolist()
+    if "features" in batch:
+        images = batch["features"].to(device, non_blocking=True)
+    else:
+        images = normalize(batch["pixels"].to(device, non_blocking=True), pre.mean, pre.std)
     return {
-        "images": normalize(batch["pixels"].to(device, non_blocking=True), pre.mean, pre.std),
+        "images": images,
         "latlon": batch["latlon"],
         "scene": batch["scene"],
         "index": batch["index"],
@@ -448,8 +475,15 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         resume_from = self._resume_point()
-        samples = load_samples(cfg.data, cfg.image_root, workers=max(1, self.workers))
-        val = load_samples([cfg.val], cfg.image_root, workers=max(1, self.workers)) if cfg.val else None
+        if cfg.embeddings is not None:  # cached backbone features (io/embed_cache.py), held in memory
+            self.workers = 0
+            self.cache, samples, self.features = read_cache(cfg.embeddings)
+            self.val_cache, val, self.val_features = (
+                read_cache(cfg.val) if cfg.val else (self.cache, None, self.features)
+            )
+        else:
+            samples = load_samples(cfg.data, cfg.image_root, workers=max(1, self.workers))
+            val = load_samples([cfg.val], cfg.image_root, workers=max(1, self.workers)) if cfg.val else None
         self.train, self.val = split_samples(samples, seed=cfg.seed, val_fraction=cfg.val_fraction, val=val)
         if cfg.train_fraction < 1.0:
             self.train = subset_samples(self.train, cfg.train_fraction, seed=cfg.seed)
@@ -471,7 +505,16 @@ class Trainer:
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
         frozen = paper_frozen(self.task.name) if cfg.freeze_backbone is None else cfg.freeze_backbone
+        frozen = frozen or cfg.embeddings is not None  # heads only (check_config refused --full)
         self.task.configure(self.model, frozen)
+        if cfg.embeddings is not None:
+            self._check_cache(self.cache, cfg.embeddings)
+            if cfg.val:
+                self._check_cache(self.val_cache, cfg.val)
+            if cfg.augment:
+                self.summary.notes.append(
+                    "--embeddings: features come from the eval transform (no random crops can be cached)"
+                )
         train_speed.apply(self.model, self.task.layered_modules(self.model), cfg)
         if resume_from is not None:
             self.task.load_weights(self.model, resume_from)
@@ -489,18 +532,52 @@ class Trainer:
         gpu = cfg.gpu_decode and gpu_decode.available(self.device)
         if cfg.gpu_decode and not gpu:
             self.summary.notes.append("--gpu-decode needs a CUDA device with nvJPEG: decoding on the CPU")
-        self.dataset = TrainDataset(
-            self.train,
-            self.model.preprocess(),
-            augment=cfg.augment,
-            seed=cfg.seed,
-            seg_dir=cfg.seg_dir,
-            gpu_decode=gpu,
+        self.dataset: TrainDataset | FeatureDataset = (
+            FeatureDataset(self.train, self.features)
+            if cfg.embeddings is not None
+            else TrainDataset(
+                self.train,
+                self.model.preprocess(),
+                augment=cfg.augment,
+                seed=cfg.seed,
+                seg_dir=cfg.seg_dir,
+                gpu_decode=gpu,
+            )
         )
         self.best = train_log.saved_best(self.out / BEST_DIR, cfg.best_metric) if resume_from else None
         self.runlog = train_log.RunLog(
             self.out, cfg.log_to, self.world.main, resume_step=self.pos.step, config=settings(cfg)
         )
+
+    def _check_cache(self, info: CacheInfo, folder: Path) -> None:
+        """Cached features train only the heads they were made for: the same backbone weights (by
+        fingerprint), the same preprocessing, a frozen backbone. One line otherwise."""
+        from geotag.models.backbones import feature_fingerprint
+
+        found = self.task.feature_module(self.model)
+        if found is None:
+            raise InputError(
+                f"--embeddings: {self.task.name} cannot train on cached features (geoclip, geoclip-lite and "
+                "translocator --variant vit can)"
+            )
+        module, dim = found
+        mine = feature_fingerprint(module)
+        if mine != info.fingerprint or dim != info.feature_dim:
+            raise InputError(
+                f"--embeddings {folder}: the cache holds {info.backbone} features ({info.weights}; "
+                f"fingerprint {info.fingerprint}, {info.feature_dim}-d), not this model's backbone "
+                f"({self.model.weights_label}; fingerprint {mine}, {dim}-d): embed with the model's "
+                "backbone, or pass the --backbone-weights the cache was made with"
+            )
+        pre = json.loads(json.dumps(asdict(self.model.preprocess())))
+        if pre != info.preprocess:
+            raise InputError(
+                f"--embeddings {folder}: made with preprocessing {info.preprocess}, the model uses {pre}"
+            )
+
+    def _inputs(self) -> Any:
+        """The task's view of the model: fed cached features (train --embeddings) or images."""
+        return self.task.on_features(self.model) if self.cfg.embeddings is not None else nullcontext()
 
     def _restore(self, folder: Path) -> None:
         state = load_trainer_state(folder)
@@ -557,14 +634,18 @@ class Trainer:
         if not len(self.val):
             return None
         model, cfg = self.model, self.cfg
-        dataset = TrainDataset(self.val, model.preprocess(), augment=False, seed=cfg.seed)
+        dataset: TrainDataset | FeatureDataset = (
+            FeatureDataset(self.val, self.val_features)
+            if cfg.embeddings is not None
+            else TrainDataset(self.val, model.preprocess(), augment=False, seed=cfg.seed)
+        )
         sampler = list(range(len(self.val)))
         loader = DataLoader(
             dataset,
             batch_size=cfg.batch_size,
             sampler=sampler,
             num_workers=self.workers,
-            collate_fn=collate_train,
+            collate_fn=collate_features if isinstance(dataset, FeatureDataset) else collate_train,
             generator=torch.Generator().manual_seed(cfg.seed),
         )
         lat_p, lon_p, index = [], [], []
@@ -572,10 +653,10 @@ class Trainer:
             model.eval()
             self.task.before_validation(model)
             for batch in loader:
-                if batch["pixels"] is None:
+                if not _has_input(batch):
                     continue
                 b = _to_device(batch, model, self.device, self.val)
-                with _autocast(self.device, cfg.amp):
+                with _autocast(self.device, cfg.amp), self._inputs():
                     lat, lon = self.task.predict(model, b)
                 lat_p.append(lat.double().cpu().numpy())
                 lon_p.append(lon.double().cpu().numpy())
@@ -776,9 +857,9 @@ class Trainer:
                 batch = decode_pending(
                     batch, pre, self.device, seed=cfg.seed, epoch=pos.epoch, augment=cfg.augment
                 )
-            if batch["pixels"] is not None:
+            if _has_input(batch):
                 b = _to_device(batch, self.model, self.device, self.train)
-                with _autocast(self.device, cfg.amp):
+                with _autocast(self.device, cfg.amp), self._inputs():
                     out = self.task.loss(self.model, b)
                 (out["loss"] / cfg.accum).backward()
                 value = distributed.mean_scalar(self.world, float(out["loss"].detach()), self.device)

@@ -264,10 +264,10 @@ class TrainDataset(Dataset[dict[str, Any]]):
         s = self.samples
         path = s.paths[i].as_py()
         size = self.pre.input_size
-        seg = None
+        seg, error = None, None
         labels = {"index": i, "lat": s.lat[i], "lon": s.lon[i], "scene": int(s.scene[i])}
         if self.gpu_decode and (jpeg := _checked_jpeg(path)) is not None:
-            return {"pixels": None, **labels, "jpeg": jpeg[0], "orientation": jpeg[1]}
+            return {"pixels": None, **labels, "jpeg": jpeg[0], "orientation": jpeg[1], "error": None}
         try:
             img = load_rgb(open_ref(path), min_side=size if self.draft else None)
             w, h = img.size
@@ -285,8 +285,8 @@ class TrainDataset(Dataset[dict[str, Any]]):
                 seg = self._seg_map(i, path, frac)
         except Exception as exc:  # noqa: BLE001 - a broken photo is skipped (and counted), not fatal
             log.debug("skipping %s: %s", path, exc)
-            pixels = None
-        item = {"pixels": pixels, **labels}
+            pixels, error = None, f"cannot decode image: {str(exc).strip()[:200]}"
+        item = {"pixels": pixels, **labels, "error": error}  # error: why pixels is None (for geotag embed)
         return item if seg is None else {**item, "seg": seg}
 
     def _seg_map(self, i: int, path: str, box: tuple[float, float, float, float] | None) -> torch.Tensor:
@@ -378,6 +378,40 @@ def decode_pending(
     sel = torch.tensor(ok)
     batch.update(pixels=pixels[sel.to(device)], latlon=batch["latlon"][sel], scene=batch["scene"][sel])
     batch["index"] = batch["index"][sel]
+    return batch
+
+
+class FeatureDataset(Dataset[dict[str, Any]]):
+    """Cached backbone features (io/embed_cache.py) in place of photos. The DataLoader fetches a whole
+    batch through `__getitems__` (one numpy gather, not one Python call per sample), already collated:
+    use it with `collate_features`."""
+
+    def __init__(self, samples: TrainSamples, features: np.ndarray) -> None:
+        if samples.rows is None:
+            raise ValueError("FeatureDataset needs samples read from an embedding cache (with rows)")
+        self.samples = samples
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.__getitems__([i])
+
+    def __getitems__(self, index: list[int]) -> dict[str, Any]:
+        s, idx = self.samples, np.asarray(index, dtype=np.int64)
+        assert s.rows is not None
+        return {
+            "features": torch.from_numpy(self.features[s.rows[idx]].astype(np.float32)),
+            "latlon": torch.from_numpy(np.stack([s.lat[idx], s.lon[idx]], axis=1)),
+            "scene": torch.from_numpy(s.scene[idx]),
+            "index": torch.from_numpy(idx),
+            "failed": 0,
+        }
+
+
+def collate_features(batch: dict[str, Any]) -> dict[str, Any]:
+    """FeatureDataset batches come collated."""
     return batch
 
 

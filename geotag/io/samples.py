@@ -34,6 +34,7 @@ class TrainSamples:
     scene: np.ndarray  # int64 index into SCENES, -1 unknown
     country: pa.Array  # string or null
     notes: list[str] = field(default_factory=list)  # what was left out and why
+    rows: np.ndarray | None = None  # each pair's row in its source (an embedding cache's feature row)
 
     def __len__(self) -> int:
         return len(self.lat)
@@ -48,6 +49,7 @@ class TrainSamples:
             self.scene[index],
             self.country.take(idx),
             list(self.notes),
+            None if self.rows is None else self.rows[index],
         )
 
     @property
@@ -66,6 +68,7 @@ class TrainSamples:
             np.concatenate([p.scene for p in parts]),
             pa.concat_arrays([p.country for p in parts]),
             [n for p in parts for n in p.notes],
+            np.concatenate([p.rows for p in parts]) if all(p.rows is not None for p in parts) else None,
         )
 
 

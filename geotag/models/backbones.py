@@ -93,6 +93,14 @@ class PooledBackbone(nn.Module):
         return self._fingerprint
 
 
+def feature_fingerprint(module: nn.Module) -> str:
+    """A module's weights fingerprint, as PooledBackbone.fingerprint computes it (equal for a
+    PooledBackbone and its inner model): what an embedding cache records and a trainer checks."""
+    if isinstance(module, PooledBackbone):
+        return module.fingerprint()
+    return tensor_key(*(t.reshape(-1) for t in module.state_dict().values()))[:16]
+
+
 class Backbone(NamedTuple):
     """What `create_backbone` returns: unpack as `module, preprocess, feature_dim = create_backbone(name)`."""
 
@@ -265,5 +273,6 @@ __all__ = [
     "backbone_spec",
     "checkpoint_filter_fn",
     "create_backbone",
+    "feature_fingerprint",
     "package_weights_file",
 ]

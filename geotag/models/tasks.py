@@ -117,6 +117,17 @@ class TrainTask:
         """The `geotag predict` options that use this run's newest checkpoint."""
         return f"--model {self.name} --weights {run_dir}"
 
+    def feature_module(self, model: GeoModel) -> tuple[nn.Module, int] | None:
+        """(the frozen module that maps normalised images to what the heads read, its feature size):
+        what an embedding cache stores (`geotag embed`). None: this task cannot train on cached features."""
+        return None
+
+    @contextlib.contextmanager
+    def on_features(self, model: GeoModel) -> Iterator[None]:
+        """While active, `model` takes feature_module's outputs where it took images."""
+        raise InputError(f"{self.name} cannot train on cached embeddings")
+        yield
+
 
 @contextlib.contextmanager
 def trained_weights_label(
@@ -240,6 +251,20 @@ class GeoCLIPTask(TrainTask):
 
     def layered_modules(self, model: GeoModel) -> list[nn.Module]:
         return [model.image_encoder.backbone]  # type: ignore[attr-defined]
+
+    def feature_module(self, model: GeoModel) -> tuple[nn.Module, int] | None:
+        encoder = model.image_encoder  # type: ignore[attr-defined]
+        return encoder.backbone, encoder.mlp[0].in_features  # the frozen CLIP tower feeds the MLP
+
+    @contextlib.contextmanager
+    def on_features(self, model: GeoModel) -> Iterator[None]:
+        encoder = model.image_encoder  # type: ignore[attr-defined]
+        backbone = encoder.backbone
+        encoder.backbone = nn.Identity()  # features go straight to the image MLP
+        try:
+            yield
+        finally:
+            encoder.backbone = backbone
 
     def loss(self, model: GeoModel, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, latlon = batch["images"], batch["latlon"]
@@ -508,6 +533,23 @@ class TransLocatorTask(TrainTask):
 
     def layered_modules(self, model: GeoModel) -> list[nn.Module]:
         return self._vits(model)
+
+    def feature_module(self, model: GeoModel) -> tuple[nn.Module, int] | None:
+        """The RGB-only row (vit) over a frozen ViT: its [CLS] feature feeds the cell (and scene) heads."""
+        if model.variant.use_seg:  # type: ignore[attr-defined]
+            return None
+        from geotag.models.translocator import RGBFeatures
+
+        return RGBFeatures(model), model.rgb.embed_dim  # type: ignore[arg-type, attr-defined]
+
+    @contextlib.contextmanager
+    def on_features(self, model: GeoModel) -> Iterator[None]:
+        model.features = lambda images, seg_images=None, trace=None: images  # type: ignore[method-assign]
+        model._views = lambda x: x[None]  # type: ignore[method-assign]  # one view: no test-time crops
+        try:
+            yield
+        finally:
+            del model.features, model._views
 
     def _seg_input(self, model: GeoModel, batch: dict[str, Any]) -> torch.Tensor | None:
         if not model.variant.use_seg:  # type: ignore[attr-defined]

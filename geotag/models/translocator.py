@@ -371,6 +371,21 @@ class TransLocator(GeoModel):
         return median_radius(probs, points, self.centroids, self.cell_radii)
 
 
+class RGBFeatures(nn.Module):
+    """The RGB branch as an images -> [CLS] feature module: what the RGB-only row (vit) feeds its heads,
+    and what an embedding cache of that row stores (its state is the branch's, for the fingerprint)."""
+
+    def __init__(self, model: TransLocator) -> None:
+        super().__init__()
+        if model.seg is not None:
+            raise InputError(f"TransLocator {model.config.variant} has a segmentation branch")
+        self.rgb = model.rgb
+        self._model = [model]  # not a submodule: the heads are not part of the features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._model[0].features(images)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Builders (one per named variant, timm-style) and backbone weights
 
