@@ -60,8 +60,8 @@ from geotag.errors import GeotagError, InputError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
 from geotag.io import gpu_decode
 from geotag.io.decode import normalize
-from geotag.io.shards import shard_groups
 from geotag.io.embed_cache import CacheInfo, read_cache
+from geotag.io.shards import shard_groups
 from geotag.models.base import GeoModel
 from geotag.models.checkpoint import (
     TrainerState,
