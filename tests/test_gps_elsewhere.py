@@ -11,7 +11,7 @@ import pytest
 from write_exif_util import write_predictions
 
 from geotag.engine.write_exif import SKIP_HAS_GPS, WriteOptions, run_write_exif
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 DJI_XMP = (
     b"http://ns.adobe.com/xap/1.0/\x00"
@@ -23,8 +23,8 @@ DJI_XMP = (
 
 
 def _jpeg_with_segment(path: Path, payload: bytes) -> Path:
-    render(PLACES[10], (64, 48)).save(
-        path, "JPEG", quality=85, exif=make_exif(PLACES[10], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
+    render(UNTAGGED[0], (64, 48)).save(
+        path, "JPEG", quality=85, exif=make_exif(UNTAGGED[0], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
     )
     data = path.read_bytes()
     segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload

@@ -83,7 +83,7 @@ def test_scan_sample_data(sample_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "gt.parquet"
     summary = run_scan([sample_data], out, workers=2)
     table = pq.read_table(out).to_pylist()
-    assert summary.total == len(table) == 14
+    assert summary.total == len(table) == 28
     assert summary.failed == 1
     by_name = {Path(r["path"]).name: r for r in table}
     assert by_name["not_a_photo.png"]["status"] == "error"
