@@ -141,7 +141,7 @@ def run_scan(
     total = sum(1 for _ in iter_image_paths(paths)) if progress else None
     summary = ScanSummary()
     rows = ordered_map(scan_file, iter_records(paths), workers=workers or default_workers())
-    writer = PredictionWriter(out, metadata={"command": "scan"})
+    writer = PredictionWriter(out, metadata={"command": "scan"}, geometry="gt")  # no prediction yet
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
         for chunk in chunked(rows, 256):
             for row in chunk:
