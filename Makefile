@@ -58,7 +58,8 @@ demo: install sample-data
 	@echo "      places a held-out photo at a sibling's position when the embedding finds one: the accuracy is"
 	@echo "      the share it finds, the misses land at another place. This shows the pipeline working end to"
 	@echo "      end; it is no benchmark of real photos (see docs/benchmarks.md for those). The two untagged"
-	@echo "      photos are further views of Paris and Sydney: write-exif would write them, and nothing else."
+	@echo "      photos are further views of Paris and Sydney; write-exif lists only them, as it never replaces"
+	@echo "      measured GPS (--overwrite-gps), and skips the two broken files."
 	@echo "      A hub backbone (GeoCLIP's CLIP ViT-L/14) does far better on real photos when the network allows:"
 	@echo "      geotag predict PHOTOS --model geoclip, or gallery build --backbone clip_vit_large_patch14.openai."
 

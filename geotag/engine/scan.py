@@ -6,12 +6,13 @@ window of work in flight, so memory stays flat however many files there are.
 
 Start-up matters for a command run on folders of every size (issue 20: under 0.5 s): the decoders
 (Pillow, pillow-heif, exifread) are imported by the first file a process inspects, the manifest
-reader only when --truth is given, the process pool's modules with the pool, so an empty or small
+reader only when --truth is given, a process pool only when there is a file, so an empty or small
 folder pays for none of them up front.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import warnings
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from geotag.io.truth import TruthReport
 
 T = TypeVar("T")
+_NOTHING: Any = object()
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
@@ -107,11 +109,15 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, windo
     if workers <= 1:
         yield from map(fn, items)
         return
-    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: only when there is a pool
+    items = iter(items)
+    first = next(items, _NOTHING)
+    if first is _NOTHING:  # no work, no pool (and no multiprocessing import)
+        return
+    from concurrent.futures import ProcessPoolExecutor
 
     pending: deque[Future[R]] = deque()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for item in items:
+        for item in itertools.chain([first], items):
             pending.append(pool.submit(fn, item))
             if len(pending) >= window:
                 yield pending.popleft().result()
