@@ -24,7 +24,7 @@ from pathlib import Path
 
 from geotag.io.parquet import PredictionWriter
 from geotag.io.scan import image_id
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 TEMP_SUFFIX = ".geotag-tmp"
 
@@ -34,7 +34,7 @@ def make_photos(folder: Path, n: int, size: tuple[int, int] = (320, 240)) -> lis
     out = []
     for i in range(n):
         path = folder / f"{i:04d}.jpg"
-        place = PLACES[10]  # a sample place whose EXIF has no GPS
+        place = UNTAGGED[0]  # a sample place whose EXIF has no GPS
         render(place, size).save(
             path, "JPEG", quality=90, exif=make_exif(place, datetime(2024, 1, 2, 3, 4, 5)).tobytes()
         )

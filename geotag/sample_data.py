@@ -2,19 +2,20 @@
 
 The images are drawn here (a sky, hills coloured by climate band, the place name) and tagged with the
 place's coordinates, in every format geotag reads, so `make demo` can show scan, predict and eval end to
-end with known ground truth. Saving through Pillow is fine for images we create; user photos are never
+end with known ground truth. Each place has several photos (views), as a real archive does, so a kNN
+gallery of the tagged ones can place a held-out photo by its siblings; these are drawings, not a
+benchmark of real photos. Saving through Pillow is fine for images we create; user photos are never
 re-encoded. Run: `python -m geotag.sample_data sample_data`.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import random
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,25 +34,36 @@ class Place:
     lon: float
     file: str  # relative path inside the sample folder; the suffix picks the format
     tagged: bool = True
-    view: int = 0  # another view of the same place: same climate and name, different sun and hills
+    view: int = 0  # another photo of the same place: same climate, hills and name; other sun and framing
 
 
-PLACES = (
-    Place("Paris", 48.858370, 2.294481, "europe/paris.jpg"),
-    Place("Reykjavik", 64.141700, -21.926600, "europe/reykjavik.jpg"),
-    Place("Rome", 41.890210, 12.492231, "europe/rome.webp"),
-    Place("New York", 40.689247, -74.044502, "americas/new_york.png"),
-    Place("Rio de Janeiro", -22.951916, -43.210487, "americas/rio.jpg"),
-    Place("Quito", -0.180653, -78.467834, "americas/quito.tiff"),
-    Place("Tokyo", 35.658581, 139.745438, "asia/tokyo.heic"),
-    Place("Sydney", -33.856784, 151.215297, "oceania/sydney.jpg"),
-    Place("Cape Town", -33.962822, 18.409840, "africa/cape_town.jpg"),
-    Place("Nairobi", -1.292066, 36.821945, "africa/nairobi.JPG"),
-    # untagged second views of tagged places: what a photographer's archive looks like, and what kNN and
-    # training learn to place from the tagged part (truth.csv knows where they are; their EXIF does not)
-    Place("Paris", 48.858370, 2.294481, "untagged/no_gps_1.jpg", tagged=False, view=1),
-    Place("Sydney", -33.856784, 151.215297, "untagged/no_gps_2.png", tagged=False, view=1),
+SITES = (  # (name, lat, lon, first photo's file): both hemispheres, every format geotag reads
+    ("Paris", 48.858370, 2.294481, "europe/paris.jpg"),
+    ("Rome", 41.890210, 12.492231, "europe/rome.webp"),
+    ("New York", 40.689247, -74.044502, "americas/new_york.png"),
+    ("Rio de Janeiro", -22.951916, -43.210487, "americas/rio.jpg"),
+    ("Quito", -0.180653, -78.467834, "americas/quito.tiff"),
+    ("Tokyo", 35.658581, 139.745438, "asia/tokyo.heic"),
+    ("Sydney", -33.856784, 151.215297, "oceania/sydney.jpg"),
+    ("Nairobi", -1.292066, 36.821945, "africa/nairobi.JPG"),
 )
+VIEWS = 3  # tagged photos per place: leave-one-out kNN places each one by its two siblings
+
+
+def _view_file(file: str, view: int) -> str:
+    """europe/paris.jpg, europe/paris_2.jpg, europe/paris_3.jpg: one format per place."""
+    stem, dot, suffix = file.rpartition(".")
+    return file if view == 0 else f"{stem}_{view + 1}{dot}{suffix}"
+
+
+TAGGED = tuple(Place(n, lat, lon, _view_file(f, v), view=v) for n, lat, lon, f in SITES for v in range(VIEWS))
+# untagged further photos of two tagged places: what a photographer's archive looks like, and what kNN and
+# training learn to place from the tagged part (truth.csv knows where they are; their EXIF does not)
+UNTAGGED = (
+    Place("Paris", 48.858370, 2.294481, "untagged/no_gps_1.jpg", tagged=False, view=VIEWS),
+    Place("Sydney", -33.856784, 151.215297, "untagged/no_gps_2.png", tagged=False, view=VIEWS),
+)
+PLACES = TAGGED + UNTAGGED
 TRUNCATED_FILE = "untagged/truncated.jpg"  # header fine, pixels missing: predict reports it
 NOT_A_PHOTO = "untagged/not_a_photo.png"  # no image at all: scan reports it
 
@@ -85,35 +97,43 @@ def make_exif(place: Place, taken: datetime) -> Image.Exif:
 def _climate_colour(lat: float, rng: random.Random) -> tuple[int, int, int]:
     band = abs(lat)
     base = (70, 140, 60) if band < 23 else (120, 150, 70) if band < 45 else (150, 160, 150)
-    return tuple(max(0, min(255, c + rng.randint(-15, 15))) for c in base)  # type: ignore[return-value]
+    return tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in base)  # type: ignore[return-value]
 
 
 def render(place: Place, size: tuple[int, int] = (640, 480)) -> Image.Image:
     """A small landscape whose colours depend on latitude, with the place name written on it.
 
-    View 0 is the whole scene; another view is a second shot of it from a step aside (a shifted,
-    slightly zoomed crop), as an archive holds several photos taken at one spot."""
-    if place.view:
-        w, h = size
-        wide = render(dataclasses.replace(place, view=0), (int(w * 1.25), int(h * 1.25)))
-        dx = (place.view * 37) % (wide.width - w)
-        dy = (place.view * 23) % (wide.height - h)
-        return wide.crop((dx, dy, dx + w, dy + h))
+    The place (its name) fixes the ground colour, the hills and the side the sun is on; each further view
+    is another photo taken there: the sun a little higher or aside, the hills seen from a step away, and
+    a zoomed, shifted framing. View 0 is the whole scene."""
     rng = random.Random(place.name)
+    shot = random.Random(f"{place.name}/{place.view}")
+
+    def jitter(low: float, high: float) -> float:
+        return shot.uniform(low, high) if place.view else 0.0
+
     w, h = size
-    img = Image.new("RGB", size)
+    zoom = 1.0 + (0.1 + jitter(0.0, 0.2) if place.view else 0.0)
+    cw, ch = int(w * zoom), int(h * zoom)
+    img = Image.new("RGB", (cw, ch))
     draw = ImageDraw.Draw(img)
-    for y in range(h):
-        t = min(1.0, y / (h / 2))
-        draw.line([(0, y), (w, y)], fill=(int(90 + 120 * t), int(150 + 80 * t), 235))
-    sun_x = int(w * (0.2 + 0.6 * rng.random()))
-    draw.ellipse([sun_x - 30, 40, sun_x + 30, 100], fill=(255, 230, 120))
+    haze, wavelength = rng.randint(-40, 40), rng.uniform(35, 90)  # the place's light and landforms
+    for y in range(ch):
+        t = min(1.0, y / (ch / 2))
+        draw.line([(0, y), (cw, y)], fill=(int(90 + haze + 120 * t), int(150 + 80 * t), 235 - max(0, haze)))
+    sun_x = int(cw * (0.2 + 0.6 * rng.random()) + jitter(-0.1, 0.1) * cw)
+    sun_y = int(40 + jitter(0, 40))
+    draw.ellipse([sun_x - 30, sun_y, sun_x + 30, sun_y + 60], fill=(255, 230, 120))
     ground = _climate_colour(place.lat, rng)
     for layer in range(3):
-        phase, amp = rng.random() * math.tau, 20 + 15 * layer
+        phase, amp = rng.random() * math.tau + jitter(-0.8, 0.8), (20 + 15 * layer) * (1 + jitter(-0.2, 0.2))
         shade = tuple(int(c * (0.8 + 0.1 * layer)) for c in ground)
-        pts = [(x, h // 2 + 30 * layer + amp * math.sin(x / 60 + phase)) for x in range(0, w + 8, 8)]
-        draw.polygon([(0, h), *pts, (w, h)], fill=shade)
+        base = ch // 2 + 30 * layer
+        pts = [(x, base + amp * math.sin(x / wavelength + phase)) for x in range(0, cw + 8, 8)]
+        draw.polygon([(0, ch), *pts, (cw, ch)], fill=shade)
+    dx, dy = int(jitter(0, cw - w)), int(jitter(0, ch - h))
+    img = img.crop((dx, dy, dx + w, dy + h))
+    draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=36)
     draw.text(
         (20, h - 60), place.name, fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0)
@@ -140,7 +160,7 @@ def make_sample_data(folder: Path) -> list[Path]:
         for i, place in enumerate(PLACES):
             path = folder / place.file
             path.parent.mkdir(parents=True, exist_ok=True)
-            _save(render(place), path, make_exif(place, datetime(2024, 6, 1 + i, 12, 0, 0)))
+            _save(render(place), path, make_exif(place, datetime(2024, 6, 1, 12) + timedelta(days=i)))
             truth.writerow([place.file, place.lat, place.lon, place.name])
             written.append(path)
     good = (folder / PLACES[0].file).read_bytes()

@@ -12,7 +12,7 @@ from write_exif_util import write_predictions
 
 import geotag.engine.write_exif as engine
 from geotag.engine.write_exif import WriteOptions, run_undo, run_write_exif
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 Usage = namedtuple("Usage", "total used free")
 
@@ -22,8 +22,8 @@ def _photos(tmp_path: Path, n: int) -> list[Path]:
     for i in range(n):
         path = tmp_path / "photos" / f"{i}.jpg"
         path.parent.mkdir(exist_ok=True)
-        render(PLACES[10], (320, 240)).save(
-            path, "JPEG", quality=95, exif=make_exif(PLACES[10], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
+        render(UNTAGGED[0], (320, 240)).save(
+            path, "JPEG", quality=95, exif=make_exif(UNTAGGED[0], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
         )
         out.append(path)
     return out

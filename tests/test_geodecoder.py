@@ -213,7 +213,7 @@ def test_train_steps_then_predict_end_to_end(tmp_path: Path, sample_data: Path, 
         out=tmp_path / "run",
         model="geodecoder",
         epochs=1,
-        batch_size=3,
+        batch_size=8,  # 24 tagged photos and the truncated one: 3 full batches
         workers=0,
         device="cpu",
         allow_untrained=True,
@@ -248,7 +248,7 @@ def test_train_steps_then_predict_end_to_end(tmp_path: Path, sample_data: Path, 
     assert result.returncode == 1, result.stderr  # sample_data holds broken files on purpose
     rows = [r for r in pq.read_table(out).to_pylist() if r["status"] == "ok"]
     tokens = set(Geocells.load(folder / "cells.parquet").fine.tokens())
-    assert len(rows) == 12  # 10 tagged + 2 untagged photos; the other 2 files are broken
+    assert len(rows) == 26  # 24 tagged + 2 untagged photos; the other 2 files are broken
     for r in rows:
         assert (
             r["model"] == "geodecoder"

@@ -14,7 +14,7 @@ import pytest
 from write_exif_util import write_predictions
 
 from geotag.engine.write_exif import SKIP_HAS_GPS, WriteOptions, run_undo, run_write_exif
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 DJI_XMP = (
     b"http://ns.adobe.com/xap/1.0/\x00"
@@ -26,8 +26,8 @@ DJI_XMP = (
 
 
 def _jpeg_with_segment(path: Path, payload: bytes) -> Path:
-    render(PLACES[10], (64, 48)).save(
-        path, "JPEG", quality=85, exif=make_exif(PLACES[10], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
+    render(UNTAGGED[0], (64, 48)).save(
+        path, "JPEG", quality=85, exif=make_exif(UNTAGGED[0], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
     )
     data = path.read_bytes()
     segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
@@ -125,7 +125,7 @@ def test_overwrite_gps_refuses_a_position_exiftool_cannot_rewrite(tmp_path: Path
     info.add_text("GPSLatitude", "22.5401")
     info.add_text("GPSLongitude", "113.9536")
     photo = tmp_path / "text.png"
-    render(PLACES[10], (32, 24)).save(photo, pnginfo=info)
+    render(UNTAGGED[0], (32, 24)).save(photo, pnginfo=info)
     assert isinstance(Image.open(photo).info.get("GPSLatitude"), str)
     before = photo.read_bytes()
     preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
@@ -190,7 +190,7 @@ def test_a_sidecar_position_counts_and_is_updated_with_overwrite_gps(
     from geotag.io.exif_write import read_sidecar_gps, sidecar_path
 
     photo = tmp_path / "photo.jpg"
-    render(PLACES[10], (64, 48)).save(photo, "JPEG", quality=85)
+    render(UNTAGGED[0], (64, 48)).save(photo, "JPEG", quality=85)
     side = sidecar_path(photo, style)
     side.write_bytes(SIDECAR_GPS)
     before = photo.read_bytes()

@@ -20,13 +20,13 @@ from geotag.io.durable import atomic_file, atomic_path
 from geotag.io.exif import read_exif
 from geotag.io.locks import BUSY, FolderLocks
 from geotag.io.parquet import PredictionWriter
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 
 def _jpeg(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    render(PLACES[10], (64, 48)).save(
-        path, "JPEG", quality=85, exif=make_exif(PLACES[10], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
+    render(UNTAGGED[0], (64, 48)).save(
+        path, "JPEG", quality=85, exif=make_exif(UNTAGGED[0], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
     )
     return path
 

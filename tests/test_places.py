@@ -162,3 +162,36 @@ def test_eval_reports_country_accuracy(tmp_path: Path) -> None:
         "IT": 1.0,
         None: None,
     }
+
+
+def test_later_processes_read_the_borders_from_the_cache(tmp_path: Path) -> None:
+    """The parsed polygons are cached (issue 20: pyogrio's import, with pandas and geopandas, was most of
+    a small scan's start-up): a fresh process finds the same countries without importing pyogrio."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json, numpy as np\n"
+        "from geotag.geo.places import countries\n"
+        "lat, lon = np.array([48.86, -33.86, 64.14, 0.0]), np.array([2.29, 151.2, -21.9, -160.0])\n"
+        "codes, _ = countries(lat, lon)\n"
+        "print(json.dumps([codes, 'pyogrio' in sys.modules, 'pandas' in sys.modules]))\n"
+    )
+    env = {**os.environ, "GEOTAG_CACHE": str(tmp_path / "cache")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+
+    def run() -> list:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout)
+
+    first, second = run(), run()
+    assert first[0] == second[0] == ["FR", "AU", "IS", None]
+    assert first[1] and not second[1] and not second[2]  # built with pyogrio once, then read from the cache
+    assert len(list((tmp_path / "cache").glob("countries-*.arrow"))) == 1
+    (entry,) = (tmp_path / "cache").glob("countries-*.arrow")
+    entry.write_bytes(b"damaged")  # a broken entry is rebuilt, never trusted
+    assert run()[0] == first[0]

@@ -80,13 +80,13 @@ def test_predict_sample_data_rows(sample_data: Path, tmp_path: Path, tiny_model)
     table = pq.read_table(out)
     assert table.schema.names == list(COLUMNS)
     rows = {Path(r["path"]).name: r for r in table.to_pylist()}
-    assert summary.total == len(rows) == 14
+    assert summary.total == len(rows) == 28  # 24 tagged, 2 untagged, 2 broken
     assert summary.failed == 2
     assert "cannot decode image" in rows["truncated.jpg"]["error"]
     assert "not a readable image" in rows["not_a_photo.png"]["error"]
     assert rows["truncated.jpg"]["pred_lat"] is None
     ok = [r for r in rows.values() if r["status"] == "ok"]
-    assert len(ok) == 12
+    assert len(ok) == 26
     for r in ok:
         assert len(r["topk"]) == 3
         scores = [c["score"] for c in r["topk"]]
@@ -120,7 +120,7 @@ def test_resume_adds_only_new_files(sample_data: Path, tmp_path: Path, tiny_mode
     summary = run_predict(_cfg([sample_data], out, resume=True), model=tiny_model)
     assert summary.skipped == first
     paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
-    assert len(paths) == len(set(paths)) == 14
+    assert len(paths) == len(set(paths)) == 28
 
 
 def test_resume_gives_identical_copies_their_own_rows(sample_data: Path, tmp_path: Path, tiny_model) -> None:
@@ -133,16 +133,16 @@ def test_resume_gives_identical_copies_their_own_rows(sample_data: Path, tmp_pat
     for p in (sample_data / "europe").iterdir():
         (moved / p.name).write_bytes(p.read_bytes())
     summary = run_predict(_cfg([moved], out, resume=True), model=tiny_model)
-    assert summary.new == 3 and summary.skipped == 0
+    assert summary.new == 6 and summary.skipped == 0  # europe: three photos each of Paris and Rome
     paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
-    assert len(paths) == len(set(paths)) == 6
+    assert len(paths) == len(set(paths)) == 12
 
 
 def test_without_resume_a_rerun_starts_over(sample_data: Path, tmp_path: Path, tiny_model) -> None:
     out = tmp_path / "preds.parquet"
     run_predict(_cfg([sample_data / "europe"], out), model=tiny_model)
     run_predict(_cfg([sample_data / "europe"], out), model=tiny_model)
-    assert pq.read_table(out).num_rows == 3
+    assert pq.read_table(out).num_rows == 6
 
 
 def test_worker_processes_give_the_same_rows(sample_data: Path, tmp_path: Path, tiny_model) -> None:

@@ -20,7 +20,7 @@ from geotag.engine.write_exif import (
     select_fix,
 )
 from geotag.io.scan import image_id
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 OPTS = WriteOptions(Path("p.parquet"))
 GOOD = {"status": "ok", "pred_lat": -33.5, "pred_lon": 151.25, "confidence": 0.5, "error_km": 10.0}
@@ -57,8 +57,8 @@ def test_edges_are_accepted(edge: dict[str, object]) -> None:
 
 
 def _jpeg(path: Path) -> Path:
-    render(PLACES[10], (64, 48)).save(
-        path, "JPEG", quality=85, exif=make_exif(PLACES[10], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
+    render(UNTAGGED[0], (64, 48)).save(
+        path, "JPEG", quality=85, exif=make_exif(UNTAGGED[0], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
     )
     return path
 

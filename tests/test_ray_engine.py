@@ -131,9 +131,9 @@ def test_ray_gives_the_local_engines_rows(
 ) -> None:
     out, summary = ray_run
     local_rows, local_summary = local_run
-    assert (summary.total, summary.new, summary.failed) == (14, 14, 2)
+    assert (summary.total, summary.new, summary.failed) == (28, 28, 2)
     assert summary.truth == local_summary.truth  # the actors' manifest counts, summed on the driver
-    assert summary.truth is not None and summary.truth.matched == 12
+    assert summary.truth is not None and summary.truth.matched == 26
     assert summary.device.startswith("ray (1 CPU model actor")
     parts = ray_predict.part_files(out)
     assert len(parts) >= 4  # blocks of at most 4 files, per listing unit
@@ -162,7 +162,7 @@ def test_fsspec_urls_and_a_crashed_actor(
     truth = sample_data / "truth.csv"
     summary = run_ray_predict(_cfg([f"file://{sample_data}"], out, weights, engine="ray", truth=truth))
     assert crash_marker.exists()
-    assert (summary.total, summary.new, summary.failed) == (14, 14, 2)
+    assert (summary.total, summary.new, summary.failed) == (28, 28, 2)
     table = pq.read_table(out)
     rows = {r["path"].removeprefix("file://"): r for r in table.to_pylist()}
     assert all(p.startswith("file://") for p in table.column("path").to_pylist())
@@ -266,17 +266,17 @@ def test_resume_through_the_cli_and_eval_of_the_folder(
     done = CliRunner().invoke(app, cmd)
     assert done.exit_code == 1, done.output  # two broken files
     said = " ".join(done.stderr.split())  # rich wraps lines at the terminal width
-    assert "resumed: 3 already done, 14 new" in said
-    assert "predicted 14 file(s) on ray (1 CPU model actor); 17 rows, 2 failed" in said
+    assert "resumed: 6 already done, 28 new" in said
+    assert "predicted 28 file(s) on ray (1 CPU model actor); 34 rows, 2 failed" in said
     assert "INFO" not in said  # Ray Data's chatter stays out of the CLI's stderr
     paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
-    assert len(paths) == len(set(paths)) == 17
+    assert len(paths) == len(set(paths)) == 34
     assert all(before[name] == (out / name).stat().st_mtime_ns for name in before)  # untouched
-    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/*.parquet')").fetchall() == [(17,)]
-    assert len(geopandas.read_parquet(out).geometry.dropna()) == 15
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/*.parquet')").fetchall() == [(34,)]
+    assert len(geopandas.read_parquet(out).geometry.dropna()) == 32
     ev = CliRunner().invoke(app, ["eval", str(out), "--format", "csv"])
     assert ev.exit_code == 0, ev.output
-    assert ev.stdout.splitlines()[1].startswith("preds,17,2,")
+    assert ev.stdout.splitlines()[1].startswith("preds,34,2,")
 
 
 def test_listing_units_split_folders(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_scan_sample_data(sample_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "gt.parquet"
     summary = run_scan([sample_data], out, workers=2)
     table = pq.read_table(out).to_pylist()
-    assert summary.total == len(table) == 14
+    assert summary.total == len(table) == 28
     assert summary.failed == 1
     by_name = {Path(r["path"]).name: r for r in table}
     assert by_name["not_a_photo.png"]["status"] == "error"
@@ -167,3 +167,23 @@ def test_unreadable_file_is_an_error_row(tmp_path: Path) -> None:
     photo.chmod(0)
     summary = run_scan([tmp_path], tmp_path / "o.parquet", workers=1)
     assert summary.failed == 1
+
+
+def test_an_empty_scan_imports_no_decoder(tmp_path: Path) -> None:
+    """Start-up (issue 20: under 0.5 s): scanning an empty folder through the CLI imports neither the
+    decoders nor the manifest reader, pyogrio, pandas or a process pool; they come with the first file."""
+    (tmp_path / "empty").mkdir()
+    code = (
+        "import sys\n"
+        "from geotag.cli import app\n"
+        f"args = ['scan', {str(tmp_path / 'empty')!r}, '--out', {str(tmp_path / 'o.parquet')!r}]\n"
+        "try:\n    app(args)\nexcept SystemExit:\n    pass\n"
+        "heavy = ('PIL', 'pillow_heif', 'exifread', 'geotag.io.truth', 'pyogrio', 'pandas', 'torch',\n"
+        "         'concurrent.futures.process')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert pq.read_table(tmp_path / "o.parquet").num_rows == 0

@@ -11,7 +11,7 @@ from write_exif_util import write_predictions
 
 from geotag.engine.write_exif import WriteOptions, run_write_exif
 from geotag.io.exif_write import read_sidecar_gps
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 BOMB = (
     b'<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
@@ -25,8 +25,8 @@ BOMB = (
 
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
     photo = tmp_path / "a.jpg"
-    render(PLACES[10], (64, 48)).save(
-        photo, "JPEG", quality=85, exif=make_exif(PLACES[10], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
+    render(UNTAGGED[0], (64, 48)).save(
+        photo, "JPEG", quality=85, exif=make_exif(UNTAGGED[0], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
     )
     preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -12.5, "pred_lon": -77.0}])
     return photo, preds

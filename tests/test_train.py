@@ -185,7 +185,7 @@ def test_manifest_csv_and_parquet(tmp_path: Path, photos: Path) -> None:
 def test_folder_of_exif_photos(sample_data: Path) -> None:
     s = load_samples([sample_data])
     names = [Path(p).name for p in s.paths.to_pylist()]
-    assert len(s) == 11 and "2 photo(s) without GPS, 1 unreadable" in s.notes[0]
+    assert len(s) == 25 and "2 photo(s) without GPS, 1 unreadable" in s.notes[0]
     # the truncated JPEG has GPS and a header: it is listed, and skipped when its pixels fail to decode
     item = TrainDataset(s, Preprocess(32, (0.5,) * 3, (0.5,) * 3), augment=False, seed=0)[
         names.index("truncated.jpg")

@@ -19,13 +19,13 @@ from geotag.engine.write_exif import WriteOptions, run_undo, run_write_exif
 from geotag.errors import InputError
 from geotag.io.journal import JOURNAL_KIND, JOURNAL_VERSION, backup_dir_for
 from geotag.io.scan import image_id
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import UNTAGGED, make_exif, render
 
 
 def _jpeg(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    render(PLACES[10], (64, 48)).save(
-        path, "JPEG", quality=85, exif=make_exif(PLACES[10], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
+    render(UNTAGGED[0], (64, 48)).save(
+        path, "JPEG", quality=85, exif=make_exif(UNTAGGED[0], datetime(2024, 1, 2, 3, 4, 5)).tobytes()
     )
     return path
 

@@ -40,7 +40,7 @@ from geotag.io.exif_write import (
 )
 from geotag.io.journal import read_journal
 from geotag.io.scan import image_id
-from geotag.sample_data import PLACES, make_exif, render
+from geotag.sample_data import PLACES, UNTAGGED, make_exif, render
 
 GEOTAG = [sys.executable, "-m", "geotag.cli"]
 needs_exiftool = pytest.mark.skipif(
@@ -67,7 +67,7 @@ def _jpeg(path: Path, *, gps: bool = False, size: tuple[int, int] = (64, 48)) ->
     """A small rendered JPEG without GPS (or with the sample EXIF GPS)."""
     from datetime import datetime
 
-    place = PLACES[0] if gps else PLACES[10]
+    place = PLACES[0] if gps else UNTAGGED[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     render(place, size).save(
         path, "JPEG", quality=85, exif=make_exif(place, datetime(2024, 1, 2, 3, 4, 5)).tobytes()

@@ -6,9 +6,12 @@ so nothing is downloaded at run time. Polygons beat the other offline packages o
 (`reverse_geocoder`, `reverse-geocode`: the nearest of GeoNames' cities, wrong near borders;
 `coordinates2country`: a 1-pixel-per-~2-km raster) wherever a border is near.
 
-How: the shapefile is read once per process (pyogrio when installed, else pyshp, which the data package
-depends on), its polygons are prepared and put in a shapely STRtree; a batch is one bounding-box query
-plus one vectorised `contains_xy` over the candidate pairs (about 0.2 s per 100k points on one core).
+How: the shapefile is read once (pyogrio when installed, else pyshp, which the data package depends on)
+and its polygons kept as WKB in geotag's cache folder (geotag/cache.py), so later processes load them in
+about 20 ms instead of paying pyogrio's import (which pulls in pandas and geopandas: 0.3-0.4 s, most of a
+small scan's start-up); the polygons are prepared and put in a shapely STRtree; a batch is one
+bounding-box query plus one vectorised `contains_xy` over the candidate pairs (about 0.2 s per 100k
+points on one core).
 The code is `ISO_A2_EH` (Natural Earth's "ISO code even if disputed": France, Norway and Kosovo get FR,
 NO, XK where plain ISO_A2 says -99); areas with no code (Bir Tawil, bases in Cyprus) give null.
 
@@ -110,6 +113,47 @@ def _read_pyogrio(path: Path) -> tuple[np.ndarray, list[str | None], list[str | 
     return shapely.from_wkb(wkb), list(fields[0]), list(fields[1])
 
 
+def _cache_name(path: Path) -> str:
+    st = path.stat()
+    return f"countries-{DATA_FILE.removesuffix('.zip')}-{st.st_size}-{st.st_mtime_ns}.arrow"
+
+
+def _read_cached(path: Path) -> tuple[np.ndarray, list[str | None], list[str | None]] | None:
+    """The polygons, codes and names an earlier process stored (None when there is no usable entry)."""
+    from geotag.cache import cache_dir
+
+    folder = cache_dir()
+    entry = folder / _cache_name(path) if folder is not None else None
+    if entry is None or not entry.is_file():
+        return None
+    try:
+        import pyarrow.ipc as ipc
+        import shapely
+
+        table = ipc.open_file(entry).read_all()
+        geoms = shapely.from_wkb(np.array(table.column("wkb").to_pylist(), dtype=object))
+        return geoms, table.column("code").to_pylist(), table.column("name").to_pylist()
+    except Exception as exc:  # noqa: BLE001 - a damaged entry is rebuilt, never trusted
+        log.debug("ignoring unreadable cache entry %s: %s", entry, exc)
+        return None
+
+
+def _store_cached(path: Path, geoms: np.ndarray, codes: list[str | None], names: list[str | None]) -> None:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+    import shapely
+
+    from geotag.cache import store
+
+    table = pa.table({"wkb": shapely.to_wkb(geoms), "code": codes, "name": names})
+
+    def write(fh: Any) -> None:
+        with ipc.new_file(fh, table.schema) as sink:
+            sink.write_table(table)
+
+    store(_cache_name(path), write)
+
+
 def _read_pyshp(path: Path) -> tuple[np.ndarray, list[str | None], list[str | None]]:
     import shapefile  # pyshp, a dependency of the data package
     import shapely.geometry
@@ -135,10 +179,15 @@ def country_index() -> CountryIndex | None:
         _warn_once("shapely is not installed")
         return None
     try:
-        try:
-            geoms, codes, names = _read_pyogrio(path)
-        except ImportError:
-            geoms, codes, names = _read_pyshp(path)
+        cached = _read_cached(path)
+        if cached is not None:
+            geoms, codes, names = cached
+        else:
+            try:
+                geoms, codes, names = _read_pyogrio(path)
+            except ImportError:
+                geoms, codes, names = _read_pyshp(path)
+            _store_cached(path, geoms, codes, names)
     except Exception as exc:  # noqa: BLE001 - a broken install must not fail a prediction run
         _warn_once(f"cannot read {path.name}: {exc}")
         return None

@@ -4,9 +4,12 @@ Rows are buffered and written one row group at a time, so memory stays flat for 
 The file is written to a temporary name in the target folder, fsynced and renamed on close: a reader
 never sees half a file, and an existing file is replaced only by a complete one.
 
-GeoParquet 1.1 metadata declares two WKB point columns, `geometry` (the prediction, primary) and
-`gt_geometry` (the EXIF / manifest ground truth), both in EPSG:4326, so geopandas, QGIS and DuckDB
-read the file as geodata. docs/schema.md documents every column.
+GeoParquet 1.1 metadata declares two WKB point columns in EPSG:4326, `geometry` (primary) and
+`gt_geometry` (the EXIF / manifest ground truth), and a `bbox` struct column as the primary column's
+bbox covering, so geopandas, GDAL >= 3.9 and DuckDB read the file as geodata and can skip row groups
+by their bbox statistics. The primary point is the prediction in a predictions file and the ground
+truth in a scan file (which has no prediction yet), so GIS tools show a scan's photos where they were
+taken. docs/schema.md documents every column.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from geotag import __version__
 from geotag.errors import InputError, OutputError, SchemaError
 from geotag.io.durable import default_mode, new_temp, replace_checked
 
-SCHEMA_VERSION = "1"
-"""Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata."""
+SCHEMA_VERSION = "2"
+"""Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata.
+2: the `bbox` covering column; a scan file's `geometry` holds the ground truth (it was empty)."""
 
+BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 TOPK_TYPE = pa.list_(pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("score", pa.float64())]))
 
 SCHEMA = pa.schema(
@@ -67,10 +72,14 @@ SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("geometry", pa.binary()),
         ("gt_geometry", pa.binary()),
+        ("bbox", BBOX_TYPE),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
-GEOMETRY_COLUMNS = {"geometry": ("pred_lat", "pred_lon"), "gt_geometry": ("gt_lat", "gt_lon")}
+GEOMETRY_COLUMNS = ("geometry", "gt_geometry")
+POINTS = {"pred": ("pred_lat", "pred_lon"), "gt": ("gt_lat", "gt_lon")}
+"""Which coordinates a file's primary `geometry` (and its `bbox`) holds: `pred` in predictions files,
+`gt` in scan files. `gt_geometry` always holds the ground truth."""
 
 
 def _epsg4326_projjson() -> dict[str, Any]:
@@ -79,18 +88,24 @@ def _epsg4326_projjson() -> dict[str, Any]:
 
 
 def geo_metadata() -> dict[str, Any]:
-    """GeoParquet 1.1 `geo` metadata for the two point columns."""
+    """GeoParquet 1.1 `geo` metadata for the two point columns; `bbox` covers the primary one."""
     crs = _epsg4326_projjson()
     column = {"encoding": "WKB", "geometry_types": ["Point"], "crs": crs, "edges": "planar"}
+    covering = {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}
     return {
         "version": "1.1.0",
         "primary_column": "geometry",
-        "columns": {name: dict(column) for name in GEOMETRY_COLUMNS},
+        "columns": {"geometry": {**column, "covering": covering}, "gt_geometry": dict(column)},
     }
 
 
-def file_metadata(extra: Mapping[str, Any] | None = None) -> dict[bytes, bytes]:
-    info = {"schema_version": SCHEMA_VERSION, "geotag_version": __version__, **(extra or {})}
+def file_metadata(extra: Mapping[str, Any] | None = None, geometry: str = "pred") -> dict[bytes, bytes]:
+    info = {
+        "schema_version": SCHEMA_VERSION,
+        "geotag_version": __version__,
+        "geometry": geometry,  # see POINTS
+        **(extra or {}),
+    }
     return {b"geo": json.dumps(geo_metadata()).encode(), b"geotag": json.dumps(info).encode()}
 
 
@@ -118,25 +133,52 @@ def wkb_points(lat: np.ndarray, lon: np.ndarray) -> pa.Array:
     )
 
 
-def rows_to_table(rows: list[Mapping[str, Any]]) -> pa.Table:
-    """Turn row dicts (any subset of COLUMNS) into a table of the full schema, geometry filled in."""
+def point_bboxes(lat: np.ndarray, lon: np.ndarray) -> pa.StructArray:
+    """The GeoParquet bbox covering of points: xmin = xmax = lon, ymin = ymax = lat; null without a point."""
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    missing = np.isnan(lat) | np.isnan(lon)  # null children too: no NaN in the row groups' statistics
+    x, y = pa.array(lon, mask=missing), pa.array(lat, mask=missing)
+    return pa.StructArray.from_arrays([x, y, x, y], fields=list(BBOX_TYPE), mask=pa.array(missing))
+
+
+def wkb_xy(geometry: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(lat, lon) of WKB points (NaN where null): the inverse of wkb_points, for tables read back."""
+    values = geometry.to_pylist()
+    xy = np.full((len(values), 2), np.nan)
+    for i, blob in enumerate(values):
+        if blob is not None and len(blob) >= 21:
+            xy[i] = np.frombuffer(blob, dtype="<f8" if blob[0] == 1 else ">f8", count=2, offset=5)
+    return xy[:, 1], xy[:, 0]
+
+
+def rows_to_table(rows: list[Mapping[str, Any]], geometry: str = "pred") -> pa.Table:
+    """Turn row dicts (any subset of COLUMNS) into a table of the full schema, geometry and bbox filled
+    in; `geometry` picks the primary point (POINTS)."""
     unknown = set().union(*(r.keys() for r in rows)) - set(COLUMNS) if rows else set()
     if unknown:
         raise ValueError(f"unknown columns: {sorted(unknown)}")
     arrays = {}
     for field in SCHEMA:
-        if field.name in GEOMETRY_COLUMNS:
+        if field.name in (*GEOMETRY_COLUMNS, "bbox"):
             continue
         arrays[field.name] = pa.array([r.get(field.name) for r in rows], type=field.type)
-    for geom, (lat_col, lon_col) in GEOMETRY_COLUMNS.items():
-        lat = arrays[lat_col].to_numpy(zero_copy_only=False).astype(np.float64)
-        lon = arrays[lon_col].to_numpy(zero_copy_only=False).astype(np.float64)
-        arrays[geom] = wkb_points(lat, lon)
+
+    def coords(source: str) -> tuple[np.ndarray, np.ndarray]:
+        lat_col, lon_col = POINTS[source]
+        return tuple(arrays[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in (lat_col, lon_col))
+
+    arrays["geometry"] = wkb_points(*coords(geometry))
+    arrays["gt_geometry"] = wkb_points(*coords("gt"))
+    arrays["bbox"] = point_bboxes(*coords(geometry))
     return pa.table([arrays[name] for name in COLUMNS], schema=SCHEMA)
 
 
 def conform(table: pa.Table) -> pa.Table:
-    """Cast a table read from a geotag file (possibly an older column order) to SCHEMA."""
+    """Cast a table read from a geotag file (possibly an older column order) to SCHEMA; a file from
+    before the bbox column gets it computed from its `geometry`."""
+    if "bbox" not in table.column_names and "geometry" in table.column_names:
+        table = table.append_column("bbox", point_bboxes(*wkb_xy(table.column("geometry"))))
     missing = [n for n in COLUMNS if n not in table.column_names]
     for name in missing:
         table = table.append_column(name, pa.nulls(len(table), SCHEMA.field(name).type))
@@ -242,9 +284,12 @@ class PredictionWriter(AtomicParquetWriter):
         *,
         row_group_size: int = 65_536,
         metadata: Mapping[str, Any] | None = None,
+        geometry: str = "pred",
     ) -> None:
-        super().__init__(path, SCHEMA.with_metadata(file_metadata(metadata)))
+        """`geometry`: the primary point of the rows written (POINTS): `gt` for scan files."""
+        super().__init__(path, SCHEMA.with_metadata(file_metadata(metadata, geometry)))
         self.row_group_size = row_group_size
+        self.geometry = geometry
         self._buffer: list[Mapping[str, Any]] = []
 
     def write(self, row: Mapping[str, Any]) -> None:
@@ -266,7 +311,7 @@ class PredictionWriter(AtomicParquetWriter):
     def flush(self) -> None:
         if not self._buffer:
             return
-        table = rows_to_table(self._buffer)
+        table = rows_to_table(self._buffer, self.geometry)
         self._writer.write_table(table, row_group_size=self.row_group_size)
         self.rows_written += len(self._buffer)
         self._buffer = []
