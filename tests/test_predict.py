@@ -289,7 +289,17 @@ def test_predict_walks_with_include_exclude_ext(sample_data: Path, tmp_path: Pat
     cfg = _cfg([sample_data], out, include=("europe/*", "africa/*"), exclude=("rome.*",), ext="jpg,webp")
     summary = run_predict(cfg, model=tiny_model)
     names = sorted(Path(p).name for p in pq.read_table(out, columns=["path"]).column(0).to_pylist())
-    assert names == ["cape_town.jpg", "nairobi.JPG", "paris.jpg", "reykjavik.jpg"] and summary.total == 4
+    assert names == [
+        "nairobi.JPG",
+        "nairobi_2.JPG",
+        "nairobi_3.JPG",
+        "paris.jpg",
+        "paris_2.jpg",
+        "paris_3.jpg",
+        "rome_2.webp",  # "rome.*" leaves the other views
+        "rome_3.webp",
+    ]
+    assert summary.total == 8
 
 
 def test_resume_says_what_it_did(
@@ -322,13 +332,23 @@ def test_resume_says_what_it_did(
     again = CliRunner().invoke(app, [*cmd, "--resume"])
     assert again.exit_code == 0, again.output
     said = again.stderr.splitlines()
-    assert "resumed: 3 already done, 1 new, 1 changed, 1 deleted" in said, said
+    assert "resumed: 7 already done, 1 new, 1 changed, 1 deleted" in said, said
     (manifest_line,) = [ln for ln in said if ln.startswith("manifest ")]
-    assert "2 file(s) matched (and 3 done by an earlier run)" in manifest_line, manifest_line
-    assert "7 manifest row(s) matched no file" in manifest_line  # 12 rows - 5 photos of the run
-    assert "predicted 2 file(s)" in said[-1] and "; 5 rows, 0 failed" in said[-1]
+    assert "2 file(s) matched (and 7 done by an earlier run)" in manifest_line, manifest_line
+    assert "17 manifest row(s) matched no file" in manifest_line  # 26 rows - 9 photos of the run
+    assert "predicted 2 file(s)" in said[-1] and "; 9 rows, 0 failed" in said[-1]
     paths = sorted(Path(p).name for p in pq.read_table(out, columns=["path"]).column(0).to_pylist())
-    assert paths == ["cape_town.jpg", "nairobi.JPG", "paris.jpg", "reykjavik.jpg", "sydney.jpg"]
+    assert paths == [
+        "nairobi.JPG",
+        "nairobi_2.JPG",
+        "nairobi_3.JPG",
+        "paris.jpg",
+        "paris_2.jpg",
+        "paris_3.jpg",
+        "rome_2.webp",
+        "rome_3.webp",
+        "sydney.jpg",
+    ]
 
 
 def test_predict_prints_progress_lines_off_a_terminal(
@@ -340,6 +360,6 @@ def test_predict_prints_progress_lines_off_a_terminal(
     run_predict(_cfg([sample_data], tmp_path / "p.parquet", progress=True), model=tiny_model)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("predict: ")]
     assert lines and all(
-        re.match(r"predict: \d+/14 files, [\d.]+ files/s, (eta|done in) ", ln) for ln in lines
+        re.match(r"predict: \d+/28 files, [\d.]+ files/s, (eta|done in) ", ln) for ln in lines
     )
-    assert lines[-1].startswith("predict: 14/14 files") and "done in" in lines[-1]
+    assert lines[-1].startswith("predict: 28/28 files") and "done in" in lines[-1]

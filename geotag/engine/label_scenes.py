@@ -32,7 +32,7 @@ from geotag.engine.predict import PhotoDataset, auto_batch_size, auto_workers, m
 from geotag.errors import InputError
 from geotag.io.decode import normalize
 from geotag.io.parquet import SCHEMA as PREDICTIONS
-from geotag.io.parts import PartStore, record_key
+from geotag.io.parts import DoneSet, PartStore, RecordKey, record_key
 from geotag.io.scan import iter_records, validate_paths
 from geotag.io.tables import first_line, read_table, table_format, text_convert, write_table
 from geotag.io.truth import Truth, TruthReport, apply_truth
@@ -114,9 +114,10 @@ def run_label_scenes(
     if not resume:
         store.reset()
     earlier = _earlier_rows(store) if resume else None  # and the parts of a run that was stopped
-    done = _done_keys([t for t in (earlier, *_read_parts(store)) if t is not None])
-    work_list, listed, skipped = store.write_file_list(iter_records(paths), done)
-    summary = LabelSummary(kept=skipped, device=str(device), classifier=classifier.name)
+    done = DoneSet(keys=_done_keys([t for t in (earlier, *_read_parts(store)) if t is not None]))
+    work = store.write_file_list(iter_records(paths), done)
+    work_list, listed = work.path, work.listed
+    summary = LabelSummary(kept=work.skipped, device=str(device), classifier=classifier.name)
     classifier.to(device)
     pre = classifier.preprocess()
     batch_size = batch_size or auto_batch_size(device)
@@ -196,7 +197,7 @@ def _read_parts(store: PartStore) -> list[pa.Table]:
     return [_conform(read_table(p, "scenes part"), p) for p in _parts(store)]
 
 
-def _done_keys(tables: list[pa.Table]) -> set[tuple[str, int, int]]:
+def _done_keys(tables: list[pa.Table]) -> set[RecordKey]:
     """(path, size, mtime) of the ok rows earlier runs left: an error row is tried again."""
     keys = set()
     for table in tables:
