@@ -216,8 +216,6 @@ def predict(
         raise fail(f"--engine {engine}: choose local or ray")
     if engine == "local" and any("://" in p for p in paths):
         raise fail("URLs (s3://, gs://, file://) need --engine ray")
-    if engine == "ray" and (include or exclude or ext):
-        raise fail("--include / --exclude / --ext: the local engine only, for now")
     cfg = PredictConfig(
         paths=[p if "://" in p else Path(p) for p in paths],  # URLs stay text (a Path would eat the //)
         out=out_path,
