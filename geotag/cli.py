@@ -35,10 +35,28 @@ MODEL_NAMES = "experts, geoclip, geoclip-lite, geodecoder, knn, knn-loo, translo
 err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
 out = Console()
 
+
+def _set_log_every(value: float | None) -> float | None:
+    """--log-every, before or after the command: through the environment, so worker processes
+    (DataLoader, torchrun, Ray) see it too; the command's own option is parsed last, so it wins."""
+    if value is not None:
+        os.environ[LOG_EVERY_ENV] = f"{value:g}"
+    return value
+
+
 # Options several commands take, declared once (the parameter name gives the flag).
 Progress = Annotated[
     bool,
-    typer.Option(help="Progress on stderr: a bar on a terminal, else a line every `geotag --log-every` s."),
+    typer.Option(help="Progress on stderr: a bar on a terminal, else a line every --log-every s."),
+]
+LogEvery = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        callback=_set_log_every,
+        help=f"When stderr is no terminal: a progress line every this many seconds (0: none) "
+        f"[default: {DEFAULT_LOG_EVERY:g}, or ${LOG_EVERY_ENV}].",
+    ),
 ]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
 ModelName = Annotated[str, typer.Option(help=f"Model: {MODEL_NAMES} (see `geotag models list`).")]
@@ -101,19 +119,9 @@ def _main(
         bool, typer.Option("--verbose", "-v", help="Log per-file details (library warnings, ...) to stderr.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")] = False,
-    log_every: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            envvar=LOG_EVERY_ENV,
-            help=f"When stderr is no terminal: a progress line every this many seconds (0: none) "
-            f"[default: {DEFAULT_LOG_EVERY:g}].",
-        ),
-    ] = None,
+    log_every: LogEvery = None,
 ) -> None:
     """geotag: geolocate photos in bulk."""
-    if log_every is not None:  # through the environment, so worker processes (torchrun, Ray) see it too
-        os.environ[LOG_EVERY_ENV] = f"{log_every:g}"
     if verbose or quiet:
         logging.getLogger("geotag").setLevel(logging.INFO if verbose else logging.ERROR)
 
@@ -127,6 +135,7 @@ def scan(
     exclude: Exclude = None,
     ext: Ext = None,
     progress: Progress = True,
+    log_every: LogEvery = None,
 ) -> None:
     """Inventory photos with their EXIF ground truth (GPS, time, camera) into a predictions-schema Parquet."""
     from geotag.engine.scan import run_scan
@@ -198,6 +207,7 @@ def predict(
     exclude: Exclude = None,
     ext: Ext = None,
     progress: Progress = True,
+    log_every: LogEvery = None,
     engine: Engine = "local",
     address: RayAddress = None,
     gpus: Annotated[
@@ -216,8 +226,6 @@ def predict(
         raise fail(f"--engine {engine}: choose local or ray")
     if engine == "local" and any("://" in p for p in paths):
         raise fail("URLs (s3://, gs://, file://) need --engine ray")
-    if engine == "ray" and (include or exclude or ext):
-        raise fail("--include / --exclude / --ext: the local engine only, for now")
     cfg = PredictConfig(
         paths=[p if "://" in p else Path(p) for p in paths],  # URLs stay text (a Path would eat the //)
         out=out_path,
@@ -369,6 +377,7 @@ def gallery_build(
         Path | None, typer.Option(help="Build from a `geotag embed` cache instead of photos (no decoding).")
     ] = None,
     progress: Progress = True,
+    log_every: LogEvery = None,
 ) -> None:
     """Embed photos that have a position (EXIF GPS or the manifest's) into a kNN gallery file."""
     from geotag.config import GalleryConfig
@@ -441,6 +450,7 @@ def write_exif(
         str, typer.Option(help="auto (exiftool if found) | exiftool | python (JPEG and WebP only).")
     ] = "auto",
     progress: Progress = True,
+    log_every: LogEvery = None,
     decisions: Annotated[
         Path | None,
         typer.Option(help="Decisions from `geotag review`: write only the accepted photos, where chosen."),
@@ -629,6 +639,7 @@ def benchmark(
     ] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json")] = "table",
     progress: Progress = True,
+    log_every: LogEvery = None,
 ) -> None:
     """Check a test-set folder against its description, then predict, score and compare with the papers."""
     from geotag.config import PredictConfig
@@ -785,6 +796,7 @@ def train(
         typer.Option(help="Train the heads on a `geotag embed` cache (frozen backbone; --val: a cache too)."),
     ] = None,
     progress: Progress = True,
+    log_every: LogEvery = None,
     engine: Engine = "local",
     address: RayAddress = None,
     gpus: Annotated[
@@ -908,6 +920,7 @@ def embed(
     workers: Workers = None,
     amp: Amp = True,
     progress: Progress = True,
+    log_every: LogEvery = None,
 ) -> None:
     """Cache a frozen backbone's features of training data for `train --embeddings` (resumable)."""
     from geotag.config import EmbedConfig
@@ -950,6 +963,7 @@ def segment(
     exclude: Exclude = None,
     ext: Ext = None,
     progress: Progress = True,
+    log_every: LogEvery = None,
 ) -> None:
     """Precompute segmentation maps of whole photos for `train` / `predict --seg-dir` (resumable)."""
     from geotag.engine.segment import load_provider, run_segment
@@ -982,6 +996,7 @@ def label_scenes(
     resume: Annotated[bool, typer.Option(help="Keep the rows an earlier run wrote; label the rest.")] = False,
     truth: Truth = None,
     progress: Progress = True,
+    log_every: LogEvery = None,
 ) -> None:
     """Label scenes (S3 indoor/natural/urban, S16, S365) with a Places365 CNN for `train` (resumable)."""
     from geotag.engine.label_scenes import run_label_scenes
@@ -1108,6 +1123,7 @@ def experts_extract(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Photos per batch.")] = None,
     workers: Workers = None,
     progress: Progress = True,
+    log_every: LogEvery = None,
 ) -> None:
     """Cut the features of geotagged photos into crops + a manifest with group and country, for
     `geotag train --model experts --data OUT/crops.csv`."""

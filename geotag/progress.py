@@ -2,7 +2,8 @@
 
 On a terminal a tqdm bar; anywhere else (a log file, a pipe, a batch job) one plain line every
 `GEOTAG_LOG_EVERY` seconds (default 30; 0 turns the lines off), like timm's --log-freq, so a job's log
-shows it is alive without escape codes. `geotag --log-every N` sets the variable; `-q` silences the lines.
+shows it is alive without escape codes. `--log-every N` (before or after the command) sets the
+variable; `-q` silences the lines.
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ def test_duration() -> None:
     assert [duration(s) for s in (41, 92, 3720)] == ["41s", "1m32s", "1h02m"]
 
 
-def _scan(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _scan(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, after: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "GEOTAG_LOG_EVERY"}
     full_env.update(PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run(
@@ -53,6 +55,7 @@ def _scan(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
             str(FIXTURES),
             "--out",
             str(tmp_path / "s.parquet"),
+            *after,
         ],
         stdin=subprocess.DEVNULL,
         capture_output=True,  # stderr is a pipe, as in a batch job
@@ -80,6 +83,17 @@ def test_log_every_option_zero_and_quiet_silence_the_lines(tmp_path: Path) -> No
         assert "scan: " not in proc.stderr, (args, proc.stderr)
     proc = _scan(tmp_path, "--log-every", "0.000001", env={"GEOTAG_LOG_EVERY": "0"})
     assert any(LINE.match(ln) for ln in proc.stderr.splitlines()), proc.stderr
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="needs ../shared/fixtures")
+def test_log_every_after_the_command_wins(tmp_path: Path) -> None:
+    """`geotag scan DIR --out X --log-every 0.05`: the command's own option, over the root option and
+    the environment (both 0 here, which alone would print no line)."""
+    proc = _scan(tmp_path, "--log-every", "0", env={"GEOTAG_LOG_EVERY": "0"}, after=("--log-every", "0.05"))
+    assert proc.returncode in (0, 1), proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("scan: ")]
+    assert lines and all(LINE.match(ln) for ln in lines), proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("scanned ")
 
 
 def test_train_monitor_logs_lines_off_a_terminal(

@@ -325,3 +325,74 @@ def test_done_index_matches_files() -> None:
     index = ray_predict.DoneIndex(DoneSet(keys={record_key("/a.jpg", 10, when)}))
     assert index.has_file("/a.jpg", 10, when) and not index.has_file("/a.jpg", 11, when)
     assert not index.has_file("/b.jpg", 10, when)
+
+
+FILTERS = {"include": ("europe/*", "*.png"), "exclude": ("*/no_gps_*",), "ext": "jpg,png"}
+
+
+def test_listing_units_take_the_local_filters(sample_data: Path) -> None:
+    """--include / --exclude / --ext: every unit (a folder's own files, a sub-folder's tree) matches the
+    globs below the input folder, as the local engine's walk does, whatever the split depth."""
+    from geotag.io.scan import PathFilter
+
+    only = PathFilter.from_options(FILTERS["include"], FILTERS["exclude"], FILTERS["ext"])
+    local = [str(r.path) for r in iter_records([sample_data], only)]
+    assert [Path(p).relative_to(sample_data).as_posix() for p in local] == [
+        "americas/new_york.png",
+        "europe/paris.jpg",
+        "europe/reykjavik.jpg",
+        "untagged/not_a_photo.png",
+    ]
+    for depth in (0, 1):
+        units = ray_predict.plan_units([str(sample_data)], target=64, depth=depth)
+        assert sorted(p for u in units for p, _, _ in ray_predict.list_unit(u, only)) == local
+
+
+@pytest.fixture(scope="module")
+def shard_pattern(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two img2dataset-style shards: photos of the sample set with their coordinates in the JSON (the
+    ground truth), and a member that is no image (an error row)."""
+    import io
+    import json
+    import tarfile
+
+    folder = tmp_path_factory.mktemp("shards")
+    members = [
+        [("000000000", sample_data / "untagged" / "no_gps_1.jpg", (48.86, 2.35))],
+        [("000000001", sample_data / "oceania" / "sydney.jpg", (-33.87, 151.21)), ("000000002", None, None)],
+    ]
+    for number, samples in enumerate(members):
+        with tarfile.open(folder / f"{number:05d}.tar", "w") as tar:
+            for key, photo, where in samples:
+                data = photo.read_bytes() if photo else b"not a jpeg at all"
+                meta = json.dumps({"latitude": where[0], "longitude": where[1]} if where else {}).encode()
+                for name, blob in ((f"{key}.jpg", data), (f"{key}.json", meta)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
+    return str(folder / "{00000..00001}.tar")
+
+
+def test_ray_filters_and_shards_give_the_local_engines_rows(
+    cluster: None, sample_data: Path, weights: dict[str, Path], shard_pattern: str, tmp_path: Path
+) -> None:
+    """A filtered folder and a brace pattern of shards: the Ray engine takes the files the local engine
+    takes and one row per sample (`SHARD.tar#KEY`, the JSON's coordinates as ground truth), equal to
+    the local engine's rows; --resume skips them all and keeps every row."""
+    inputs = [sample_data, shard_pattern]
+    local = tmp_path / "local.parquet"
+    run_predict(_cfg(inputs, local, weights, **FILTERS))
+    local_rows = _rows(pq.read_table(local))
+    out = tmp_path / "preds"
+    summary = run_ray_predict(_cfg(inputs, out, weights, engine="ray", **FILTERS))
+    assert (summary.total, summary.new, summary.failed) == (7, 7, 2)  # not_a_photo.png, the bad member
+    ray_rows = _rows(pq.read_table(out))
+    _assert_same_rows(local_rows, ray_rows)
+    shard = str(Path(shard_pattern).parent / "00001.tar")
+    assert ray_rows[f"{shard}#000000001"]["gt_source"] == "json"
+    assert ray_rows[f"{shard}#000000001"]["gt_lat"] == pytest.approx(-33.87)
+    bad = ray_rows[f"{shard}#000000002"]
+    assert bad["status"] == "error" and bad["error"].endswith(f"{shard}#000000002")  # no object repr
+    again = run_ray_predict(_cfg(inputs, out, weights, engine="ray", resume=True, **FILTERS))
+    assert (again.new, again.skipped, again.total) == (0, 7, 7)
+    assert sorted(_rows(pq.read_table(out))) == sorted(ray_rows)

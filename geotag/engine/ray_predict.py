@@ -2,9 +2,12 @@
 
 The pipeline is one streaming Ray Data dataset:
 
-1. list (CPU tasks): the driver splits the inputs into listing units (a folder's own photos, or a
-   sub-folder walked recursively, a few levels down) and every unit is walked on the cluster, local
-   folders with the local engine's walk, fsspec URLs (s3://, gs://, file://) with `fs.find`. Files an
+1. list (CPU tasks): the driver splits the inputs into listing units (a folder's own photos, a
+   sub-folder walked recursively, a few levels down, or one tar shard) and every unit is walked on the
+   cluster, local folders with the local engine's walk, fsspec URLs (s3://, gs://, file://) with
+   `fs.find`, shards with the local engine's index (a row per sample, `SHARD.tar#KEY`); --include /
+   --exclude / --ext narrow it through the local engine's PathFilter, matched below the input folder
+   the unit lies in, so both engines take the same files. Files an
    earlier run already wrote (same path, size and mtime) are dropped; the rest are cut into input
    blocks of `checkpoint_rows` files.
 2. read (CPU tasks): hash, EXIF and decode each file with the local engine's `read_item`; a URL is
@@ -68,7 +71,8 @@ from geotag.engine.predict import (
 from geotag.errors import GeotagError, InputError, OutputError
 from geotag.io.parquet import PART_GLOB, PredictionWriter
 from geotag.io.parts import DoneSet, record_key, rows_to_keep, still_there
-from geotag.io.scan import ImageRecord, is_image_name, iter_records
+from geotag.io.scan import IMAGE_EXTENSIONS, ImageRecord, PathFilter, is_image_name, iter_records
+from geotag.io.shards import expand, is_shard_source
 from geotag.io.truth import Truth, load_truth
 from geotag.models.base import Preprocess
 from geotag.progress import progress_bar
@@ -137,18 +141,25 @@ def _info_mtime(info: Mapping[str, Any]) -> datetime:
     return _EPOCH
 
 
-def _hidden_below(root: str, path: str) -> bool:
+def _below(root: str, path: str) -> str:
+    """`path` relative to the input folder `root`, "/"-separated (what PathFilter globs match)."""
     rel = path[len(root) :] if path.startswith(root) else path
-    return any(part.startswith(".") for part in rel.split("/") if part)
+    return rel.replace(os.sep, "/").strip("/")
+
+
+def _hidden_below(root: str, path: str) -> bool:
+    return any(part.startswith(".") for part in _below(root, path).split("/") if part)
 
 
 @dataclass(frozen=True)
 class Unit:
     """What one listing task walks: `file` (named by the user, taken whatever its extension),
-    `files` (the photos directly in a folder) or `tree` (a folder, recursively)."""
+    `files` (the photos directly in a folder), `tree` (a folder, recursively) or `shard` (one tar);
+    `root` is the input folder it lies in (--include / --exclude match the path below it)."""
 
     path: str
     kind: str
+    root: str = ""
 
 
 def validate_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -158,7 +169,14 @@ def validate_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     checked = []
     for p in paths:
         text = str(p)
-        if is_url(text):
+        if is_shard_source(text) and is_url(text):
+            raise InputError(f"{text}: tar shards are read from local (or mounted) paths only")
+        if is_shard_source(text) and "{" in text:  # a brace pattern: every shard it names must exist
+            for shard in expand(text):
+                if not Path(shard).is_file():
+                    raise InputError(f"shard not found: {shard}")
+            text = str(Path(text).absolute())
+        elif is_url(text):
             fs, inner = _fs(text)
             if not fs.exists(inner):
                 raise InputError(f"{text}: no such file or folder")
@@ -204,34 +222,57 @@ def plan_units(
 ) -> list[Unit]:
     """Listing units for the cluster: folders are split level by level (a folder's own photos, then
     each sub-folder) until there are `target` units or `depth` levels were split. Deterministic."""
-    units = [Unit(r, "tree" if _is_dir(r) else "file") for r in roots]
+    units = []
+    for r in roots:
+        if is_shard_source(r):  # one unit per shard of a brace pattern
+            units.extend(Unit(shard, "shard", r) for shard in expand(r))
+        else:
+            units.append(Unit(r, "tree" if _is_dir(r) else "file", r))
     for _ in range(depth):
         if len(units) >= target or not any(u.kind == "tree" for u in units):
             break
         split: list[Unit] = []
         for u in units:
             if u.kind == "tree":
-                split.append(Unit(u.path, "files"))
-                split.extend(Unit(sub, "tree") for sub in _subfolders(u.path))
+                split.append(Unit(u.path, "files", u.root))
+                split.extend(Unit(sub, "tree", u.root) for sub in _subfolders(u.path))
             else:
                 split.append(u)
         units = split
     return units
 
 
-def list_unit(unit: Unit) -> Iterator[tuple[str, int, datetime]]:
+def list_unit(unit: Unit, only: PathFilter | None = None) -> Iterator[tuple[str, int, datetime]]:
     """(path or URL, size, mtime) of the photos of one unit, in a stable order; local folders follow
-    the local engine's walk (hidden folders skipped, symlink loops cut, known extensions)."""
-    if is_url(unit.path):
-        yield from _list_url(unit)
-    elif unit.kind == "files":
-        yield from _list_own_files(unit.path)
+    the local engine's walk (hidden folders skipped, symlink loops cut, known extensions), narrowed
+    by `only` as the local engine narrows it; a shard gives its samples (`SHARD.tar#KEY`)."""
+    if unit.kind in ("file", "shard"):  # named by the user: always taken, every sample of a shard
+        only = None
+        local = not is_url(unit.path)
+        found: Iterator[tuple[str, int, datetime]] = (
+            _list_tree(unit.path, None) if local else _list_url(unit, IMAGE_EXTENSIONS)
+        )
     else:
-        for rec in iter_records([unit.path]):
-            yield str(rec.path), rec.size, rec.mtime
+        exts = only.extensions if only else IMAGE_EXTENSIONS
+        if is_url(unit.path):
+            found = _list_url(unit, exts)
+        elif unit.kind == "files":
+            found = _list_own_files(unit.path, exts)
+        else:  # extensions here, the globs below: they match the path below the input folder
+            found = _list_tree(unit.path, PathFilter(extensions=exts) if only else None)
+    for rec in found:
+        if only is None or only.wants(_below(unit.root, rec[0])):
+            yield rec
 
 
-def _list_own_files(folder: str) -> Iterator[tuple[str, int, datetime]]:
+def _list_tree(path: str, only: PathFilter | None) -> Iterator[tuple[str, int, datetime]]:
+    for rec in iter_records([path], only):
+        yield str(rec.path), rec.size, rec.mtime
+
+
+def _list_own_files(
+    folder: str, extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> Iterator[tuple[str, int, datetime]]:
     """The photos directly in a local folder, as the local engine's walk yields them: names sorted,
     hidden ones skipped, a file twice (hard link) once, a dangling link kept (its read reports it)."""
     try:
@@ -244,7 +285,7 @@ def _list_own_files(folder: str) -> Iterator[tuple[str, int, datetime]]:
             if (
                 entry.name.startswith(".")
                 or entry.is_dir(follow_symlinks=True)
-                or not is_image_name(entry.name)
+                or not is_image_name(entry.name, extensions)
             ):
                 continue
         except OSError:
@@ -261,7 +302,7 @@ def _list_own_files(folder: str) -> Iterator[tuple[str, int, datetime]]:
         yield str(path), st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
 
 
-def _list_url(unit: Unit) -> Iterator[tuple[str, int, datetime]]:
+def _list_url(unit: Unit, extensions: frozenset[str]) -> Iterator[tuple[str, int, datetime]]:
     fs, inner = _fs(unit.path)
     if unit.kind == "file":
         info = fs.info(inner)
@@ -274,7 +315,7 @@ def _list_url(unit: Unit) -> Iterator[tuple[str, int, datetime]]:
         found = fs.find(inner, detail=True)
     for name in sorted(found):
         info = found[name]
-        if _hidden_below(root, name) or not is_image_name(name):
+        if _hidden_below(root, name) or not is_image_name(name, extensions):
             continue
         yield fs.unstrip_protocol(name), int(info.get("size") or 0), _info_mtime(info)
 
@@ -315,7 +356,9 @@ def part_name(paths: Sequence[str], sizes: Sequence[int], mtimes: Sequence[datet
     return f"part-{h.hexdigest()}"
 
 
-def list_blocks(batch: pa.Table, block_rows: int, done: list[Any]) -> pa.Table:
+def list_blocks(
+    batch: pa.Table, block_rows: int, done: list[Any], only: PathFilter | None = None
+) -> pa.Table:
     """Stage 1: walk the batch's units into blocks of at most `block_rows` files not yet done."""
     index: DoneIndex = _resolve(done[0])
     out: dict[str, list[Any]] = {name: [] for name in BLOCK_SCHEMA.names}
@@ -331,7 +374,7 @@ def list_blocks(batch: pa.Table, block_rows: int, done: list[Any]) -> pa.Table:
     for unit in (Unit(**u) for u in batch.to_pylist()):
         block: list[tuple[str, int, datetime]] = []
         skipped = 0
-        for rec in list_unit(unit):
+        for rec in list_unit(unit, only):
             if index.has_file(*rec):
                 skipped += 1
                 continue
@@ -683,6 +726,7 @@ def run_ray_predict(cfg: PredictConfig) -> PredictSummary:
         raise InputError("--engine ray needs Ray: pip install 'geotag-photos[ray]'") from exc
     if cfg.top_k < 1:
         raise InputError("--top-k must be at least 1")
+    only = PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext)  # a bad --ext: before any work
     roots = validate_inputs(cfg.paths)
     out = check_out_folder(Path(cfg.out))
     manifest = load_truth(cfg.truth) if cfg.truth is not None else None
@@ -703,7 +747,7 @@ def run_ray_predict(cfg: PredictConfig) -> PredictSummary:
 
     started = connect(cfg.ray_address)
     try:
-        return _run(cfg, out, roots, done, earlier, manifest, summary)
+        return _run(cfg, out, roots, only, done, earlier, manifest, summary)
     except ray.exceptions.RayTaskError as exc:  # a library error inside a task: one line, its exit code
         cause = getattr(exc, "cause", None)
         if isinstance(cause, GeotagError):
@@ -718,6 +762,7 @@ def _run(
     cfg: PredictConfig,
     out: Path,
     roots: list[str],
+    only: PathFilter | None,
     done: DoneSet,
     earlier: set[str],
     manifest: Truth | None,
@@ -749,13 +794,13 @@ def _run(
     # blocks fan out to many decode tasks, and decoding never runs inside a model actor.
     units = plan_units(roots)
     ds = ray.data.from_items(
-        [{"path": u.path, "kind": u.kind} for u in units], override_num_blocks=len(units)
+        [{"path": u.path, "kind": u.kind, "root": u.root} for u in units], override_num_blocks=len(units)
     )
     ds = ds.map_batches(
         list_blocks,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"block_rows": cfg.checkpoint_rows, "done": [done_ref]},
+        fn_kwargs={"block_rows": cfg.checkpoint_rows, "done": [done_ref], "only": only},
         num_cpus=plan.cpus_per_decoder,
     )
     ds = ds.map_batches(

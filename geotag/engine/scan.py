@@ -94,10 +94,12 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
         return row
     with warnings.catch_warnings(record=True) as caught, c_messages() as said:  # no other thread races this
         warnings.simplefilter("always")
+        source = record.path if data is None else io.BytesIO(data)
         try:
-            row.update(read_header(record.path if data is None else io.BytesIO(data)))
+            row.update(read_header(source))
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
-            row.update(status="error", error=f"not a readable image: {_error_text(exc)}")
+            text = _error_text(exc).replace(repr(source), row["path"])  # not "<_io.BytesIO at 0x..>"
+            row.update(status="error", error=f"not a readable image: {text}")
         try:
             row.update(read_exif(record.path if data is None else data).as_row())
         except OSError as exc:

@@ -22,6 +22,7 @@ import pyarrow.ipc as ipc
 
 from geotag.io.parquet import PredictionWriter, check_output_path, iter_batches
 from geotag.io.scan import ImageRecord
+from geotag.io.shards import ref_archive
 
 RecordKey = tuple[str, int, int]  # (path, size, mtime in microseconds)
 RECORD_SCHEMA = pa.schema(
@@ -193,8 +194,11 @@ class PartStore:
 
 
 def still_there(path: str | None) -> bool:
-    """Is a row's file still on disk (a path this run did not list: another input of an earlier run)?"""
-    return bool(path) and os.path.lexists(path)  # type: ignore[arg-type]
+    """Is a row's file still on disk (a path this run did not list: another input of an earlier run)?
+    A shard member is there while its shard is."""
+    if not path:
+        return False
+    return os.path.lexists(path) or ((shard := ref_archive(path)) is not None and os.path.lexists(shard))
 
 
 class PartWriter:

@@ -140,6 +140,14 @@ def is_ref(path: str) -> bool:
     return _KEY_REF.match(path) is not None and not os.path.exists(path)
 
 
+def ref_archive(path: str) -> str | None:
+    """The shard or zip a member reference lies in; None for anything else."""
+    for pattern, group in ((_ZIP_REF, "archive"), (_REF, "shard"), (_KEY_REF, "shard")):
+        if (m := pattern.match(path)) is not None:
+            return m[group]
+    return None
+
+
 def key_ref(shard: str, key: str) -> str:
     return f"{shard}#{key}"
 
