@@ -339,8 +339,11 @@ def test_listing_units_take_the_local_filters(sample_data: Path) -> None:
     local = [str(r.path) for r in iter_records([sample_data], only)]
     assert [Path(p).relative_to(sample_data).as_posix() for p in local] == [
         "americas/new_york.png",
+        "americas/new_york_2.png",
+        "americas/new_york_3.png",
         "europe/paris.jpg",
-        "europe/reykjavik.jpg",
+        "europe/paris_2.jpg",
+        "europe/paris_3.jpg",
         "untagged/not_a_photo.png",
     ]
     for depth in (0, 1):
@@ -385,7 +388,7 @@ def test_ray_filters_and_shards_give_the_local_engines_rows(
     local_rows = _rows(pq.read_table(local))
     out = tmp_path / "preds"
     summary = run_ray_predict(_cfg(inputs, out, weights, engine="ray", **FILTERS))
-    assert (summary.total, summary.new, summary.failed) == (7, 7, 2)  # not_a_photo.png, the bad member
+    assert (summary.total, summary.new, summary.failed) == (10, 10, 2)  # not_a_photo.png, the bad member
     ray_rows = _rows(pq.read_table(out))
     _assert_same_rows(local_rows, ray_rows)
     shard = str(Path(shard_pattern).parent / "00001.tar")
@@ -394,5 +397,5 @@ def test_ray_filters_and_shards_give_the_local_engines_rows(
     bad = ray_rows[f"{shard}#000000002"]
     assert bad["status"] == "error" and bad["error"].endswith(f"{shard}#000000002")  # no object repr
     again = run_ray_predict(_cfg(inputs, out, weights, engine="ray", resume=True, **FILTERS))
-    assert (again.new, again.skipped, again.total) == (0, 7, 7)
+    assert (again.new, again.skipped, again.total) == (0, 10, 10)
     assert sorted(_rows(pq.read_table(out))) == sorted(ray_rows)
