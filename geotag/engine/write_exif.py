@@ -123,7 +123,8 @@ class FileResult:
             fix = self.fix
             extra = f"confidence {fix.confidence:.3f}" if fix.confidence is not None else "no confidence"
             if fix.error_km is not None:
-                extra += f", error radius {fix.error_km:.3g} km"
+                km = fix.error_km
+                extra += f", error radius {km:,.0f} km" if km >= 10 else f", error radius {km:.2f} km"
             return f"would write {self.target}\t{fix.lat:.6f}, {fix.lon:.6f}\t({extra})"
         return f"{self.action}: {self.path}" + (f": {self.reason}" if self.reason else "")
 
