@@ -483,7 +483,7 @@ def write_exif(
 
     def report(result: FileResult) -> None:  # the dry-run list on stdout, failures on stderr
         if result.action in ("would write", "failed"):
-            say(result.describe(), out if result.action == "would write" else err)
+            say(result.describe(dry_run), out if result.action == "would write" else err)
 
     summary = run_write_exif(opts, report=report)
     say(summary.describe(dry_run))

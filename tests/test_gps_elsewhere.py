@@ -239,3 +239,118 @@ def test_overwrite_gps_on_real_files_with_a_second_copy(tmp_path: Path, name: st
     after = _positions(photo)
     assert copies <= set(after) and _agree(after, -1.5, -2.5), after
     assert run_undo(journal).restored == 1 and photo.read_bytes() == before
+
+
+def _photo_with_sidecar(tmp_path: Path, style: str, payload: bytes | None = None) -> tuple[Path, Path]:
+    from geotag.io.exif_write import sidecar_path
+
+    photo = tmp_path / "photo.jpg"
+    if payload is None:
+        render(UNTAGGED[0], (64, 48)).save(photo, "JPEG", quality=85)
+    else:
+        _jpeg_with_segment(photo, payload)
+    side = sidecar_path(photo, style)
+    side.write_bytes(SIDECAR_GPS)
+    return photo, side
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("style", ["photo.jpg.xmp", "photo.xmp"])
+def test_dry_run_lists_the_sidecar_overwrite_gps_would_update(
+    tmp_path: Path, writer: str, style: str
+) -> None:
+    """--dry-run --overwrite-gps names the GPS sidecar it would update (its own line, counted in the
+    summary) and changes nothing; the real run then writes exactly what was listed."""
+    photo, side = _photo_with_sidecar(tmp_path, style)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    journal = tmp_path / "j.jsonl"
+    seen = []
+    opts = WriteOptions(preds, journal=journal, writer=writer, overwrite_gps=True, dry_run=True)
+    summary = run_write_exif(opts, seen.append)
+    assert summary.would_write == 1 and summary.sidecars == 1 and summary.failed == []
+    assert "would write 1 file(s)" in summary.describe(True) and "1 GPS sidecar(s)" in summary.describe(True)
+    lines = seen[0].describe().splitlines()
+    assert lines[0].startswith(f"would write {photo}\t-1.500000, -2.500000\t(confidence 0.500")
+    assert lines[1] == f"would write {side}\t-1.500000, -2.500000\t(sidecar GPS updated to agree)"
+    assert photo.read_bytes() == before and side.read_bytes() == SIDECAR_GPS and not journal.exists()
+
+    real = run_write_exif(WriteOptions(preds, journal=journal, writer=writer, overwrite_gps=True))
+    assert real.written == 1 and real.sidecars == 1 and "1 GPS sidecar(s)" in real.describe()
+    assert side.read_bytes() != SIDECAR_GPS
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_dry_run_lists_a_sidecar_that_cannot_be_updated_as_failing(tmp_path: Path, writer: str) -> None:
+    """A read-only GPS sidecar would make the real run fail the photo's row: the dry run says so."""
+    photo, side = _photo_with_sidecar(tmp_path, "photo.jpg.xmp")
+    side.chmod(0o444)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    opts = WriteOptions(preds, writer=writer, overwrite_gps=True, dry_run=True)
+    summary = run_write_exif(opts)
+    assert summary.would_write == 0 and summary.sidecars == 0
+    assert (
+        "photo.jpg.xmp is read-only" in summary.failed[0][1]
+        and "would keep the old GPS" in summary.failed[0][1]
+    )
+    assert photo.read_bytes() == before and side.read_bytes() == SIDECAR_GPS
+
+
+@needs_exiftool
+def test_dry_run_cli_names_the_xmp_copies_and_the_sidecar(tmp_path: Path) -> None:
+    """The CLI listing: the photo's line names the XMP groups given the same position, the sidecar
+    has its own line; photo and sidecar keep their bytes."""
+    import sys
+
+    photo, side = _photo_with_sidecar(tmp_path, "photo.xmp", DJI_XMP)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    proc = subprocess.run(
+        [sys.executable, "-m", "geotag.cli", "write-exif", str(preds), "--dry-run", "--overwrite-gps"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and "XMP-drone-dji GPS updated to agree" in lines[0] and str(photo) in lines[0]
+    assert lines[1].startswith(f"would write {side} ") and "sidecar GPS updated to agree" in lines[1]
+    assert "(and 1 GPS sidecar(s) to agree); skipped 0; failed 0; dry run, nothing changed" in proc.stderr
+    assert photo.read_bytes() == before and side.read_bytes() == SIDECAR_GPS
+
+
+@needs_exiftool
+def test_dry_run_names_xmp_exif_copy(tmp_path: Path) -> None:
+    photo = _jpeg_with_segment(tmp_path / "photo.jpg", XMP_EXIF_GPS)
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    seen = []
+    run_write_exif(WriteOptions(preds, writer="exiftool", overwrite_gps=True, dry_run=True), seen.append)
+    assert seen[0].copies == ("XMP-exif",) and "XMP-exif GPS updated to agree" in seen[0].describe()
+
+
+def test_dry_run_lists_what_the_python_writer_would_refuse(tmp_path: Path) -> None:
+    """GPS in the photo's XMP: the python writer refuses it, and the dry run already says so."""
+    photo = _jpeg_with_segment(tmp_path / "xmp.jpg", XMP_EXIF_GPS)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    seen = []
+    opts = WriteOptions(preds, writer="python", overwrite_gps=True, dry_run=True)
+    summary = run_write_exif(opts, seen.append)
+    assert summary.would_write == 0 and "only exiftool updates both" in summary.failed[0][1]
+    assert seen[0].describe(dry_run=True).startswith(f"would fail: {photo}: the photo keeps GPS in XMP")
+    assert photo.read_bytes() == before
+
+
+@needs_exiftool
+def test_dry_run_lists_a_position_exiftool_cannot_rewrite_as_failing(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("GPSLatitude", "22.5401")
+    photo = tmp_path / "text.png"
+    render(UNTAGGED[0], (32, 24)).save(photo, pnginfo=info)
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [{"path": photo, "pred_lat": -1.5, "pred_lon": -2.5}])
+    summary = run_write_exif(WriteOptions(preds, writer="exiftool", overwrite_gps=True, dry_run=True))
+    assert summary.would_write == 0 and "cannot rewrite" in summary.failed[0][1]
+    assert photo.read_bytes() == before

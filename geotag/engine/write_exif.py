@@ -116,17 +116,26 @@ class FileResult:
     reason: str | None = None
     target: str | None = None  # the file changed: the photo, or its sidecar
     fix: GpsFix | None = None
+    copies: tuple[str, ...] = ()  # XMP groups inside the photo given the same position (--overwrite-gps)
+    sidecars: tuple[str, ...] = ()  # sidecars with GPS given the same position too (--overwrite-gps)
 
-    def describe(self) -> str:
-        """One line for the user: the dry-run listing, or why a file failed."""
+    def describe(self, dry_run: bool = False) -> str:
+        """The dry-run listing (one line per file changed: the photo, then each sidecar that is
+        updated to agree), or one line saying why a file failed (in a dry run: would fail)."""
         if self.action == "would write" and self.fix is not None:
             fix = self.fix
+            where = f"{fix.lat:.6f}, {fix.lon:.6f}"
             extra = f"confidence {fix.confidence:.3f}" if fix.confidence is not None else "no confidence"
             if fix.error_km is not None:
                 km = fix.error_km
                 extra += f", error radius {km:,.0f} km" if km >= 10 else f", error radius {km:.2f} km"
-            return f"would write {self.target}\t{fix.lat:.6f}, {fix.lon:.6f}\t({extra})"
-        return f"{self.action}: {self.path}" + (f": {self.reason}" if self.reason else "")
+            if self.copies:
+                extra += f"; {' and '.join(self.copies)} GPS updated to agree"
+            lines = [f"would write {self.target}\t{where}\t({extra})"]
+            lines += [f"would write {s}\t{where}\t(sidecar GPS updated to agree)" for s in self.sidecars]
+            return "\n".join(lines)
+        action = "would fail" if dry_run and self.action == "failed" else self.action
+        return f"{action}: {self.path}" + (f": {self.reason}" if self.reason else "")
 
 
 @dataclass
@@ -134,6 +143,7 @@ class WriteSummary:
     rows: int = 0
     written: int = 0
     would_write: int = 0
+    sidecars: int = 0  # GPS sidecars written (or that would be) besides their photos
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)
     journal: Path | None = None
@@ -143,8 +153,10 @@ class WriteSummary:
         self.rows += 1
         if result.action == "written":
             self.written += 1
+            self.sidecars += len(result.sidecars)
         elif result.action == "would write":
             self.would_write += 1
+            self.sidecars += len(result.sidecars)
         elif result.action == "skipped":
             self.skipped[result.reason or "?"] += 1
         else:
@@ -153,9 +165,10 @@ class WriteSummary:
     def describe(self, dry_run: bool = False) -> str:
         """The summary line: written (or would write), skipped by reason, failed."""
         done = f"would write {self.would_write}" if dry_run else f"wrote {self.written}"
+        sides = f" (and {self.sidecars} GPS sidecar(s) to agree)" if self.sidecars else ""
         return (
-            f"{done} file(s) with {self.writer}; {_skipped_text(self.skipped)}; failed {len(self.failed)}"
-            + ("; dry run, nothing changed" if dry_run else "")
+            f"{done} file(s) with {self.writer}{sides}; {_skipped_text(self.skipped)}; "
+            f"failed {len(self.failed)}" + ("; dry run, nothing changed" if dry_run else "")
         )
 
 
@@ -269,8 +282,14 @@ class _Job:
 
     def end(self, action: str, reason: str | None = None) -> None:
         if self.result is None:
-            target = str(self.target) if action in ("written", "would write") else None
-            self.result = FileResult(self.path_text, action, reason, target, self.fix)
+            if action not in ("written", "would write"):
+                self.result = FileResult(self.path_text, action, reason, None, self.fix)
+                return
+            copies = self.existing.copies if self.existing is not None and not self.sidecar else ()
+            sides = tuple(str(p) for p in self.gps_sidecars)
+            self.result = FileResult(
+                self.path_text, action, reason, str(self.target), self.fix, copies, sides
+            )
 
     def fail(self, exc: BaseException) -> None:
         reason = _io_reason(exc) if isinstance(exc, OSError) else str(exc)
@@ -469,6 +488,8 @@ class _Run:
                     f"holds a measured position in {', '.join(existing.stuck[:3])} that exiftool cannot "
                     "rewrite; left alone so no two positions disagree",
                 )
+            elif self.writer is not None and (why := self.writer.refuses(existing)):
+                job.end("failed", why)  # before writing, so that a dry run lists it too
             else:
                 job.existing = existing
 
@@ -603,10 +624,11 @@ class _Run:
     def _update_sidecars(self, jobs: list[_Job]) -> None:
         """--overwrite-gps in photo mode: a photo just written whose XMP sidecar has GPS gets the
         same position in the sidecar (photo managers show the sidecar's), journaled like any write.
-        Should that fail, the photo's row fails saying so: the two disagree until undone or fixed."""
+        Should that fail, the photo's row fails saying so: the two disagree until undone or fixed.
+        A dry run goes through the same checks (the sidecar is read and merged, never written)."""
         pairs = []
         for job in jobs:
-            if job.result is None or job.result.action != "written":
+            if job.result is None or job.result.action not in ("written", "would write"):
                 continue
             for path in job.gps_sidecars:
                 side = _Job(job.row, job.path_text, job.photo, job.st, job.fix, job.new_hash or "")
@@ -618,12 +640,19 @@ class _Run:
         self._write_steps([side for _, side in pairs])
         for job, side in pairs:
             assert side.result is not None and side.target is not None
-            if side.result.action != "written":
+            if side.result.action not in ("written", "would write"):
+                name, why = side.target.name, side.result.reason
+                reason = (
+                    f"the photo would be written but its sidecar {name} would keep the old GPS ({why}); "
+                    "fix the sidecar first"
+                    if self.opts.dry_run
+                    else f"the photo was written but its sidecar {name} still has the old GPS ({why}); "
+                    "undo the run or fix the sidecar"
+                )
                 job.result = FileResult(
                     job.path_text,
                     "failed",
-                    f"the photo was written but its sidecar {side.target.name} still has the old GPS "
-                    f"({side.result.reason}); undo the run or fix the sidecar",
+                    reason,
                     str(job.target),
                     job.fix,
                 )

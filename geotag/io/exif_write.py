@@ -159,6 +159,17 @@ class ExistingGps:
         rewrites any XMP property, maker records mostly not. --overwrite-gps refuses such a file."""
         return tuple(t for t in self.elsewhere if not rewritable_position(t))
 
+    @property
+    def copies(self) -> tuple[str, ...]:
+        """The XMP groups inside the photo whose position a write updates too (XMP-exif, then the
+        rewritable `elsewhere` ones such as XMP-drone-dji): what a dry run names besides EXIF GPS."""
+        groups = ["XMP-exif"] if "XMP-exif" in self.groups else []
+        for tag in self.elsewhere:
+            group = tag.split(":", 1)[0]
+            if rewritable_position(tag) and group not in groups:
+                groups.append(group)
+        return tuple(groups)
+
 
 class GpsWriter(Protocol):
     """What the engine needs from a photo writer."""
@@ -172,6 +183,10 @@ class GpsWriter(Protocol):
 
     def read_gps_many(self, paths: Sequence[Path]) -> list[ExistingGps | WriteFailed]:
         """read_gps for many files at once (one exiftool round trip); failures are returned."""
+
+    def refuses(self, existing: ExistingGps) -> str | None:
+        """Why write() would refuse a file that has `existing`, known before writing (a dry run
+        lists it as failing); None when it would not."""
 
     def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
         """Create `dst` (must not exist) = `src` with the position written. Raises WriteFailed."""
@@ -519,6 +534,9 @@ class ExiftoolWriter:
 
     def read_gps_many(self, paths: Sequence[Path]) -> list[ExistingGps | WriteFailed]:
         return [r if isinstance(r, WriteFailed) else _existing_from_info(r) for r in self._read_many(paths)]
+
+    def refuses(self, existing: ExistingGps) -> str | None:
+        return None  # every position it would leave behind (`stuck`) the engine refuses itself
 
     def _assignments(self, fix: GpsFix, existing: ExistingGps) -> list[str]:
         """Tag assignments: EXIF GPS always; XMP-exif only where the file already keeps GPS in XMP, so
@@ -1153,9 +1171,15 @@ class PythonJpegWriter:
             file_type="WEBP" if isinstance(exif, _WebpExif) else "JPEG",
         )
 
-    def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
+    def refuses(self, existing: ExistingGps) -> str | None:
         if "XMP" in existing.groups:
-            raise WriteFailed("the photo keeps GPS in XMP too; only exiftool updates both")
+            return "the photo keeps GPS in XMP too; only exiftool updates both"
+        return None
+
+    def write(self, src: Path, dst: Path, fix: GpsFix, existing: ExistingGps) -> None:
+        why = self.refuses(existing)
+        if why:
+            raise WriteFailed(why)
         new = _parse_photo(src.read_bytes()).with_gps(fix)
         try:
             write_new_file(dst, new)
