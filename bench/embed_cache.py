@@ -25,26 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_photos lives beside, in train_scaling
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' tiny weights
 
+from tiny_weights import save_tiny_hf_clip  # noqa: E402
 from train_scaling import make_photos  # noqa: E402
-
-
-def tiny_clip(folder: Path) -> Path:
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        projection_dim=768,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    return folder
 
 
 def synthetic_cache(folder: Path, rows: int, fingerprint_of: object, shard: int = 100_000) -> None:
@@ -104,7 +88,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
-        clip = args.clip_weights or tiny_clip(root / "tinyclip")
+        clip = args.clip_weights or save_tiny_hf_clip(root / "tinyclip")
         weights = args.backbone_weights or (clip if args.backbone == "geoclip" else None)
         make_photos(root / "photos", args.photos)
         ecfg = EmbedConfig(

@@ -12,45 +12,30 @@ local engine at batch size 1 against the local engine at --batch-size (docs/scal
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import torch
 
 from geotag.config import PredictConfig
 from geotag.engine.predict import run_predict
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' tiny weights
+from tiny_weights import save_tiny_hf_clip, write_random_gallery  # noqa: E402
+
 FIXTURES = REPO.parent / "shared" / "fixtures"
 NUMBERS = ("pred_lat", "pred_lon", "confidence")
 
 
 def tiny_weights(folder: Path) -> dict[str, Path]:
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        projection_dim=768,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(folder / "clip")
-    gen = torch.Generator().manual_seed(0)
-    lat = (torch.rand(500, generator=gen) * 160 - 80).tolist()
-    lon = (torch.rand(500, generator=gen) * 360 - 180).tolist()
-    with open(folder / "gallery.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["lat", "lon"])
-        writer.writerows(zip(lat, lon, strict=True))
-    return {"backbone_weights": folder / "clip", "gallery": folder / "gallery.csv"}
+    return {
+        "backbone_weights": save_tiny_hf_clip(folder / "clip"),
+        "gallery": write_random_gallery(folder / "gallery.csv"),
+    }
 
 
 def rows(path: Path) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_weights import save_tiny_hf_clip  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -46,23 +47,4 @@ def write_tagged_photos(folder: Path, n: int = 24) -> Path:
         render(place, size=(48, 36)).save(
             folder / place.file, exif=make_exif(place, datetime(2024, 1, 1)).tobytes()
         )
-    return folder
-
-
-def save_tiny_hf_clip(folder: Path) -> Path:
-    """A seeded tiny HF CLIP vision checkpoint (32 wide, 1 layer, 64 px, 768-d projection) at `folder`."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        projection_dim=768,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
     return folder

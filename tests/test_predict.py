@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tiny_weights import save_tiny_hf_clip
 
 from geotag.config import PredictConfig
 from geotag.engine.predict import run_predict
@@ -52,21 +53,7 @@ def tiny_model(small_gallery: Path):
 @pytest.fixture(scope="module")
 def tiny_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random HF CLIP vision checkpoint, as a user would pass with --backbone-weights."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        projection_dim=768,
-    )
-    folder = tmp_path_factory.mktemp("tinyclip")
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    return folder
+    return save_tiny_hf_clip(tmp_path_factory.mktemp("tinyclip"))
 
 
 def _cfg(paths: list[Path], out: Path, **kw: object) -> PredictConfig:

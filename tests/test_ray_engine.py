@@ -7,7 +7,6 @@ a checkpoint folder, so the actors build it from the registry spec exactly as th
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
+from tiny_weights import save_tiny_hf_clip, write_random_gallery
 
 from geotag.config import PredictConfig
 from geotag.engine.predict import PredictSummary, run_predict
@@ -54,28 +53,11 @@ def cluster(crash_marker: Path) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny HF CLIP vision checkpoint and a 500-point gallery: what a user passes as weight paths."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        projection_dim=768,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(folder / "clip")
-    gen = torch.Generator().manual_seed(0)
-    lat = (torch.rand(500, generator=gen) * 160 - 80).tolist()
-    lon = (torch.rand(500, generator=gen) * 360 - 180).tolist()
-    with open(folder / "gallery.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["lat", "lon"])
-        writer.writerows(zip(lat, lon, strict=True))
-    return {"backbone_weights": folder / "clip", "gallery": folder / "gallery.csv"}
+    return {
+        "backbone_weights": save_tiny_hf_clip(folder / "clip"),
+        "gallery": write_random_gallery(folder / "gallery.csv"),
+    }
 
 
 def _cfg(paths: list, out: Path, weights: dict[str, Path], **kw: object) -> PredictConfig:

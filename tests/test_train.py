@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_weights import save_tiny_hf_clip
 
 from geotag.config import TrainConfig
 from geotag.engine.train import (
@@ -85,21 +86,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random HF CLIP vision checkpoint (as a user passes with --backbone-weights)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-        projection_dim=768,
-    )
-    folder = tmp_path_factory.mktemp("tinyclip")
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    return folder
+    return save_tiny_hf_clip(tmp_path_factory.mktemp("tinyclip"))
 
 
 def geoclip_cfg(photos: Path, out: Path, tiny_clip: Path, **kw: object) -> TrainConfig:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from test_train import geoclip_cfg, photos, tiny_clip  # noqa: F401  (fixtures)
+from tiny_weights import save_tiny_hf_clip
 from typer.testing import CliRunner
 
 from geotag.cli import app
@@ -100,20 +101,8 @@ def test_train_from_scratch_learns_and_loads_without_mismatch_flag(
 
 
 def tiny_other(tmp_path: Path) -> Path:
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    config = CLIPVisionConfig(
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=16,
-        projection_dim=768,
-    )
-    folder = tmp_path / "other"
-    CLIPVisionModelWithProjection(config).save_pretrained(folder)
-    return folder
+    """Another tower shape (48 wide, 32 px) than the tiny CLIP the heads were trained on."""
+    return save_tiny_hf_clip(tmp_path / "other", hidden_size=48, image_size=32)
 
 
 def test_train_fraction_is_seeded_exact_and_order_free(photos: Path) -> None:  # noqa: F811
