@@ -15,8 +15,20 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 MAX_LINES = 5
+
+
+_sink: tuple[int, Any] | None = None  # (pid, temp file): one per process, reused for every photo
+
+
+def _temp() -> Any:
+    """This process's capture file (made once per process: a forked worker makes its own)."""
+    global _sink
+    if _sink is None or _sink[0] != os.getpid():
+        _sink = (os.getpid(), tempfile.TemporaryFile())  # noqa: SIM115 - kept open for the process
+    return _sink[1]
 
 
 @contextmanager
@@ -27,16 +39,16 @@ def c_messages() -> Iterator[list[str]]:
         yield lines
         return
     sys.stderr.flush()
-    with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read(64 * 1024).decode("utf-8", "replace")
-            lines.extend(
-                list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))[:MAX_LINES]
-            )
+    tmp = _temp()
+    tmp.seek(0)
+    tmp.truncate()
+    saved = os.dup(2)
+    os.dup2(tmp.fileno(), 2)
+    try:
+        yield lines
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        tmp.seek(0)
+        text = tmp.read(64 * 1024).decode("utf-8", "replace")
+        lines.extend(list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))[:MAX_LINES])
