@@ -64,7 +64,7 @@ def test_scan_file_shows_its_photos_at_their_gps(scan_file: Path) -> None:
 
     geo = _check_geo_metadata(scan_file)
     info = json.loads(pq.read_schema(scan_file).metadata[b"geotag"])
-    assert info["command"] == "scan" and info["geometry"] == "gt" and info["schema_version"] == "2"
+    assert info["command"] == "scan" and info["geometry"] == "gt" and info["schema_version"] == "3"
     gdf = geopandas.read_parquet(scan_file)
     assert gdf.geometry.name == geo["primary_column"] and gdf.crs.to_epsg() == 4326
     tagged = gdf[gdf.gt_lat.notna()]

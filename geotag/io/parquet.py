@@ -30,9 +30,11 @@ from geotag import __version__
 from geotag.errors import InputError, OutputError, SchemaError
 from geotag.io.durable import default_mode, new_temp, replace_checked
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 """Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata.
-2: the `bbox` covering column; a scan file's `geometry` holds the ground truth (it was empty)."""
+2: the `bbox` covering column; a scan file's `geometry` holds the ground truth (it was empty).
+3: time as evidence: the photo's UTC time and zone, GPS time, camera serial, where a position came
+from (`source`) and the track fixes it was placed from."""
 
 BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 TOPK_TYPE = pa.list_(pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("score", pa.float64())]))
@@ -52,6 +54,11 @@ SCHEMA = pa.schema(
         ("camera_make", pa.string()),
         ("camera_model", pa.string()),
         ("orientation", pa.int16()),
+        ("camera_serial", pa.string()),
+        ("taken_at_utc", pa.timestamp("us", tz="UTC")),
+        ("time_zone", pa.string()),
+        ("time_zone_source", pa.string()),
+        ("gps_time", pa.timestamp("us", tz="UTC")),
         ("gt_lat", pa.float64()),
         ("gt_lon", pa.float64()),
         ("gt_alt", pa.float64()),
@@ -61,6 +68,13 @@ SCHEMA = pa.schema(
         ("pred_lon", pa.float64()),
         ("confidence", pa.float64()),
         ("error_km", pa.float64()),
+        ("pred_alt", pa.float64()),
+        ("source", pa.string()),
+        ("clock_offset_s", pa.float64()),
+        ("fix_before", pa.timestamp("us", tz="UTC")),
+        ("fix_after", pa.timestamp("us", tz="UTC")),
+        ("fix_dt_s", pa.float64()),
+        ("fix_source", pa.string()),
         ("topk", TOPK_TYPE),
         ("cell", pa.string()),
         ("scene", pa.string()),
