@@ -1,11 +1,11 @@
 """Photos placed on timed fixes by exiftool's `-geotag` rules (Geotag.pm SetGeoValues), vectorised.
 
-For a photo at UTC time tp against fixes sorted by time (all sources and segments merged by time, as
+For a photo at UTC time T against fixes sorted by time (all sources and segments merged by time, as
 exiftool merges every file it loads into one time-keyed table):
 
-- tp before the first fix: the first fix if `tp >= t_first - max_extrapolate`, else nothing; after the last
-  fix likewise (`tp <= t_last + max_extrapolate`).
-- Otherwise the two fixes around tp: t0 <= tp < t1 (tp at the last fix: the last two). If `t1 - t0 <=
+- T before the first fix: the first fix if `T >= t_first - max_extrapolate`, else nothing; after the last
+  fix likewise (`T <= t_last + max_extrapolate`).
+- Otherwise the two fixes around T: t0 <= T < t1 (T at the last fix: the last two). If `t1 - t0 <=
   max_gap` (exactly max_gap still interpolates), linear interpolation in time of latitude, longitude and
   altitude; if the later fix is the first fix of its source (a new track file), the gap allowed is
   `max_extrapolate` instead (exiftool's "first" flag; both default to 1800 s). A longer gap: the nearer of
