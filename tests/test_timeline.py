@@ -256,6 +256,9 @@ def test_camera_offset_from_gps_time_rounded_to_15_minutes() -> None:
     assert per_photo[:3].tolist() == [7200.0] * 3 and np.isnan(per_photo[3])
     alone, _ = camera_gps_offsets(local, gps)  # no camera given: each photo alone
     assert np.isnan(alone[1]) and alone[0] == 7200.0
+    direct = resolve_photo_utc(local, gps_utc_s=gps, camera=["D850", "D850", "D850", "phone"])
+    assert direct.zone_source.tolist() == ["gps-time"] * 3 + [None]
+    assert direct.utc_s[1] == utc("2024-07-01 13:00:00")
 
 
 def test_tz_auto_takes_the_zone_of_the_nearest_fix() -> None:
@@ -294,11 +297,24 @@ def test_dst_change_positions_by_hand() -> None:
     assert p.lat.tolist() == pytest.approx([52.505, 52.525, 52.515])
     assert p.lon.tolist() == pytest.approx([13.41, 13.45, 13.43])
     assert p.alt.tolist() == pytest.approx([35.0, 55.0, 45.0])
-    # the autumn change: 02:30 local happens twice; fold=0 takes the first (00:30 UTC)
-    autumn = resolve_photo_utc(
-        [naive("2024-10-27 02:30:00"), naive("2024-10-27 03:30:00")], tz="Europe/Berlin"
-    )
-    assert autumn.utc_s.tolist() == [utc("2024-10-27 00:30:00"), utc("2024-10-27 02:30:00")]
+    # the autumn change (01:00 UTC, 03:00 CEST -> 02:00 CET): 02:20 local happens twice, fold=0 takes the
+    # first (00:20 UTC); 03:20 local is CET (02:20 UTC); 01:50 local is CEST (23:50 UTC the day before)
+    t = [utc(f"2024-10-27 {hm}:00") for hm in ("00:00", "00:30", "01:00", "01:30", "02:00")]
+    fixes = track(t, [52.50, 52.51, 52.52, 52.53, 52.54], [13.40, 13.42, 13.44, 13.46, 13.48])
+    local = [naive(f"2024-10-27 {hm}:00") for hm in ("02:20", "03:20", "01:50", "02:50")]
+    autumn = resolve_photo_utc(local, tz="Europe/Berlin")
+    expected_utc = [
+        "2024-10-27 00:20:00",
+        "2024-10-27 02:20:00",
+        "2024-10-26 23:50:00",
+        "2024-10-27 00:50:00",
+    ]
+    assert autumn.utc_s.tolist() == [utc(u) for u in expected_utc]
+    p = match(autumn.utc_s, fixes)
+    assert p.method.tolist() == ["interpolated", "nearest", "nearest", "interpolated"]
+    assert p.lat.tolist() == pytest.approx([52.50 + 0.01 * 2 / 3, 52.54, 52.50, 52.51 + 0.01 * 2 / 3])
+    assert p.lon.tolist() == pytest.approx([13.40 + 0.02 * 2 / 3, 13.48, 13.40, 13.42 + 0.02 * 2 / 3])
+    assert p.dt_s.tolist() == [600.0, 1200.0, 600.0, 300.0]
 
 
 def test_southern_western_interpolation_by_hand() -> None:
@@ -407,6 +423,9 @@ def test_no_fixes_and_no_time() -> None:
     assert q.reason[0] == "no UTC time" and q.fix_index[0] == -1 and q.source[0] == -1
     with pytest.raises(InputError):
         match([0.0], Fixes.empty(), max_gap=-1)
+    assert len(match([], track([0.0], [1.0], [1.0]))) == 0
+    with pytest.raises(InputError, match="--tz"):
+        resolve_photo_utc([0.0], [3600.0], tz="Nowhere/Land")
 
 
 @settings(max_examples=50, deadline=None)
@@ -454,3 +473,21 @@ def test_clock_offset_moves_the_match() -> None:
     corrected = ClockCorrection.constant("+0:03:12").apply(camera_utc)
     assert match(corrected, fixes).lat[0] == pytest.approx(0.5)
     assert math.isclose(match(camera_utc, fixes).lat[0], 0.18)
+
+
+def test_bench_runs_small() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "bench/timeline_match.py", "--photos", "2000", "--fixes", "20000", "--repeat", "1"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "synthetic track, sorted" in proc.stdout and "zones: Europe/Berlin" in proc.stdout
+    assert "2,000 photos against 20,000 fixes matched in" in proc.stdout
