@@ -314,7 +314,7 @@ def test_dst_change_positions_by_hand() -> None:
     assert p.method.tolist() == ["interpolated", "nearest", "nearest", "interpolated"]
     assert p.lat.tolist() == pytest.approx([52.50 + 0.01 * 2 / 3, 52.54, 52.50, 52.51 + 0.01 * 2 / 3])
     assert p.lon.tolist() == pytest.approx([13.40 + 0.02 * 2 / 3, 13.48, 13.40, 13.42 + 0.02 * 2 / 3])
-    assert p.dt_s.tolist() == [600.0, 1200.0, 600.0, 300.0]
+    assert p.dt_s.tolist() == [600.0, 1200.0, 600.0, 600.0]
 
 
 def test_southern_western_interpolation_by_hand() -> None:
