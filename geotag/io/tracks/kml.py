@@ -9,6 +9,7 @@ inflates past MAX_ZIP_MEMBER_BYTES (512 MiB) is refused rather than read.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -57,7 +58,9 @@ def read_kmz(path: Path, name: str) -> Builder:
 
 
 def _read_kml_bytes(data: bytes, name: str) -> Builder:
-    from fastkml import config, kml
+    with warnings.catch_warnings():  # fastkml warns that lxml (pretty printing) is absent: we only read
+        warnings.simplefilter("ignore", UserWarning)
+        from fastkml import config, kml
 
     root = parse_xml(data, name)
     if local(root.tag) != "kml":
