@@ -193,7 +193,7 @@ def test_gpx_11_tracks_routes_waypoints_quality(tmp_path):
 def test_gpx_malformed(tmp_path):
     bad = tmp_path / "track.gpx"
     bad.write_text(GPX11.replace("</trkseg></trk>", "</trkseg>"))
-    msg = one_line_error(bad, record="line 13")
+    msg = one_line_error(bad, record="line 14")
     assert "not well-formed XML" in msg
     bad.write_text(GPX11.replace('lat="-33.8690"', 'lat="-95.1"'))
     assert "latitude -95.1 out of range" in one_line_error(bad, record="trkpt 2")
