@@ -183,11 +183,64 @@ def test_gpx_11_tracks_routes_waypoints_quality(tmp_path):
         utc("2024-05-01T10:00:10.5"),
         utc("2024-05-01T10:05:00"),  # naive: UTC
     ]
-    first = int(np.flatnonzero((f.t == utc("2024-05-01T10:00:00")) & (f.segment == 0))[0])
+    first = int(np.flatnonzero((f.t == utc("2024-05-01T10:00:00")) & (f.segment == 1))[0])
     assert (f.lat[first], f.lon[first], f.alt[first]) == (-33.8688, 151.2093, 12.5)
     assert (f.sats[first], f.hdop[first], f.pdop[first]) == (7, 1.2, 2.5)
-    assert sorted(f.segment.tolist()) == [-1, 0, 0, 1, 2]  # waypoint, trkseg 1 (2), trkseg 2, route
+    assert sorted(f.segment.tolist()) == [
+        -1,
+        0,
+        1,
+        1,
+        2,
+    ]  # waypoint; in file order: route, trkseg 1 (2), trkseg 2
     assert warnings == [f"{path}: 1 point(s) without a time; not used"]
+
+
+def _gpxpy_fixes(path: Path) -> list[tuple]:
+    """The timed points as gpxpy reads them: the reference our faster GPX reader is held to."""
+    gpxpy = pytest.importorskip("gpxpy")
+    gpx = gpxpy.parse(
+        path.read_text(encoding="latin-1" if "ISO-8859-1" in path.read_text("latin-1") else None)
+    )
+    points = [p for t in gpx.tracks for s in t.segments for p in s.points]
+    points += [p for r in gpx.routes for p in r.points] + list(gpx.waypoints)
+    return sorted(
+        (
+            p.time.replace(tzinfo=p.time.tzinfo or UTC).timestamp(),
+            p.latitude,
+            p.longitude,
+            p.elevation,
+            p.horizontal_dilution,
+            p.position_dilution,
+            p.satellites,
+        )
+        for p in points
+        if p.time is not None
+    )
+
+
+def test_gpx_reader_agrees_with_gpxpy(tmp_path):
+    made = tmp_path / "walk.gpx"
+    made.write_text(GPX11)
+    for path in (exiftool_dir() / "Geotag.gpx", made):
+        f = read_track(path)
+
+        def value(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
+
+        ours = sorted(
+            (
+                float(f.t[i]),
+                float(f.lat[i]),
+                float(f.lon[i]),
+                value(f.alt[i]),
+                value(f.hdop[i]),
+                value(f.pdop[i]),
+                None if math.isnan(f.sats[i]) else int(f.sats[i]),
+            )
+            for i in range(len(f))
+        )
+        assert ours == _gpxpy_fixes(path)
 
 
 def test_gpx_malformed(tmp_path):
