@@ -132,7 +132,7 @@ WRITERS = {
     "csv": ("CSV, exiftool columns", "track.csv", write_csv),
     "records": ("Takeout Records.json (ijson)", "Records.json", write_records),
     "nmea": ("NMEA GGA+RMC (pynmea2)", "track.nmea", write_nmea),
-    "kml": ("KML gx:Track (fastkml)", "track.kml", write_kml),
+    "kml": ("KML gx:Track", "track.kml", write_kml),
     "geojson": ("GeoJSON coordTimes", "track.geojson", write_geojson),
 }
 

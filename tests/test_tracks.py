@@ -121,6 +121,15 @@ def test_exiftool_garmin_xml():
     assert alt == pytest.approx(145.9518987, abs=1e-4)
 
 
+def test_garmin_xml_malformed(tmp_path):
+    bad = tmp_path / "Geotag.xml"
+    text = (exiftool_dir() / "Geotag.xml").read_text()
+    bad.write_text(text.replace("<Latitude>43.64987</Latitude>", "<Latitude>43,64987</Latitude>"))
+    one_line_error(bad, record="Trackpoint 2")
+    bad.write_text(text.replace("</Run>", ""))
+    assert "not well-formed XML" in one_line_error(bad, record="line 23")
+
+
 def test_exiftool_igc():
     f = read_track(exiftool_dir() / "Geotag.igc")
     assert len(f) == 10
@@ -145,10 +154,16 @@ def test_exiftool_fit():
     assert alt == pytest.approx(64.86, abs=0.01)
 
 
-def test_truncated_fit_is_one_line(tmp_path):
+def test_truncated_or_corrupt_fit_is_one_line(tmp_path):
+    data = (exiftool_dir() / "Garmin.fit").read_bytes()
     bad = tmp_path / "cut.fit"
-    bad.write_bytes((exiftool_dir() / "Garmin.fit").read_bytes()[:1500])
-    one_line_error(bad, record="FIT")
+    bad.write_bytes(data[:1500])
+    one_line_error(bad, record="not a readable FIT file")
+    for offset in range(14, len(data), 97):  # flip one byte at a time: an error line, never a traceback
+        flipped = bytearray(data)
+        flipped[offset] ^= 0xFF
+        bad.write_bytes(bytes(flipped))
+        one_line_error(bad, record="not a readable FIT file")
 
 
 # --- GPX -------------------------------------------------------------------------------------------
@@ -354,8 +369,59 @@ def test_kmz_timestamped_placemarks_and_track_keep_southern_western_signs(tmp_pa
     assert warnings == [f"{path}: 1 point(s) without a time; not used"]
 
 
+def _fastkml_fixes(path: Path) -> list[tuple]:
+    """Timed points as fastkml reads them: the reference our KML reader is held to."""
+    kml = pytest.importorskip("fastkml.kml")
+    doc = kml.KML.parse(path, strict=False)
+    out = []
+
+    def walk(container) -> None:
+        for feature in getattr(container, "features", None) or []:
+            geometry = getattr(feature, "kml_geometry", None)
+            if type(geometry).__name__ == "Track":
+                for item in geometry.track_items:
+                    lon, lat, *alt = item.coord.coords[0]
+                    out.append((item.when.dt.timestamp(), lat, lon, alt[0] if alt else None))
+            elif type(geometry).__name__ == "Point" and getattr(feature.times, "timestamp", None):
+                lon, lat, *alt = geometry.geometry.coords[0]
+                out.append((feature.times.timestamp.dt.timestamp(), lat, lon, alt[0] if alt else None))
+            walk(feature)
+
+    walk(doc)
+    return sorted(out)
+
+
+@pytest.mark.filterwarnings("ignore")  # fastkml warns that lxml is absent
+def test_kml_reader_agrees_with_fastkml(tmp_path):
+    made = tmp_path / "day.kml"
+    made.write_text(KML)
+    for path in (exiftool_dir() / "Geotag.kml", made):
+        f = read_track(path)
+        ours = sorted(
+            (
+                float(f.t[i]),
+                float(f.lat[i]),
+                float(f.lon[i]),
+                None if math.isnan(f.alt[i]) else float(f.alt[i]),
+            )
+            for i in range(len(f))
+        )
+        assert ours == _fastkml_fixes(path)
+
+
 def test_kml_malformed(tmp_path):
     bad = tmp_path / "day.kml"
+    for broken, record, what in (
+        ("<when>2024-02-03T11:06:00Z</when>", "gx:Track point 2", "<when>yesterday</when>"),
+        ("<gx:coord>-58.3830 -34.6050 31</gx:coord>", "gx:Track point 2", "<gx:coord>west south</gx:coord>"),
+        ("<gx:coord>-58.3830 -34.6050 31</gx:coord>", "gx:Track point 1", ""),
+        ("-58.3816,-34.6037,25", "Placemark 1", "abc,def"),
+        ("2024-02-03T08:00:00-03:00", "Placemark 1", "soon"),
+    ):
+        bad.write_text(KML.replace(broken, what))
+        one_line_error(bad, record=record)
+    bad.write_text(KML.replace("2024-02-03T08:00:00-03:00", "2024-02-03"))  # a date is no moment: unused
+    assert len(read_track(bad)) == 2
     bad.write_text(
         KML.replace("<gx:coord>-58.3830 -34.6050 31</gx:coord>", "<gx:coord>-58.3830 -94.6 31</gx:coord>")
     )
