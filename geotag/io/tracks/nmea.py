@@ -87,6 +87,8 @@ def read_nmea(path: Path, name: str) -> Builder:
         if current is None or abs(tod - current.tod) > 1e-3:
             current = _Epoch(line=number, tod=tod)
             epochs.append(current)
+        if fix.get("day") is not None and not isinstance(fix["day"], date):
+            raise fail(name, where, f"bad date {str(fix['day'])[:12]!r} in {kind} sentence")
         if fix.get("day") is not None and current.day is None:
             current.day = fix["day"]
         if "lat" in fix and current.lat != current.lat:
