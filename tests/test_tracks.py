@@ -839,3 +839,27 @@ def test_unknown_xml_encoding_and_bad_nmea_date(tmp_path):
     log = tmp_path / "log.nmea"
     log.write_text(nmea("GPRMC,092204.999,A,4250.5589,S,14718.5084,E,0.00,89.68,3x1200,,") + "\n")
     assert "date" in one_line_error(log, record="line 1")
+
+
+def test_size_cap_and_empty_folder(tmp_path, monkeypatch):
+    path = tmp_path / "big.csv"
+    path.write_text("time,lat,lon\n" + "2024-05-01T10:00:00Z,1,1\n" * 100)
+    monkeypatch.setattr("geotag.io.tracks._base.MAX_TRACK_BYTES", 1000)
+    assert "track files over 1,000 bytes are not read" in one_line_error(path, record="bytes")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert read_tracks([empty]).warnings == (f"{empty}: no track files in this folder",)
+
+
+def test_geojson_shapes_checked(tmp_path):
+    path = tmp_path / "odd.geojson"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {"type": "MultiLineString", "coordinates": None},
+            }
+        )
+    )
+    one_line_error(path, record="feature 1")

@@ -162,22 +162,33 @@ def read_tracks(paths: Iterable[str | os.PathLike[str]]) -> TrackSet:
     parts: list[Fixes] = []
     files: list[str] = []
     warnings: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    for path, named in iter_track_files(paths):
-        try:
-            st = path.stat()
-            key = (st.st_dev, st.st_ino)
-        except OSError:
-            key = None
-        if key is not None:
-            if key in seen:
+    seen_files: set[tuple[int, int]] = set()
+    seen_dirs: set[tuple[int, int]] = set()
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = [(f, False) for f in _walk(p, seen_dirs)]
+            if not found:
+                warnings.append(f"{p}: no track files in this folder")
+        elif p.exists():
+            found = [(p, True)]
+        else:
+            raise TrackError(f"{p}: no such file or folder")
+        for path, named in found:
+            try:
+                st = path.stat()
+                key: tuple[int, int] | None = (st.st_dev, st.st_ino)
+            except OSError:
+                key = None
+            if key is not None:
+                if key in seen_files:
+                    continue
+                seen_files.add(key)
+            if not named and detect_format(path, by_extension=False) is None:
+                warnings.append(f"{path}: not a track format geotag reads; skipped")
                 continue
-            seen.add(key)
-        if not named and detect_format(path) is None:
-            warnings.append(f"{path}: not a track format geotag reads; skipped")
-            continue
-        parts.append(read_track(path, warnings))
-        files.append(str(path))
+            parts.append(read_track(path, warnings))
+            files.append(str(path))
     return TrackSet(fixes=Fixes.concat(parts), files=tuple(files), warnings=tuple(warnings))
 
 

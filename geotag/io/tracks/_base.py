@@ -43,8 +43,10 @@ def display_name(path: Path) -> str:
 
 
 @contextmanager
-def open_bounded(path: Path, limit: int = MAX_TRACK_BYTES) -> Iterator[BinaryIO]:
-    """The file opened for reading, refused when it is no regular file or larger than `limit`."""
+def open_bounded(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
+    """The file opened for reading, refused when it is no regular file or larger than `limit`
+    (MAX_TRACK_BYTES when not given)."""
+    limit = MAX_TRACK_BYTES if limit is None else limit
     name = display_name(path)
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
@@ -59,7 +61,8 @@ def open_bounded(path: Path, limit: int = MAX_TRACK_BYTES) -> Iterator[BinaryIO]
         yield f
 
 
-def read_bounded(path: Path, limit: int = MAX_TRACK_BYTES) -> bytes:
+def read_bounded(path: Path, limit: int | None = None) -> bytes:
+    limit = MAX_TRACK_BYTES if limit is None else limit
     with open_bounded(path, limit) as f:
         return f.read(limit + 1)
 
