@@ -174,10 +174,11 @@ class Builder:
         return f"{self.kinds[self.kind[i]]} {self.record[i]}"
 
     def fixes(self, source: str) -> Fixes:
-        """The gathered fixes, sorted by time; the first out-of-range position raises naming its record."""
-        lat = np.frombuffer(self.lat, dtype=np.float64) if len(self.lat) else np.empty(0)
-        lon = np.frombuffer(self.lon, dtype=np.float64) if len(self.lon) else np.empty(0)
-        t = np.frombuffer(self.t, dtype=np.float64) if len(self.t) else np.empty(0)
+        """The gathered fixes, sorted by time; the first out-of-range position raises naming its record.
+
+        The columns are views of the builder's arrays (no copy), and a track already in time order is
+        not re-sorted: a long history costs its fixes' bytes once, not twice."""
+        t, lat, lon = _view(self.t), _view(self.lat), _view(self.lon)
         bad_lat = ~(np.abs(lat) <= 90.0)  # NaN compares false, so it is bad too
         bad_lon = ~(np.abs(lon) <= 180.0)
         bad_t = ~np.isfinite(t)
@@ -191,24 +192,26 @@ class Builder:
             else:
                 what = "time out of range"
             raise fail(self.name, self.where(i), what)
-
-        def col(a: array) -> np.ndarray:
-            return np.array(a, dtype=np.float64) if len(a) else np.empty(0)
-
         fixes = Fixes(
-            t=col(self.t),
-            lat=col(self.lat),
-            lon=col(self.lon),
-            alt=col(self.alt),
-            hdop=col(self.hdop),
-            pdop=col(self.pdop),
-            sats=col(self.sats),
-            accuracy_m=col(self.accuracy),
-            source=np.zeros(len(self.t), dtype=np.int32),
-            segment=np.array(self.segment, dtype=np.int32) if len(self.segment) else np.empty(0, np.int32),
+            t=t,
+            lat=lat,
+            lon=lon,
+            alt=_view(self.alt),
+            hdop=_view(self.hdop),
+            pdop=_view(self.pdop),
+            sats=_view(self.sats),
+            accuracy_m=_view(self.accuracy),
+            source=np.zeros(len(t), dtype=np.int32),
+            segment=_view(self.segment, np.intc).astype(np.int32, copy=False),
             sources=(source,),
         )
-        return fixes.sorted()
+        if len(t) > 1 and bool((np.diff(t) < 0).any()):
+            fixes = fixes.sorted()
+        return fixes
+
+
+def _view(a: array, dtype: type = np.float64) -> np.ndarray:
+    return np.frombuffer(a, dtype=dtype) if len(a) else np.empty(0, dtype=dtype)
 
 
 _DMS_NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?|[-+]?\.\d+")
