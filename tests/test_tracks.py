@@ -863,3 +863,9 @@ def test_geojson_shapes_checked(tmp_path):
         )
     )
     one_line_error(path, record="feature 1")
+
+
+def test_nmea_unknown_hemisphere_is_an_error(tmp_path):
+    log = tmp_path / "log.nmea"
+    log.write_text(nmea("GPRMC,092204.999,A,4250.5589,X,14718.5084,E,0.00,89.68,211200,,") + "\n")
+    assert "hemisphere" in one_line_error(log, record="line 1")
