@@ -869,3 +869,9 @@ def test_nmea_unknown_hemisphere_is_an_error(tmp_path):
     log = tmp_path / "log.nmea"
     log.write_text(nmea("GPRMC,092204.999,A,4250.5589,X,14718.5084,E,0.00,89.68,211200,,") + "\n")
     assert "hemisphere" in one_line_error(log, record="line 1")
+
+
+def test_igc_unknown_hemisphere_is_an_error(tmp_path):
+    path = tmp_path / "flight.igc"
+    path.write_text("AXXXABC\nHFDTE311223\nB2359583352128X15112558EA0010000120\n")
+    assert "hemisphere" in one_line_error(path, record="line 3")
