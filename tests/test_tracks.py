@@ -875,3 +875,14 @@ def test_igc_unknown_hemisphere_is_an_error(tmp_path):
     path = tmp_path / "flight.igc"
     path.write_text("AXXXABC\nHFDTE311223\nB2359583352128X15112558EA0010000120\n")
     assert "hemisphere" in one_line_error(path, record="line 3")
+
+
+def test_nmea_without_any_date_is_a_warning(tmp_path):
+    log = tmp_path / "gga.nmea"
+    log.write_text(nmea("GPGGA,092204.00,3352.1280,S,15112.5580,E,1,08,0.9,25.0,M,,,,") + "\n")
+    result = read_tracks([log])
+    assert len(result.fixes) == 0
+    assert result.warnings == (
+        f"{log}: no point with a time; not used",
+        f"{log}: 1 fix(es) without a date (no RMC or ZDA sentence in the file); not used",
+    )

@@ -106,7 +106,8 @@ def read_nmea(path: Path, name: str) -> Builder:
             continue
         t = datetime.combine(e.day, time(), tzinfo=UTC).timestamp() + e.tod
         b.add(t, e.lat, e.lon, alt=e.alt, hdop=e.hdop, pdop=e.pdop, sats=e.sats, record=e.line)
-    b.untimed = undated
+    if undated:
+        b.notes.append(f"{undated} fix(es) without a date (no RMC or ZDA sentence in the file); not used")
     if skipped:
         b.notes.append(f"{skipped} void or fixless sentence(s) skipped")
     return b
