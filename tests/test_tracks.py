@@ -886,3 +886,32 @@ def test_nmea_without_any_date_is_a_warning(tmp_path):
         f"{log}: no point with a time; not used",
         f"{log}: 1 fix(es) without a date (no RMC or ZDA sentence in the file); not used",
     )
+
+
+def test_bench_track_read_tiny_prints_its_table():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/track_read.py",
+            "--points",
+            "300",
+            "--formats",
+            "gpx,gpxpy,csv,records,nmea,kml,geojson",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| format" not in proc.stdout  # a rich table, not markdown
+    assert "GPX 1.1 via gpxpy (reference)" in proc.stdout and "Takeout Records.json" in proc.stdout
+    summary = [
+        line for line in proc.stdout.splitlines() if line.startswith("summary: 300 points per file; gpx ")
+    ]
+    assert summary and "records" in summary[0] and "nmea" in summary[0], proc.stdout[-2000:]
