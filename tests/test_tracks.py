@@ -915,3 +915,10 @@ def test_bench_track_read_tiny_prints_its_table():
         line for line in proc.stdout.splitlines() if line.startswith("summary: 300 points per file; gpx ")
     ]
     assert summary and "records" in summary[0] and "nmea" in summary[0], proc.stdout[-2000:]
+
+
+def test_zip_without_kml(tmp_path):
+    archive = tmp_path / "takeout.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Takeout/Location History/Records.json", '{"locations": []}')
+    assert "unzip other archives first" in one_line_error(archive, record="zip")
