@@ -922,3 +922,24 @@ def test_zip_without_kml(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("Takeout/Location History/Records.json", '{"locations": []}')
     assert "unzip other archives first" in one_line_error(archive, record="zip")
+
+
+def test_time_and_degree_parsing():
+    from geotag.io.tracks._base import parse_degrees, parse_time
+
+    assert (
+        parse_time("2024-05-01T12:00:00+02:00")
+        == parse_time("2024-05-01T10:00:00Z")
+        == utc("2024-05-01T10:00:00")
+    )
+    assert parse_time("2024-05-01T10:00:00") == utc("2024-05-01T10:00:00")  # naive: UTC
+    assert parse_time("2024:05:01 06:30:00-0330") == utc(
+        "2024-05-01T10:00:00"
+    )  # EXIF style, zone without colon
+    assert parse_time("20240501T100000Z") == utc("2024-05-01T10:00:00")
+    assert parse_time("2024-05-01T10:00:00.123456789Z") == pytest.approx(utc("2024-05-01T10:00:00.123456"))
+    assert parse_time("2024-05-01") is None and parse_time("noon") is None and parse_time("") is None
+    assert parse_degrees("-33.87") == -33.87 and parse_degrees("33.87 S") == -33.87
+    assert parse_degrees("33 52 12 S") == pytest.approx(-(33 + 52 / 60 + 12 / 3600))
+    assert parse_degrees("151 deg 12' 30.5\" E") == pytest.approx(151 + 12 / 60 + 30.5 / 3600)
+    assert math.isnan(parse_degrees("north")) and math.isnan(parse_degrees("33 75 0"))

@@ -91,7 +91,7 @@ def parse_time(text: str) -> float | None:
     m = _EXIF_DATETIME.match(s)
     if m:
         s = f"{m[1]}-{m[2]}-{m[3]}T{s[m.end() :]}"
-    if len(s) < 13 or s[10] not in "Tt ":  # a date alone is not a moment
+    if len(s) <= 10:  # a date alone (2024-05-01, 20240501) is not a moment
         return None
     try:
         dt = datetime.fromisoformat(s.replace("z", "Z"))
