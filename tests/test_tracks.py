@@ -943,3 +943,110 @@ def test_time_and_degree_parsing():
     assert parse_degrees("33 52 12 S") == pytest.approx(-(33 + 52 / 60 + 12 / 3600))
     assert parse_degrees("151 deg 12' 30.5\" E") == pytest.approx(151 + 12 / 60 + 30.5 / 3600)
     assert math.isnan(parse_degrees("north")) and math.isnan(parse_degrees("33 75 0"))
+
+
+# --- exiftool reads the same samples the same way ---------------------------------------------------
+
+GPX_ZONES = """<?xml version="1.0"?>
+<gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>
+<trkpt lat="-12.0464" lon="-77.0428"><ele>150</ele><time>2024-05-01T05:00:00-05:00</time></trkpt>
+<trkpt lat="-12.0500" lon="-77.0500"><ele>160</ele><time>2024-05-01T10:00:30Z</time></trkpt>
+</trkseg><trkseg>
+<trkpt lat="-12.0600" lon="-77.0550"><ele>170</ele><time>2024-05-01T10:01:30</time></trkpt>
+</trkseg></trk></gpx>
+"""
+
+
+def _exiftool_samples(tmp_path: Path) -> list[tuple[Path, list[str]]]:
+    """(track, [UTC Geotimes strictly between its fixes]) for formats exiftool 12.57 reads."""
+    files = {
+        "zones.gpx": (GPX_ZONES, ["2024-05-01T10:00:10", "2024-05-01T10:01:00"]),
+        "log.csv": (
+            "GPSDateTime,GPSLatitude,GPSLongitude,GPSAltitude\n2024:05:01 10:00:00Z,-22.9068,-43.1729,5.5\n"
+            "2024:05:01 07:00:10-03:00,-22.9070,-43.1740,6\n2024:05:01 10:00:20,-22.9080,-43.1750,7\n",
+            ["2024-05-01T10:00:05", "2024-05-01T10:00:15"],
+        ),
+        "log.nmea": (
+            "\n".join(
+                [
+                    nmea("GPRMC,235958.00,A,3352.1280,S,15112.5580,E,0.1,0.0,311223,,,A"),
+                    nmea("GPGGA,235958.00,3352.1280,S,15112.5580,E,1,08,0.9,25.0,M,,,,"),
+                    nmea("GPRMC,235959.00,A,3352.1290,S,15112.5590,E,0.1,0.0,311223,,,A"),
+                    nmea("GPRMC,000004.00,A,3352.1300,S,15112.5600,E,0.1,0.0,010124,,,A"),
+                    nmea("GPGGA,000004.00,3352.1300,S,15112.5600,E,1,06,1.3,27.0,M,,,,"),
+                ]
+            )
+            + "\n",
+            ["2023-12-31T23:59:58.5", "2024-01-01T00:00:02"],
+        ),
+        "day.kml": (KML, ["2024-02-03T11:02:30", "2024-02-03T11:05:30"]),
+        "run.tcx": (TCX, ["2024-06-01T06:00:03"]),
+        "flight.igc": (
+            "AXXXABC\nHFDTE311223\nB2359583352128S15112558EA0010000120\nB0000023352130S15112560EA0010000140\n",
+            ["2024-01-01T00:00:00"],
+        ),
+        "Records.json": (
+            json.dumps(
+                {
+                    "locations": [
+                        {
+                            "latitudeE7": 488583700,
+                            "longitudeE7": 22944810,
+                            "timestamp": "2022-07-01T10:00:00Z",
+                        },
+                        {
+                            "latitudeE7": 488600000,
+                            "longitudeE7": 22950000,
+                            "timestamp": "2022-07-01T12:01:00+02:00",
+                        },
+                    ]
+                },
+                indent=2,
+            )
+            + "\n",
+            ["2022-07-01T10:00:30"],
+        ),
+    }
+    out = []
+    for name, (text, times) in files.items():
+        (tmp_path / name).write_text(text)
+        out.append((tmp_path / name, times))
+    return out
+
+
+def test_exiftool_reads_the_samples_the_same(tmp_path):
+    """exiftool -geotag on each sample at Geotimes inside it (one exiftool run, -execute per case) places
+    the photo where linear interpolation of our fixes does: the same times, zones, dates and positions."""
+    import subprocess
+
+    from PIL import Image
+
+    from geotag.io.exif_write import find_exiftool
+
+    exiftool = find_exiftool()
+    if exiftool is None:
+        pytest.skip("exiftool not installed")
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    args: list[str] = []
+    expected: dict[str, tuple[float, float]] = {}
+    for track, times in _exiftool_samples(tmp_path):
+        fixes = read_track(track)
+        for k, when in enumerate(times):
+            out = tmp_path / f"{track.name}_{k}.jpg"
+            geotime = when.replace("-", ":", 2).replace("T", " ") + "Z"
+            args += ["-geotag", str(track), f"-geotime={geotime}", "-o", str(out), str(photo), "-execute"]
+            expected[out.name] = at(fixes, utc(when))[:2]
+    subprocess.run([exiftool, "-q", "-q", *args], check=True, capture_output=True, timeout=120)
+    outs = sorted(tmp_path.glob("*_?.jpg"))
+    assert len(outs) == len(expected)
+    shown = subprocess.run(
+        [exiftool, "-j", "-n", "-GPSLatitude", "-GPSLongitude", *map(str, outs)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for tags in json.loads(shown.stdout):
+        name = Path(tags["SourceFile"]).name
+        assert (tags["GPSLatitude"], tags["GPSLongitude"]) == pytest.approx(expected[name], abs=1e-6), name
