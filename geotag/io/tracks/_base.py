@@ -38,16 +38,12 @@ def fail(name: str, where: str | None, what: str) -> TrackError:
     return TrackError(" ".join(text.split()))
 
 
-def display_name(path: Path) -> str:
-    return str(path)
-
-
 @contextmanager
 def open_bounded(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
     """The file opened for reading, refused when it is no regular file or larger than `limit`
     (MAX_TRACK_BYTES when not given)."""
     limit = MAX_TRACK_BYTES if limit is None else limit
-    name = display_name(path)
+    name = str(path)
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
@@ -105,16 +101,6 @@ def datetime_seconds(dt: datetime) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
-
-
-def to_float(text: object) -> float:
-    """A number from text, or NaN for empty/None; raises ValueError on anything else."""
-    if text is None:
-        return NAN
-    if isinstance(text, int | float):
-        return float(text)
-    s = str(text).strip()
-    return float(s) if s else NAN
 
 
 class Builder:
