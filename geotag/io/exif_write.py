@@ -1395,10 +1395,8 @@ def build_sidecar(existing: bytes | None, fix: GpsFix) -> bytes:
         text = existing.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WriteFailed("existing sidecar is not UTF-8") from exc
-    start = re.search(r"<(?![?!])([^\s/>]+)", text)
-    close = text.rfind(f"</{start.group(1)}") if start else -1
-    end = text.find(">", close) if close >= 0 else -1
-    if start is None or end < 0:
+    span = _root_span(text)
+    if span is None:
         raise WriteFailed("existing sidecar has no XML root element")
     registered = dict(prefixes)
     registered.setdefault("exif", NS_EXIF)
@@ -1406,4 +1404,41 @@ def build_sidecar(existing: bytes | None, fix: GpsFix) -> bytes:
         if prefix and not re.match(r"ns\d+$", prefix):
             ET.register_namespace(prefix, uri)
     body = ET.tostring(root, encoding="unicode")
-    return (text[: start.start()] + body + text[end + 1 :]).encode("utf-8")
+    return (text[: span[0]] + body + text[span[1] :]).encode("utf-8")
+
+
+_SPACE = " \t\r\n\ufeff"
+
+
+def _root_span(text: str) -> tuple[int, int] | None:
+    """Where the root element starts and ends in a parsed XML document: the text around it can only
+    be whitespace, comments, processing instructions (an xpacket wrapper) and a doctype, skipped from
+    both ends; a tag name inside a comment (`<!-- </x:xmpmeta> -->`) is never mistaken for the root's."""
+    i = 0
+    while True:
+        while i < len(text) and text[i] in _SPACE:
+            i += 1
+        for opener, closer in (("<?", "?>"), ("<!--", "-->"), ("<!", ">")):
+            if text.startswith(opener, i):
+                j = text.find(closer, i + len(opener))
+                if j < 0:
+                    return None
+                i = j + len(closer)
+                break
+        else:
+            break
+    if not text.startswith("<", i):
+        return None
+    end = len(text)
+    while True:
+        end = len(text[:end].rstrip(_SPACE))
+        for opener, closer in (("<!--", "-->"), ("<?", "?>")):
+            if text.endswith(closer, i, end):
+                j = text.rfind(opener, i, end - len(closer))
+                if j <= i:
+                    return None
+                end = j
+                break
+        else:
+            break
+    return (i, end) if end > i and text[end - 1] == ">" else None
