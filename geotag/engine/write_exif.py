@@ -528,10 +528,10 @@ class _Run:
         """The sidecar to write (merged into an existing one), or None with job.result set."""
         assert job.target is not None
         old: bytes | None = None
-        if job.target.is_symlink():  # like a photo: written at its target, the link kept
-            if not job.target.exists():
-                raise WriteFailed(f"{job.target.name} is a broken symlink; left alone")
-            job.target = Path(os.path.realpath(job.target))
+        if job.target.is_symlink():  # it could point anywhere (a planted link): never written through
+            raise WriteFailed(
+                f"sidecar {job.target.name} is a symlink; refused (replace it with a real file)"
+            )
         if job.target.exists():
             job.target_st = os.stat(job.target)
             if not stat.S_ISREG(job.target_st.st_mode):
