@@ -3,11 +3,22 @@ failed on the code before its fix."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from test_review import make_preds
+
+from geotag.engine.write_exif import WriteOptions, run_write_exif
+from geotag.errors import InputError
+from geotag.io import decisions
 from geotag.io.export import export_points
 from geotag.io.parquet import PredictionWriter
+from geotag.review.app import make_server
 
 
 def _preds(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -47,3 +58,61 @@ def test_csv_export_escapes_formula_cells_but_not_numbers(tmp_path: Path) -> Non
         for key, value in r.items():
             if value[:1] in ("=", "+", "@", "\t", "\r") or (value[:1] == "-" and key not in ("lon", "lat")):
                 assert key in ("lon", "lat", "pred_lon", "pred_lat") and float(value) < 0, (key, value)
+
+
+# --- item 8: a decisions file that is a FIFO, a device or huge -----------------------------------------
+
+
+def _in_thread(fn: Callable[[], object], timeout: float = 10.0) -> object:
+    """fn()'s result or exception, or TimeoutError when it hangs (left blocked in a daemon thread)."""
+    box: list[object] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return box[0] if box else TimeoutError("hung")
+
+
+def _unblock(fifo: Path) -> None:
+    """Give a reader blocked on `fifo` its EOF (when one is blocked there)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_review_with_a_fifo_decisions_file_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    preds = make_preds(tmp_path, n=2)
+    fifo = tmp_path / "d.jsonl"
+    os.mkfifo(fifo)
+    try:
+        got = _in_thread(lambda: make_server(preds, fifo))
+    finally:
+        _unblock(fifo)
+    assert isinstance(got, InputError) and "not a regular file" in str(got), got
+
+
+def test_write_exif_with_a_fifo_or_device_as_decisions_is_refused(tmp_path: Path) -> None:
+    preds = make_preds(tmp_path, n=2)
+    fifo = tmp_path / "d.jsonl"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        opts = WriteOptions(preds, decisions=path, writer="python", journal=tmp_path / "j.jsonl")
+        try:
+            got = _in_thread(lambda o=opts: run_write_exif(o))  # type: ignore[misc]
+        finally:
+            _unblock(fifo)
+        assert isinstance(got, InputError) and "not a regular file" in str(got), got
+
+
+def test_decisions_read_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = tmp_path / "d.jsonl"
+    big.write_bytes(b"\n" * 5000)
+    monkeypatch.setattr(decisions, "MAX_BYTES", 4096)
+    with pytest.raises(InputError, match="larger than"):
+        decisions.read_bounded(big, "decisions file", decisions.MAX_BYTES)
+    assert isinstance(_in_thread(lambda: decisions.read(Path("/dev/zero"))), InputError)

@@ -741,7 +741,7 @@ def run_write_exif(
         from geotag.engine.reviewed import apply_decisions
         from geotag.io.decisions import read as read_decisions
 
-        if not opts.decisions.is_file():
+        if not os.path.exists(opts.decisions):
             raise InputError(f"decisions file not found: {opts.decisions}")
         rows = apply_decisions(rows, read_decisions(opts.decisions))
     run = _Run(opts)
