@@ -6,12 +6,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from test_review import make_preds
+from write_exif_util import EXIFTOOL
 
 from geotag.engine.write_exif import WriteOptions, run_write_exif
 from geotag.errors import InputError
@@ -116,3 +121,45 @@ def test_decisions_read_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(InputError, match="larger than"):
         decisions.read_bounded(big, "decisions file", decisions.MAX_BYTES)
     assert isinstance(_in_thread(lambda: decisions.read(Path("/dev/zero"))), InputError)
+
+
+# --- item 8: a killed write-exif must not leave exiftool -stay_open running ---------------------------
+
+PARENT = """
+import sys, time
+from geotag.io.exif_write import ExiftoolProcess, find_exiftool
+p = ExiftoolProcess(find_exiftool())
+p.start()
+print(p._proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\\nState:\\tZ" not in status  # a zombie has exited (nobody may reap it in a container)
+
+
+@pytest.mark.skipif(EXIFTOOL is None, reason="exiftool not installed")
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_exiftool_exits_when_write_exif_is_killed() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()  # SIGKILL: no cleanup of any kind runs in geotag
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "exiftool -stay_open outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)

@@ -27,6 +27,7 @@ radius also goes to GPSHPositioningError (metres) when the model gives one.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import math
@@ -35,11 +36,13 @@ import os
 import queue
 import re
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -341,6 +344,7 @@ class ExiftoolProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 bufsize=0,
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl runs in the child
             )
         except OSError as exc:
             raise InputError(f"cannot start exiftool ({self.executable}): {exc.strerror or exc}") from exc
@@ -410,6 +414,32 @@ class ExiftoolProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that has the child killed when geotag dies (Linux PR_SET_PDEATHSIG), or None.
+
+    Why: `exiftool -stay_open True -@ -` does not exit at the end of its argfile (stdin): it polls for
+    more commands, so a write-exif killed with -9 left it running forever. The kernel signal fires when
+    the thread that started exiftool ends; write-exif starts it from the main thread. If geotag died
+    before prctl took effect, the child exits at once (its parent is no longer the one it had)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return child
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _pump(pipe: Any, q: queue.Queue[bytes | None]) -> None:
