@@ -20,10 +20,14 @@ from write_exif_util import EXIFTOOL
 
 from geotag.engine.write_exif import WriteOptions, run_write_exif
 from geotag.errors import InputError
+from geotag.eval.report_data import resolve_photo
 from geotag.io import decisions
 from geotag.io.export import export_points
 from geotag.io.parquet import PredictionWriter
+from geotag.io.scan import image_id
 from geotag.review.app import make_server
+from geotag.review.session import Session
+from geotag.sample_data import UNTAGGED, render
 
 
 def _preds(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -163,3 +167,38 @@ def test_exiftool_exits_when_write_exif_is_killed() -> None:
             parent.kill()
         if child and _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+# --- item 8: one rule for a relative `path`: beside the predictions file, never the current folder -----
+
+
+def test_relative_paths_resolve_beside_the_predictions_file_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write-exif resolved a relative `path` against the current folder, review and report beside the
+    predictions file: run from elsewhere, write-exif wrote a different file (an identical copy there)."""
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    real = run_dir / "photos" / "a.jpg"
+    real.parent.mkdir(parents=True)
+    render(UNTAGGED[0], (64, 48)).save(real, "JPEG", quality=85)
+    decoy = elsewhere / "photos" / "a.jpg"
+    decoy.parent.mkdir(parents=True)
+    decoy.write_bytes(real.read_bytes())
+    preds = run_dir / "preds.parquet"
+    with PredictionWriter(preds) as w:
+        w.write(
+            {
+                "image_id": image_id(real),
+                "path": "photos/a.jpg",
+                "status": "ok",
+                "pred_lat": 5.5,
+                "pred_lon": 6.5,
+            }
+        )
+    monkeypatch.chdir(elsewhere)
+    before = decoy.read_bytes()
+    summary = run_write_exif(WriteOptions(preds, writer="python", journal=tmp_path / "j.jsonl"))
+    assert summary.written == 1
+    assert decoy.read_bytes() == before and real.read_bytes() != before
+    assert resolve_photo("photos/a.jpg", preds.parent) == run_dir / "photos" / "a.jpg"
+    assert Session.open(preds).photo_path(0) == run_dir / "photos" / "a.jpg"

@@ -71,6 +71,7 @@ from geotag.io.journal import (
 )
 from geotag.io.locks import BUSY, FolderLocks, remove_stale_temps
 from geotag.io.parquet import iter_batches, require_columns
+from geotag.io.row_paths import base_folder, row_path
 from geotag.io.scan import image_id, image_id_of_bytes
 from geotag.progress import progress_bar
 
@@ -327,6 +328,7 @@ class _Run:
         else:
             self.writer = make_writer(opts.writer)
             self.writer_name = self.writer.name
+        self.base = base_folder(opts.predictions)  # relative row paths resolve beside the predictions
         self.locks = FolderLocks(LOCK_WAIT_S)
         self.cleaned: set[Path] = set()
         self.journal: Journal | None = None
@@ -447,7 +449,7 @@ class _Run:
         fix, reason = select_fix(row, self.opts)
         if fix is None:
             return FileResult(path_text, "skipped", reason)
-        path = Path(path_text)
+        path = row_path(path_text, self.base)
         try:
             st = os.stat(path)
             if not stat.S_ISREG(st.st_mode):

@@ -16,6 +16,7 @@ from geotag.errors import InputError
 from geotag.io import decisions as dec
 from geotag.io.decisions import Decision
 from geotag.io.parquet import iter_batches, require_columns
+from geotag.io.row_paths import base_folder, row_path
 
 NEEDED = ("image_id", "path", "status", "pred_lat", "pred_lon")
 OPTIONAL = ("confidence", "error_km", "topk", "country", "gt_lat", "gt_lon", "model")
@@ -93,9 +94,7 @@ class Session:
         text = str(self.rows[i].get("path") or "")
         if not text:
             return None
-        path = Path(text)
-        if not path.is_absolute():
-            path = self.predictions.absolute().parent / path
+        path = row_path(text, base_folder(self.predictions))
         return path if path.is_file() else None
 
     def decide(
