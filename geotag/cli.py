@@ -1087,7 +1087,9 @@ def export_cmd(
     ] = None,
     what: Annotated[str, typer.Option(help="pred: the predicted points | gt: the ground truth.")] = "pred",
 ) -> None:
-    """Export points for GIS tools (QGIS, Google Earth, kepler.gl) with confidence and error attributes."""
+    """Export points for GIS tools (QGIS, Google Earth, kepler.gl) with confidence and error attributes.
+
+    In CSV, a text cell beginning with = + - @ tab or CR gets a leading ' (no formula injection)."""
     from geotag.io.export import export_points
 
     s = export_points(predictions, out_path, fmt=fmt, what=what)

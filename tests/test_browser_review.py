@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from test_review import make_preds
 from geotag.engine.write_exif import WriteOptions, run_write_exif
 from geotag.io import decisions
 from geotag.io.exif import read_exif
-from geotag.review.app import make_server
+from geotag.review.app import make_server, write_login_file
 
 
 def _saved(page: Any, n: int) -> None:
@@ -122,3 +123,33 @@ def test_browser_review_filters(browser: Any, tmp_path: Path) -> None:  # noqa: 
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_browser_login_file_leaves_a_clean_url_and_survives_reload(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 27 item 5 in a real browser: the private login file (what `geotag review` opens) signs in
+    through POST /login; the tab ends on the bare `/` (no token in the address bar or history), photos
+    load through the header token, a reload works (sessionStorage), and the printed URL does the same."""
+    preds = make_preds(tmp_path, n=2)
+    srv = make_server(preds)
+    srv.start_thread()
+    folder, login = write_login_file(srv)
+    try:
+        page = offline_page(browser, [], viewport=(1000, 600))
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        for start in (login.as_uri(), srv.url):
+            page.goto(start)
+            page.wait_for_selector("body[data-ready='1']", state="attached", timeout=20_000)
+            page.wait_for_function("document.getElementById('img').naturalWidth > 0")
+            assert page.url == f"http://127.0.0.1:{srv.port}/", page.url
+            assert srv.token not in page.evaluate("history.length + location.href + document.referrer")
+            page.reload()
+            page.wait_for_selector("body[data-ready='1']", state="attached", timeout=20_000)
+            assert page.inner_text("#count") == "1 / 2"
+        page.keyboard.press("r")
+        _saved(page, 1)
+        assert not errors, errors
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        shutil.rmtree(folder)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -18,6 +20,7 @@ from geotag.errors import InputError
 from geotag.io import decisions
 from geotag.io.parquet import PredictionWriter
 from geotag.io.scan import image_id
+from geotag.review import app
 from geotag.review.app import make_server
 from geotag.review.server import ReviewServer
 
@@ -96,14 +99,123 @@ def test_token_in_url_then_cookie(server: ReviewServer) -> None:
         first = c.get("/", params={"token": server.token})
         assert first.status_code == 200 and "geotag review" in first.text
         assert "HttpOnly" in first.headers["set-cookie"] and "SameSite=Strict" in first.headers["set-cookie"]
-        rows = c.get("/api/rows").json()["rows"]  # the cookie is enough now
+        assert f"geotag_review_{server.port}=" in first.headers["set-cookie"]  # one per session
+        # the login answer hands the token to the tab's sessionStorage and leaves for the clean URL
+        assert "sessionStorage.setItem" in first.text and 'location.replace("/")' in first.text
+        page = c.get("/")  # the cookie opens the page shell, which holds no token
+        assert page.status_code == 200 and server.token not in page.text
+        assert c.get("/assets/leaflet.js").status_code == 200
+        h = {"X-Geotag-Token": server.token}
+        rows = c.get("/api/rows", headers=h).json()["rows"]
         assert [r["i"] for r in rows] == [0, 1, 2] and rows[0]["topk"][1] == [12.0, 23.0, 0.3]
-        photo = c.get("/photo/1")
+        photo = c.get("/photo/1", headers=h)
         assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
         assert photo.content == Path(rows[1]["path"]).read_bytes()
-        assert f"geotag_review_{server.port}=" in first.headers["set-cookie"]  # one per session
         # the cookie does not authorise writes: the header token does
         assert c.post("/api/decide", json={"row": 0, "action": "reject"}).status_code == 403
+
+
+def test_cookie_sent_to_another_local_port_opens_no_data(server: ReviewServer) -> None:
+    """Issue 27 item 5: browsers send 127.0.0.1's cookies to every port there, so the cookie was the
+    token itself and let any local server (or page on another port) read rows and photos. Now the
+    cookie holds another secret that opens only the shell and static assets."""
+    with httpx.Client(base_url=base(server)) as c:
+        c.get("/", params={"token": server.token})
+        cookie = c.cookies[f"geotag_review_{server.port}"]
+        assert cookie != server.token and server.token not in cookie
+        for route in ("/api/rows", "/photo/0"):
+            assert c.get(route).status_code == 403, route
+        assert c.post("/api/decide", json={"row": 0, "action": "reject"}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://127.0.0.1:1"},  # a page served from another local port
+        {"Origin": "http://localhost:8888"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "same-site"},  # an <img> or a fetch from another port of 127.0.0.1
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+)
+def test_requests_from_another_origin_are_refused(server: ReviewServer, headers: dict[str, str]) -> None:
+    h = {"X-Geotag-Token": server.token, **headers}
+    for route in ("/api/rows", "/photo/0", "/"):
+        assert httpx.get(base(server) + route, headers=h).status_code == 403, route
+    r = httpx.post(base(server) + "/api/decide", json={"row": 0, "action": "reject"}, headers=h)
+    assert r.status_code == 403 and not server.session.decisions_path.exists()
+    same = {"X-Geotag-Token": server.token, "Origin": base(server), "Sec-Fetch-Site": "same-origin"}
+    assert httpx.get(base(server) + "/api/rows", headers=same).status_code == 200
+
+
+def test_browser_opens_a_private_local_file_not_the_token_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27 item 5: the token was on the browser's command line (`ps` shows it to every local
+    user). The browser now opens a 0600 file in a 0700 folder that POSTs the token to /login."""
+    srv = make_server(make_preds(tmp_path))
+    opened: list[str] = []
+    seen: dict[str, object] = {}
+
+    def fake_open(url: str) -> bool:
+        opened.append(url)
+        path = Path(url.removeprefix("file://"))
+        seen["file_mode"] = path.stat().st_mode & 0o777
+        seen["dir_mode"] = path.parent.stat().st_mode & 0o777
+        seen["html"] = path.read_text()
+        seen["path"] = path
+        return True
+
+    def serve_forever(*args: object, **kwargs: object) -> None:
+        html = str(seen["html"])
+        assert f'action="http://127.0.0.1:{srv.port}/login"' in html
+        form = {"token": html.split('name="token" value="')[1].split('"')[0]}
+        with httpx.Client(base_url=base(srv)) as c:
+            r = c.post("/login", data=form, headers={"Origin": "null"})  # a file:// page's Origin
+            assert r.status_code == 200 and "sessionStorage" in r.text
+            assert c.get("/").status_code == 200
+            assert c.post("/login", data={"token": "x" + srv.token}).status_code == 403
+            assert c.post("/login", data=form, headers={"Origin": "http://127.0.0.1:1"}).status_code == 403
+        srv.shutdown()  # the real server thread
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app.webbrowser, "open", fake_open)
+    srv.start_thread()
+    srv.serve_forever = serve_forever  # type: ignore[method-assign]
+    app.serve(srv, open_browser=True, say=lambda _: None)
+    assert len(opened) == 1 and opened[0].startswith("file://") and srv.token not in opened[0]
+    assert seen["file_mode"] == 0o600 and seen["dir_mode"] == 0o700
+    assert not Path(str(seen["path"])).parent.exists()  # removed when the server stopped
+
+
+def test_deeply_nested_json_body_is_one_400(server: ReviewServer) -> None:
+    """Issue 27 item 8: a 30,000-deep JSON body raised RecursionError inside the handler (no answer)."""
+    h = {"X-Geotag-Token": server.token, "Content-Type": "application/json"}
+    body = b"[" * 30_000 + b"]" * 30_000
+    r = httpx.post(base(server) + "/api/decide", content=body, headers=h)
+    assert r.status_code == 400 and "deep" in r.json()["error"]
+    assert httpx.get(base(server) + "/api/rows", headers=h).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize(
+    "topk", [pa.array(["oops", None]), pa.array([[1.0, 2.0], []]), pa.array([[{"a": 1}], []])]
+)
+def test_wrongly_typed_topk_column_is_one_clear_message(tmp_path: Path, topk: pa.Array) -> None:
+    """Issue 27 item 8: a `topk` column of the wrong type broke /api/rows; now review refuses the file
+    with one line naming the column."""
+    good = make_preds(tmp_path, n=2)
+    table = pq.read_table(good).drop_columns(["topk"]).append_column("topk", topk)
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table, bad)
+    with pytest.raises(InputError, match="column topk has type"):
+        make_server(bad)
+    r = subprocess.run(
+        [sys.executable, "-m", "geotag.cli", "review", str(bad), "--no-browser"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "column topk" in r.stderr
 
 
 def test_wrong_host_header_is_refused(server: ReviewServer) -> None:
@@ -125,7 +237,7 @@ def test_wrong_host_header_is_refused(server: ReviewServer) -> None:
     ],
 )
 def test_only_photos_of_the_predictions_are_served(server: ReviewServer, route: str) -> None:
-    r = httpx.get(base(server) + route, params={"token": server.token})
+    r = httpx.get(base(server) + route, headers={"X-Geotag-Token": server.token})
     assert r.status_code == 404, route
 
 

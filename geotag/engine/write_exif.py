@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from geotag.errors import InputError
+from geotag.errors import InputError, OutputError
 from geotag.io.durable import (
     UnsafeWrite,
     copy_attributes,
@@ -61,9 +61,17 @@ from geotag.io.exif_write import (
     sidecar_has_gps,
     sidecar_path,
 )
-from geotag.io.journal import Journal, backup_dir_for, current_hash, iter_undo_order, read_journal
+from geotag.io.journal import (
+    Journal,
+    backup_dir_for,
+    check_backup_dir,
+    current_hash,
+    iter_undo_order,
+    read_journal,
+)
 from geotag.io.locks import BUSY, FolderLocks, remove_stale_temps
 from geotag.io.parquet import iter_batches, require_columns
+from geotag.io.row_paths import base_folder, row_path
 from geotag.io.scan import image_id, image_id_of_bytes
 from geotag.progress import progress_bar
 
@@ -320,6 +328,7 @@ class _Run:
         else:
             self.writer = make_writer(opts.writer)
             self.writer_name = self.writer.name
+        self.base = base_folder(opts.predictions)  # relative row paths resolve beside the predictions
         self.locks = FolderLocks(LOCK_WAIT_S)
         self.cleaned: set[Path] = set()
         self.journal: Journal | None = None
@@ -440,7 +449,7 @@ class _Run:
         fix, reason = select_fix(row, self.opts)
         if fix is None:
             return FileResult(path_text, "skipped", reason)
-        path = Path(path_text)
+        path = row_path(path_text, self.base)
         try:
             st = os.stat(path)
             if not stat.S_ISREG(st.st_mode):
@@ -521,10 +530,10 @@ class _Run:
         """The sidecar to write (merged into an existing one), or None with job.result set."""
         assert job.target is not None
         old: bytes | None = None
-        if job.target.is_symlink():  # like a photo: written at its target, the link kept
-            if not job.target.exists():
-                raise WriteFailed(f"{job.target.name} is a broken symlink; left alone")
-            job.target = Path(os.path.realpath(job.target))
+        if job.target.is_symlink():  # it could point anywhere (a planted link): never written through
+            raise WriteFailed(
+                f"sidecar {job.target.name} is a symlink; refused (replace it with a real file)"
+            )
         if job.target.exists():
             job.target_st = os.stat(job.target)
             if not stat.S_ISREG(job.target_st.st_mode):
@@ -734,7 +743,7 @@ def run_write_exif(
         from geotag.engine.reviewed import apply_decisions
         from geotag.io.decisions import read as read_decisions
 
-        if not opts.decisions.is_file():
+        if not os.path.exists(opts.decisions):
             raise InputError(f"decisions file not found: {opts.decisions}")
         rows = apply_decisions(rows, read_decisions(opts.decisions))
     run = _Run(opts)
@@ -780,9 +789,10 @@ class UndoSummary:
         return f"restored {self.restored} file(s); {_skipped_text(self.skipped)}; failed {len(self.failed)}"
 
 
-def _restore(path: Path, source: Path, record: dict[str, Any]) -> None:
+def _restore(path: Path, source: Path, record: dict[str, Any], now_mode: int) -> None:
     """Put the backup's bytes back at `path` atomically, with the old mode (permission bits only:
-    never setuid, setgid or sticky) and times. The backup is linked, not copied, where it can be
+    never setuid, setgid or sticky, and never wider than `now_mode`, the mode the file has now, which
+    write-exif copied from the original) and times. The backup is linked, not copied, where it can be
     (no space needed on a full disk); the folder is fsynced by the caller, once per folder."""
     folder = new_temp_dir(path)
     tmp = folder / "restore.tmp"
@@ -799,8 +809,9 @@ def _restore(path: Path, source: Path, record: dict[str, Any]) -> None:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise UnsafeWrite("the restored file is not a regular file")
             mode = record.get("mode")
-            if isinstance(mode, int) and not isinstance(mode, bool):
-                os.fchmod(fd, mode & 0o777)
+            if not isinstance(mode, int) or isinstance(mode, bool):
+                mode = now_mode
+            os.fchmod(fd, mode & now_mode & 0o777)
             mtime = record.get("mtime_ns")
             if isinstance(mtime, int) and not isinstance(mtime, bool):
                 atime = record.get("atime_ns")
@@ -826,10 +837,39 @@ def _backup_source(backups: Path, name: Any) -> Path | None:
     return source if stat.S_ISREG(st.st_mode) else None
 
 
-def _undo_one(record: dict[str, Any], backups: Path) -> tuple[str, str | None]:
+def _refusal(record: dict[str, Any]) -> str | None:
+    """Why a record names something no write-exif run writes (None: it may have). A journal is data
+    that may come with someone else's folder: only two kinds of record exist, every path is absolute
+    and plain, and a sidecar record names an XMP sidecar of its photo, in the photo's folder."""
+    op, path = record.get("op"), record.get("path")
+    if op not in ("photo", "sidecar"):
+        return f"refused: unknown journal record op {str(op)[:40]!r}; ignored"
+    if not _plain_abs(path):
+        return "refused: journal record without a plain absolute path; ignored"
+    if op == "sidecar":
+        photo = record.get("photo")
+        if not _plain_abs(photo):
+            return "refused: sidecar record without its photo's path; ignored"
+        names = {sidecar_path(Path(photo), style) for style in ("photo.jpg.xmp", "photo.xmp")}
+        if Path(path) not in names or Path(path) == Path(photo):
+            return "refused: not an XMP sidecar of the photo its record names; ignored"
+    elif not record.get("old_hash"):
+        return "refused: photo record without the old hash; ignored"
+    return None
+
+
+def _plain_abs(value: Any) -> bool:
+    """An absolute path with no '.' or '..' parts and no NUL (what write-exif records)."""
+    if not isinstance(value, str) or "\0" in value or not os.path.isabs(value):
+        return False
+    return os.path.normpath(value) == value
+
+
+def _undo_one(record: dict[str, Any], backups: Path | None) -> tuple[str, str | None]:
     """('restored' | 'skipped' | 'failed', reason) for one journal record."""
-    if not isinstance(record.get("path"), str) or not os.path.isabs(record["path"]):
-        return "failed", "journal record without an absolute path; ignored"
+    refused = _refusal(record)
+    if refused:
+        return "failed", refused
     path = Path(record["path"])
     try:
         if stat.S_ISLNK(os.lstat(path).st_mode):
@@ -844,14 +884,14 @@ def _undo_one(record: dict[str, Any], backups: Path) -> tuple[str, str | None]:
         return "skipped", SKIP_MISSING
     if now != new:
         return "skipped", "changed after write-exif; left alone"
-    if record.get("op") == "photo" and not _carries_estimate(path):
-        return "skipped", "carries no geotag estimate, so this run did not write it; left alone"
-    st = os.stat(path)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return "failed", "refused: not a regular file; left alone"
+    if not _carries_estimate(path):
+        return "failed", "refused: carries no geotag estimate, so no write-exif run wrote it; left alone"
     if _read_only(path, st):
         return "failed", "read-only file"
-    if old is None:  # a sidecar that write-exif created: undo removes it
-        if record.get("op") != "sidecar":
-            return "failed", "journal record without the old hash; ignored"
+    if old is None:  # a sidecar that write-exif created (the only kind of record without one)
         path.unlink()
         return "restored", None
     if not record.get("backup"):
@@ -860,12 +900,14 @@ def _undo_one(record: dict[str, Any], backups: Path) -> tuple[str, str | None]:
             "written with --no-backup, so the old bytes cannot be restored "
             f"(old GPS: {gps.get('lat')}, {gps.get('lon')})"
         )
+    if backups is None:
+        return "failed", "refused: the journal's backup folder is a symlink or not a folder"
     source = _backup_source(backups, record["backup"])
     if source is None:
         return "failed", "backup name in the journal is not a file of its backup folder; ignored"
     if current_hash(source) != old:
         return "failed", f"backup {source} is missing or damaged"
-    _restore(path, source, record)
+    _restore(path, source, record, stat.S_IMODE(st.st_mode))
     return "restored", None
 
 
@@ -903,11 +945,15 @@ def run_undo(journal_path: Path, report: Callable[[str, str, str | None], None] 
     Safe to run twice: files already restored are reported as 'already original'."""
     _, records = read_journal(journal_path)
     _check_journal_owner(Path(journal_path))
-    backups = backup_dir_for(Path(journal_path).absolute())
+    backups: Path | None = backup_dir_for(Path(journal_path).absolute())
+    try:
+        check_backup_dir(backups)  # type: ignore[arg-type]
+    except OutputError:
+        backups = None  # every restore is refused, with its own line
     summary = UndoSummary()
     folders: set[Path] = set()
     locks = FolderLocks(LOCK_WAIT_S)
-    wanted = {Path(r["path"]).parent for r in records if isinstance(r.get("path"), str)}
+    wanted = {Path(r["path"]).parent for r in records if _refusal(r) is None}
     busy = locks.acquire(f for f in wanted if f.is_dir())
     for folder in wanted - busy:
         if folder.is_dir():
@@ -924,14 +970,17 @@ def run_undo(journal_path: Path, report: Callable[[str, str, str | None], None] 
 
 def _undo_record(
     record: dict[str, Any],
-    backups: Path,
+    backups: Path | None,
     busy: set[Path],
     summary: UndoSummary,
     folders: set[Path],
     report: Callable[[str, str, str | None], None] | None,
 ) -> None:
     """Undo one record and count it (a busy folder's records are skipped with a reason)."""
-    if isinstance(record.get("path"), str) and Path(record["path"]).parent in busy:
+    refused = _refusal(record)
+    if refused:
+        action, reason = "failed", refused
+    elif Path(record["path"]).parent in busy:
         action, reason = "skipped", BUSY
     else:
         try:

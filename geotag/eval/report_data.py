@@ -21,6 +21,7 @@ from geotag.errors import InputError
 from geotag.eval import truth_join
 from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, parquet_source, quote, sql_double
 from geotag.io.parquet import require_columns
+from geotag.io.row_paths import row_path
 
 OPTIONAL = {
     "error": "VARCHAR",
@@ -297,12 +298,9 @@ def worst_rows(con: duckdb.DuckDBPyConnection, src: Source, n: int = 12) -> list
 
 
 def resolve_photo(path_text: str | None, base: Path) -> Path | None:
-    """The photo a row names: as written, else relative to the predictions file's folder."""
+    """The photo a row names: absolute as written, relative under `base`, the predictions file's folder
+    (never the current folder: geotag.io.row_paths, the rule write-exif and review follow too)."""
     if not path_text:
         return None
-    path = Path(path_text)
-    if path.is_file():
-        return path
-    if not path.is_absolute() and (base / path).is_file():
-        return base / path
-    return None
+    path = row_path(path_text, base)
+    return path if path.is_file() else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,8 +69,11 @@ def append(path: Path, decision: Decision) -> Decision:
         d = Decision(**{**asdict(d), "time": datetime.now(UTC).isoformat(timespec="seconds")})
     line = (json.dumps(asdict(d), separators=(",", ":")) + "\n").encode()
     new = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"decisions file {path} is not a regular file; refused")
         if os.fstat(fd).st_size and not _ends_with_newline(fd):
             line = b"\n" + line  # a torn last line stays a line of its own, ignored on reading
         os.write(fd, line)  # one write: O_APPEND keeps it whole against other appenders
@@ -88,15 +92,42 @@ def _ends_with_newline(fd: int) -> bool:
     return os.pread(fd, 1, size - 1) == b"\n"
 
 
+MAX_BYTES = 256 << 20
+"""A decisions file larger than this is refused (some 2 million decisions: more than anyone reviews)."""
+
+
+def read_bounded(path: Path, what: str, limit: int = MAX_BYTES) -> bytes | None:
+    """A regular file's bytes (None when it does not exist), read with a bound: a FIFO, a device
+    (`/dev/zero`) or a folder is refused at once (opened non-blocking, checked with fstat before any
+    read), and a file over `limit` bytes is refused rather than read into memory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{what} {path} is not a regular file (a FIFO, device or folder); refused")
+        if st.st_size > limit:
+            raise InputError(f"{what} {path} is larger than {limit >> 20} MiB; refused")
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if len(data) > limit:
+        raise InputError(f"{what} {path} is larger than {limit >> 20} MiB; refused")
+    return data
+
+
 def read(path: Path) -> dict[int, Decision]:
     """The last decision for each row. A JSON line that is not a valid decision is an error; a line that
-    is not JSON at all was torn by a crash and is skipped."""
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except FileNotFoundError:
+    is not JSON at all was torn by a crash and is skipped. Only a regular file, of bounded size."""
+    data = read_bounded(path, "decisions file")
+    if data is None:
         return {}
-    except OSError as exc:
-        raise InputError(f"cannot read decisions file {path}: {exc.strerror}") from exc
+    lines = data.split(b"\n")
     out: dict[int, Decision] = {}
     for i, raw in enumerate(lines):
         if not raw.strip():

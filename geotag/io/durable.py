@@ -160,6 +160,21 @@ def write_new_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
+def open_append_nofollow(path: Path, mode: int = 0o600) -> int:
+    """Open a log to append to (read/write, O_APPEND), never through a symlink: an existing regular
+    file, or a new one created exclusively (so a dangling link at the name is refused with EEXIST,
+    not created at its target). OSError (ELOOP for a link) otherwise."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+    return fd
+
+
 @contextmanager
 def _committed_temp(
     path: Path, *, sync: bool, mode: int | None, written_by_name: bool

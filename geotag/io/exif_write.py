@@ -27,6 +27,7 @@ radius also goes to GPSHPositioningError (metres) when the model gives one.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import math
@@ -35,11 +36,13 @@ import os
 import queue
 import re
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -341,6 +344,7 @@ class ExiftoolProcess:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 bufsize=0,
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl runs in the child
             )
         except OSError as exc:
             raise InputError(f"cannot start exiftool ({self.executable}): {exc.strerror or exc}") from exc
@@ -410,6 +414,32 @@ class ExiftoolProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that has the child killed when geotag dies (Linux PR_SET_PDEATHSIG), or None.
+
+    Why: `exiftool -stay_open True -@ -` does not exit at the end of its argfile (stdin): it polls for
+    more commands, so a write-exif killed with -9 left it running forever. The kernel signal fires when
+    the thread that started exiftool ends; write-exif starts it from the main thread. If geotag died
+    before prctl took effect, the child exits at once (its parent is no longer the one it had)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return child
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _pump(pipe: Any, q: queue.Queue[bytes | None]) -> None:
@@ -1395,10 +1425,8 @@ def build_sidecar(existing: bytes | None, fix: GpsFix) -> bytes:
         text = existing.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WriteFailed("existing sidecar is not UTF-8") from exc
-    start = re.search(r"<(?![?!])([^\s/>]+)", text)
-    close = text.rfind(f"</{start.group(1)}") if start else -1
-    end = text.find(">", close) if close >= 0 else -1
-    if start is None or end < 0:
+    span = _root_span(text)
+    if span is None:
         raise WriteFailed("existing sidecar has no XML root element")
     registered = dict(prefixes)
     registered.setdefault("exif", NS_EXIF)
@@ -1406,4 +1434,41 @@ def build_sidecar(existing: bytes | None, fix: GpsFix) -> bytes:
         if prefix and not re.match(r"ns\d+$", prefix):
             ET.register_namespace(prefix, uri)
     body = ET.tostring(root, encoding="unicode")
-    return (text[: start.start()] + body + text[end + 1 :]).encode("utf-8")
+    return (text[: span[0]] + body + text[span[1] :]).encode("utf-8")
+
+
+_SPACE = " \t\r\n\ufeff"
+
+
+def _root_span(text: str) -> tuple[int, int] | None:
+    """Where the root element starts and ends in a parsed XML document: the text around it can only
+    be whitespace, comments, processing instructions (an xpacket wrapper) and a doctype, skipped from
+    both ends; a tag name inside a comment (`<!-- </x:xmpmeta> -->`) is never mistaken for the root's."""
+    i = 0
+    while True:
+        while i < len(text) and text[i] in _SPACE:
+            i += 1
+        for opener, closer in (("<?", "?>"), ("<!--", "-->"), ("<!", ">")):
+            if text.startswith(opener, i):
+                j = text.find(closer, i + len(opener))
+                if j < 0:
+                    return None
+                i = j + len(closer)
+                break
+        else:
+            break
+    if not text.startswith("<", i):
+        return None
+    end = len(text)
+    while True:
+        end = len(text[:end].rstrip(_SPACE))
+        for opener, closer in (("<!--", "-->"), ("<?", "?>")):
+            if text.endswith(closer, i, end):
+                j = text.rfind(opener, i, end - len(closer))
+                if j <= i:
+                    return None
+                end = j
+                break
+        else:
+            break
+    return (i, end) if end > i and text[end - 1] == ">" else None

@@ -7,7 +7,9 @@ ExtendedData. The rows stream: Parquet batches become Arrow batches with a WKB p
 `pyogrio.write_arrow` call consumes them, so memory stays flat and the file is opened once (appending
 batch by batch through `geopandas.to_file` made GDAL re-read a growing GeoJSON each time: quadratic).
 CSV is written by Arrow's CSV writer with `lon`, `lat` first (QGIS's "delimited text" picks them up);
-it writes the same text as GDAL's CSV driver, about ten times faster.
+it writes the same text as GDAL's CSV driver, about ten times faster. A text cell that begins with `=`,
+`+`, `-`, `@`, a tab or a carriage return (a file named `=HYPERLINK(...).jpg`) gets a leading `'`, as
+spreadsheet tools expect (OWASP's rule against formula injection); numbers are never changed.
 
 Output goes to a temporary name beside the target and is renamed at the end: an existing file is
 replaced only by a complete one.
@@ -136,11 +138,25 @@ def with_extras(table: pa.Table, what: str, fmt: str) -> pa.Table:
     name = pc.replace_substring_regex(table.column("path"), pattern=r"^.*[/\\]", replacement="")
     table = table.add_column(0, "name", name)
     if fmt == "csv":
+        table = pa.table(
+            {c: _no_formula(col) for c, col in zip(table.column_names, table.columns, strict=True)}
+        )
         return table.add_column(0, "lat", table.column(lat_col)).add_column(0, "lon", table.column(lon_col))
     if fmt == "kml":
         table = table.append_column("description", describe(table, what))
     lat, lon = _floats(table.column(lat_col)), _floats(table.column(lon_col))
     return table.append_column("geometry", wkb_points(lat, lon))
+
+
+FORMULA_START = r"^([=+\-@\t\r])"
+"""Text a spreadsheet would run as a formula (OWASP CSV injection); such a cell is given a leading `'`."""
+
+
+def _no_formula(col: Any) -> Any:
+    """A text column with formula-like cells escaped by a leading `'`; other columns as they are."""
+    if not pa.types.is_string(col.type):
+        return col
+    return pc.replace_substring_regex(col, pattern=FORMULA_START, replacement="'\\1", max_replacements=1)
 
 
 def describe(table: pa.Table, what: str) -> pa.Array:

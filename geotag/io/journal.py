@@ -14,6 +14,11 @@ another file system the bytes are copied and fsynced.
 Undo decides per record from the file's current hash: the new hash -> restore the backup; the old
 hash -> already original; anything else -> the file was changed after the write, and it is left alone.
 Records are undone newest first, so several runs appended to one journal unwind in order.
+
+Nothing here follows a symlink: the journal is opened with O_NOFOLLOW (and created with O_EXCL, so a
+dangling link at its name is refused, not created at its target), a backup folder that is a link is
+refused, and a file already sitting at a backup's name is used only if it hashes to the bytes it must
+keep (anything else, e.g. a planted file, is replaced by the real backup).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +37,7 @@ from typing import Any
 
 from geotag import __version__
 from geotag.errors import InputError, OutputError
-from geotag.io.durable import fsync_dir, fsync_file
+from geotag.io.durable import TEMP_SUFFIX, UnsafeWrite, fsync_dir, open_append_nofollow
 from geotag.io.scan import image_id
 
 try:
@@ -62,21 +69,28 @@ class Journal:
         self.records = 0
         self.created = False  # whether this run wrote anything to the journal
         folder = self.path.parent
-        if self.path.is_dir():
+        st = _lstat(self.path)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise OutputError(f"journal {self.path} is a symlink; refused (give the real file's path)")
+        if st is not None and stat.S_ISDIR(st.st_mode):
             raise OutputError(f"journal {self.path} is a directory")
         if not folder.is_dir():
             raise OutputError(f"journal folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise OutputError(f"journal folder {folder} is not writable")
-        if self.path.exists():
+        if keep_backups:
+            check_backup_dir(self.backup_dir)
+        if st is not None:
             read_journal(self.path)  # appending to something that is not a journal would ruin it
 
     def _open(self) -> None:
         if self._fh is not None:
             return
         try:
-            fh = open(self.path, "a+b")  # noqa: SIM115 - held open for the whole run
+            fh = os.fdopen(open_append_nofollow(self.path), "a+b")
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EEXIST):
+                raise OutputError(f"journal {self.path} is a symlink or appeared meanwhile; refused") from exc
             raise OutputError(f"cannot write journal {self.path}: {exc.strerror or exc}") from exc
         try:
             if fcntl is not None:
@@ -112,22 +126,24 @@ class Journal:
         self._open()
         name = old_hash + path.suffix.lower()
         target = self.backup_dir / name
-        if target.exists():  # the same bytes are already kept (a copy of this photo elsewhere)
+        if _holds(target, old_hash):  # the same bytes are already kept (a copy of this photo elsewhere)
             return name
-        self.backup_dir.mkdir(exist_ok=True)
         try:
-            os.link(path, target)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
-                raise
-            tmp = target.with_name(f".{name}.tmp")
+            check_backup_dir(self.backup_dir, create=True)
+        except OutputError as exc:
+            raise UnsafeWrite(str(exc)) from exc
+        # under a fresh unpredictable name, then renamed over whatever (a planted file) holds the name
+        tmp = self.backup_dir / f".{name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        try:
             try:
-                shutil.copyfile(path, tmp)
-                fsync_file(tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+                os.link(path, tmp)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                    raise
+                _copy_new(path, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         if sync:
             fsync_dir(self.backup_dir)
         return name
@@ -168,6 +184,42 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def check_backup_dir(folder: Path, *, create: bool = False) -> bool:
+    """Whether the backup folder exists (made, private, when `create`); OutputError when its name is a
+    symlink or not a folder: backups are never written through, nor restored from, a planted link."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+    st = _lstat(folder)
+    if st is None:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"backup folder {folder} is a symlink or not a folder; refused")
+    return True
+
+
+def _holds(path: Path, digest: str) -> bool:
+    """Is `path` a regular file (not a link) whose bytes hash to `digest`?"""
+    st = _lstat(path)
+    return st is not None and stat.S_ISREG(st.st_mode) and current_hash(path) == digest
+
+
+def _copy_new(src: Path, dst: Path) -> None:
+    """Copy `src` to the new name `dst` (created exclusively, never through a link), fsynced."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def read_journal(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import shutil
+import tempfile
 import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 
 from geotag.errors import InputError
 from geotag.eval import leaflet
+from geotag.io.durable import write_new_file
 from geotag.review.server import ReviewServer
 from geotag.review.session import Session
 
@@ -29,6 +32,16 @@ def make_server(predictions: Path, decisions: Path | None = None, port: int = 0)
         raise InputError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
 
 
+def write_login_file(server: ReviewServer) -> tuple[Path, Path]:
+    """(private folder, file): a 0600 page in a fresh 0700 temp folder that POSTs the token to the
+    server, for the browser to open (as Jupyter does): a command line is visible to every local user
+    in `ps`, this file only to its owner. Removed when the server stops."""
+    folder = Path(tempfile.mkdtemp(prefix="geotag-review-"))
+    login = folder / "open-review.html"
+    write_new_file(login, server.login_file_html().encode(), mode=0o600)
+    return folder, login
+
+
 def serve(server: ReviewServer, open_browser: bool, say: Callable[[str], None]) -> None:
     """Print where to go, open a browser unless told not to, serve until interrupted."""
     s = server.session
@@ -36,14 +49,18 @@ def serve(server: ReviewServer, open_browser: bool, say: Callable[[str], None]) 
     say(f"reviewing {len(s.rows):,} row(s) of {s.predictions} ({done:,} decided so far)")
     say(f"decisions are saved to {s.decisions_path}")
     say(f"open {server.url}   (Ctrl-C to stop)")
+    folder = None
     if open_browser:
-        webbrowser.open(server.url)
+        folder, login = write_login_file(server)
+        webbrowser.open(login.as_uri())  # the token is in the private file, not on the browser's argv
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     say(
         f"{len(s.decisions):,} decision(s) in {s.decisions_path}; write them with: "
         f"geotag write-exif {s.predictions} --decisions {s.decisions_path}"

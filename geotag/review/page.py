@@ -9,19 +9,16 @@ moved position. Every decision is POSTed at once and shown as saved only when th
 from __future__ import annotations
 
 import html
-import json
 
 from geotag.eval.leaflet import ASSET_NAMES
 
 
-def page_html(token: str, title: str) -> str:
+def page_html(title: str) -> str:
+    """The page shell: it holds no token and no data; its script takes the token from the tab's
+    sessionStorage (put there by the login answer, see server.py) and fetches rows and photos with it."""
     css = "".join(f'<link rel="stylesheet" href="/assets/{n}">' for n in ASSET_NAMES if n.endswith(".css"))
     js = "".join(f'<script src="/assets/{n}"></script>' for n in ASSET_NAMES if n.endswith(".js"))
-    return (
-        PAGE.replace("%TITLE%", html.escape(title))
-        .replace("%HEAD%", css + js)
-        .replace("%TOKEN%", json.dumps(token))
-    )
+    return PAGE.replace("%TITLE%", html.escape(title)).replace("%HEAD%", css + js)
 
 
 PAGE = """<!DOCTYPE html>
@@ -67,7 +64,23 @@ kbd { background: #fff; border: 1px solid #bbb; border-radius: 3px; padding: 0 4
 </div>
 <script>
 "use strict";
-const TOKEN = %TOKEN%;
+const TOKEN = sessionStorage.getItem("geotag-review-token");
+if (location.pathname !== "/" || location.search) history.replaceState(null, "", "/");
+const api = (path, opts = {}) =>
+  fetch(path, {...opts, headers: {...(opts.headers || {}), "X-Geotag-Token": TOKEN}});
+let photoUrl = null, photoSeq = 0;
+async function loadPhoto(i) {
+  const seq = ++photoSeq;
+  try {
+    const res = await api("/photo/" + i);
+    if (!res.ok) throw new Error(res.status);
+    const blob = await res.blob();
+    if (seq !== photoSeq) return;
+    if (photoUrl) URL.revokeObjectURL(photoUrl);
+    photoUrl = URL.createObjectURL(blob);
+    $("img").src = photoUrl;
+  } catch (e) { if (seq === photoSeq) $("img").removeAttribute("src"); }
+}
 let ROWS = [], view = [], pos = 0, pin = null, pinSource = "prediction";
 const $ = id => document.getElementById(id);
 const map = L.map("map", {worldCopyJump: true, attributionControl: false, minZoom: 1}).setView([20, 0], 2);
@@ -103,7 +116,7 @@ function show() {
   $("count").textContent = view.length ? (pos + 1) + " / " + view.length : "no photos match";
   if (!view.length) { $("img").removeAttribute("src"); $("where").textContent = ""; pin = null; return; }
   const r = ROWS[view[pos]];
-  $("img").src = "/photo/" + r.i;
+  loadPhoto(r.i);
   $("img").alt = r.path;
   $("where").textContent = r.path + "  confidence " + (r.conf === null ? "?" : r.conf.toFixed(3))
     + (r.radius_km === null ? "" : "  radius " + r.radius_km.toFixed(0) + " km")
@@ -148,8 +161,8 @@ async function decide(action) {
                 lat: action === "accept" ? ll.lat : null, lon: action === "accept" ? ll.lng : null};
   $("status").textContent = "saving..."; $("status").className = "";
   try {
-    const res = await fetch("/api/decide", {method: "POST", headers: {"Content-Type": "application/json",
-                            "X-Geotag-Token": TOKEN}, body: JSON.stringify(body)});
+    const res = await api("/api/decide", {method: "POST", headers: {"Content-Type": "application/json"},
+                          body: JSON.stringify(body)});
     const out = await res.json();
     if (!res.ok) throw new Error(out.error || res.status);
     r.decision = {action: out.action, lat: out.lat, lon: out.lon, source: out.source};
@@ -182,7 +195,8 @@ document.addEventListener("keydown", e => {
   else return;
   e.preventDefault();
 });
-fetch("/api/rows").then(r => r.json()).then(d => {
+if (!TOKEN) document.body.textContent = "Not signed in: open the URL geotag review printed.";
+else api("/api/rows").then(r => r.json()).then(d => {
   ROWS = d.rows;
   fillSelect("ffolder", ROWS.map(r => r.folder));
   fillSelect("fcountry", ROWS.map(r => r.country));

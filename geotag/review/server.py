@@ -1,11 +1,19 @@
-"""The `geotag review` web server: standard library only, bound to 127.0.0.1, token on every request.
+"""The `geotag review` web server: standard library only, bound to 127.0.0.1, a secret token per session.
 
 Why http.server: one person, one browser tab, a few requests a second; a threading server of the
 standard library does that with no dependency. Security, since photos' locations are sensitive:
 - it listens on 127.0.0.1 only, and refuses a Host header other than 127.0.0.1/localhost (DNS rebinding);
-- every request needs the random token (secrets.token_urlsafe) printed in the URL, compared in constant
-  time; the first page load turns it into an HttpOnly, SameSite=Strict cookie; writes (POST) also need it
-  in a header, which another site's page cannot set;
+- the random token (secrets.token_urlsafe) is the only key to the data: the browser gets it from a
+  private local file (app.py) that POSTs it to /login, or from the printed URL; either way the answer
+  stores it in the tab's sessionStorage (per origin: this port only) and replaces the address with a
+  clean `/`, so it is neither on a command line nor in the address bar or history;
+- rows, photos and decisions need the token in a header (fetch from the page, compared in constant
+  time), which no other page can send; a request whose Origin is another origin, or that a browser
+  marks as not same-origin (Sec-Fetch-Site, e.g. an <img> on a page served from another local port),
+  is refused;
+- the cookie (HttpOnly, SameSite=Strict, named by the port) holds a *different* secret, because
+  browsers send 127.0.0.1's cookies to every port there: it opens only the page shell and the map's
+  static assets, never the rows or photos, so a server on another port that receives it learns nothing;
 - photos are served by row index only, from the paths in the predictions file (no user path at all).
 """
 
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import html
 import io
 import json
 import mimetypes
@@ -44,7 +53,23 @@ class ReviewServer(ThreadingHTTPServer):
     def __init__(self, session: Session, port: int = 0, token: str | None = None) -> None:
         self.session = session
         self.token = token or secrets.token_urlsafe(32)
+        self.cookie_secret = secrets.token_urlsafe(32)  # not the token: cookies reach every local port
         super().__init__((HOST, port), Handler)
+
+    @property
+    def cookie_name(self) -> str:
+        return COOKIE.format(port=self.port)
+
+    @property
+    def origins(self) -> tuple[str, str]:
+        return f"http://{HOST}:{self.port}", f"http://localhost:{self.port}"
+
+    def login_file_html(self) -> str:
+        """A page that POSTs the token to /login at once (for a local file the browser opens: the
+        token stays off the browser's command line and out of every URL)."""
+        return LOGIN_FORM.format(
+            action=html.escape(f"http://{HOST}:{self.port}/login"), token=html.escape(self.token)
+        )
 
     @property
     def port(self) -> int:
@@ -70,24 +95,41 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- checks ------------------------------------------------------------------------------------
 
-    def _token_ok(self, query: dict[str, list[str]], header: bool = False) -> bool:
+    def _header_token_ok(self) -> bool:
+        given = self.headers.get("X-Geotag-Token", "")
+        return hmac.compare_digest(given.encode(), self.server.token.encode())
+
+    def _query_token_ok(self, query: dict[str, list[str]]) -> bool:
         want = self.server.token.encode()
-        given: list[str] = []
-        if header:
-            given.append(self.headers.get("X-Geotag-Token", ""))
-        else:
-            given += query.get("token", [])
-            cookie = SimpleCookie()
-            with contextlib.suppress(Exception):  # a malformed cookie is simply no cookie
-                cookie.load(self.headers.get("Cookie", ""))
-            name = COOKIE.format(port=self.server.port)
-            if name in cookie:
-                given.append(cookie[name].value)
-        return any(hmac.compare_digest(g.encode(), want) for g in given)
+        return any(hmac.compare_digest(g.encode(), want) for g in query.get("token", []))
+
+    def _cookie_ok(self) -> bool:
+        cookie = SimpleCookie()
+        with contextlib.suppress(Exception):  # a malformed cookie is simply no cookie
+            cookie.load(self.headers.get("Cookie", ""))
+        name = self.server.cookie_name
+        return name in cookie and hmac.compare_digest(
+            cookie[name].value.encode(), self.server.cookie_secret.encode()
+        )
 
     def _host_ok(self) -> bool:
         host = self.headers.get("Host", "")
         return host in (f"{HOST}:{self.server.port}", f"localhost:{self.server.port}")
+
+    def _same_origin(self) -> bool:
+        """Not sent by a page of another origin (another local port included): a browser's Origin and
+        Sec-Fetch-Site headers, where present, must say this origin (a non-browser client sends neither)."""
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in self.server.origins:
+            return False
+        return self.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+
+    def _login(self) -> None:
+        """The token was given (printed URL or the local login file): set the cookie, hand the token to
+        the tab's sessionStorage and go to the clean `/` (location.replace: no history entry)."""
+        cookie = f"{self.server.cookie_name}={self.server.cookie_secret}; HttpOnly; SameSite=Strict; Path=/"
+        body = LOGIN_PAGE.replace("%TOKEN%", json.dumps(self.server.token).replace("<", "\\u003c")).encode()
+        self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", {"Set-Cookie": cookie})
 
     def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -120,14 +162,19 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(parts.query)
         if not self._host_ok():
             return self._deny(HTTPStatus.FORBIDDEN, "wrong host")
-        if not self._token_ok(query):
-            return self._deny(HTTPStatus.FORBIDDEN, "token required: open the URL geotag review printed")
         path = parts.path
+        if path == "/" and self._query_token_ok(query):
+            return self._login()
+        if not self._same_origin():
+            return self._deny(HTTPStatus.FORBIDDEN, "cross-origin request refused")
+        if path in ("/api/rows",) or path.startswith("/photo/"):  # the data: the header token only
+            if not self._header_token_ok():
+                return self._deny(HTTPStatus.FORBIDDEN, "token required: open the URL geotag review printed")
+        elif not (self._cookie_ok() or self._header_token_ok() or self._query_token_ok(query)):
+            return self._deny(HTTPStatus.FORBIDDEN, "token required: open the URL geotag review printed")
         if path == "/":
-            name = COOKIE.format(port=self.server.port)
-            cookie = f"{name}={self.server.token}; HttpOnly; SameSite=Strict; Path=/"
-            body = page_html(self.server.token, self.server.session.predictions.name).encode()
-            return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", {"Set-Cookie": cookie})
+            body = page_html(self.server.session.predictions.name).encode()
+            return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
         if path.startswith("/assets/"):
             name = path.removeprefix("/assets/")
             if name not in leaflet.ASSET_NAMES:
@@ -166,7 +213,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         parts = urlsplit(self.path)
-        if not self._host_ok() or not self._token_ok({}, header=True):
+        if not self._host_ok():
+            return self._deny()
+        if parts.path == "/login":
+            return self._post_login()
+        if not self._same_origin() or not self._header_token_ok():
             return self._deny()
         if parts.path != "/api/decide":
             return self._deny(HTTPStatus.NOT_FOUND, "not found")
@@ -179,7 +230,7 @@ class Handler(BaseHTTPRequestHandler):
         if not 0 < length <= MAX_BODY:
             return self._deny(HTTPStatus.BAD_REQUEST, "bad length")
         try:
-            body = json.loads(self.rfile.read(length))
+            body = _loads(self.rfile.read(length))
             if not isinstance(body, dict):
                 raise InputError("a JSON object please")
             d = self.server.session.decide(
@@ -199,6 +250,45 @@ class Handler(BaseHTTPRequestHandler):
             HTTPStatus.OK,
             {"saved": True, "row": d.row, "action": d.action, "lat": d.lat, "lon": d.lon, "source": d.source},
         )
+
+    def _post_login(self) -> None:
+        """The local login file's form: `token=...` (from a file:// page its Origin is 'null')."""
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in (*self.server.origins, "null"):
+            return self._deny()
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 < length <= 4096:
+            return self._deny(HTTPStatus.BAD_REQUEST, "bad length")
+        form = parse_qs(self.rfile.read(length).decode("ascii", "replace"))
+        if not self._query_token_ok(form):
+            return self._deny(HTTPStatus.FORBIDDEN, "token required: open the URL geotag review printed")
+        self._login()
+
+
+def _loads(data: bytes) -> Any:
+    """json.loads, with a nesting too deep for Python's parser (a 30,000-deep body) a ValueError."""
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
+LOGIN_FORM = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>geotag review</title></head>
+<body><form id="login" method="post" action="{action}"><input type="hidden" name="token" value="{token}">
+<noscript><button>Open geotag review</button></noscript></form>
+<script>document.getElementById("login").submit();</script></body></html>
+"""
+
+LOGIN_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>geotag review</title></head>
+<body>geotag review: signing in...
+<script>sessionStorage.setItem("geotag-review-token", %TOKEN%); location.replace("/");</script>
+</body></html>
+"""
 
 
 def _as_jpeg(photo: Any) -> bytes:

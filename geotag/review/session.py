@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from geotag.errors import InputError
 from geotag.io import decisions as dec
 from geotag.io.decisions import Decision
 from geotag.io.parquet import iter_batches, require_columns
+from geotag.io.row_paths import base_folder, row_path
 
 NEEDED = ("image_id", "path", "status", "pred_lat", "pred_lon")
 OPTIONAL = ("confidence", "error_km", "topk", "country", "gt_lat", "gt_lon", "model")
@@ -32,6 +35,16 @@ def _num(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _check_topk(predictions: Path, kind: pa.DataType) -> None:
+    """The candidates column must be what predict writes: a list of structs with lat and lon."""
+    value = kind.value_type if pa.types.is_list(kind) or pa.types.is_large_list(kind) else None
+    if value is None or not pa.types.is_struct(value) or not {"lat", "lon"} <= {f.name for f in value}:
+        raise InputError(
+            f"{predictions}: column topk has type {kind}; expected a list of {{lat, lon, score}} "
+            "as geotag predict writes it (drop or fix that column)"
+        )
+
+
 @dataclass
 class Session:
     """The rows under review and the decisions file they are saved to."""
@@ -46,6 +59,8 @@ class Session:
     def open(cls, predictions: Path, decisions_path: Path | None = None) -> Session:
         pf = require_columns(predictions, NEEDED)
         names = set(pf.schema_arrow.names)
+        if "topk" in names:
+            _check_topk(predictions, pf.schema_arrow.field("topk").type)
         columns = [*NEEDED, *(c for c in OPTIONAL if c in names)]
         rows: list[dict[str, Any]] = []
         for batch in iter_batches(predictions, columns, batch_size=8192):
@@ -93,9 +108,7 @@ class Session:
         text = str(self.rows[i].get("path") or "")
         if not text:
             return None
-        path = Path(text)
-        if not path.is_absolute():
-            path = self.predictions.absolute().parent / path
+        path = row_path(text, base_folder(self.predictions))
         return path if path.is_file() else None
 
     def decide(
