@@ -551,14 +551,17 @@ def _match_cameras(spec: str, cameras: dict[tuple, int], option: str) -> list[in
 
 def read_track_fixes(cfg: TimeConfig) -> tuple[Fixes, list[dict[str, Any]]]:
     """The --track files (folders walked by the reader) as one Fixes table, exiftool's quality filters
-    applied; and per file what was read (for the metadata)."""
+    applied; and per file what was read (for the metadata). The reader's warnings (a track with no
+    timed point) are logged: the CLI shows them as one line each."""
     from geotag.io import tracks
 
-    fixes = tracks.read_tracks(list(cfg.tracks))
+    found = tracks.read_tracks(list(cfg.tracks))
+    for warning in found.warnings:
+        log.warning("%s", warning)
+    fixes = found.fixes
     kept = tracks.filter_quality(fixes, max_hdop=cfg.max_hdop, max_pdop=cfg.max_pdop, min_sats=cfg.min_sats)
-    read = []
-    for s, name in enumerate(kept.sources or fixes.sources):
-        read.append(
-            {"path": name, "fixes": int((fixes.source == s).sum()), "kept": int((kept.source == s).sum())}
-        )
+    read = [
+        {"path": name, "fixes": int((fixes.source == s).sum()), "kept": int((kept.source == s).sum())}
+        for s, name in enumerate(fixes.sources)
+    ]
     return kept, read
