@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
 from geotag.engine.scan import chunked, default_workers, note_warnings, ordered_map, scan_file
-from geotag.engine.timeplace import TimePlanner, read_track_fixes
+from geotag.engine.timeplace import TimePlanner
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
@@ -427,7 +427,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         records, done, manifest.mark_done if manifest is not None else None
     )
     if planner is not None:
-        planner.plan(read_track_fixes)
+        planner.plan()
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
     common = {"model": model.name, "weights": model.weights_label} if model is not None else {}
     sources: dict[str, int] = {}

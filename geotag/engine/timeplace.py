@@ -131,7 +131,14 @@ class TimeSummary:
 class TimePlanner:
     """One predict run's time evidence: `records()` wraps the walk, `plan()` matches, `fill()` writes."""
 
-    def __init__(self, cfg: TimeConfig, *, workers: int, model_none: bool) -> None:
+    def __init__(
+        self,
+        cfg: TimeConfig,
+        *,
+        workers: int,
+        model_none: bool,
+        track_reader: Callable[[TimeConfig], tuple[Fixes, list[dict[str, Any]]]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.workers = workers
         self.model_none = model_none
@@ -145,7 +152,9 @@ class TimePlanner:
         self.zone = parse_zone(cfg.tz) if cfg.tz and cfg.tz.strip().lower() != "auto" else cfg.tz
         self._global_offset, self._camera_offsets = _parse_clock_offsets(cfg.clock_offsets)
         self.summary = TimeSummary()
-        self._kind: np.ndarray | None = None
+        reader = track_reader or read_track_fixes
+        # tracks first: a malformed one fails before the walk and before any model is loaded
+        self.track_fixes, self.tracks_read = reader(cfg) if cfg.tracks else (Fixes.empty(), [])
 
     # ---------------------------------------------------------------------------------------- pre-pass
 
@@ -192,7 +201,7 @@ class TimePlanner:
 
     # -------------------------------------------------------------------------------------------- plan
 
-    def plan(self, track_reader: Callable[[TimeConfig], tuple[Fixes, list[dict[str, Any]]]]) -> None:
+    def plan(self) -> None:
         """Resolve times, clocks and fixes, and match the untagged photos of the work list."""
         self._read_sibling_dirs()
         ev, cfg = self.ev, self.cfg
@@ -203,7 +212,7 @@ class TimePlanner:
         tagged = np.isfinite(lat) & np.isfinite(lon)
         todo = np.frombuffer(self.todo, dtype=np.int64) if len(self.todo) else np.empty(0, dtype=np.int64)
 
-        track_fixes, tracks_read = track_reader(cfg) if cfg.tracks else (Fixes.empty(), [])
+        track_fixes, tracks_read = self.track_fixes, self.tracks_read
         camera_keys = np.where(camera >= 0, camera, -1 - np.arange(n))  # an unknown camera stands alone
         per_photo_gps, _ = camera_gps_offsets(local, gps, camera_keys)
         times = resolve_photo_utc(
