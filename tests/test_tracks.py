@@ -780,3 +780,62 @@ def test_filter_quality_keeps_unknown(tmp_path):
     assert (filter_quality(f, min_sats=4).t - f.t[0]).tolist() == [0, 1, 3, 4]
     assert (filter_quality(f, max_hdop=2, min_sats=4, max_accuracy_m=50).t - f.t[0]).tolist() == [0, 3]
     assert len(filter_quality(f, max_pdop=1)) == 5  # no pdop known: all kept
+
+
+# --- damaged files: one error line, never a traceback ----------------------------------------------
+
+
+def test_damaged_files_give_track_errors_only(tmp_path):
+    import random
+
+    samples = {
+        "a.gpx": GPX11.encode(),
+        "a.kml": KML.encode(),
+        "a.tcx": TCX.encode(),
+        "a.nmea": (exiftool_dir() / "Geotag2.log").read_bytes(),
+        "a.log": (exiftool_dir() / "Geotag.log").read_bytes(),
+        "a.igc": (exiftool_dir() / "Geotag.igc").read_bytes(),
+        "a.csv": b"time,lat,lon,alt\n2024-05-01T10:00:00Z,-22.9,-43.1,5\n2024-05-01T10:00:10Z,-22.8,-43.2,6\n"
+        b"2024-05-01T10:00:20Z,-22.7,-43.3,7\n",
+        "a.geojson": json.dumps(
+            {
+                "type": "Feature",
+                "properties": {"coordTimes": ["2024-03-01T10:00:00Z", "2024-03-01T10:00:05Z"]},
+                "geometry": {
+                    "type": "LineString",
+                    "coordinates": [[-122.41, 37.77, 10], [-122.42, 37.78, 11]],
+                },
+            }
+        ).encode(),
+        "Records.json": json.dumps(
+            {
+                "locations": [
+                    {"latitudeE7": 488583700, "longitudeE7": 22944810, "timestamp": "2022-07-01T10:00:00Z"}
+                ]
+            }
+        ).encode(),
+    }
+    rng = random.Random(25)
+    for name, data in samples.items():
+        path = tmp_path / name
+        for _ in range(40):
+            damaged = bytearray(data)
+            if rng.random() < 0.4:
+                damaged = damaged[: rng.randrange(len(damaged))]
+            else:
+                for _ in range(rng.randint(1, 3)):
+                    damaged[rng.randrange(len(damaged))] = rng.choice(b'0123456789-.,:TZ <>/"{}[]$*\n\xff')
+            path.write_bytes(bytes(damaged))
+            try:
+                read_track(path, [])
+            except TrackError as e:
+                assert "\n" not in str(e) and str(e).startswith(str(path))
+
+
+def test_unknown_xml_encoding_and_bad_nmea_date(tmp_path):
+    gpx = tmp_path / "odd.gpx"
+    gpx.write_text(GPX11.replace('encoding="UTF-8"', 'encoding="UBF-8"'))
+    one_line_error(gpx, record="line 1")
+    log = tmp_path / "log.nmea"
+    log.write_text(nmea("GPRMC,092204.999,A,4250.5589,S,14718.5084,E,0.00,89.68,3x1200,,") + "\n")
+    assert "date" in one_line_error(log, record="line 1")
