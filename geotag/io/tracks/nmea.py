@@ -117,7 +117,7 @@ def _read_sentence(kind: str, msg) -> dict | None:
             return None
         return {"tod": _tod(msg.timestamp), "day": msg.datestamp, "lat": msg.latitude, "lon": msg.longitude}
     if kind == "GGA":
-        if not msg.gps_qual or int(msg.gps_qual) == 0 or not msg.lat:
+        if msg.gps_qual == 0 or not msg.lat:  # an empty quality field is accepted, as exiftool does
             return None
         return {
             "tod": _tod(msg.timestamp),
