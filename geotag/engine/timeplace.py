@@ -238,8 +238,7 @@ class TimePlanner:
         # rows are made for the work list only; the --siblings-dir photos are fixes, never targets
         targets = todo[~tagged[todo] & np.isfinite(utc[todo])]
         result = _Result.empty(len(todo))
-        pos = {int(i): k for k, i in enumerate(todo.tolist())} if len(targets) else {}
-        target_rows = np.array([pos[int(i)] for i in targets.tolist()], dtype=np.int64)
+        target_rows = np.searchsorted(todo, targets)  # todo is increasing: the walk's order
         remaining = np.ones(len(targets), dtype=bool)
         reasons = np.full(len(targets), "" if cfg.places else "no --track or --siblings given", dtype=object)
         for kind, fixes in ((TRACK, track_fixes), (SIBLING, sibling_fixes)):
