@@ -310,3 +310,75 @@ def test_rows_without_time_options_match_scan_columns(tmp_path: Path, tiny_model
     assert row["taken_at_utc"] == datetime(2024, 7, 1, 15, 0, 5, 500000, tzinfo=UTC)
     assert (row["time_zone"], row["time_zone_source"], row["camera_serial"]) == ("-03:00", "exif", "42")
     assert row["clock_offset_s"] is None and row["fix_source"] is None
+
+
+def test_tz_auto_takes_the_zone_at_the_track(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t0 = datetime(2024, 1, 10, 15, 0, tzinfo=UTC)
+    route = Route(40.758, -73.985, t0, east_ms=1.5, north_ms=1.5)  # Manhattan, EST (-05:00) in January
+    times = [t0 + timedelta(seconds=20 * i) for i in range(30)]
+    track = write_gpx(tmp_path / "nyc.gpx", [(t, *route.at(t), None) for t in times])
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for s in (30, 250):
+        write_photo(folder / f"n{s}.jpg", local(t0 + timedelta(seconds=s), -5), **NIKON)
+    out = tmp_path / "p.parquet"
+    code, err = geotag(
+        capsys, "predict", folder, "--out", out, "--model", "none", "--track", track, "--tz", "auto"
+    )
+    assert code == 0, err
+    for s in (30, 250):
+        row = rows_by_name(out)[f"n{s}.jpg"]
+        assert (row["time_zone"], row["time_zone_source"]) == ("America/New_York", "tz-auto")
+        assert distance_m((row["pred_lat"], row["pred_lon"]), route.at(t0 + timedelta(seconds=s))) < 0.5
+
+
+def test_a_cameras_gps_time_gives_its_zone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A phone that writes GPSDateStamp/GPSTimeStamp but no OffsetTimeOriginal: its offset comes from its
+    tagged photos, also for its photo without GPS, which its siblings then place; no --tz needed."""
+    from geotag.io.exif import read_exif
+
+    route = Route(-22.95, -43.21, T0, east_ms=4.0)  # Rio de Janeiro, -03:00
+    folder = tmp_path / "p"
+    folder.mkdir()
+    for i in range(4):
+        t = T0 + timedelta(seconds=60 * i)
+        path = write_photo(folder / f"g{i}.jpg", local(t, -3), gps=route.at(t), **PHONE)
+        _add_gps_time(path, t)
+        assert read_exif(path).gps_time == t
+    write_photo(folder / "nogps.jpg", local(T0 + timedelta(seconds=95), -3), **PHONE)
+    out = tmp_path / "p.parquet"
+    code, err = geotag(capsys, "predict", folder, "--out", out, "--model", "none", "--siblings")
+    assert code == 0, err
+    row = rows_by_name(out)["nogps.jpg"]
+    assert (row["time_zone"], row["time_zone_source"]) == ("-03:00", "gps-time")
+    assert row["source"] == "sibling"
+    assert distance_m((row["pred_lat"], row["pred_lon"]), route.at(T0 + timedelta(seconds=95))) < 1
+
+
+def _add_gps_time(path: Path, when: datetime) -> None:
+    """Add GPSDateStamp / GPSTimeStamp (UTC) to a photo written by write_photo (re-saved with Pillow)."""
+    from fractions import Fraction
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        exif = im.getexif()
+        gps = exif.get_ifd(0x8825)
+        gps[7] = (Fraction(when.hour), Fraction(when.minute), Fraction(when.second))
+        gps[0x1D] = when.strftime("%Y:%m:%d")
+        im.load()
+        im.save(path, "JPEG", exif=exif.tobytes())
+
+
+def test_scan_rows_carry_the_photos_own_time(tmp_path: Path) -> None:
+    from geotag.engine.scan import run_scan
+
+    (tmp_path / "p").mkdir()
+    write_photo(tmp_path / "p" / "a.jpg", datetime(2024, 7, 1, 12, 0), offset="+05:30", serial="B-1", **NIKON)
+    write_photo(tmp_path / "p" / "b.jpg", datetime(2024, 7, 1, 12, 0), **NIKON)
+    run_scan([tmp_path / "p"], tmp_path / "s.parquet", workers=1)
+    rows = rows_by_name(tmp_path / "s.parquet")
+    a, b = rows["a.jpg"], rows["b.jpg"]
+    assert a["taken_at_utc"] == datetime(2024, 7, 1, 6, 30, tzinfo=UTC)
+    assert (a["time_zone"], a["time_zone_source"], a["camera_serial"]) == ("+05:30", "exif", "B-1")
+    assert b["taken_at_utc"] is None and b["time_zone"] is None  # scan never guesses a zone
