@@ -314,7 +314,6 @@ def predict(
 ) -> None:
     """Predict where each photo was taken; one row per file, broken files included."""
     from geotag.config import PredictConfig, TimeConfig
-    from geotag.engine.predict import run_predict
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine {engine}: choose local or ray")
@@ -383,7 +382,13 @@ def predict(
         from geotag.engine.ray_predict import run_ray_predict
 
         summary = run_ray_predict(cfg)
+    elif model == "none":
+        from geotag.engine.time_only import run_time_only  # imports no torch
+
+        summary = run_time_only(cfg)
     else:
+        from geotag.engine.predict import run_predict
+
         summary = run_predict(cfg)
     _say_truth(summary.truth)
     if summary.restarted:

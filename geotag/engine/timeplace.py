@@ -42,7 +42,7 @@ from geotag.io.scan import ImageRecord, iter_records, validate_paths
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TimePlanner", "TimeSummary", "camera_label", "normalise_camera"]
+__all__ = ["TimePlanner", "TimeSummary", "camera_label", "count_sources", "normalise_camera"]
 
 NONE, TRACK, SIBLING = 0, 1, 2
 KINDS = {TRACK: "track", SIBLING: "sibling"}
@@ -489,6 +489,13 @@ class _Result:
             "fix_dt_s": opt(self.dt[k]),
             "fix_source": self.fix_source[k],
         }
+
+
+def count_sources(rows: Iterable[dict[str, Any]], counts: dict[str, int]) -> None:
+    """Add rows to `counts` by where their position came from: `source`, else `error` or `left`."""
+    for row in rows:
+        key = row.get("source") or ("error" if row["status"] == "error" else "left")
+        counts[key] = counts.get(key, 0) + 1
 
 
 def _with_evidence(record: ImageRecord) -> tuple[ImageRecord, tuple]:
