@@ -839,3 +839,214 @@ def test_unknown_xml_encoding_and_bad_nmea_date(tmp_path):
     log = tmp_path / "log.nmea"
     log.write_text(nmea("GPRMC,092204.999,A,4250.5589,S,14718.5084,E,0.00,89.68,3x1200,,") + "\n")
     assert "date" in one_line_error(log, record="line 1")
+
+
+def test_size_cap_and_empty_folder(tmp_path, monkeypatch):
+    path = tmp_path / "big.csv"
+    path.write_text("time,lat,lon\n" + "2024-05-01T10:00:00Z,1,1\n" * 100)
+    monkeypatch.setattr("geotag.io.tracks._base.MAX_TRACK_BYTES", 1000)
+    assert "track files over 1,000 bytes are not read" in one_line_error(path, record="bytes")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert read_tracks([empty]).warnings == (f"{empty}: no track files in this folder",)
+
+
+def test_geojson_shapes_checked(tmp_path):
+    path = tmp_path / "odd.geojson"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {"type": "MultiLineString", "coordinates": None},
+            }
+        )
+    )
+    one_line_error(path, record="feature 1")
+
+
+def test_nmea_unknown_hemisphere_is_an_error(tmp_path):
+    log = tmp_path / "log.nmea"
+    log.write_text(nmea("GPRMC,092204.999,A,4250.5589,X,14718.5084,E,0.00,89.68,211200,,") + "\n")
+    assert "hemisphere" in one_line_error(log, record="line 1")
+
+
+def test_igc_unknown_hemisphere_is_an_error(tmp_path):
+    path = tmp_path / "flight.igc"
+    path.write_text("AXXXABC\nHFDTE311223\nB2359583352128X15112558EA0010000120\n")
+    assert "hemisphere" in one_line_error(path, record="line 3")
+
+
+def test_nmea_without_any_date_is_a_warning(tmp_path):
+    log = tmp_path / "gga.nmea"
+    log.write_text(nmea("GPGGA,092204.00,3352.1280,S,15112.5580,E,1,08,0.9,25.0,M,,,,") + "\n")
+    result = read_tracks([log])
+    assert len(result.fixes) == 0
+    assert result.warnings == (
+        f"{log}: no point with a time; not used",
+        f"{log}: 1 fix(es) without a date (no RMC or ZDA sentence in the file); not used",
+    )
+
+
+def test_bench_track_read_tiny_prints_its_table():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/track_read.py",
+            "--points",
+            "300",
+            "--formats",
+            "gpx,gpxpy,csv,records,nmea,kml,geojson",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| format" not in proc.stdout  # a rich table, not markdown
+    assert "GPX 1.1 via gpxpy (reference)" in proc.stdout and "Takeout Records.json" in proc.stdout
+    summary = [
+        line for line in proc.stdout.splitlines() if line.startswith("summary: 300 points per file; gpx ")
+    ]
+    assert summary and "records" in summary[0] and "nmea" in summary[0], proc.stdout[-2000:]
+
+
+def test_zip_without_kml(tmp_path):
+    archive = tmp_path / "takeout.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Takeout/Location History/Records.json", '{"locations": []}')
+    assert "unzip other archives first" in one_line_error(archive, record="zip")
+
+
+def test_time_and_degree_parsing():
+    from geotag.io.tracks._base import parse_degrees, parse_time
+
+    assert (
+        parse_time("2024-05-01T12:00:00+02:00")
+        == parse_time("2024-05-01T10:00:00Z")
+        == utc("2024-05-01T10:00:00")
+    )
+    assert parse_time("2024-05-01T10:00:00") == utc("2024-05-01T10:00:00")  # naive: UTC
+    assert parse_time("2024:05:01 06:30:00-0330") == utc(
+        "2024-05-01T10:00:00"
+    )  # EXIF style, zone without colon
+    assert parse_time("20240501T100000Z") == utc("2024-05-01T10:00:00")
+    assert parse_time("2024-05-01T10:00:00.123456789Z") == pytest.approx(utc("2024-05-01T10:00:00.123456"))
+    assert parse_time("2024-05-01") is None and parse_time("noon") is None and parse_time("") is None
+    assert parse_degrees("-33.87") == -33.87 and parse_degrees("33.87 S") == -33.87
+    assert parse_degrees("33 52 12 S") == pytest.approx(-(33 + 52 / 60 + 12 / 3600))
+    assert parse_degrees("151 deg 12' 30.5\" E") == pytest.approx(151 + 12 / 60 + 30.5 / 3600)
+    assert math.isnan(parse_degrees("north")) and math.isnan(parse_degrees("33 75 0"))
+
+
+# --- exiftool reads the same samples the same way ---------------------------------------------------
+
+GPX_ZONES = """<?xml version="1.0"?>
+<gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>
+<trkpt lat="-12.0464" lon="-77.0428"><ele>150</ele><time>2024-05-01T05:00:00-05:00</time></trkpt>
+<trkpt lat="-12.0500" lon="-77.0500"><ele>160</ele><time>2024-05-01T10:00:30Z</time></trkpt>
+</trkseg><trkseg>
+<trkpt lat="-12.0600" lon="-77.0550"><ele>170</ele><time>2024-05-01T10:01:30</time></trkpt>
+</trkseg></trk></gpx>
+"""
+
+
+def _exiftool_samples(tmp_path: Path) -> list[tuple[Path, list[str]]]:
+    """(track, [UTC Geotimes strictly between its fixes]) for formats exiftool 12.57 reads."""
+    files = {
+        "zones.gpx": (GPX_ZONES, ["2024-05-01T10:00:10", "2024-05-01T10:01:00"]),
+        "log.csv": (
+            "GPSDateTime,GPSLatitude,GPSLongitude,GPSAltitude\n2024:05:01 10:00:00Z,-22.9068,-43.1729,5.5\n"
+            "2024:05:01 07:00:10-03:00,-22.9070,-43.1740,6\n2024:05:01 10:00:20,-22.9080,-43.1750,7\n",
+            ["2024-05-01T10:00:05", "2024-05-01T10:00:15"],
+        ),
+        "log.nmea": (
+            "\n".join(
+                [
+                    nmea("GPRMC,235958.00,A,3352.1280,S,15112.5580,E,0.1,0.0,311223,,,A"),
+                    nmea("GPGGA,235958.00,3352.1280,S,15112.5580,E,1,08,0.9,25.0,M,,,,"),
+                    nmea("GPRMC,235959.00,A,3352.1290,S,15112.5590,E,0.1,0.0,311223,,,A"),
+                    nmea("GPRMC,000004.00,A,3352.1300,S,15112.5600,E,0.1,0.0,010124,,,A"),
+                    nmea("GPGGA,000004.00,3352.1300,S,15112.5600,E,1,06,1.3,27.0,M,,,,"),
+                ]
+            )
+            + "\n",
+            ["2023-12-31T23:59:58.5", "2024-01-01T00:00:02"],
+        ),
+        "day.kml": (KML, ["2024-02-03T11:02:30", "2024-02-03T11:05:30"]),
+        "run.tcx": (TCX, ["2024-06-01T06:00:03"]),
+        "flight.igc": (
+            "AXXXABC\nHFDTE311223\nB2359583352128S15112558EA0010000120\nB0000023352130S15112560EA0010000140\n",
+            ["2024-01-01T00:00:00"],
+        ),
+        "Records.json": (
+            json.dumps(
+                {
+                    "locations": [
+                        {
+                            "latitudeE7": 488583700,
+                            "longitudeE7": 22944810,
+                            "timestamp": "2022-07-01T10:00:00Z",
+                        },
+                        {
+                            "latitudeE7": 488600000,
+                            "longitudeE7": 22950000,
+                            "timestamp": "2022-07-01T12:01:00+02:00",
+                        },
+                    ]
+                },
+                indent=2,
+            )
+            + "\n",
+            ["2022-07-01T10:00:30"],
+        ),
+    }
+    out = []
+    for name, (text, times) in files.items():
+        (tmp_path / name).write_text(text)
+        out.append((tmp_path / name, times))
+    return out
+
+
+def test_exiftool_reads_the_samples_the_same(tmp_path):
+    """exiftool -geotag on each sample at Geotimes inside it (one exiftool run, -execute per case) places
+    the photo where linear interpolation of our fixes does: the same times, zones, dates and positions."""
+    import subprocess
+
+    from PIL import Image
+
+    from geotag.io.exif_write import find_exiftool
+
+    exiftool = find_exiftool()
+    if exiftool is None:
+        pytest.skip("exiftool not installed")
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8)).save(photo)
+    args: list[str] = []
+    expected: dict[str, tuple[float, float]] = {}
+    for track, times in _exiftool_samples(tmp_path):
+        fixes = read_track(track)
+        for k, when in enumerate(times):
+            out = tmp_path / f"{track.name}_{k}.jpg"
+            geotime = when.replace("-", ":", 2).replace("T", " ") + "Z"
+            args += ["-geotag", str(track), f"-geotime={geotime}", "-o", str(out), str(photo), "-execute"]
+            expected[out.name] = at(fixes, utc(when))[:2]
+    subprocess.run([exiftool, "-q", "-q", *args], check=True, capture_output=True, timeout=120)
+    outs = sorted(tmp_path.glob("*_?.jpg"))
+    assert len(outs) == len(expected)
+    shown = subprocess.run(
+        [exiftool, "-j", "-n", "-GPSLatitude", "-GPSLongitude", *map(str, outs)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for tags in json.loads(shown.stdout):
+        name = Path(tags["SourceFile"]).name
+        assert (tags["GPSLatitude"], tags["GPSLongitude"]) == pytest.approx(expected[name], abs=1e-6), name

@@ -5,9 +5,9 @@ FIT: every `record` message with a timestamp and a position (semicircles -> degr
 
 TCX / Garmin XML: each <Trackpoint> with <Time> and <Position> (TCX LatitudeDegrees / LongitudeDegrees /
 AltitudeMeters; Garmin XML Latitude / Longitude / Altitude); each <Track> a segment. A Trackpoint without
-a position (heart rate only) is no fix. These schemas are small and fixed; the maintained TCX readers on
-PyPI (python-tcxparser, tcxreader) parse with lxml / ElementTree without entity protection and do not
-read the older logbook, so we read them from a defusedxml tree here.
+a position (heart rate only) is no fix. The two schemas share a handful of fields, so one small walk of a
+defusedxml tree reads both; a TCX library (python-tcxparser, tcxreader) would bring its own XML parser
+and still not read the older logbook.
 """
 
 from __future__ import annotations

@@ -44,7 +44,11 @@ def read_kmz(path: Path, name: str) -> Builder:
             with zipfile.ZipFile(f) as zf:
                 members = [i for i in zf.infolist() if i.filename.lower().endswith(".kml") and not i.is_dir()]
                 if not members:
-                    raise fail(name, None, "KMZ holds no .kml file")
+                    raise fail(
+                        name,
+                        None,
+                        "a zip with no .kml inside (a KMZ was expected; unzip other archives first)",
+                    )
                 member = next((i for i in members if i.filename.lower() == "doc.kml"), members[0])
                 inner = f"{name}!{member.filename}"
                 if member.file_size > MAX_ZIP_MEMBER_BYTES:
