@@ -1,5 +1,5 @@
-"""The everyday commands (scan, eval, export, report, write-exif, predict --model none) never import torch, timm or transformers:
-they start in a fraction of a second and stay small, so a scan can outrun exiftool."""
+"""The everyday commands (scan, eval, export, report, write-exif, predict --model none) never import torch,
+timm or transformers: they start in a fraction of a second and stay small, so a scan can outrun exiftool."""
 
 from __future__ import annotations
 
