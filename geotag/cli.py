@@ -777,8 +777,12 @@ def benchmark(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json")] = "table",
     progress: Progress = True,
     log_every: LogEvery = None,
-    siblings: Annotated[bool, typer.Option(hidden=True)] = False,
-    siblings_dir: Annotated[list[Path] | None, typer.Option(hidden=True)] = None,
+    siblings: Annotated[
+        bool, typer.Option("--siblings", help="Refused: a test set's GPS-tagged photos are its ground truth.")
+    ] = False,
+    siblings_dir: Annotated[
+        list[Path] | None, typer.Option(metavar="DIR", help="Refused, as --siblings.")
+    ] = None,
 ) -> None:
     """Check a test-set folder against its description, then predict, score and compare with the papers."""
     from geotag.config import PredictConfig
