@@ -382,3 +382,59 @@ def test_scan_rows_carry_the_photos_own_time(tmp_path: Path) -> None:
     assert a["taken_at_utc"] == datetime(2024, 7, 1, 6, 30, tzinfo=UTC)
     assert (a["time_zone"], a["time_zone_source"], a["camera_serial"]) == ("+05:30", "exif", "B-1")
     assert b["taken_at_utc"] is None and b["time_zone"] is None  # scan never guesses a zone
+
+
+def test_ignore_photo_tz_for_a_phone_left_on_its_home_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = datetime(2024, 7, 1, 14, 0, tzinfo=UTC)
+    route = Route(40.71, -74.0, t0, east_ms=2.0)  # New York, EDT (-04:00)
+    track = write_gpx(
+        tmp_path / "t.gpx",
+        [
+            (t0 + timedelta(seconds=30 * i), *route.at(t0 + timedelta(seconds=30 * i)), None)
+            for i in range(20)
+        ],
+    )
+    folder = tmp_path / "p"
+    folder.mkdir()
+    when = t0 + timedelta(seconds=200)
+    write_photo(
+        folder / "a.jpg", local(when, -4), offset="+02:00", **PHONE
+    )  # the clock shows New York time, the offset says home
+    out = tmp_path / "p.parquet"
+    base = ["predict", folder, "--out", out, "--model", "none", "--track", track]
+    assert geotag(capsys, *base)[0] == 0
+    assert rows_by_name(out)["a.jpg"]["source"] is None  # read as +02:00 it is 6 h away from the track
+    code, err = geotag(capsys, *base, "--tz", "America/New_York", "--ignore-photo-tz")
+    assert code == 0, err
+    row = rows_by_name(out)["a.jpg"]
+    assert (row["time_zone"], row["time_zone_source"]) == ("America/New_York", "tz")
+    assert distance_m((row["pred_lat"], row["pred_lon"]), route.at(when)) < 0.5
+
+
+def test_max_hdop_drops_poor_fixes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    points = [(0, 45.0, 7.0, 1.0), (60, 45.001, 7.0, 25.0), (120, 45.002, 7.0, 1.0)]  # the middle fix is poor
+    gpx = "".join(
+        f'<trkpt lat="{lat}" lon="{lon}"><time>{(T0 + timedelta(seconds=s)):%Y-%m-%dT%H:%M:%SZ}</time>'
+        f"<hdop>{hdop}</hdop></trkpt>"
+        for s, lat, lon, hdop in points
+    )
+    track = tmp_path / "t.gpx"
+    track.write_text(
+        f'<gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>{gpx}</trkseg></trk></gpx>'
+    )
+    folder = tmp_path / "p"
+    folder.mkdir()
+    write_photo(folder / "a.jpg", local(T0 + timedelta(seconds=60), 0), **NIKON)
+    out = tmp_path / "p.parquet"
+    base = ["predict", folder, "--out", out, "--model", "none", "--track", track, "--tz", "UTC"]
+    assert geotag(capsys, *base)[0] == 0
+    row = rows_by_name(out)["a.jpg"]
+    assert row["fix_dt_s"] == 0 and row["error_km"] == pytest.approx(
+        25 * 5 / 1000
+    )  # on the poor fix: HDOP x 5 m
+    assert geotag(capsys, *base, "--max-hdop", "5")[0] == 0
+    row = rows_by_name(out)["a.jpg"]
+    assert row["fix_dt_s"] == 60 and row["pred_lat"] == pytest.approx(45.001)  # between the good ones
+    assert metadata(out)["time"]["tracks"][0] == {"path": str(track), "fixes": 3, "kept": 2}
