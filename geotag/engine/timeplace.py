@@ -177,7 +177,7 @@ class TimePlanner:
         name = str(record.path)
         if np.isfinite(ev[3]):
             self.sibling_paths[i] = name
-        for key in {name, os.path.realpath(name), record.path.name}:
+        for key in {name, os.path.realpath(name), record.path.name} if self.sync_targets else ():
             if key in self.sync_targets:
                 found = self.sync_found.setdefault(key, [])
                 if found:
