@@ -17,7 +17,6 @@ import logging
 import os
 from collections.abc import Container, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,39 +27,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
-from geotag.engine.scan import note_warnings, scan_file
+from geotag.engine.scan import default_workers, note_warnings, scan_file
+from geotag.engine.summary import PredictSummary, count_errors
+from geotag.engine.timeplace import TimePlanner, count_sources
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
 from geotag.io.c_stderr import c_messages
-from geotag.io.decode import decode_for_model, normalize
-from geotag.io.parquet import iter_batches
+from geotag.io.decode import DECODE_LIMIT_PIXELS, decode_for_model, normalize
 from geotag.io.parts import PartStore
 from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.shards import is_ref
-from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
+from geotag.io.truth import Truth, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.registry import build_model
 from geotag.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictSummary:
-    total: int = 0  # rows in the output file
-    new: int = 0  # rows this run added
-    skipped: int = 0  # files already done by an earlier run (--resume)
-    changed: int | None = (
-        None  # of the new rows: files an earlier run wrote, edited since (None: not counted)
-    )
-    deleted: int | None = None  # earlier rows dropped as their files are gone (None: not counted)
-    resumed: bool = False  # --resume: the counts above describe this run against the earlier ones
-    failed: int = 0  # error rows in the output file
-    device: str = "cpu"
-    weights: str = ""
-    restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
-    truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,8 +90,10 @@ class PhotoDataset(Dataset[dict[str, Any]]):
         *,
         gpu_share: float = 0.0,
         gpu_min_pixels: int = gpu_decode.DEFAULT_MIN_PIXELS,
+        no_decode: Any = None,
     ) -> None:
         self.work_list = work_list
+        self.no_decode = no_decode  # per item: placed by time, so the model needs no pixels
         self.pre = pre
         self.draft = draft
         self.skip_ids = skip_ids
@@ -133,6 +118,8 @@ class PhotoDataset(Dataset[dict[str, Any]]):
             size=table["size"][i].as_py(),
             mtime=table["mtime"][i].as_py(),
         )
+        if self.no_decode is not None and self.no_decode[i]:
+            return {"row": scan_file(record), "pixels": None, "skip": False}
         gpu = {"gpu_share": self.gpu_share, "gpu_min_pixels": self.gpu_min_pixels}
         return read_item(record, self.pre, self.draft, self.skip_ids, **gpu)
 
@@ -185,7 +172,8 @@ def _for_gpu(row: dict[str, Any], share: float, min_pixels: int) -> bool:
     cannot vouch for the first image."""
     if row["status"] != "ok" or row.get("format") != "JPEG" or is_ref(row["path"]):
         return False  # a shard member stays on the CPU: the GPU path reads whole files
-    if (row.get("width") or 0) * (row.get("height") or 0) < min_pixels:
+    pixels = (row.get("width") or 0) * (row.get("height") or 0)
+    if pixels < min_pixels or pixels > DECODE_LIMIT_PIXELS:  # a huge JPEG: the CPU decodes it reduced
         return False
     if not gpu_decode.wants_gpu(row.get("image_id"), share):
         return False
@@ -318,18 +306,11 @@ def complete_rows(
             rows[i].update(cols)
     add_countries(rows, ["country"])  # one vectorised lookup per batch, before a manifest acts
     for row in rows:
+        if row.get("pred_lat") is not None and row.get("source") is None:
+            row["source"] = "model"
         row.update(common)
         apply_truth(row, manifest)  # right before writing
     add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
-
-
-def count_errors(path: Path) -> tuple[int, int]:
-    """(rows, error rows) of a finished output file."""
-    rows = errors = 0
-    for batch in iter_batches(path, ["status"]):
-        rows += batch.num_rows
-        errors += sum(1 for s in batch.column(0).to_pylist() if s == "error")
-    return rows, errors
 
 
 def load_model(
@@ -382,12 +363,23 @@ def apply_model_options(model: GeoModel, cfg: PredictConfig) -> None:
 
 
 def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSummary:
-    """Predict every photo under cfg.paths into cfg.out; `model` may be given (tests, benchmarks)."""
+    """Predict every photo under cfg.paths into cfg.out; `model` may be given (tests, benchmarks).
+
+    With time evidence (cfg.time: tracks, siblings, zones, clocks; geotag.engine.timeplace) the photos
+    time places are written without running the model; `cfg.model == "none"` runs no model at all."""
+    if cfg.model == "none" and model is None:
+        from geotag.engine.time_only import run_time_only  # no model: no torch work, no decoding
+
+        return run_time_only(cfg)
     if cfg.top_k < 1:
         raise InputError("--top-k must be at least 1")
     store = PartStore(cfg.out)
     validate_paths(cfg.paths)  # before any model is loaded
     manifest = load_truth(cfg.truth) if cfg.truth is not None else None  # likewise
+    planner = None
+    if cfg.time.active:  # the options are checked (and tracks read) here, before a model is loaded
+        pool = default_workers() if cfg.workers is None else max(1, cfg.workers)
+        planner = TimePlanner(cfg.time, workers=pool, model_none=False)
     summary = PredictSummary()
     if not cfg.resume:
         summary.restarted = store.reset()
@@ -395,7 +387,6 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     device = resolve_device(cfg.device)
     model = model if model is not None else load_model(cfg, device)
     summary.device, summary.weights = str(device), model.weights_label
-
     if cfg.compile:
         compile_model(model)
     gpu_share = cfg.gpu_decode_share if cfg.gpu_decode else 0.0
@@ -404,31 +395,81 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         gpu_share = 0.0
 
     records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext))
+    if planner is not None:
+        records = planner.records(records, done)
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )
-    pre = model.preprocess()
-    dataset = PhotoDataset(
-        work_list, pre, cfg.draft, set(), gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
-    )
+    if planner is not None:
+        planner.plan()
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
-    batch_size = cfg.batch_size or auto_batch_size(device)
-    # workers hand over small chunks (the first reaches the model long before a whole batch would);
-    # the stager thread joins them into model batches on the device
-    loader = make_loader(dataset, min(batch_size, LOADER_CHUNK), workers, device)
     common = {"model": model.name, "weights": model.weights_label}
+    sources: dict[str, int] = {}
 
     def finish_rows(rows: list[dict[str, Any]]) -> None:  # on the writer thread
         complete_rows(rows, None, [], model, device, cfg, manifest, common)
         for row in rows:
             parts.write(row)
+        count_sources(rows, sources)
 
+    no_decode = planner.no_decode() if planner is not None else None
+    batches = _rows_with_model(model, cfg, work_list, device, workers, gpu_share, no_decode)
     with (
         store.writer(cfg.checkpoint_rows) as parts,
         progress_bar(listed, "predict", enabled=cfg.progress) as bar,
         RowSink(finish_rows) as sink,
-        Stager(loader, pre, device, batch_size) as staged,
     ):
+        k = 0
+        for rows, skipped in batches:
+            for row in rows if planner is not None else ():
+                planner.fill(row, k)
+                k += 1
+            sink.put(rows)
+            summary.new += len(rows)
+            summary.skipped += skipped
+            bar.update(len(rows) + skipped)
+
+    metadata = {
+        "command": "predict",
+        "model": model.name,
+        "weights": model.weights_label,
+        **cfg.extra_metadata,
+    }
+    if planner is not None:
+        metadata["time"] = planner.metadata(sources)
+        summary.sources, summary.clocks = sources, planner.summary.clocks
+    store.finalize(keep_existing=cfg.resume, metadata=metadata)
+    summary.resumed, summary.deleted = cfg.resume, store.deleted
+    summary.total, summary.failed = count_errors(cfg.out)
+    summary.truth = manifest.finish() if manifest is not None else None
+    return summary
+
+
+def _rows_with_model(
+    model: GeoModel,
+    cfg: PredictConfig,
+    work_list: Path,
+    device: torch.device,
+    workers: int,
+    gpu_share: float,
+    no_decode: Any,
+) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """(rows, files skipped) per model batch, in work-list order, the decoded photos predicted."""
+    pre = model.preprocess()
+    dataset = PhotoDataset(
+        work_list,
+        pre,
+        cfg.draft,
+        set(),
+        gpu_share=gpu_share,
+        gpu_min_pixels=cfg.gpu_decode_min_pixels,
+        no_decode=no_decode,
+    )
+    batch_size = cfg.batch_size or auto_batch_size(device)
+    # workers hand over small chunks (the first reaches the model long before a whole batch would);
+    # the stager thread joins them into model batches on the device
+    loader = make_loader(dataset, min(batch_size, LOADER_CHUNK), workers, device)
+    with Stager(loader, pre, device, batch_size) as staged:
         for batch in staged:
             rows = batch.rows
             if batch.pixels is not None:
@@ -440,19 +481,4 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
                 columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp)[:n]
                 for i, cols in zip(batch.index, columns, strict=True):
                     rows[i].update(cols)
-            sink.put(rows)
-            summary.new += len(rows)
-            summary.skipped += batch.skipped
-            bar.update(len(rows) + batch.skipped)
-
-    metadata = {
-        "command": "predict",
-        "model": model.name,
-        "weights": model.weights_label,
-        **cfg.extra_metadata,
-    }
-    store.finalize(keep_existing=cfg.resume, metadata=metadata)
-    summary.resumed, summary.deleted = cfg.resume, store.deleted
-    summary.total, summary.failed = count_errors(cfg.out)
-    summary.truth = manifest.finish() if manifest is not None else None
-    return summary
+            yield rows, batch.skipped
