@@ -24,9 +24,12 @@ images: the same loop, losses, validation and checkpoints, without a backbone pa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -60,6 +63,14 @@ from geotag.errors import GeotagError, InputError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
 from geotag.io import gpu_decode
 from geotag.io.decode import normalize
+from geotag.io.durable import (
+    check_not_link,
+    open_append,
+    read_own_file,
+    real_dir,
+    remove_stale_temps,
+    write_file,
+)
 from geotag.io.embed_cache import CacheInfo, read_cache
 from geotag.io.shards import shard_groups
 from geotag.models.base import GeoModel
@@ -82,6 +93,8 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
 BEST_DIR = "best"  # the best validation's weights (--best-metric); not a step folder, so never pruned
+STALE_TEMPS = re.compile(rf"step-\d+|{re.escape(BEST_DIR)}|{re.escape(METRICS_FILE)}")
+"""Targets whose geotag temps (io/durable.py names) a killed run may leave in its folder."""
 METRIC_KEYS = ("n", *(f"acc_{t}km" for t in DEFAULT_THRESHOLDS_KM), "median_km", "mean_km", "geoscore")
 CSV_COLUMNS = ("kind", "epoch", "step", *METRIC_KEYS, "train_loss", "lr", "seconds")
 RESUME_KEYS = (
@@ -402,6 +415,13 @@ def _loader(
     )
 
 
+def _int_or_none(text: object) -> int | None:
+    try:
+        return int(str(text))
+    except ValueError:
+        return None
+
+
 def _has_input(batch: dict[str, Any]) -> bool:
     return batch.get("pixels") is not None or "features" in batch
 
@@ -501,6 +521,8 @@ class Trainer:
             self._check_resume(resume_from, self.train)
         elif self.world.main:
             self._metrics_path().unlink(missing_ok=True)  # left by an earlier run that saved nothing
+        if self.world.main:
+            check_not_link(self._metrics_path())  # appended to: a planted link is refused, never followed
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
@@ -595,23 +617,29 @@ class Trainer:
         return self.out / METRICS_FILE
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop rows an interrupted run wrote after the checkpoint being resumed."""
-        path = self._metrics_path()
-        if not path.is_file():
+        """Drop rows an interrupted run wrote after the checkpoint being resumed (the file is read and
+        rewritten without following a link: a planted one is refused)."""
+        data = read_own_file(self._metrics_path())
+        if data is None:
             return
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        kept = [r for r in rows if int(r["step"]) <= step]
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"), newline="")))
+        kept = [r for r in rows if _int_or_none(r.get("step")) is not None and int(r["step"]) <= step]
         self._write_metrics(kept, mode="w")
 
     def _write_metrics(self, rows: list[dict[str, Any]], mode: str = "a") -> None:
+        """Append rows (a new file: the whole file, through a temp and a rename); never through a link."""
         path = self._metrics_path()
-        new = mode == "w" or not path.is_file()
-        with path.open("w" if new else "a", newline="") as fh:
-            writer = csv.DictWriter(fh, CSV_COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        new = mode == "w" or not os.path.lexists(path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        if new:
+            write_file(path, text.getvalue().encode())
+        else:
+            with open_append(path) as fh:
+                fh.write(text.getvalue().encode())
 
     def _record(self, row: dict[str, Any]) -> None:
         if not self.world.main:
@@ -773,7 +801,11 @@ class Trainer:
 
     def run(self) -> TrainSummary:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        real_dir(self.out, parents=True)  # a link at the run folder's name is refused
+        if self.world.main:  # what a run killed while writing a checkpoint left (never a link)
+            stale = remove_stale_temps(self.out, STALE_TEMPS)
+            if stale:
+                self.summary.notes.append(f"removed {len(stale)} temporary file(s) left by a killed run")
         self.setup()
         stop_at = min(self.total_steps, cfg.max_steps or self.total_steps)
         micro_per_epoch = self.steps_per_epoch * cfg.accum
