@@ -59,7 +59,7 @@ from geotag.engine.train_data import (
     split_samples,
     subset_samples,
 )
-from geotag.errors import GeotagError, InputError
+from geotag.errors import GeotagError, InputError, WeightsError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
 from geotag.io import gpu_decode
 from geotag.io.decode import normalize
@@ -602,11 +602,17 @@ class Trainer:
         return self.task.on_features(self.model) if self.cfg.embeddings is not None else nullcontext()
 
     def _restore(self, folder: Path) -> None:
-        state = load_trainer_state(folder)
-        self.optimizer.load_state_dict(state.optimizer)
-        self.task.load_state_dict(state.task_tensors, state.task_scalars)
-        self.pos = Position(**state.position)
-        set_rng_state(state.rng_tensors, state.rng_json)
+        state = load_trainer_state(folder)  # every field checked (models/checkpoint.py)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+            self.task.load_state_dict(state.task_tensors, state.task_scalars)
+            self.pos = Position(**state.position)
+            set_rng_state(state.rng_tensors, state.rng_json)
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise WeightsError(
+                f"checkpoint {folder}: its optimizer / trainer state does not fit this run ({first})"
+            ) from exc
         self.summary.resumed_from = folder
         if self.world.main:
             self._truncate_metrics(self.pos.step)
