@@ -55,6 +55,7 @@ from geotag.engine.train_data import (
     collate_features,
     collate_train,
     decode_pending,
+    first_readable,
     load_samples,
     split_samples,
     subset_samples,
@@ -330,6 +331,8 @@ class TrainSummary:
     resumed_from: Path | None = None
     notes: list[str] = field(default_factory=list)
     predict_args: str = ""  # `geotag predict` options that use the result
+    unreadable: int = 0  # training / validation rows whose image could not be read (skipped, counted)
+    unreadable_example: str = ""  # one of them: "path: why"
 
 
 @dataclass
@@ -462,6 +465,8 @@ class Trainer:
         self.pos = Position()
         self.runlog = train_log.RunLog(self.out, (), False)
         self.best: float | None = None
+        self.unreadable: set[int] = set()  # training rows i and validation rows as -1 - i, counted once
+        self.unreadable_example = ""
         train_log.check_best_metric(cfg.best_metric, METRIC_KEYS)
 
     # -- setup --------------------------------------------------------------------------------------
@@ -508,6 +513,8 @@ class Trainer:
         if cfg.train_fraction < 1.0:
             self.train = subset_samples(self.train, cfg.train_fraction, seed=cfg.seed)
         self.summary.notes.extend(self.train.notes + (val.notes if val is not None else []))
+        if cfg.embeddings is None:
+            self._check_readable(self.train)
         self.steps_per_epoch = len(self.train) // (cfg.batch_size * cfg.accum)
         if self.steps_per_epoch < 1:
             raise InputError(
@@ -570,6 +577,31 @@ class Trainer:
         self.runlog = train_log.RunLog(
             self.out, cfg.log_to, self.world.main, resume_step=self.pos.step, config=settings(cfg)
         )
+
+    def _check_readable(self, samples: TrainSamples) -> None:
+        """Refuse (one line, exit 2) to train when not one training image can be read: nothing would
+        train, yet steps and a checkpoint would be written. Costs one decode on usable data."""
+        first, failed = first_readable(samples)
+        for i, why in failed:
+            self._unreadable("train", i, why)
+        if first < 0:
+            raise InputError(
+                f"none of the {len(samples)} training image(s) could be read (e.g. {self._example()}): "
+                "check the paths of the data (missing files, URLs, devices and non-images are skipped)"
+            )
+
+    def _unreadable(self, split: str, index: int, why: str) -> None:
+        self.unreadable.add(index if split == "train" else -1 - index)
+        if not self.unreadable_example:
+            samples = self.train if split == "train" else self.val
+            self.unreadable_example = f"{samples.paths[index].as_py()}: {why}"[:300]
+
+    def _example(self) -> str:
+        return self.unreadable_example
+
+    def _count_failed(self, batch: dict[str, Any], split: str) -> None:
+        for index, why in batch.get("failed_items", ()):
+            self._unreadable(split, int(index), str(why))
 
     def _check_cache(self, info: CacheInfo, folder: Path) -> None:
         """Cached features train only the heads they were made for: the same backbone weights (by
@@ -687,6 +719,7 @@ class Trainer:
             model.eval()
             self.task.before_validation(model)
             for batch in loader:
+                self._count_failed(batch, "val")
                 if not _has_input(batch):
                     continue
                 b = _to_device(batch, model, self.device, self.val)
@@ -851,6 +884,8 @@ class Trainer:
             self.runlog.close()
             distributed.shutdown(self.world)
         self.summary.steps = self.pos.step
+        self.summary.unreadable = len(self.unreadable)
+        self.summary.unreadable_example = self._example()
         if self.summary.checkpoint is None and (found := list_checkpoints(self.out)):
             self.summary.checkpoint = found[-1][1]
         if self.summary.checkpoint is not None:
@@ -895,6 +930,7 @@ class Trainer:
                 batch = decode_pending(
                     batch, pre, self.device, seed=cfg.seed, epoch=pos.epoch, augment=cfg.augment
                 )
+            self._count_failed(batch, "train")
             if _has_input(batch):
                 b = _to_device(batch, self.model, self.device, self.train)
                 with _autocast(self.device, cfg.amp), self._inputs():
