@@ -3,7 +3,7 @@
 Each test plants a link at an output name (a folder geotag writes into, or a file it writes), pointing at a
 victim outside the output, runs the command cheaply, and checks the victim is untouched and the command
 either refused with one line (folders, appended files) or replaced the link with its own file (files
-written whole). See docs/outputs.md for the rule."""
+written whole). The rule: README, Outputs."""
 
 from __future__ import annotations
 

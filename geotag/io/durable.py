@@ -11,7 +11,7 @@ utime(fd)), and just before and after the rename the name is checked to still be
 wrote (same device and inode); otherwise `UnsafeWrite` is raised and nothing is reported as written.
 A symlink at the target is replaced by the new file (the rename never writes through it).
 
-The rule every command keeps (docs/outputs.md): a file geotag writes whole goes through a temp and a
+The rule every command keeps (README, Outputs): a file geotag writes whole goes through a temp and a
 rename here, so a link at its name is replaced, never followed; a folder geotag writes into and a file it
 appends to must not be a symlink: `real_dir` and `open_append` refuse one with one OutputError line.
 """
