@@ -349,3 +349,14 @@ def test_what_geotag_writes_passes_the_checks(trained: tuple[Path, Path]) -> Non
     assert read_config(step)["files"] == {"gallery": "gallery.parquet"}
     assert read_train_info(step)["step"] == 1
     assert load_trainer_state(step).position["step"] == 1
+
+
+def test_a_huge_saved_setting_is_never_printed_at_length(
+    trained: tuple[Path, Path], tmp_path: Path, tiny_clip: Path
+) -> None:
+    photos, run = trained
+    out, step = _copy(run, tmp_path)
+    _edit(step / "train.json", _set("settings", "lr", value="9" * 100_000))
+    with pytest.raises(GeotagError, match="other settings") as info:
+        run_train(_cfg(photos, out, tiny_clip, resume=True))
+    assert len(str(info.value)) < 300

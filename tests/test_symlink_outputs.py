@@ -300,6 +300,12 @@ def test_train_refuses_a_linked_run_folder_and_tensorboard_folder(
     with pytest.raises(OutputError, match="symbolic link"):
         run_train(_train_cfg(photos, tmp_path / "run2", log_to=("tensorboard",)), task=_task())
     assert tb.is_symlink()
+    best = plant(tmp_path / "run3" / "best", victims.dir)
+    with pytest.raises(OutputError, match="symlink"):
+        run_train(
+            _train_cfg(photos, tmp_path / "run3", val_fraction=0.5, best_metric="acc_2500km"), task=_task()
+        )
+    assert best.is_symlink()
     victims.untouched()
 
 
@@ -308,7 +314,7 @@ def test_train_resume_refuses_a_linked_metrics_file(photos: Path, tmp_path: Path
     truncated through; the victim keeps its bytes."""
     from geotag.engine.train import run_train
 
-    cfg = _train_cfg(photos, tmp_path / "run", val_fraction=0.3, epochs=2, max_steps=None)
+    cfg = _train_cfg(photos, tmp_path / "run", val_fraction=0.5, epochs=2, max_steps=None)
     first = run_train(replace(cfg, max_steps=1), task=_task())
     assert first.checkpoint is not None
     metrics = tmp_path / "run" / "metrics.csv"

@@ -418,6 +418,12 @@ def _loader(
     )
 
 
+def _short(value: object, limit: int = 60) -> str:
+    """repr(value), cut: a value read from a crafted train.json is never printed at length."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "<a huge number>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _int_or_none(text: object) -> int | None:
     try:
         return int(str(text))
@@ -486,7 +492,9 @@ class Trainer:
         info = read_train_info(folder)
         saved, now = info.get("settings", {}), settings(self.cfg)
         diff = [
-            f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in RESUME_KEYS if k in saved and saved[k] != now[k]
+            f"{k} {_short(saved.get(k))} -> {_short(now[k])}"
+            for k in RESUME_KEYS
+            if k in saved and saved[k] != now[k]
         ]
         if diff:
             raise InputError(f"--resume with other settings than the saved run: {', '.join(diff)}")
