@@ -419,3 +419,20 @@ def test_durable_helpers_never_follow(tmp_path: Path, victims: Victims) -> None:
     write_file(plant(tmp_path / "x.json", victims.file), json.dumps({"a": 1}).encode())
     assert replaced(tmp_path / "x.json")
     victims.untouched()
+
+
+def test_gallery_build_and_shards_never_follow_a_link_at_their_files(
+    cli: Cli, photos: Path, tmp_path: Path, victims: Victims
+) -> None:
+    """gallery build's --out is replaced; a shard name planted with a link is refused (shards never
+    overwrite), the victim untouched either way."""
+    from geotag.config import GalleryConfig
+    from geotag.engine.gallery import run_gallery_build
+
+    out = plant(tmp_path / "g.parquet", victims.file)
+    assert run_gallery_build(GalleryConfig(paths=[photos], out=out, workers=0, progress=False)).embedded == 8
+    assert replaced(out)
+    plant(tmp_path / "shards" / "00000.tar", victims.file)
+    code, said = cli("shards", str(photos), "--out", str(tmp_path / "shards"))
+    assert code == 2 and "already exists" in said, said
+    victims.untouched()
