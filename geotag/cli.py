@@ -1030,6 +1030,12 @@ def train(
         + (f" (resumed from {summary.resumed_from.name})" if summary.resumed_from else "")
         + f" -> {summary.checkpoint} (use: geotag predict PHOTOS --out PREDS {summary.predict_args})"
     )
+    if summary.unreadable:  # skipped rows: counted, and the run exits 1 (as predict does for failed files)
+        say(
+            f"{summary.unreadable} image(s) could not be read and were skipped, "
+            f"e.g. {summary.unreadable_example}"
+        )
+    raise typer.Exit(1 if summary.unreadable else 0)
 
 
 @app.command()

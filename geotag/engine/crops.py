@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from geotag.engine.predict import auto_batch_size, auto_workers, resolve_device
 from geotag.errors import InputError, OutputError
 from geotag.io.decode import decode_for_model
+from geotag.io.durable import atomic_file, check_not_link, real_dir, write_file
 from geotag.models.experts import (
     CROPS_MANIFEST,
     EXTRACT_FILE,
@@ -139,7 +140,7 @@ def run_extract(cfg: ExtractConfig, segmenter: InstanceSegmenter | None = None) 
 
     if cfg.image_size < 16 or cfg.crop_size < 8:
         raise InputError("--image-size and --crop-size are too small")
-    out = Path(cfg.out)
+    out = check_not_link(Path(cfg.out))  # refused early, before any photo is read
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the crops")
     if (out / CROPS_MANIFEST).exists():
@@ -175,8 +176,9 @@ def run_extract(cfg: ExtractConfig, segmenter: InstanceSegmenter | None = None) 
         num_workers=workers,
         collate_fn=_collate,
     )
+    real_dir(out, parents=True)  # no folder here is ever a link; every file is a temp renamed into place
     for group in GROUPS:
-        (out / group).mkdir(parents=True, exist_ok=True)
+        real_dir(out / group)
     rows: dict[str, list[Any]] = {
         k: [] for k in ("path", "lat", "lon", "country", "group", "label", "score", "source", "image_id")
     }
@@ -198,7 +200,8 @@ def run_extract(cfg: ExtractConfig, segmenter: InstanceSegmenter | None = None) 
                 k = counter[b] = counter.get(b, -1) + 1
                 key = xxhash.xxh64_hexdigest(str(ids[i]).encode())
                 rel = f"{GROUPS[g]}/{key}-{k:02d}.jpg"
-                Image.fromarray(np.ascontiguousarray(pixels[n])).save(out / rel, quality=95)
+                with atomic_file(out / rel, sync=False) as fh:
+                    Image.fromarray(np.ascontiguousarray(pixels[n])).save(fh, "JPEG", quality=95)
                 summary.crops[GROUPS[g]] += 1
                 for name, value in (
                     ("path", rel),
@@ -215,7 +218,8 @@ def run_extract(cfg: ExtractConfig, segmenter: InstanceSegmenter | None = None) 
             summary.with_crops += len(counter)
 
     manifest = out / CROPS_MANIFEST
-    pacsv.write_csv(pa.table(rows, schema=_SCHEMA), manifest)
+    with atomic_file(manifest) as fh:
+        pacsv.write_csv(pa.table(rows, schema=_SCHEMA), fh)
     from geotag import __version__
 
     info = {
@@ -227,7 +231,7 @@ def run_extract(cfg: ExtractConfig, segmenter: InstanceSegmenter | None = None) 
         "segmenter_labels": len(segmenter.labels),
         "counts": {**summary.crops, "photos": summary.photos, "no_country": summary.no_country},
     }
-    (out / EXTRACT_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_file(out / EXTRACT_FILE, (json.dumps(info, indent=2) + "\n").encode())
     summary.manifest = manifest
     return summary
 

@@ -30,6 +30,7 @@ from geotag.engine.train import fingerprint
 from geotag.engine.train_data import TrainDataset, load_samples
 from geotag.errors import InputError
 from geotag.io.decode import normalize
+from geotag.io.durable import check_not_link, real_dir
 from geotag.io.embed_cache import DTYPES, INFO_FILE, CacheInfo, parts_done, read_info, write_info, write_part
 from geotag.io.samples import TrainSamples
 from geotag.io.shards import is_shard_source
@@ -122,8 +123,9 @@ def _start(out: Path, info: CacheInfo) -> int:
     """The first part to write: 0 for a new folder, after the last whole part of an unfinished cache of
     the same data and backbone; one line when `out` holds something else."""
     if not out.exists():
-        out.mkdir(parents=True)
+        real_dir(out, parents=True)
         return 0
+    check_not_link(out)  # a link at the folder's name is refused, never written into
     if not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder")
     if not (out / INFO_FILE).is_file():

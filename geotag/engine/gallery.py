@@ -86,14 +86,24 @@ def manifest_records(path: Path) -> Iterator[tuple[ImageRecord, float, float]]:
         if not name:
             continue
         photo = Path(name) if Path(name).is_absolute() else base / name
-        for record in iter_records([photo]) if photo.exists() else [_missing(photo)]:
+        if not photo.exists():
+            records = [_missing(photo)]
+        elif not (photo.is_file() or photo.is_dir()):  # a device or FIFO: an error row, never opened
+            records = [_missing(photo, NOT_REGULAR)]
+        else:
+            records = list(iter_records([photo]))
+        for record in records:
             yield record, float(lat[i]), float(lon[i])
 
 
-def _missing(path: Path) -> ImageRecord:
+NOT_REGULAR = -2
+"""The size of a work-list record whose manifest path names a device, FIFO or socket (counted as failed)."""
+
+
+def _missing(path: Path, size: int = -1) -> ImageRecord:
     from datetime import UTC, datetime
 
-    return ImageRecord(path=path.absolute(), size=-1, mtime=datetime.fromtimestamp(0, UTC))
+    return ImageRecord(path=path.absolute(), size=size, mtime=datetime.fromtimestamp(0, UTC))
 
 
 def truth_records(
@@ -168,6 +178,13 @@ class GalleryDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, i: int) -> dict[str, Any]:
         t = self._records()
         record = ImageRecord(Path(t["path"][i].as_py()), t["size"][i].as_py(), t["mtime"][i].as_py())
+        if record.size == NOT_REGULAR:
+            row = {
+                "path": str(record.path),
+                "status": "error",
+                "error": "not a regular file (device or FIFO)",
+            }
+            return {"row": row, "pixels": None}
         row = scan_file(record)
         lat, lon = t["lat"][i].as_py(), t["lon"][i].as_py()
         if lat is not None and lon is not None:

@@ -69,6 +69,7 @@ from geotag.engine.predict import (
     resolve_device,
 )
 from geotag.errors import GeotagError, InputError, OutputError
+from geotag.io.durable import check_not_link, real_dir, write_file
 from geotag.io.parquet import PART_GLOB, PredictionWriter
 from geotag.io.parts import DoneSet, record_key, rows_to_keep, still_there
 from geotag.io.scan import IMAGE_EXTENSIONS, ImageRecord, PathFilter, is_image_name, iter_records
@@ -579,11 +580,12 @@ def check_out_folder(out: Path) -> Path:
     out = Path(out)
     if is_url(str(out)):
         raise OutputError(f"--out {out}: the Ray engine writes to a folder every node can reach (NFS etc.)")
+    check_not_link(out)  # a link at the folder's name is refused, never written into
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; --engine ray writes a folder of part files")
     if not out.parent.exists():
         raise OutputError(f"output folder {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
+    real_dir(out)
     if not os.access(out, os.W_OK):
         raise OutputError(f"output folder {out} is not writable")
     return out
@@ -846,5 +848,7 @@ def _run(
     summary.total, summary.failed = count_rows(out)
     summary.truth = manifest.finish() if manifest is not None else None
     marker = {"rows": summary.total, "failed": summary.failed, "model": name, "weights": weights}
-    (out / DONE_MARKER).write_text(json.dumps({**marker, "finished_at": datetime.now(UTC).isoformat()}))
+    write_file(
+        out / DONE_MARKER, json.dumps({**marker, "finished_at": datetime.now(UTC).isoformat()}).encode()
+    )
     return summary

@@ -24,7 +24,7 @@ from PIL import Image
 
 from geotag.errors import InputError
 from geotag.io.decode import load_rgb
-from geotag.io.durable import atomic_path
+from geotag.io.durable import atomic_path, real_dir
 from geotag.io.scan import PathFilter, iter_image_paths
 from geotag.models.segmentation import DEFAULT_SEGFORMER, SegmentationProvider
 
@@ -85,7 +85,7 @@ def run_segment(
         raise InputError("--batch-size must be at least 1")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    real_dir(out, parents=True)  # a link at the folder's name is refused, never written into
     size = size or int(getattr(provider, "size", 512))
     summary = SegmentSummary()
     stems: dict[str, str] = {}

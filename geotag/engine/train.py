@@ -24,9 +24,12 @@ images: the same loop, losses, validation and checkpoints, without a backbone pa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -52,14 +55,23 @@ from geotag.engine.train_data import (
     collate_features,
     collate_train,
     decode_pending,
+    first_readable,
     load_samples,
     split_samples,
     subset_samples,
 )
-from geotag.errors import GeotagError, InputError
+from geotag.errors import GeotagError, InputError, WeightsError
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, geoscore, haversine_np
 from geotag.io import gpu_decode
 from geotag.io.decode import normalize
+from geotag.io.durable import (
+    check_not_link,
+    open_append,
+    read_own_file,
+    real_dir,
+    remove_stale_temps,
+    write_file,
+)
 from geotag.io.embed_cache import CacheInfo, read_cache
 from geotag.io.shards import shard_groups
 from geotag.models.base import GeoModel
@@ -82,6 +94,8 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
 BEST_DIR = "best"  # the best validation's weights (--best-metric); not a step folder, so never pruned
+STALE_TEMPS = re.compile(rf"step-\d+|{re.escape(BEST_DIR)}|{re.escape(METRICS_FILE)}")
+"""Targets whose geotag temps (io/durable.py names) a killed run may leave in its folder."""
 METRIC_KEYS = ("n", *(f"acc_{t}km" for t in DEFAULT_THRESHOLDS_KM), "median_km", "mean_km", "geoscore")
 CSV_COLUMNS = ("kind", "epoch", "step", *METRIC_KEYS, "train_loss", "lr", "seconds")
 RESUME_KEYS = (
@@ -317,6 +331,8 @@ class TrainSummary:
     resumed_from: Path | None = None
     notes: list[str] = field(default_factory=list)
     predict_args: str = ""  # `geotag predict` options that use the result
+    unreadable: int = 0  # training / validation rows whose image could not be read (skipped, counted)
+    unreadable_example: str = ""  # one of them: "path: why"
 
 
 @dataclass
@@ -402,6 +418,19 @@ def _loader(
     )
 
 
+def _short(value: object, limit: int = 60) -> str:
+    """repr(value), cut: a value read from a crafted train.json is never printed at length."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "<a huge number>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _int_or_none(text: object) -> int | None:
+    try:
+        return int(str(text))
+    except ValueError:
+        return None
+
+
 def _has_input(batch: dict[str, Any]) -> bool:
     return batch.get("pixels") is not None or "features" in batch
 
@@ -442,6 +471,8 @@ class Trainer:
         self.pos = Position()
         self.runlog = train_log.RunLog(self.out, (), False)
         self.best: float | None = None
+        self.unreadable: set[int] = set()  # training rows i and validation rows as -1 - i, counted once
+        self.unreadable_example = ""
         train_log.check_best_metric(cfg.best_metric, METRIC_KEYS)
 
     # -- setup --------------------------------------------------------------------------------------
@@ -461,7 +492,9 @@ class Trainer:
         info = read_train_info(folder)
         saved, now = info.get("settings", {}), settings(self.cfg)
         diff = [
-            f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in RESUME_KEYS if k in saved and saved[k] != now[k]
+            f"{k} {_short(saved.get(k))} -> {_short(now[k])}"
+            for k in RESUME_KEYS
+            if k in saved and saved[k] != now[k]
         ]
         if diff:
             raise InputError(f"--resume with other settings than the saved run: {', '.join(diff)}")
@@ -488,6 +521,8 @@ class Trainer:
         if cfg.train_fraction < 1.0:
             self.train = subset_samples(self.train, cfg.train_fraction, seed=cfg.seed)
         self.summary.notes.extend(self.train.notes + (val.notes if val is not None else []))
+        if cfg.embeddings is None:
+            self._check_readable(self.train)
         self.steps_per_epoch = len(self.train) // (cfg.batch_size * cfg.accum)
         if self.steps_per_epoch < 1:
             raise InputError(
@@ -501,6 +536,8 @@ class Trainer:
             self._check_resume(resume_from, self.train)
         elif self.world.main:
             self._metrics_path().unlink(missing_ok=True)  # left by an earlier run that saved nothing
+        if self.world.main:
+            check_not_link(self._metrics_path())  # appended to: a planted link is refused, never followed
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         self.model = self.task.build(cfg, self.train, resume_from)
@@ -549,6 +586,31 @@ class Trainer:
             self.out, cfg.log_to, self.world.main, resume_step=self.pos.step, config=settings(cfg)
         )
 
+    def _check_readable(self, samples: TrainSamples) -> None:
+        """Refuse (one line, exit 2) to train when not one training image can be read: nothing would
+        train, yet steps and a checkpoint would be written. Costs one decode on usable data."""
+        first, failed = first_readable(samples)
+        for i, why in failed:
+            self._unreadable("train", i, why)
+        if first < 0:
+            raise InputError(
+                f"none of the {len(samples)} training image(s) could be read (e.g. {self._example()}): "
+                "check the paths of the data (missing files, URLs, devices and non-images are skipped)"
+            )
+
+    def _unreadable(self, split: str, index: int, why: str) -> None:
+        self.unreadable.add(index if split == "train" else -1 - index)
+        if not self.unreadable_example:
+            samples = self.train if split == "train" else self.val
+            self.unreadable_example = f"{samples.paths[index].as_py()}: {why}"[:300]
+
+    def _example(self) -> str:
+        return self.unreadable_example
+
+    def _count_failed(self, batch: dict[str, Any], split: str) -> None:
+        for index, why in batch.get("failed_items", ()):
+            self._unreadable(split, int(index), str(why))
+
     def _check_cache(self, info: CacheInfo, folder: Path) -> None:
         """Cached features train only the heads they were made for: the same backbone weights (by
         fingerprint), the same preprocessing, a frozen backbone. One line otherwise."""
@@ -580,11 +642,17 @@ class Trainer:
         return self.task.on_features(self.model) if self.cfg.embeddings is not None else nullcontext()
 
     def _restore(self, folder: Path) -> None:
-        state = load_trainer_state(folder)
-        self.optimizer.load_state_dict(state.optimizer)
-        self.task.load_state_dict(state.task_tensors, state.task_scalars)
-        self.pos = Position(**state.position)
-        set_rng_state(state.rng_tensors, state.rng_json)
+        state = load_trainer_state(folder)  # every field checked (models/checkpoint.py)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+            self.task.load_state_dict(state.task_tensors, state.task_scalars)
+            self.pos = Position(**state.position)
+            set_rng_state(state.rng_tensors, state.rng_json)
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise WeightsError(
+                f"checkpoint {folder}: its optimizer / trainer state does not fit this run ({first})"
+            ) from exc
         self.summary.resumed_from = folder
         if self.world.main:
             self._truncate_metrics(self.pos.step)
@@ -595,23 +663,29 @@ class Trainer:
         return self.out / METRICS_FILE
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop rows an interrupted run wrote after the checkpoint being resumed."""
-        path = self._metrics_path()
-        if not path.is_file():
+        """Drop rows an interrupted run wrote after the checkpoint being resumed (the file is read and
+        rewritten without following a link: a planted one is refused)."""
+        data = read_own_file(self._metrics_path())
+        if data is None:
             return
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        kept = [r for r in rows if int(r["step"]) <= step]
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8", "replace"), newline="")))
+        kept = [r for r in rows if _int_or_none(r.get("step")) is not None and int(r["step"]) <= step]
         self._write_metrics(kept, mode="w")
 
     def _write_metrics(self, rows: list[dict[str, Any]], mode: str = "a") -> None:
+        """Append rows (a new file: the whole file, through a temp and a rename); never through a link."""
         path = self._metrics_path()
-        new = mode == "w" or not path.is_file()
-        with path.open("w" if new else "a", newline="") as fh:
-            writer = csv.DictWriter(fh, CSV_COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        new = mode == "w" or not os.path.lexists(path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        if new:
+            write_file(path, text.getvalue().encode())
+        else:
+            with open_append(path) as fh:
+                fh.write(text.getvalue().encode())
 
     def _record(self, row: dict[str, Any]) -> None:
         if not self.world.main:
@@ -653,6 +727,7 @@ class Trainer:
             model.eval()
             self.task.before_validation(model)
             for batch in loader:
+                self._count_failed(batch, "val")
                 if not _has_input(batch):
                     continue
                 b = _to_device(batch, model, self.device, self.val)
@@ -773,7 +848,11 @@ class Trainer:
 
     def run(self) -> TrainSummary:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        real_dir(self.out, parents=True)  # a link at the run folder's name is refused
+        if self.world.main:  # what a run killed while writing a checkpoint left (never a link)
+            stale = remove_stale_temps(self.out, STALE_TEMPS)
+            if stale:
+                self.summary.notes.append(f"removed {len(stale)} temporary file(s) left by a killed run")
         self.setup()
         stop_at = min(self.total_steps, cfg.max_steps or self.total_steps)
         micro_per_epoch = self.steps_per_epoch * cfg.accum
@@ -813,6 +892,8 @@ class Trainer:
             self.runlog.close()
             distributed.shutdown(self.world)
         self.summary.steps = self.pos.step
+        self.summary.unreadable = len(self.unreadable)
+        self.summary.unreadable_example = self._example()
         if self.summary.checkpoint is None and (found := list_checkpoints(self.out)):
             self.summary.checkpoint = found[-1][1]
         if self.summary.checkpoint is not None:
@@ -857,6 +938,7 @@ class Trainer:
                 batch = decode_pending(
                     batch, pre, self.device, seed=cfg.seed, epoch=pos.epoch, augment=cfg.augment
                 )
+            self._count_failed(batch, "train")
             if _has_input(batch):
                 b = _to_device(batch, self.model, self.device, self.train)
                 with _autocast(self.device, cfg.amp), self._inputs():

@@ -43,7 +43,7 @@ from geotag.errors import InputError
 from geotag.io import gpu_decode
 from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
 from geotag.io.samples import PATH_NAMES, TrainSamples, parse_scenes
-from geotag.io.shards import is_shard_source, open_ref, read_ref
+from geotag.io.shards import is_ref, is_shard_source, open_ref, read_ref
 from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
 
@@ -299,6 +299,30 @@ class TrainDataset(Dataset[dict[str, Any]]):
         return (load_map(found, self.pre.input_size, box) * 255).round().to(torch.uint8)
 
 
+def first_readable(samples: TrainSamples) -> tuple[int, list[tuple[int, str]]]:
+    """(index of the first training row whose image decodes, the (index, why) of the unreadable rows
+    before it); -1 when none does. A local path that is not a regular file (a device, a FIFO, a folder)
+    is never opened here. Costs one decode on usable data; a run on data that is all unreadable is
+    refused with it before any model is built, any step made or any checkpoint written."""
+    import os
+    import stat
+
+    failed: list[tuple[int, str]] = []
+    for i in range(len(samples)):
+        path = samples.paths[i].as_py()
+        try:
+            if not is_ref(path) and not stat.S_ISREG(os.stat(path).st_mode):
+                failed.append((i, "not a regular file"))
+                continue
+            load_rgb(open_ref(path), min_side=32)
+        except Exception as exc:  # noqa: BLE001 - any unreadable row is counted, as TrainDataset does
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+            failed.append((i, f"cannot read image: {why[:200]}"))
+            continue
+        return i, failed
+    return -1, failed
+
+
 def _checked_jpeg(path: str) -> tuple[torch.Tensor, int] | None:
     """(bytes, EXIF orientation) of a JPEG that passes nvJPEG's CPU-side checks; None: decode on the CPU."""
     try:
@@ -315,8 +339,14 @@ def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the readable items; `failed` counts the rest (dropped from this batch). Items left for
     the GPU decoder stay bytes (`pending`); decode_pending turns the batch into pixels."""
     good = [it for it in items if it["pixels"] is not None or "jpeg" in it]
+    # the unreadable items (index, why): the trainer counts them
+    bad = [
+        (int(it["index"]), it.get("error") or "cannot decode image")
+        for it in items
+        if it["pixels"] is None and "jpeg" not in it
+    ]
     if not good:
-        return {"pixels": None, "failed": len(items)}
+        return {"pixels": None, "failed": len(items), "failed_items": bad}
     pending = [k for k, it in enumerate(good) if "jpeg" in it]
     cpu = [it["pixels"] for it in good if it["pixels"] is not None]
     return {
@@ -326,6 +356,7 @@ def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
         "scene": torch.tensor([it["scene"] for it in good], dtype=torch.int64),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.int64),
         "failed": len(items) - len(good),
+        "failed_items": bad,
         **({"seg_maps": torch.stack([it["seg"] for it in good])} if good and "seg" in good[0] else {}),
     }
 
@@ -369,12 +400,13 @@ def decode_pending(
         if isinstance(img, Exception):
             log.debug("GPU decoder rejected item %d: %s", index[k], img)
             keep[k] = False
+            batch.setdefault("failed_items", []).append((index[k], f"cannot decode image: {img}"[:200]))
         else:
             pixels[k] = img
     ok = [k for k in range(n) if keep[k]]
     batch["failed"] += n - len(ok)
     if not ok:
-        return {"pixels": None, "failed": batch["failed"]}
+        return {"pixels": None, "failed": batch["failed"], "failed_items": batch.get("failed_items", [])}
     sel = torch.tensor(ok)
     batch.update(pixels=pixels[sel.to(device)], latlon=batch["latlon"][sel], scene=batch["scene"][sel])
     batch["index"] = batch["index"][sel]

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from geotag.errors import InputError
+from geotag.io.durable import real_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ class RunLog:
             except ImportError:
                 log.warning("tensorboard is not installed: no event files (pip install tensorboard)")
             else:
+                # the folder is ours (made here, refused when a link: SummaryWriter would follow one);
                 # purge_step drops events an interrupted run logged after the checkpoint being resumed
-                self.tb = SummaryWriter(str(out / TB_DIR), purge_step=resume_step or None)
+                folder = real_dir(out / TB_DIR)
+                self.tb = SummaryWriter(str(folder), purge_step=resume_step or None)
         if "wandb" in backends:
             self.wandb = _require("wandb")
             self.wandb.init(dir=str(out), config=config or {}, resume="allow")

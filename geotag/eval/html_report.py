@@ -38,7 +38,7 @@ from geotag.eval.metrics import (
 from geotag.eval.report import CAPTION, km, pct, score, threshold_title
 from geotag.eval.report_data import resolve_photo
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM
-from geotag.io.durable import atomic_file
+from geotag.io.durable import atomic_file, real_dir
 from geotag.io.parquet import check_output_path
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,9 @@ def prepare_folder(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir} is a file; give a folder for the report")
-    try:
-        for sub in ("figures", "thumbs"):
-            (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the report folder {out_dir}: {exc.strerror or exc}") from exc
+    real_dir(out_dir, parents=True)  # a symlink at any of these names is refused, never written into
+    for sub in ("figures", "thumbs"):
+        real_dir(out_dir / sub)
     if not os.access(out_dir, os.W_OK):
         raise OutputError(f"report folder {out_dir} is not writable")
     return out_dir
@@ -110,11 +108,14 @@ def make_thumbnail(photo: Path, out: Path, side: int = THUMB_SIDE) -> tuple[int,
             im.load()
             img = ImageOps.exif_transpose(im).convert("RGB")
         img.thumbnail((side, side), Image.Resampling.LANCZOS)
-        img.save(out, "JPEG", quality=82, optimize=True)
-        return img.size
     except Exception:  # noqa: BLE001 - any unreadable photo (missing, truncated, odd format) -> placeholder
-        out.unlink(missing_ok=True)
         return None
+    try:
+        with atomic_file(out) as fh:  # a temp and a rename: a link planted at the name is replaced
+            img.save(fh, "JPEG", quality=82, optimize=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return img.size
 
 
 # --- collecting -----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 
 from geotag.errors import OutputError
 from geotag.eval.report_data import MIN_ROWS, Calibration, ErrorCdf, MapData
+from geotag.io.durable import atomic_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -49,7 +50,8 @@ def new_figure(width_px: int, height_px: int, constrained: bool = False) -> Figu
 def save(fig: Figure, out: Path) -> tuple[int, int]:
     """Write the figure at its exact size (no bbox='tight', which would change it); return (w, h) px."""
     try:
-        fig.savefig(out, dpi=DPI, facecolor="white")
+        with atomic_file(Path(out)) as fh:  # a temp and a rename: a link planted at the name is replaced
+            fig.savefig(fh, format=Path(out).suffix.lstrip(".").lower() or "png", dpi=DPI, facecolor="white")
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     w, h = fig.get_size_inches() * DPI

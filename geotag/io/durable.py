@@ -10,18 +10,26 @@ symlink could redirect: mode, owner and times are set through the open descripto
 utime(fd)), and just before and after the rename the name is checked to still be the very file we
 wrote (same device and inode); otherwise `UnsafeWrite` is raised and nothing is reported as written.
 A symlink at the target is replaced by the new file (the rename never writes through it).
+
+The rule every command keeps (README, Outputs): a file geotag writes whole goes through a temp and a
+rename here, so a link at its name is replaced, never followed; a folder geotag writes into and a file it
+appends to must not be a symlink: `real_dir` and `open_append` refuse one with one OutputError line.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
+
+from geotag.errors import OutputError
 
 TEMP_SUFFIX = ".geotag-tmp"
 """Every temporary geotag makes ends so: a stray one left by a killed run is recognisable."""
@@ -252,3 +260,106 @@ def discard_temp_dir(folder: Path) -> None:
                 os.unlink(entry.path)
     with suppress(OSError):
         os.rmdir(folder)
+
+
+def link_refused(path: Path) -> OutputError:
+    """The one line for a symlink found where geotag writes a folder (or appends to a file)."""
+    return OutputError(
+        f"{path} is a symbolic link: geotag does not write through links (a planted link could redirect "
+        "the output); remove it or give the real path"
+    )
+
+
+def real_dir(path: Path, *, parents: bool = False) -> Path:
+    """The folder `path`, created (mode 0777 less the umask) when missing; a symlink at its name, or a
+    file, is refused with one OutputError line, so nothing is ever written into a folder a link names.
+    `parents`: create missing parent folders too (the user's own path; only the last name is checked)."""
+    path = Path(path)
+    try:
+        if parents and not os.path.lexists(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path)  # never follows a link at the last name: EEXIST
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {path}: {exc.strerror or exc}") from exc
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise link_refused(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{path} is a file, not a folder")
+    return path
+
+
+def check_not_link(path: Path) -> Path:
+    """Refuse (one OutputError line) a symlink at `path`, which geotag would write into or append to."""
+    if Path(path).is_symlink():
+        raise link_refused(Path(path))
+    return Path(path)
+
+
+def open_append(path: Path) -> BinaryIO:
+    """Open a log geotag appends to (created when missing) without following a link at its name:
+    a symlink, a hard-linked name or anything but a regular file is refused with one OutputError line."""
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, default_mode()
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_refused(Path(path)) from exc
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise OutputError(f"{path} is not a plain file of its own (a device, or a hard link): not written")
+    return os.fdopen(fd, "ab")
+
+
+def read_own_file(path: Path) -> bytes | None:
+    """The bytes of a regular file geotag wrote earlier (None when there is none); a symlink at its
+    name is refused (never read through), like `open_append`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_refused(Path(path)) from exc
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OutputError(f"{path} is not a plain file")
+        return fh.read()
+
+
+def write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """A whole new `path` holding `data` (atomic_file: a link at the name is replaced, not followed)."""
+    with atomic_file(path, sync=sync) as fh:
+        fh.write(data)
+
+
+TEMP_NAME = re.compile(r"^\.(.+)\.[A-Za-z0-9_]+" + re.escape(TEMP_SUFFIX) + "$")
+"""The names `new_temp` and `new_temp_dir` give: a dot, the target's name, a dot, mkstemp's random part."""
+
+
+def remove_stale_temps(folder: Path, targets: re.Pattern[str]) -> list[str]:
+    """Remove the temps a killed run left in `folder` for targets whose names `targets` matches in full
+    (geotag's own naming only: `.<target>.<random>.geotag-tmp`); links and anything else are left
+    alone. Returns the names removed. Only for folders one run owns (a training run's folder), where no
+    other writer can be at work."""
+    removed = []
+    with suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            m = TEMP_NAME.match(entry.name)
+            if m is None or not targets.fullmatch(m[1]) or entry.is_symlink():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)  # fd-based: never follows a link inside
+            elif entry.is_file(follow_symlinks=False):
+                with suppress(OSError):
+                    os.unlink(entry.path)
+            else:
+                continue
+            removed.append(entry.name)
+    return sorted(removed)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from geotag import __version__
 from geotag.errors import InputError
+from geotag.io.checked_json import Fields, read_json_object
 from geotag.io.durable import atomic_file
 from geotag.io.parquet import AtomicParquetWriter
 from geotag.io.samples import SCENES, TrainSamples, parse_scenes
@@ -37,6 +38,8 @@ FORMAT = "geotag-embeddings"
 FORMAT_VERSION = 1
 META_KEY = b"geotag_embeddings"
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+MAX_FEATURE_DIM = 65_536
+MAX_SHARD_SIZE = 10_000_000
 
 
 @dataclass
@@ -93,20 +96,33 @@ def write_info(folder: Path, info: CacheInfo) -> None:
 
 
 def read_info(folder: Path) -> CacheInfo:
-    """The cache's embeddings.json; one InputError line when `folder` is no embedding cache."""
+    """The cache's embeddings.json, checked field by field (types, ranges, dtype float16 / float32 only);
+    one InputError line naming the file and field when `folder` is no usable embedding cache."""
     path = Path(folder) / INFO_FILE
     if not path.is_file():
         raise InputError(f"{folder} is not an embedding cache (no {INFO_FILE}): make one with `geotag embed`")
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise ValueError(f"format {data.get('format')!r}")
-        if int(data.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"format version {data['format_version']} is newer than this geotag's")
-        known = CacheInfo.__dataclass_fields__
-        return CacheInfo(**{k: v for k, v in data.items() if k in known})
-    except (OSError, ValueError, TypeError) as exc:
-        raise InputError(f"cannot read embedding cache {path}: {exc}") from exc
+    data = read_json_object(Path(folder), INFO_FILE, f"embedding cache {path}", InputError)
+    if data.get("format") != FORMAT:
+        raise InputError(f"cannot read embedding cache {path}: it is not a {FORMAT} file")
+    f = Fields(data, f"embedding cache {path}", error=InputError)
+    if f.int("format_version", 0, 10**6) > FORMAT_VERSION:
+        raise InputError(f"cannot read embedding cache {path}: written by a newer geotag (format version)")
+    for key in ("backbone", "weights", "fingerprint", "data_fingerprint"):
+        f.str(key)
+    f.str("geotag_version", default=None)
+    f.int("feature_dim", 1, MAX_FEATURE_DIM)
+    f.str("dtype", tuple(DTYPES))
+    f.obj("preprocess")
+    f.int("shard_size", 1, MAX_SHARD_SIZE)
+    n = f.int("n_samples")
+    ok, errors = f.int("ok", default=0), f.int("errors", default=0)
+    if ok + errors > n:
+        raise InputError(f"embedding cache {path}: ok + errors must not exceed n_samples")
+    f.list("sources", "strings", lambda v: isinstance(v, str), 10_000, default=[])
+    f.bool("complete", default=False)
+    f.bool("normalised", default=False)
+    known = CacheInfo.__dataclass_fields__
+    return CacheInfo(**{k: v for k, v in data.items() if k in known})
 
 
 class _PartWriter(AtomicParquetWriter):
@@ -161,6 +177,19 @@ def read_cache(folder: Path) -> tuple[CacheInfo, TrainSamples, np.ndarray]:
     if not info.complete:
         raise InputError(f"embedding cache {folder} is incomplete: run `geotag embed` again to finish it")
     n = info.ok
+    rows = 0  # the parts' own row counts (footers only), before any memory is set aside for `ok` rows
+    for k in range(info.n_parts):
+        path = part_path(folder, k)
+        if not path.is_file():
+            raise InputError(f"embedding cache {folder}: {path.name} is missing")
+        try:
+            rows += pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"embedding cache {folder}: {path.name} is not a readable Parquet file") from exc
+    if rows != info.n_samples:
+        raise InputError(
+            f"embedding cache {folder}: its parts hold {rows} rows, {INFO_FILE} n_samples says otherwise"
+        )
     features = np.empty((n, info.feature_dim), dtype=info.dtype)
     cols: dict[str, list[pa.Array]] = {k: [] for k in ("image_id", "path", "lat", "lon", "scene", "country")}
     start = 0

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from geotag.io.durable import atomic_file, check_not_link, real_dir
 from geotag.io.parquet import PredictionWriter, check_output_path, iter_batches
 from geotag.io.scan import ImageRecord
 from geotag.io.shards import ref_archive
@@ -91,7 +92,7 @@ class PartStore:
 
     def __init__(self, out: Path) -> None:
         self.out = check_output_path(out)
-        self.dir = out.with_name(out.name + ".parts")
+        self.dir = check_not_link(out.with_name(out.name + ".parts"))  # never written through a link
         self.seen: set[str] | None = None  # paths this run listed (done or to do); set by write_file_list
         self.deleted = 0  # paths of earlier rows dropped by finalize: their files are gone
 
@@ -123,13 +124,14 @@ class PartStore:
         """Write the run's work list (records `done` does not hold) as an Arrow IPC file workers
         memory-map; `on_skip` hears each path skipped as done. Memory stays flat: records stream to disk.
         """
-        self.dir.mkdir(exist_ok=True)
+        real_dir(self.dir)
         path = self.dir / "files.arrow"
         listed = skipped = changed = 0
         done = done if done is not None else DoneSet()
         self.seen = set()
         buf: list[ImageRecord] = []
-        with ipc.new_file(path, RECORD_SCHEMA) as sink:
+        # written whole and renamed (a link planted at files.arrow is replaced, never written through)
+        with atomic_file(path, sync=False) as fh, ipc.new_file(fh, RECORD_SCHEMA) as sink:
 
             def flush() -> None:
                 if buf:
@@ -158,7 +160,7 @@ class PartStore:
         return WorkList(path, listed, skipped, changed)
 
     def writer(self, rows_per_part: int) -> PartWriter:
-        self.dir.mkdir(exist_ok=True)
+        real_dir(self.dir)
         start = len(self.parts())
         return PartWriter(self.dir, rows_per_part, start, metadata={"command": "predict"})
 

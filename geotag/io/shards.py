@@ -33,6 +33,7 @@ import pyarrow as pa
 import xxhash
 
 from geotag.errors import InputError
+from geotag.io.durable import real_dir
 from geotag.io.samples import TrainSamples, parse_scenes
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff")
@@ -226,7 +227,7 @@ def write_shards(
     overwritten."""
     if not 1 <= shard_size <= 10_000:
         raise InputError("--shard-size must be between 1 and 10000 (img2dataset's key has 4 digits)")
-    out.mkdir(parents=True, exist_ok=True)
+    real_dir(out, parents=True)  # a link at the folder's name is refused, never written into
     written: list[Path] = []
     batch: list[tuple[str | IO[bytes], str, dict[str, Any]]] = []
     for item in items:

@@ -173,14 +173,20 @@ def read_folder_config(
     path = folder / config_file
     if not folder.is_dir() or not path.is_file():
         raise WeightsError(f"{folder} is not a {what} checkpoint folder (no {config_file})")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read {path}: {exc}") from exc
+    from geotag.io.checked_json import Fields, inside, read_json_object
+
+    info = read_json_object(folder, config_file)
     if info.get("format") != fmt:
-        raise WeightsError(f"{path} is not a {fmt} config (format {info.get('format')!r})")
-    if int(info.get("format_version", 0)) > version:
+        found = info.get("format") if isinstance(info.get("format"), str) else None
+        raise WeightsError(f"{path} is not a {fmt} config (format {str(found)[:40]!r})")
+    f = Fields(info, f"checkpoint {path}")
+    if f.int("format_version", 0, 10**6) > version:
         raise WeightsError(f"{folder} was written by a newer geotag (format {info['format_version']})")
+    f.obj("config")
+    f.str("weights_label", default=None)
+    for key in ("cells_file", "weights_file"):  # names inside the folder only
+        if key in info:
+            inside(folder, f.str(key), f"checkpoint {path}: {key}")
     return info
 
 
@@ -329,7 +335,14 @@ def checkpoint_builder(
             no_weights=no_weights,
             holds=holds,
         )
-        return load(folder)
+        try:
+            return load(folder)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # config.json fields of wrong types
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise WeightsError(
+                f"checkpoint {folder}: config.json does not describe a usable {what} ({type(exc).__name__}: "
+                f"{first})"
+            ) from exc
 
     build_for_registry.__doc__ = (
         f"`build_model({what!r}, weights=FOLDER)`: a trained checkpoint or run folder."

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from geotag.errors import OutputError, WeightsError
+from geotag.io.checked_json import MAX_STEP, Fields, inside, is_finite_number, is_int, read_json_object
 from geotag.io.durable import default_mode, new_temp_dir
 
 FORMAT = "geotag-checkpoint"
@@ -254,7 +255,7 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     found = []
     for p in run_dir.iterdir():
         m = _STEP_DIR.match(p.name)
-        if m and (p / TRAIN_JSON).is_file():  # written last: a whole checkpoint
+        if m and not p.is_symlink() and (p / TRAIN_JSON).is_file():  # written last: a whole checkpoint
             found.append((int(m[1]), p))
     return sorted(found)
 
@@ -273,17 +274,43 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read {folder / CONFIG_FILE}: {exc}") from exc
+    """A geotag checkpoint's config.json, read inside the folder, checked field by field (validate_config)."""
+    config = read_json_object(Path(folder), CONFIG_FILE)
     if config.get("format") != FORMAT:
-        raise WeightsError(
-            f"{folder} is not a geotag checkpoint (config.json format {config.get('format')!r})"
-        )
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise WeightsError(f"{folder} was written by a newer geotag (format {config['format_version']})")
+        what = config.get("format") if isinstance(config.get("format"), str) else None
+        raise WeightsError(f"{folder} is not a geotag checkpoint (config.json format {str(what)[:40]!r})")
+    validate_config(config, Path(folder))
     return config
+
+
+def validate_config(config: dict[str, Any], folder: Path) -> None:
+    """Every field of a geotag checkpoint's config.json geotag reads, by type and range; the names in
+    `files` must lie inside the folder. One WeightsError line naming the file and field otherwise."""
+    f = Fields(config, f"checkpoint {folder / CONFIG_FILE}")
+    if f.int("format_version", 0, 10**6) > FORMAT_VERSION:
+        raise WeightsError(f"{folder} was written by a newer geotag (format {config['format_version']})")
+    f.str("model")
+    f.list("skipped_prefixes", "strings", lambda v: isinstance(v, str), 1000, default=[])
+    files = f.obj("files", default={})
+    for kind in files.data:
+        files.str(kind)
+        inside(folder, files.data[kind], f"checkpoint {folder / CONFIG_FILE}: files.{kind}")
+    model_config = f.obj("model_config", default={})
+    model_config.list("gps_sigmas", "positive numbers", _positive, 64, default=None)
+    model_config.bool("from_scratch", default=False)
+    tower = model_config.obj("backbone_config", default=None)
+    for key in ("width", "layers", "heads", "mlp_dim", "patch_size", "image_size"):
+        tower.int(key, 1, 65_536, default=None)
+    tower.int("proj_dim", 1, 65_536, default=None)
+    tower.str("act", default=None)
+    tower.number("ln_eps", default=None)
+    f.obj("preprocess", default={})
+    train = f.obj("train", default={})
+    train.int("step", default=None)
+
+
+def _positive(v: object) -> bool:
+    return is_finite_number(v) and v > 0  # type: ignore[operator]
 
 
 def load_model_weights(model: nn.Module, folder: Path, *, expect_model: str | None = None) -> dict[str, Any]:
@@ -296,17 +323,33 @@ def load_model_weights(model: nn.Module, folder: Path, *, expect_model: str | No
     config = read_config(folder)
     if expect_model is not None and config.get("model") != expect_model:
         raise WeightsError(f"checkpoint {folder} holds a {config.get('model')!r} model, not {expect_model!r}")
-    state = read_weights(folder / MODEL_FILE)
+    state = read_weights(inside(folder, MODEL_FILE, f"checkpoint {folder / MODEL_FILE}"))
     load_state_checked(model, state, skip_prefixes=config.get("skipped_prefixes", ()), source=str(folder))
     return config
 
 
 def read_train_info(folder: Path) -> dict[str, Any]:
-    """A checkpoint's train.json (settings, split, step, metrics)."""
-    try:
-        return json.loads((Path(folder) / TRAIN_JSON).read_text())
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read {Path(folder) / TRAIN_JSON}: {exc}") from exc
+    """A checkpoint's train.json (settings, split, step, metrics), checked field by field."""
+    info = read_json_object(Path(folder), TRAIN_JSON)
+    f = Fields(info, f"checkpoint {Path(folder) / TRAIN_JSON}")
+    f.int("step")
+    f.int("epoch")
+    settings = f.obj("settings", default={})
+    settings.int("epochs", 1, MAX_STEP, default=None)
+    f.obj("split", default={})
+    data = f.obj("data", default={})
+    data.int("n_train", default=None)
+    data.int("n_val", default=None)
+    f.str("data_fingerprint", default=None)
+    metrics = f.obj("metrics", default={})
+    for key in metrics.data:
+        metrics.number(key)
+    best = f.obj("best", default=None)
+    if best.data:
+        best.str("metric")
+        best.number("value")
+        best.int("step")
+    return info
 
 
 def load_state_checked(
@@ -341,13 +384,33 @@ def read_weights(file: Path) -> dict[str, torch.Tensor]:
 
 
 def load_trainer_state(folder: Path) -> TrainerState:
+    """What --resume reads back, checked (validate_trainer_json, the tensors' names and shapes):
+    one WeightsError line naming the file and the field for anything that does not fit."""
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / TRAINER_JSON).read_text())
-        opt_tensors = load_file(str(folder / OPTIMIZER_FILE), device="cpu")
-        tensors = load_file(str(folder / TRAINER_TENSORS), device="cpu")
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"checkpoint {folder} has no usable trainer state to resume from: {exc}") from exc
+    meta = read_json_object(folder, TRAINER_JSON)
+    validate_trainer_json(meta, folder)
+    tensors_of = {}
+    for name in (OPTIMIZER_FILE, TRAINER_TENSORS):
+        path = inside(folder, name, f"checkpoint {folder / name}")
+        try:
+            tensors_of[name] = load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a bad file
+            raise WeightsError(
+                f"checkpoint {folder} has no usable trainer state to resume from: {exc}"
+            ) from exc
+    opt_tensors, tensors = tensors_of[OPTIMIZER_FILE], tensors_of[TRAINER_TENSORS]
+    where = f"checkpoint {folder / OPTIMIZER_FILE}"
+    for key in opt_tensors:
+        parts = key.split(".", 2)
+        if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit():
+            raise WeightsError(f"{where}: tensor names must be state.<param>.<name>")
+    rng = tensors.get("rng.torch")
+    keys = tensors.get("rng.numpy.keys")
+    where = f"checkpoint {folder / TRAINER_TENSORS}"
+    if rng is None or rng.dtype != torch.uint8 or rng.ndim != 1:
+        raise WeightsError(f"{where}: rng.torch must be a 1-d uint8 tensor (torch's RNG state)")
+    if keys is None or tuple(keys.shape) != (624,):
+        raise WeightsError(f"{where}: rng.numpy.keys must hold NumPy's 624 state words")
     return TrainerState(
         optimizer=unflatten_optimizer(opt_tensors, meta["optimizer"]),
         position=meta["position"],
@@ -358,11 +421,59 @@ def load_trainer_state(folder: Path) -> TrainerState:
     )
 
 
+POSITION_FIELDS = ("step", "epoch", "micro", "last_val_step", "loss_sum", "loss_count")
+
+
+def validate_trainer_json(meta: dict[str, Any], folder: Path) -> None:
+    """trainer.json's fields by type and range (a step count is at most MAX_STEP, and it agrees with the
+    folder's name), so a crafted file is one line, never an internal error or a huge number printed."""
+    f = Fields(meta, f"checkpoint {folder / TRAINER_JSON}")
+    optimizer = f.obj("optimizer")
+    optimizer.list("param_groups", "objects", lambda v: isinstance(v, dict), 10_000)
+    scalars = optimizer.obj("scalars", default={})
+    for pid in scalars.data:
+        if not pid.isdigit():
+            raise scalars.fail(pid, "keyed by a parameter number", pid)
+        scalars.obj(pid)
+    position = f.obj("position")
+    step = position.int("step")
+    position.int("epoch")
+    position.int("micro")
+    position.int("last_val_step", -1)
+    position.number("loss_sum")
+    position.int("loss_count")
+    extra = sorted(set(position.data) - set(POSITION_FIELDS))
+    if extra:
+        raise position.fail(extra[0][:40], "absent (unknown field)", position.data[extra[0]])
+    m = _STEP_DIR.match(folder.name)
+    if m and int(m[1]) != step:
+        raise WeightsError(
+            f"checkpoint {folder / TRAINER_JSON}: position.step does not match the folder's step "
+            f"({int(m[1])})"
+        )
+    f.obj("task", default={})
+    rng = f.obj("rng")
+    np_rng = rng.obj("numpy")
+    np_rng.str("kind", ("MT19937",))
+    np_rng.int("pos", 0, 624)
+    np_rng.int("has_gauss", 0, 1)
+    np_rng.number("cached")
+    py = rng.obj("python")
+    py.int("version", 0, 10)
+    py.list("state", "integers", lambda v: is_int(v) and 0 <= v < 2**32, 625)
+    if len(py.data["state"]) != 625:
+        raise py.fail("state", "a list of 625 integers (Mersenne Twister's state)", py.data["state"])
+    py.check("gauss_next", "null or a finite number", lambda v: v is None or is_finite_number(v))
+
+
 def checkpoint_file(folder: Path, kind: str) -> Path | None:
-    """An extra file a geotag checkpoint names in its config.json `files` (e.g. "gallery"), if present."""
+    """An extra file a geotag checkpoint names in its config.json `files` (e.g. "gallery"), if present:
+    always inside the checkpoint folder (read_config refuses a name leading out of it)."""
     name = read_config(folder).get("files", {}).get(kind)
-    path = Path(folder) / name if name else None
-    return path if path is not None and path.is_file() else None
+    if not name:
+        return None
+    path = inside(Path(folder), name, f"checkpoint {Path(folder) / CONFIG_FILE}: files.{kind}")
+    return path if path.is_file() else None
 
 
 def checkpoint_label(folder: Path, config: dict[str, Any]) -> str:

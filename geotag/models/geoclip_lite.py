@@ -126,12 +126,14 @@ def build_geoclip_lite(
     from geotag.models.geoclip import geoclip_version
 
     if weights is not None and Path(weights).is_dir():  # a `geotag train` run or step folder
+        from geotag.io.checked_json import inside
         from geotag.models.checkpoint import resolve_checkpoint
 
         step = resolve_checkpoint(Path(weights))
-        weights = step / "head.safetensors"
+        weights = inside(step, "head.safetensors", f"checkpoint {step}: head.safetensors")  # no link out
         if gallery is None and (step / "gallery.parquet").is_file():
-            gallery = step / "gallery.parquet"  # the training coordinates, as training validated on
+            # the training coordinates, as training validated on (read inside the folder only)
+            gallery = inside(step, "gallery.parquet", f"checkpoint {step}: gallery.parquet")
     points = load_gallery(gallery)
     if weights is None and not allow_untrained:
         raise WeightsError(
