@@ -36,6 +36,7 @@ from geotag.io.c_stderr import c_messages
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
+from geotag.io.pathtext import from_text
 from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.shards import is_ref
 from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
@@ -129,7 +130,7 @@ class PhotoDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, i: int) -> dict[str, Any]:
         table = self._records()
         record = ImageRecord(
-            path=Path(table["path"][i].as_py()),
+            path=Path(from_text(table["path"][i].as_py())),
             size=table["size"][i].as_py(),
             mtime=table["mtime"][i].as_py(),
         )

@@ -64,6 +64,7 @@ from geotag.io.exif_write import (
 from geotag.io.journal import Journal, backup_dir_for, current_hash, iter_undo_order, read_journal
 from geotag.io.locks import BUSY, FolderLocks, remove_stale_temps
 from geotag.io.parquet import iter_batches, require_columns
+from geotag.io.pathtext import from_text
 from geotag.io.scan import image_id, image_id_of_bytes
 from geotag.progress import progress_bar
 
@@ -440,7 +441,7 @@ class _Run:
         fix, reason = select_fix(row, self.opts)
         if fix is None:
             return FileResult(path_text, "skipped", reason)
-        path = Path(path_text)
+        path = Path(from_text(path_text))  # a name that is not UTF-8 is stored as a file URI
         try:
             st = os.stat(path)
             if not stat.S_ISREG(st.st_mode):

@@ -65,7 +65,8 @@ def map_rows(
         img = thumbs.get(path)
         if img is None:
             photo = resolve_photo(path, base)
-            img = url_quote(os.path.relpath(photo.absolute(), out_dir.absolute())) if photo else ""
+            rel = os.path.relpath(photo.absolute(), out_dir.absolute()) if photo else ""
+            img = url_quote(os.fsencode(rel))  # the name's bytes: also one that is not UTF-8
         cols["img"].append(img)
         topk = row["topk"] or []
         cols["k"].append(

@@ -21,6 +21,7 @@ from geotag.errors import InputError
 from geotag.eval import truth_join
 from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, parquet_source, quote, sql_double
 from geotag.io.parquet import require_columns
+from geotag.io.pathtext import from_text
 
 OPTIONAL = {
     "error": "VARCHAR",
@@ -300,7 +301,7 @@ def resolve_photo(path_text: str | None, base: Path) -> Path | None:
     """The photo a row names: as written, else relative to the predictions file's folder."""
     if not path_text:
         return None
-    path = Path(path_text)
+    path = Path(from_text(path_text))  # a name that is not UTF-8 is stored as a file URI
     if path.is_file():
         return path
     if not path.is_absolute() and (base / path).is_file():

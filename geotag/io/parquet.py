@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from geotag import __version__
 from geotag.errors import InputError, OutputError, SchemaError
 from geotag.io.durable import default_mode, new_temp, replace_checked
+from geotag.io.pathtext import safe_text, to_text
 
 SCHEMA_VERSION = "3"
 """Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata.
@@ -176,7 +177,12 @@ def rows_to_table(rows: list[Mapping[str, Any]], geometry: str = "pred") -> pa.T
     for field in SCHEMA:
         if field.name in (*GEOMETRY_COLUMNS, "bbox"):
             continue
-        arrays[field.name] = pa.array([r.get(field.name) for r in rows], type=field.type)
+        values = [r.get(field.name) for r in rows]
+        try:
+            arrays[field.name] = pa.array(values, type=field.type)
+        except UnicodeEncodeError:  # a name that is not UTF-8: the path losslessly, other text escaped
+            clean = to_text if field.name == "path" else safe_text
+            arrays[field.name] = pa.array([clean(v) if isinstance(v, str) else v for v in values], field.type)
 
     def coords(source: str) -> tuple[np.ndarray, np.ndarray]:
         lat_col, lon_col = POINTS[source]

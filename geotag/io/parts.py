@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from geotag.io.parquet import PredictionWriter, check_output_path, iter_batches
+from geotag.io.pathtext import from_text, to_text
 from geotag.io.scan import ImageRecord
 from geotag.io.shards import ref_archive
 
@@ -135,14 +136,14 @@ class PartStore:
                 if buf:
                     sink.write_batch(
                         pa.record_batch(
-                            [[str(r.path) for r in buf], [r.size for r in buf], [r.mtime for r in buf]],
+                            [[to_text(r.path) for r in buf], [r.size for r in buf], [r.mtime for r in buf]],
                             schema=RECORD_SCHEMA,
                         )
                     )
                     buf.clear()
 
             for rec in records:
-                name = str(rec.path)
+                name = to_text(rec.path)  # as the rows store it (geotag.io.pathtext)
                 self.seen.add(name)
                 if record_key(name, rec.size, rec.mtime) in done.keys:
                     skipped += 1
@@ -198,6 +199,7 @@ def still_there(path: str | None) -> bool:
     A shard member is there while its shard is."""
     if not path:
         return False
+    path = from_text(path)
     return os.path.lexists(path) or ((shard := ref_archive(path)) is not None and os.path.lexists(shard))
 
 

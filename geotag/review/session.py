@@ -16,6 +16,7 @@ from geotag.errors import InputError
 from geotag.io import decisions as dec
 from geotag.io.decisions import Decision
 from geotag.io.parquet import iter_batches, require_columns
+from geotag.io.pathtext import from_text
 
 NEEDED = ("image_id", "path", "status", "pred_lat", "pred_lon")
 OPTIONAL = ("confidence", "error_km", "topk", "country", "gt_lat", "gt_lon", "model")
@@ -93,7 +94,7 @@ class Session:
         text = str(self.rows[i].get("path") or "")
         if not text:
             return None
-        path = Path(text)
+        path = Path(from_text(text))  # a name that is not UTF-8 is stored as a file URI
         if not path.is_absolute():
             path = self.predictions.absolute().parent / path
         return path if path.is_file() else None

@@ -1,0 +1,105 @@
+"""Issue 27 (items 3, 4, 7, 8): odd names, full disks, decompression bombs, markup and escapes in
+messages, deep folders and JSON, globs, FIFOs. Each a row or one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from geotag.config import PredictConfig
+from geotag.engine.predict import run_predict
+from geotag.engine.write_exif import WriteOptions, run_write_exif
+from geotag.io.exif import read_exif
+from geotag.io.pathtext import from_text, to_text
+from geotag.models.clip_convert import ClipVisionConfig
+from geotag.models.registry import build_geoclip
+from geotag.sample_data import UNTAGGED, render
+
+GEOTAG = [sys.executable, "-m", "geotag.cli"]
+TINY = ClipVisionConfig(width=32, layers=1, heads=2, mlp_dim=64, patch_size=16, image_size=64)
+ODD = b"caf\xe9 \x1b[31m.jpg"  # Latin-1, not UTF-8, with an escape sequence in it
+
+
+def _jpeg(path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    render(UNTAGGED[0], (64, 48)).save(path, "JPEG", quality=85)
+    return path
+
+
+def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("GEOTAG_DEBUG", None)
+    return subprocess.run([*GEOTAG, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def _odd_folder(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "photos"
+    odd = Path(os.fsdecode(os.fsencode(folder) + b"/" + ODD))
+    _jpeg(odd)
+    _jpeg(folder / "plain.jpg")
+    return folder, odd
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory):
+    gallery = tmp_path_factory.mktemp("gallery") / "gallery.csv"
+    gallery.write_text("lat,lon\n" + "".join(f"{i - 40}.5,{3 * i - 100}.25\n" for i in range(80)))
+    torch.manual_seed(0)
+    return build_geoclip(vit=TINY, allow_untrained=True, gallery=gallery)
+
+
+# --- item 3: file names that are not UTF-8 ---------------------------------------------------------------
+
+
+def test_path_text_round_trips_any_name() -> None:
+    for raw in (b"/a/caf\xe9.jpg", b"/a/\xff\xfe%41#b.jpg", b"/a/100%.jpg", "/a/café.jpg".encode()):
+        name = os.fsdecode(raw)
+        text = to_text(name)
+        text.encode("utf-8")  # storable in Parquet
+        assert os.fsencode(from_text(text)) == raw
+    assert to_text("/a/café.jpg") == "/a/café.jpg"  # ordinary names are stored unchanged
+    assert to_text(os.fsdecode(b"/a/caf\xe9.jpg")) == "file:///a/caf%E9.jpg"
+
+
+def test_scan_gives_a_name_that_is_not_utf8_its_row(tmp_path: Path) -> None:
+    folder, odd = _odd_folder(tmp_path)
+    out = tmp_path / "scan.parquet"
+    proc = _cli("scan", str(folder), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "internal error" not in proc.stderr
+    rows = pq.read_table(out, columns=["path", "status"]).to_pylist()
+    assert sorted(os.fsencode(from_text(r["path"])) for r in rows) == sorted(
+        os.fsencode(p.absolute()) for p in (odd, folder / "plain.jpg")
+    )
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_predict_resume_write_exif_and_report_take_such_a_row(tmp_path: Path, tiny_model) -> None:
+    folder, odd = _odd_folder(tmp_path)
+    out = tmp_path / "preds.parquet"
+    cfg = PredictConfig(paths=[folder], out=out, batch_size=4, workers=0)
+    summary = run_predict(cfg, model=tiny_model)
+    assert (summary.total, summary.failed) == (2, 0)
+    rows = {from_text(r["path"]): r for r in pq.read_table(out).to_pylist()}
+    assert rows[str(odd.absolute())]["status"] == "ok"
+    again = run_predict(
+        PredictConfig(paths=[folder], out=out, batch_size=4, workers=0, resume=True), tiny_model
+    )
+    assert (again.new, again.skipped) == (0, 2)  # the odd name is recognised as done
+
+    result = run_write_exif(
+        WriteOptions(out, journal=tmp_path / "j.jsonl", writer="python", min_confidence=0)
+    )
+    assert result.written == 2 and not result.failed, result
+    assert read_exif(odd).gt_lat is not None
+
+    report = _cli("report", str(out), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    assert "\x1b" not in report.stderr
