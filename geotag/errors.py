@@ -29,3 +29,17 @@ class WeightsError(GeotagError):
 class ImageError(GeotagError):
     """A problem with one image a model was given (a missing segmentation map, say): the predict engine
     turns it into an error row for that image and goes on with the others."""
+
+
+class DiskFullError(OutputError):
+    """The disk (or a quota) filled up while a file was written: what was half-written is removed, so
+    the output is whole or absent and the same command continues once space is freed."""
+
+
+RESUME_HINT = "free space and run again with --resume"
+AGAIN_HINT = "free space and run again"
+
+
+def disk_full(path: object, hint: str = AGAIN_HINT) -> DiskFullError:
+    """The one line a full disk gives: `disk full writing PATH: HINT`."""
+    return DiskFullError(f"disk full writing {path}: {hint}")

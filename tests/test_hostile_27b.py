@@ -3,6 +3,8 @@ messages, deep folders and JSON, globs, FIFOs. Each a row or one clear line, nev
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import subprocess
 import sys
@@ -11,10 +13,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from geotag.config import PredictConfig
 from geotag.engine.predict import run_predict
 from geotag.engine.write_exif import WriteOptions, run_write_exif
+from geotag.errors import DiskFullError
 from geotag.io.exif import read_exif
 from geotag.io.pathtext import from_text, to_text
 from geotag.models.clip_convert import ClipVisionConfig
@@ -103,3 +107,120 @@ def test_predict_resume_write_exif_and_report_take_such_a_row(tmp_path: Path, ti
     report = _cli("report", str(out), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     assert "\x1b" not in report.stderr
+
+
+# --- item 4: a full disk ---------------------------------------------------------------------------------
+
+
+class _Disk:
+    """A disk of `free` bytes for every file geotag writes through a descriptor (os.fdopen 'wb'):
+    past it a write fails with ENOSPC, as a real full disk does (Arrow passes the OSError on)."""
+
+    def __init__(self, free: float) -> None:
+        self.free, self.used = free, 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = os.fdopen
+
+        def fdopen(fd: int, mode: str = "r", *args: object, **kw: object) -> object:
+            fh = real(fd, mode, *args, **kw)
+            return _FullFile(fh, self) if "w" in mode and "b" in mode else fh
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+class _FullFile(io.RawIOBase):
+    def __init__(self, fh: io.BufferedWriter, disk: _Disk) -> None:
+        self.fh, self.disk = fh, disk
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        n = len(data)
+        if self.disk.used + n > self.disk.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.disk.used += n
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def flush(self) -> None:
+        if not self.fh.closed:
+            self.fh.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.fh.close()
+            super().close()
+
+
+def _no_temps(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.name.endswith(".geotag-tmp")]
+
+
+def test_full_disk_during_predict_leaves_whole_parts_and_resume_finishes(
+    tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "photos"
+    for i in range(9):
+        _jpeg(folder / f"{i}.jpg")
+    run_predict(_predict_cfg(folder, tmp_path / "warm.parquet"), model=tiny_model)  # caches filled
+    measure = _Disk(float("inf"))
+    with monkeypatch.context() as m:
+        measure.install(m)
+        run_predict(_predict_cfg(folder, tmp_path / "whole.parquet"), model=tiny_model)
+    for share in (0.2, 0.5, 0.9):
+        out = tmp_path / f"preds-{share}.parquet"
+        with monkeypatch.context() as m:
+            _Disk(share * measure.used).install(m)
+            with pytest.raises(DiskFullError) as caught:
+                run_predict(_predict_cfg(folder, out), model=tiny_model)
+        message = str(caught.value)
+        assert message.startswith("disk full writing ") and message.endswith(
+            ": free space and run again with --resume"
+        )
+        assert not out.exists() and _no_temps(tmp_path) == []
+        parts = out.with_name(out.name + ".parts")
+        for part in parts.glob("part-*.parquet"):  # whole or absent
+            assert 1 <= pq.read_table(part).num_rows <= 2
+        summary = run_predict(_predict_cfg(folder, out, resume=True), model=tiny_model)
+        assert summary.total == 9 and summary.failed == 0
+        assert sorted(pq.read_table(out, columns=["path"]).column(0).to_pylist()) == sorted(
+            str(p.absolute()) for p in folder.iterdir()
+        )
+
+
+def _predict_cfg(folder: Path, out: Path, **kw: object) -> PredictConfig:
+    settings: dict[str, object] = {"batch_size": 2, "workers": 0, "checkpoint_rows": 2, **kw}
+    return PredictConfig(paths=[folder], out=out, **settings)  # type: ignore[arg-type]
+
+
+def test_full_disk_during_scan_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geotag.engine.scan import run_scan
+
+    folder = tmp_path / "photos"
+    for i in range(3):
+        _jpeg(folder / f"{i}.jpg")
+    out = tmp_path / "scan.parquet"
+    out.write_bytes(b"the user's old scan")
+    _Disk(1000).install(monkeypatch)
+    with pytest.raises(DiskFullError, match=r"^disk full writing .*scan.parquet: free space and run again$"):
+        run_scan([folder], out, workers=0)
+    assert out.read_bytes() == b"the user's old scan" and _no_temps(tmp_path) == []
+
+
+def test_full_disk_during_a_checkpoint_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """safetensors reports ENOSPC with its own exception type (text measured on a full tmpfs)."""
+    import geotag.models.checkpoint as checkpoint
+
+    def full(*_: object, **__: object) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    model = torch.nn.Linear(2, 2)
+    target = tmp_path / "ckpt"
+    with pytest.raises(DiskFullError, match="free space and run again with --resume"):
+        checkpoint.save_checkpoint(target, lambda d: checkpoint.write_model_files(d, model, {}), {"step": 1})
+    assert list(tmp_path.iterdir()) == []  # no half checkpoint, no temp folder

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from geotag.errors import RESUME_HINT, disk_full
+from geotag.io.durable import is_disk_full
 from geotag.io.parquet import PredictionWriter, check_output_path, iter_batches
 from geotag.io.pathtext import from_text, to_text
 from geotag.io.scan import ImageRecord
@@ -126,9 +128,24 @@ class PartStore:
         """
         self.dir.mkdir(exist_ok=True)
         path = self.dir / "files.arrow"
-        listed = skipped = changed = 0
         done = done if done is not None else DoneSet()
         self.seen = set()
+        try:
+            return self._write_file_list(path, records, done, on_skip)
+        except (OSError, pa.ArrowException) as exc:
+            if is_disk_full(exc):
+                raise disk_full(path, RESUME_HINT) from exc
+            raise
+
+    def _write_file_list(
+        self,
+        path: Path,
+        records: Iterable[ImageRecord],
+        done: DoneSet,
+        on_skip: Callable[[str], None] | None,
+    ) -> WorkList:
+        listed = skipped = changed = 0
+        seen: set[str] = self.seen if self.seen is not None else set()
         buf: list[ImageRecord] = []
         with ipc.new_file(path, RECORD_SCHEMA) as sink:
 
@@ -144,7 +161,7 @@ class PartStore:
 
             for rec in records:
                 name = to_text(rec.path)  # as the rows store it (geotag.io.pathtext)
-                self.seen.add(name)
+                seen.add(name)
                 if record_key(name, rec.size, rec.mtime) in done.keys:
                     skipped += 1
                     if on_skip is not None:
@@ -182,6 +199,7 @@ class PartStore:
         keep = rows_to_keep(sources, keep_row)
         self.deleted = len(gone)
         with PredictionWriter(self.out, metadata=metadata) as writer:
+            writer.hint = RESUME_HINT  # the parts stay until the merged file is in place
             for s, src in enumerate(sources):
                 row = 0
                 for batch in iter_batches(src):
@@ -222,17 +240,20 @@ class PartWriter:
         if self._current is None:
             path = self.folder / f"part-{self.index:06d}.parquet"
             self._current = PredictionWriter(path, row_group_size=self.rows_per_part, metadata=self.metadata)
+            self._current.hint = RESUME_HINT
         self._current.write(row)
         self._rows_in_part += 1
         if self._rows_in_part >= self.rows_per_part:
             self.close_part()
 
     def close_part(self) -> None:
-        if self._current is not None:
-            self._current.close()
-            self._current = None
+        """Finish the current part; it is forgotten first, so a close that failed (a full disk: its
+        temp is gone) is never run a second time."""
+        current, self._current = self._current, None
+        if current is not None:
             self._rows_in_part = 0
             self.index += 1
+            current.close()
 
     def __enter__(self) -> PartWriter:
         return self
