@@ -6,8 +6,10 @@ from __future__ import annotations
 import errno
 import io
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -224,3 +226,79 @@ def test_full_disk_during_a_checkpoint_is_one_line(tmp_path: Path, monkeypatch: 
     with pytest.raises(DiskFullError, match="free space and run again with --resume"):
         checkpoint.save_checkpoint(target, lambda d: checkpoint.write_model_files(d, model, {}), {"step": 1})
     assert list(tmp_path.iterdir()) == []  # no half checkpoint, no temp folder
+
+
+# --- item 7: decompression bombs -------------------------------------------------------------------------
+
+
+def _png_bomb(path: Path, side: int = 20000) -> Path:
+    """A valid grey PNG of side x side zero pixels: 389 KB on disk, 400 MB decoded (1.2 GB as RGB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    rows = bytes(side + 1) * 1000  # filter byte + pixels, 1000 rows at a time
+    idat = b"".join(z.compress(rows) for _ in range(side // 1000)) + z.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def png_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _png_bomb(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
+def test_decompression_bomb_is_refused_with_bounded_memory(png_bomb: Path, tmp_path: Path) -> None:
+    """Before: 2.3 GB of peak RSS growth to decode this 389 KB file (3.4 GB in predict)."""
+    code = f"""
+import resource, sys
+from pathlib import Path
+from geotag.io.decode import decode_for_model
+from geotag.eval.html_report import make_thumbnail
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    decode_for_model({str(png_bomb)!r}, 224)
+    print("decoded")
+except Exception as exc:
+    print("refused:", exc)
+print("thumbnail:", make_thumbnail(Path({str(png_bomb)!r}), Path({str(tmp_path / "t.jpg")!r})))
+print("growth_mb:", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert lines["refused"].startswith("20000 x 20000 pixels (400 MP) is over the decode limit of 100 MP")
+    assert lines["thumbnail"] == "None"
+    assert float(lines["growth_mb"]) < 600
+
+
+def test_a_bomb_in_predict_is_an_error_row(png_bomb: Path, tmp_path: Path, tiny_model) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "bomb.png").symlink_to(png_bomb)
+    _jpeg(folder / "fine.jpg")
+    out = tmp_path / "preds.parquet"
+    summary = run_predict(PredictConfig(paths=[folder], out=out, batch_size=4, workers=0), model=tiny_model)
+    assert summary.failed == 1
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    assert rows["fine.jpg"]["status"] == "ok"
+    assert rows["bomb.png"]["status"] == "error" and "decode limit of 100 MP" in rows["bomb.png"]["error"]
+
+
+def test_over_the_limit_a_jpeg_decodes_reduced_and_a_png_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geotag.io.decode as decode
+
+    monkeypatch.setattr(decode, "DECODE_LIMIT_PIXELS", 1_000_000)
+    big = render(UNTAGGED[0], (1600, 1200))
+    big.save(tmp_path / "big.jpg", "JPEG", quality=90)
+    big.save(tmp_path / "big.png")
+    assert decode.load_rgb(tmp_path / "big.jpg").size == (800, 600)  # 1/2 scale: 0.48 MP
+    assert decode.load_rgb(tmp_path / "big.jpg", min_side=200).size == (400, 300)  # 1/4: as before
+    with pytest.raises(decode.ImageTooLarge, match="1600 x 1200 pixels"):
+        decode.load_rgb(tmp_path / "big.png")

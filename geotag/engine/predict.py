@@ -33,7 +33,7 @@ from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
 from geotag.io.c_stderr import c_messages
-from geotag.io.decode import decode_for_model, normalize
+from geotag.io.decode import DECODE_LIMIT_PIXELS, decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
 from geotag.io.pathtext import from_text
@@ -186,7 +186,8 @@ def _for_gpu(row: dict[str, Any], share: float, min_pixels: int) -> bool:
     cannot vouch for the first image."""
     if row["status"] != "ok" or row.get("format") != "JPEG" or is_ref(row["path"]):
         return False  # a shard member stays on the CPU: the GPU path reads whole files
-    if (row.get("width") or 0) * (row.get("height") or 0) < min_pixels:
+    pixels = (row.get("width") or 0) * (row.get("height") or 0)
+    if pixels < min_pixels or pixels > DECODE_LIMIT_PIXELS:  # a huge JPEG: the CPU decodes it reduced
         return False
     if not gpu_decode.wants_gpu(row.get("image_id"), share):
         return False
