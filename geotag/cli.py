@@ -15,9 +15,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from geotag import __version__
 from geotag.errors import GeotagError
+from geotag.io.pathtext import shown
 from geotag.progress import DEFAULT_LOG_EVERY, LOG_EVERY_ENV
 
 # Every Typer here takes rich_markup_mode=None: click's plain help, whose option names are never cut
@@ -95,12 +97,18 @@ RayAddress = Annotated[
 
 def say(message: str, console: Console = err) -> None:
     """A summary or notice line (stderr by default), as plain text: no markup (paths may hold brackets),
-    no highlighting, never hard-wrapped."""
-    console.print(message, highlight=False, markup=False, soft_wrap=True)
+    control characters escaped (a file name cannot rewrite the terminal), no highlighting, never
+    hard-wrapped."""
+    console.print(shown(message), highlight=False, markup=False, soft_wrap=True)
+
+
+def say_labelled(label: str, style: str, message: object) -> None:
+    """`label` styled (error:, warning:), then the message as say() prints it: never read as markup."""
+    err.print(Text.assemble((label, style), " ", shown(message)), highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say_labelled("error:", "bold red", message)
     return typer.Exit(code)
 
 
@@ -580,7 +588,7 @@ def cells_build(
     if scale != "none":
         say(f"thresholds scaled ({scale}) to {summary.used} coordinates:")
     for name, lo, hi, cells, covered in summary.partitions:
-        err.print(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
+        say(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
     say(f"{summary.used} of {summary.rows} manifest rows had coordinates -> {out_path}")
 
 
@@ -1050,7 +1058,7 @@ def report(
 
     s = build_report(files, out_dir, thresholds=parse_thresholds(thresholds), truth=truth, worst=worst)
     for note in s.notes:
-        err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        say_labelled("warning:", "bold yellow", note)
     say(
         f"report of {s.rows:,} row(s) in {s.seconds:.1f} s: {len(s.figures)} figure(s), {s.thumbnails} "
         f"thumbnail(s), {s.missing_photos} photo(s) not found -> {s.index}"
@@ -1187,7 +1195,7 @@ def eval_cmd(
     result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [], truth=truth)
     render(result, fmt=fmt, console=out)
     for note in result.notes:
-        err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        say_labelled("warning:", "bold yellow", note)
     if plot is not None:
         plot_error_curve(files, plot, result.thresholds, truth)
         say(f"error curve -> {plot}")
@@ -1206,12 +1214,19 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _ShownFormatter(logging.Formatter):
+    """Log lines carry paths and data too: control characters escaped, as say() does."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
+
+
 def _setup_logging() -> None:
     """Library warnings (for example an UNTRAINED backbone) reach the user as one plain stderr line."""
     root = logging.getLogger("geotag")
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(_ShownFormatter("%(levelname)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
     root.propagate = False
@@ -1223,7 +1238,7 @@ def main() -> None:
     try:
         app()
     except GeotagError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say_labelled("error:", "bold red", exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -1232,9 +1247,10 @@ def main() -> None:
         if os.environ.get("GEOTAG_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
-        say(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {first} "
-            "(please report it; GEOTAG_DEBUG=1 shows the traceback)"
+        say_labelled(
+            "internal error:",
+            "bold red",
+            f"{type(exc).__name__}: {first} (please report it; GEOTAG_DEBUG=1 shows the traceback)",
         )
         sys.exit(3)
 

@@ -22,7 +22,7 @@ from geotag.engine.predict import run_predict
 from geotag.engine.write_exif import WriteOptions, run_write_exif
 from geotag.errors import DiskFullError
 from geotag.io.exif import read_exif
-from geotag.io.pathtext import from_text, to_text
+from geotag.io.pathtext import from_text, shown, to_text
 from geotag.models.clip_convert import ClipVisionConfig
 from geotag.models.registry import build_geoclip
 from geotag.sample_data import UNTAGGED, render
@@ -302,3 +302,65 @@ def test_over_the_limit_a_jpeg_decodes_reduced_and_a_png_is_refused(
     assert decode.load_rgb(tmp_path / "big.jpg", min_side=200).size == (400, 300)  # 1/4: as before
     with pytest.raises(decode.ImageTooLarge, match="1600 x 1200 pixels"):
         decode.load_rgb(tmp_path / "big.png")
+
+
+# --- item 8: one clear line instead of a traceback or a silent loss -------------------------------------
+
+
+def test_json_in_a_script_element_cannot_end_or_escape_it() -> None:
+    """A file named `<!--<script>.jpg` put the HTML parser into its double-escaped state: the rest of
+    the page became script text and the map stayed blank. Every page embeds JSON through one helper."""
+    import json
+
+    from geotag.eval import map_page
+
+    name = "/photos/<!--<script>.jpg"
+    data = {"p": [name, "</script><b>x</b>&amp;"], "lat": [1.5, 2.5]}
+    page = map_page.page_html("a <title>", data)
+    start = page.index('<script id="rows" type="application/json">') + len(
+        '<script id="rows" type="application/json">'
+    )
+    body = page[start : page.index("</script>", start)]
+    assert not set(body) & set("<>&")
+    assert json.loads(body) == data
+
+
+def test_review_page_embeds_its_token_through_the_same_helper() -> None:
+    from geotag.review.page import page_html
+
+    assert "\\u003c/script\\u003e" in page_html("</script><!--", "t")
+
+
+def test_markup_in_a_path_prints_as_text_in_error_lines(tmp_path: Path) -> None:
+    for name in ("run [/]", "x[link=https://example.com]y[/link]", "[/x][bold red]z"):
+        proc = _cli("scan", str(tmp_path / name), "--out", str(tmp_path / "s.parquet"))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == f"error: {tmp_path / name}: no such file or folder", proc.stderr
+
+
+def test_the_internal_error_line_has_no_literal_markup(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import geotag.cli as cli
+
+    def broken() -> None:
+        raise RuntimeError("[/x] in data")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.delenv("GEOTAG_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("internal error: RuntimeError: [/x] in data (please report it") and "[bold" not in err
+    )
+
+
+def test_control_characters_in_names_are_printed_escaped(tmp_path: Path) -> None:
+    name = "evil\x1b]0;pwned\x07\x1b[2J\r.jpg"
+    proc = _cli("scan", str(tmp_path / name), "--out", str(tmp_path / "s.parquet"))
+    assert proc.returncode == 2
+    assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr and "\r" not in proc.stderr
+    assert "evil\\x1b]0;pwned\\x07\\x1b[2J\\r.jpg: no such file or folder" in proc.stderr
+    assert shown(os.fsdecode(b"caf\xe9\x9b.jpg")) == "caf\\xe9\\x9b.jpg"

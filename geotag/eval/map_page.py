@@ -85,7 +85,7 @@ def page_html(title: str, data: dict[str, list[Any]]) -> str:
     return PAGE.substitute(
         title=_escape(title),
         head=leaflet.inline_head(),
-        basemap=leaflet.basemap_geojson().replace("</", "<\\/"),
+        basemap=leaflet.script_safe(leaflet.basemap_geojson()),
         data=leaflet.json_for_script(data),
     )
 

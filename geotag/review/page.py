@@ -9,9 +9,8 @@ moved position. Every decision is POSTed at once and shown as saved only when th
 from __future__ import annotations
 
 import html
-import json
 
-from geotag.eval.leaflet import ASSET_NAMES
+from geotag.eval.leaflet import ASSET_NAMES, json_for_script
 
 
 def page_html(token: str, title: str) -> str:
@@ -20,7 +19,7 @@ def page_html(token: str, title: str) -> str:
     return (
         PAGE.replace("%TITLE%", html.escape(title))
         .replace("%HEAD%", css + js)
-        .replace("%TOKEN%", json.dumps(token))
+        .replace("%TOKEN%", json_for_script(token))
     )
 
 
