@@ -107,6 +107,11 @@ def say_labelled(label: str, style: str, message: object) -> None:
     err.print(Text.assemble((label, style), " ", shown(message)), highlight=False, soft_wrap=True)
 
 
+def _folders_note(unreadable: int) -> str:
+    """The summary's count of folders the walk could not read (each was a warning line)."""
+    return f", {unreadable} folder(s) could not be read" if unreadable else ""
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     say_labelled("error:", "bold red", message)
     return typer.Exit(code)
@@ -154,9 +159,9 @@ def scan(
     _say_truth(summary.truth)
     say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
-        f"{summary.failed} unreadable -> {out_path}"
+        f"{summary.failed} unreadable{_folders_note(summary.unreadable_folders)} -> {out_path}"
     )
-    raise typer.Exit(1 if summary.failed else 0)
+    raise typer.Exit(1 if summary.failed or summary.unreadable_folders else 0)
 
 
 @app.command()
@@ -289,9 +294,9 @@ def predict(
         say(said)
     say(
         f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
-        f"{summary.failed} failed -> {out_path}"
+        f"{summary.failed} failed{_folders_note(summary.unreadable_folders)} -> {out_path}"
     )
-    raise typer.Exit(1 if summary.failed else 0)
+    raise typer.Exit(1 if summary.failed or summary.unreadable_folders else 0)
 
 
 models_app = typer.Typer(

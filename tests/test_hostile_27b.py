@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -364,3 +365,107 @@ def test_control_characters_in_names_are_printed_escaped(tmp_path: Path) -> None
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr and "\r" not in proc.stderr
     assert "evil\\x1b]0;pwned\\x07\\x1b[2J\\r.jpg: no such file or folder" in proc.stderr
     assert shown(os.fsdecode(b"caf\xe9\x9b.jpg")) == "caf\\xe9\\x9b.jpg"
+
+
+def test_a_folder_1000_levels_deep_is_walked(tmp_path: Path) -> None:
+    """The recursive walk hit Python's recursion limit and lost the whole scan (exit 3)."""
+    folder = tmp_path / "deep"
+    levels = [folder]
+    for _ in range(1000):
+        levels.append(levels[-1] / "d")
+    for level in levels:
+        level.mkdir()
+    try:
+        _jpeg(levels[-1] / "bottom.jpg")
+        _jpeg(folder / "top.jpg")
+        out = tmp_path / "scan.parquet"
+        proc = _cli("scan", str(folder), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        names = sorted(Path(p).name for p in pq.read_table(out, columns=["path"]).column(0).to_pylist())
+        assert names == ["bottom.jpg", "top.jpg"]
+    finally:  # shutil.rmtree (pytest's clean-up) recurses too: take the tree down level by level
+        for level in reversed(levels):
+            for child in level.iterdir():
+                if not child.is_dir():
+                    child.unlink()
+            level.rmdir()
+
+
+def _shard(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_shard_json_nested_100000_deep_is_an_error_row(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    render(UNTAGGED[0], (64, 48)).save(buf, "JPEG")
+    shard = _shard(
+        tmp_path / "00000.tar",
+        {
+            "000.jpg": buf.getvalue(),
+            "000.json": b"[" * 100_000 + b"]" * 100_000,
+            "001.jpg": buf.getvalue(),
+            "001.json": b'{"latitude": 10.5, "longitude": 20.5}',
+            "002.jpg": buf.getvalue(),
+            "002.json": b"7",
+        },
+    )
+    out = tmp_path / "scan.parquet"
+    proc = _cli("scan", str(shard), "--out", str(out))
+    assert proc.returncode == 1, proc.stderr  # some rows failed; the scan itself finished
+    rows = {r["path"].rsplit("#", 1)[1]: r for r in pq.read_table(out).to_pylist()}
+    assert rows["000"]["status"] == "error" and "000.json is not valid JSON" in rows["000"]["error"]
+    assert rows["001"]["status"] == "ok" and rows["001"]["gt_lat"] == 10.5
+    assert rows["002"]["status"] == "error" and "002.json is not a JSON object" in rows["002"]["error"]
+
+
+def test_an_unreadable_subfolder_is_a_warning_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import geotag.io.scan as scan_io
+    from geotag.engine.scan import run_scan
+
+    folder = tmp_path / "photos"
+    _jpeg(folder / "a.jpg")
+    _jpeg(folder / "locked" / "b.jpg")
+    real = os.scandir
+
+    def scandir(path: str | os.PathLike[str]) -> object:
+        if Path(path).name == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(scan_io.os, "scandir", scandir)
+    summary = run_scan([folder], tmp_path / "scan.parquet", workers=1)
+    assert (summary.total, summary.unreadable_folders) == (1, 1)
+    assert f"cannot read folder {folder / 'locked'} (Permission denied)" in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_an_unreadable_subfolder_in_the_cli_summary(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    _jpeg(folder / "a.jpg")
+    _jpeg(folder / "locked" / "b.jpg")
+    (folder / "locked").chmod(0)
+    try:
+        proc = _cli("scan", str(folder), "--out", str(tmp_path / "scan.parquet"))
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert proc.returncode == 1
+    assert "WARNING: cannot read folder" in proc.stderr and "1 folder(s) could not be read" in proc.stderr
+
+
+def test_a_fifo_or_device_named_explicitly_is_one_line(tmp_path: Path) -> None:
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/null"), "a device")):
+        proc = _cli("scan", str(path), "--out", str(tmp_path / "scan.parquet"), timeout=60)
+        assert proc.returncode == 2
+        assert (
+            proc.stderr.strip()
+            == f"error: {path}: {kind}, not a photo or folder; give regular files or folders"
+        )

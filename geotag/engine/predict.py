@@ -37,7 +37,7 @@ from geotag.io.decode import DECODE_LIMIT_PIXELS, decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
 from geotag.io.pathtext import from_text
-from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
+from geotag.io.scan import ImageRecord, PathFilter, WalkReport, iter_records, validate_paths
 from geotag.io.shards import is_ref
 from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
@@ -61,6 +61,7 @@ class PredictSummary:
     device: str = "cpu"
     weights: str = ""
     restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
+    unreadable_folders: int = 0  # folders the walk could not list (each a warning line)
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
 
 
@@ -405,10 +406,12 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
         gpu_share = 0.0
 
-    records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext))
+    walk = WalkReport()
+    records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext), walk)
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )
+    summary.unreadable_folders = len(walk.unreadable)
     pre = model.preprocess()
     dataset = PhotoDataset(
         work_list, pre, cfg.draft, set(), gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
