@@ -469,3 +469,44 @@ def test_a_fifo_or_device_named_explicitly_is_one_line(tmp_path: Path) -> None:
             proc.stderr.strip()
             == f"error: {path}: {kind}, not a photo or folder; give regular files or folders"
         )
+
+
+def _preds_file(path: Path, n: int) -> Path:
+    """A predictions file of `n` scored rows (no photos needed)."""
+    from geotag.io.parquet import PredictionWriter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with PredictionWriter(path) as writer:
+        for i in range(n):
+            row = {"image_id": f"{path.name}-{i}", "path": f"/p/{i}.jpg", "status": "ok", "pred_lat": 1.0}
+            writer.write(row | {"pred_lon": 2.0, "gt_lat": 1.0, "gt_lon": 2.0})
+    return path
+
+
+def test_glob_characters_in_an_existing_predictions_path_are_literal(tmp_path: Path) -> None:
+    """`run [1]/preds.parquet` was read as the glob `run 1/preds.parquet` (another run's file)."""
+    from geotag.eval.metrics import connect, evaluate
+    from geotag.eval.report_data import open_sources
+    from geotag.eval.report_data import query as report_query
+
+    mine = _preds_file(tmp_path / "run [1]" / "preds.parquet", 3)
+    _preds_file(tmp_path / "run 1" / "preds.parquet", 5)
+    literal_star = _preds_file(tmp_path / "x*.parquet", 2)  # a real file named with a star
+    _preds_file(tmp_path / "x1.parquet", 7)
+    for path, n in ((mine, 3), (literal_star, 2)):
+        result = evaluate([path])
+        assert result.rows[0]["n_rows"] == n and not result.notes
+    con = connect()
+    (src,), notes = open_sources(con, [mine])
+    assert report_query(con, src, "SELECT count(*) AS n FROM r")[0]["n"] == 3 and notes == []
+
+
+def test_a_glob_the_user_asked_for_says_which_files_it_read(tmp_path: Path) -> None:
+    from geotag.eval.metrics import evaluate
+
+    a, b = _preds_file(tmp_path / "runs" / "a.parquet", 2), _preds_file(tmp_path / "runs" / "b.parquet", 3)
+    result = evaluate([tmp_path / "runs" / "?.parquet"])
+    assert result.rows[0]["n_rows"] == 5
+    assert result.notes == [
+        f"{tmp_path / 'runs' / '?.parquet'}: read 2 file(s) matching the pattern: {a}, {b}"
+    ]
