@@ -510,3 +510,18 @@ def test_a_glob_the_user_asked_for_says_which_files_it_read(tmp_path: Path) -> N
     assert result.notes == [
         f"{tmp_path / 'runs' / '?.parquet'}: read 2 file(s) matching the pattern: {a}, {b}"
     ]
+
+
+def test_full_disk_during_gallery_build_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gallery build` and `embed` write through AtomicParquetWriter subclasses with their own flush."""
+    from geotag.io.embeddings import GalleryInfo, GalleryWriter
+
+    out = tmp_path / "gallery.parquet"
+    _Disk(3000).install(monkeypatch)
+    rows = [{"image_id": str(i), "path": f"/p/{i}.jpg", "lat": 1.0, "lon": 2.0} for i in range(200)]
+    with (
+        pytest.raises(DiskFullError, match=r"gallery.parquet: free space and run again$"),
+        GalleryWriter(out, GalleryInfo("b", "w", "f", 64)) as writer,
+    ):
+        writer.write(rows, torch.randn(200, 64))
+    assert list(tmp_path.iterdir()) == []
