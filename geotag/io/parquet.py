@@ -310,8 +310,8 @@ class AtomicParquetWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
-        elif isinstance(exc, OSError | pa.ArrowException) and not self._closed:
-            raise self.failed(exc) from exc
+        elif isinstance(exc, BaseException) and is_disk_full(exc) and not self._closed:
+            raise self.failed(exc) from exc  # a subclass's own write filled the disk: one line
         else:
             self.abort()
 
