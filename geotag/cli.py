@@ -16,10 +16,12 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperCommand
 
 from geotag import __version__
 from geotag.errors import GeotagError
+from geotag.io.pathtext import shown
 from geotag.progress import DEFAULT_LOG_EVERY, LOG_EVERY_ENV
 
 # Every Typer here takes rich_markup_mode=None: click's plain help, whose option names are never cut
@@ -116,12 +118,23 @@ TIME = "Time"  # help panel of predict's time-evidence options (docs/time-predic
 
 def say(message: str, console: Console = err) -> None:
     """A summary or notice line (stderr by default), as plain text: no markup (paths may hold brackets),
-    no highlighting, never hard-wrapped."""
-    console.print(message, highlight=False, markup=False, soft_wrap=True)
+    control characters escaped (a file name cannot rewrite the terminal), no highlighting, never
+    hard-wrapped."""
+    console.print(shown(message), highlight=False, markup=False, soft_wrap=True)
+
+
+def say_labelled(label: str, style: str, message: object) -> None:
+    """`label` styled (error:, warning:), then the message as say() prints it: never read as markup."""
+    err.print(Text.assemble((label, style), " ", shown(message)), highlight=False, soft_wrap=True)
+
+
+def _folders_note(unreadable: int) -> str:
+    """The summary's count of folders the walk could not read (each was a warning line)."""
+    return f", {unreadable} folder(s) could not be read" if unreadable else ""
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say_labelled("error:", "bold red", message)
     return typer.Exit(code)
 
 
@@ -167,9 +180,9 @@ def scan(
     _say_truth(summary.truth)
     say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
-        f"{summary.failed} unreadable -> {out_path}"
+        f"{summary.failed} unreadable{_folders_note(summary.unreadable_folders)} -> {out_path}"
     )
-    raise typer.Exit(1 if summary.failed else 0)
+    raise typer.Exit(1 if summary.failed or summary.unreadable_folders else 0)
 
 
 @app.command(cls=PanelCommand)
@@ -407,9 +420,9 @@ def predict(
         say(_placed_line(summary.sources))
     say(
         f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
-        f"{summary.failed} failed -> {out_path}"
+        f"{summary.failed} failed{_folders_note(summary.unreadable_folders)} -> {out_path}"
     )
-    raise typer.Exit(1 if summary.failed else 0)
+    raise typer.Exit(1 if summary.failed or summary.unreadable_folders else 0)
 
 
 def _placed_line(sources: dict[str, int]) -> str:
@@ -717,7 +730,7 @@ def cells_build(
     if scale != "none":
         say(f"thresholds scaled ({scale}) to {summary.used} coordinates:")
     for name, lo, hi, cells, covered in summary.partitions:
-        err.print(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
+        say(f"{name}: {cells} cells (tau_min {lo}, tau_max {hi}), {covered} coordinates inside")
     say(f"{summary.used} of {summary.rows} manifest rows had coordinates -> {out_path}")
 
 
@@ -1202,7 +1215,7 @@ def report(
 
     s = build_report(files, out_dir, thresholds=parse_thresholds(thresholds), truth=truth, worst=worst)
     for note in s.notes:
-        err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        say_labelled("warning:", "bold yellow", note)
     say(
         f"report of {s.rows:,} row(s) in {s.seconds:.1f} s: {len(s.figures)} figure(s), {s.thumbnails} "
         f"thumbnail(s), {s.missing_photos} photo(s) not found -> {s.index}"
@@ -1341,7 +1354,7 @@ def eval_cmd(
     result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [], truth=truth)
     render(result, fmt=fmt, console=out)
     for note in result.notes:
-        err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        say_labelled("warning:", "bold yellow", note)
     if plot is not None:
         plot_error_curve(files, plot, result.thresholds, truth)
         say(f"error curve -> {plot}")
@@ -1360,12 +1373,19 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _ShownFormatter(logging.Formatter):
+    """Log lines carry paths and data too: control characters escaped, as say() does."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return shown(super().format(record))
+
+
 def _setup_logging() -> None:
     """Library warnings (for example an UNTRAINED backbone) reach the user as one plain stderr line."""
     root = logging.getLogger("geotag")
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(_ShownFormatter("%(levelname)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
     root.propagate = False
@@ -1377,7 +1397,7 @@ def main() -> None:
     try:
         app()
     except GeotagError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        say_labelled("error:", "bold red", exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -1386,9 +1406,10 @@ def main() -> None:
         if os.environ.get("GEOTAG_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
-        say(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {first} "
-            "(please report it; GEOTAG_DEBUG=1 shows the traceback)"
+        say_labelled(
+            "internal error:",
+            "bold red",
+            f"{type(exc).__name__}: {first} (please report it; GEOTAG_DEBUG=1 shows the traceback)",
         )
         sys.exit(3)
 

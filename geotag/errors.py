@@ -34,3 +34,17 @@ class ImageError(GeotagError):
 class TrackError(InputError):
     """A GPS track or location-history file cannot be used: unknown format, malformed record, a position
     out of range or a time that does not parse. The message is one line naming the file and the record."""
+
+
+class DiskFullError(OutputError):
+    """The disk (or a quota) filled up while a file was written: what was half-written is removed, so
+    the output is whole or absent and the same command continues once space is freed."""
+
+
+RESUME_HINT = "free space and run again with --resume"
+AGAIN_HINT = "free space and run again"
+
+
+def disk_full(path: object, hint: str = AGAIN_HINT) -> DiskFullError:
+    """The one line a full disk gives: `disk full writing PATH: HINT`."""
+    return DiskFullError(f"disk full writing {path}: {hint}")

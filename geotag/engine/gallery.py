@@ -31,6 +31,7 @@ from geotag.errors import InputError
 from geotag.io.decode import normalize
 from geotag.io.embeddings import GalleryInfo, GalleryWriter
 from geotag.io.parquet import check_parquet_path
+from geotag.io.pathtext import from_text, to_text
 from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.tables import LAT_NAMES, LON_NAMES, float_column, read_table, require_column
 from geotag.io.truth import Truth, TruthReport, load_truth
@@ -137,7 +138,7 @@ def write_work_list(cfg: GalleryConfig, folder: Path, truth: Truth | None = None
 
         def flush() -> None:
             cols = [
-                [str(r.path) for r, _, _ in buf],
+                [to_text(r.path) for r, _, _ in buf],  # lossless for names that are not UTF-8
                 [r.size for r, _, _ in buf],
                 [r.mtime for r, _, _ in buf],
                 [a for _, a, _ in buf],
@@ -177,7 +178,9 @@ class GalleryDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         t = self._records()
-        record = ImageRecord(Path(t["path"][i].as_py()), t["size"][i].as_py(), t["mtime"][i].as_py())
+        record = ImageRecord(
+            Path(from_text(t["path"][i].as_py())), t["size"][i].as_py(), t["mtime"][i].as_py()
+        )
         if record.size == NOT_REGULAR:
             row = {
                 "path": str(record.path),
@@ -245,7 +248,7 @@ def run_gallery_build(cfg: GalleryConfig, backbone: Backbone | None = None) -> G
                     rows = [
                         {
                             "image_id": r.get("image_id"),
-                            "path": r["path"],
+                            "path": to_text(r["path"]),
                             "lat": r["gt_lat"],
                             "lon": r["gt_lon"],
                             "gt_source": r.get("gt_source"),

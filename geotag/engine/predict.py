@@ -36,7 +36,8 @@ from geotag.io import gpu_decode
 from geotag.io.c_stderr import c_messages
 from geotag.io.decode import DECODE_LIMIT_PIXELS, decode_for_model, normalize
 from geotag.io.parts import PartStore
-from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
+from geotag.io.pathtext import from_text
+from geotag.io.scan import ImageRecord, PathFilter, WalkReport, iter_records, validate_paths
 from geotag.io.shards import is_ref
 from geotag.io.truth import Truth, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
@@ -114,7 +115,7 @@ class PhotoDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, i: int) -> dict[str, Any]:
         table = self._records()
         record = ImageRecord(
-            path=Path(table["path"][i].as_py()),
+            path=Path(from_text(table["path"][i].as_py())),
             size=table["size"][i].as_py(),
             mtime=table["mtime"][i].as_py(),
         )
@@ -394,12 +395,14 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
         gpu_share = 0.0
 
-    records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext))
+    walk = WalkReport()
+    records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext), walk)
     if planner is not None:
         records = planner.records(records, done)
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )
+    summary.unreadable_folders = len(walk.unreadable)
     if planner is not None:
         planner.plan()
     workers = auto_workers(device) if cfg.workers is None else cfg.workers

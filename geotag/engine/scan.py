@@ -32,6 +32,7 @@ from geotag.io.parquet import PredictionWriter, check_parquet_path
 from geotag.io.scan import (
     ImageRecord,
     PathFilter,
+    WalkReport,
     image_id,
     image_id_of_bytes,
     iter_image_paths,
@@ -57,6 +58,7 @@ class ScanSummary:
     failed: int = 0
     with_gps: int = 0
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
+    unreadable_folders: int = 0  # folders the walk could not list (each a warning line)
 
     def add(self, row: dict[str, Any]) -> None:
         self.total += 1
@@ -106,6 +108,8 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
             row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
     if member is not None:
         shard_truth(row, member)
+        if member.error is not None:  # a sample whose metadata cannot be used is an error row
+            row.update(status="error", error=f"bad shard sample {member.key}: {member.error}")
     note_warnings(row, caught, said)
     return row
 
@@ -198,9 +202,10 @@ def run_scan(
         from geotag.io.truth import load_truth
 
         manifest = load_truth(truth)
-    total = sum(1 for _ in iter_image_paths(paths, only)) if progress else None
+    total = sum(1 for _ in iter_image_paths(paths, only, WalkReport(quiet=True))) if progress else None
     summary = ScanSummary()
-    rows = ordered_map(scan_file, iter_records(paths, only), workers=workers or default_workers())
+    walk = WalkReport()
+    rows = ordered_map(scan_file, iter_records(paths, only, walk), workers=workers or default_workers())
     writer = PredictionWriter(out, metadata={"command": "scan"}, geometry="gt")  # no prediction yet
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
         for chunk in chunked(rows, 256):
@@ -212,4 +217,5 @@ def run_scan(
                 summary.add(row)
             bar.update(len(chunk))
     summary.truth = manifest.finish() if manifest is not None else None
+    summary.unreadable_folders = len(walk.unreadable)
     return summary

@@ -24,6 +24,7 @@ class PredictSummary:
     device: str = "cpu"
     weights: str = ""
     restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
+    unreadable_folders: int = 0  # folders the walk could not list (each a warning line)
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
     sources: dict[str, int] | None = None  # time evidence: this run's rows by `source` (+ "left")
     clocks: list[str] | None = None  # time evidence: one line per camera, its clock correction

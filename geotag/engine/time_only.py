@@ -19,7 +19,8 @@ from geotag.engine.summary import PredictSummary, count_errors
 from geotag.engine.timeplace import TimePlanner, count_sources
 from geotag.geo.places import add_countries
 from geotag.io.parts import PartStore
-from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
+from geotag.io.pathtext import from_text
+from geotag.io.scan import ImageRecord, PathFilter, WalkReport, iter_records, validate_paths
 from geotag.io.truth import apply_truth, load_truth
 from geotag.progress import progress_bar
 
@@ -37,12 +38,14 @@ def run_time_only(cfg: PredictConfig) -> PredictSummary:
     if not cfg.resume:
         summary.restarted = store.reset()
     done = store.done(include_out=cfg.resume)
+    walk = WalkReport()
     records = planner.records(
-        iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext)), done
+        iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext), walk), done
     )
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )
+    summary.unreadable_folders = len(walk.unreadable)
     planner.plan()
     sources: dict[str, int] = {}
     k = 0
@@ -86,4 +89,4 @@ def _work_list_records(work_list: Path) -> Iterator[ImageRecord]:
             batch = reader.get_batch(b)
             columns = (batch.column(name).to_pylist() for name in ("path", "size", "mtime"))
             for path, size, mtime in zip(*columns, strict=True):
-                yield ImageRecord(path=Path(path), size=size, mtime=mtime)
+                yield ImageRecord(path=Path(from_text(path)), size=size, mtime=mtime)  # geotag.io.pathtext

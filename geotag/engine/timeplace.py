@@ -38,6 +38,7 @@ from geotag.geo.photo_time import camera_gps_offsets, resolve_photo_utc
 from geotag.geo.timeline import confidence, error_km, match
 from geotag.geo.zones import parse_exif_datetime, parse_zone
 from geotag.io.parts import DoneSet, record_key
+from geotag.io.pathtext import to_text
 from geotag.io.scan import ImageRecord, iter_records, validate_paths
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class TimePlanner:
         for record, ev in pairs:
             i = self._keep(record, ev)
             name = str(record.path)
-            if record_key(name, record.size, record.mtime) not in done.keys:
+            if record_key(to_text(name), record.size, record.mtime) not in done.keys:  # as rows store it
                 self.todo.append(i)
                 self.todo_hash.append(hash(name))
             yield record

@@ -73,6 +73,7 @@ from geotag.io.durable import (
     write_file,
 )
 from geotag.io.embed_cache import CacheInfo, read_cache
+from geotag.io.pathtext import shown
 from geotag.io.shards import shard_groups
 from geotag.models.base import GeoModel
 from geotag.models.checkpoint import (
@@ -268,6 +269,7 @@ class RichMonitor(TrainMonitor):
             f"training {info['model']} on {info['device']}: {info['n_train']} train / {info['n_val']} val "
             f"images, {info['steps_per_epoch']} steps per epoch",
             highlight=False,
+            markup=False,
         )
         if not self.enabled:
             return
@@ -302,11 +304,12 @@ class RichMonitor(TrainMonitor):
         self.console.print(
             f"{what}: {accs}, median {row['median_km']:,.0f} km (n={row['n']})",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
 
     def saved(self, path: Path) -> None:
-        self.console.print(f"checkpoint {path}", highlight=False, soft_wrap=True)
+        self.console.print(f"checkpoint {shown(path)}", highlight=False, markup=False, soft_wrap=True)
 
     def close(self) -> None:
         if self.progress is not None:

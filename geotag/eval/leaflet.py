@@ -73,6 +73,18 @@ def basemap_geojson() -> str:
     return '{"type":"FeatureCollection","features":[' + ",".join(features) + "]}"
 
 
+_SCRIPT_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def script_safe(json_text: str) -> str:
+    """A JSON text made safe inside a <script> element: `<`, `>` and `&` as \\u escapes, so data such
+    as a file named `<!--<script>.jpg` can neither end the element nor switch the HTML parser into its
+    escaped states. Valid for any JSON text: those characters only occur inside its strings."""
+    return json_text.translate(_SCRIPT_ESCAPES)
+
+
 def json_for_script(value: object) -> str:
-    """JSON that is safe inside a <script> element (no '</' to end it early)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """`value` as compact JSON for a <script> element (every page that embeds JSON uses this)."""
+    return script_safe(json.dumps(value, separators=(",", ":"), allow_nan=False))

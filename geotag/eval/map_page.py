@@ -65,7 +65,8 @@ def map_rows(
         img = thumbs.get(path)
         if img is None:
             photo = resolve_photo(path, base)
-            img = url_quote(os.path.relpath(photo.absolute(), out_dir.absolute())) if photo else ""
+            rel = os.path.relpath(photo.absolute(), out_dir.absolute()) if photo else ""
+            img = url_quote(os.fsencode(rel))  # the name's bytes: also one that is not UTF-8
         cols["img"].append(img)
         topk = row["topk"] or []
         cols["k"].append(
@@ -84,7 +85,7 @@ def page_html(title: str, data: dict[str, list[Any]]) -> str:
     return PAGE.substitute(
         title=_escape(title),
         head=leaflet.inline_head(),
-        basemap=leaflet.basemap_geojson().replace("</", "<\\/"),
+        basemap=leaflet.script_safe(leaflet.basemap_geojson()),
         data=leaflet.json_for_script(data),
     )
 

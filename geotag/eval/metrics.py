@@ -266,7 +266,7 @@ def evaluate_file(
     """Score one file whose column names are `columns`; one dict per group (just one without `by`)."""
     sql = build_query(thresholds, by, columns, source)
     try:  # fetched through Arrow: group values of any type (timestamps with a zone, lists) convert cleanly
-        records = con.sql(sql, params=[str(path)]).to_arrow_table().to_pylist()
+        records = con.sql(sql, params=[duck_path(path)]).to_arrow_table().to_pylist()
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot evaluate ({first})") from exc
@@ -306,11 +306,13 @@ def evaluate(
     try:
         rows = []
         notes = truth_join.register_truth(con, truth) if truth else []
-        for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
+        for asked, path, label, columns in zip(given, paths, file_labels(given), schemas, strict=True):
             source, cols = "read_parquet(?)", columns
             if truth:
                 source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
             rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source))
+            if (note := read_note(con, asked, path)) is not None:
+                notes.append(note)
             if truth:
                 notes.append(truth_join.match_note(con, path, label, columns))
             if has_untrained_rows(con, path, columns):
@@ -323,20 +325,51 @@ def evaluate(
     return EvalResult(thresholds=thresholds, by=by, rows=rows, notes=notes)
 
 
+GLOB_CHARS = "*?["
+
+
 def parquet_source(path: Path) -> tuple[Path, Path]:
-    """(what DuckDB reads, one file whose schema stands for it): a file as given; a folder of part files
-    (`geotag predict --engine ray`) as FOLDER/part-*.parquet, as geotag.io.parquet.Predictions reads it; a
-    quoted glob as given. All read as one table."""
+    """(what DuckDB reads, one file whose schema stands for it), all read as one table: a file as given;
+    a folder of part files (`geotag predict --engine ray`) as FOLDER/part-*.parquet, as
+    geotag.io.parquet.Predictions reads it. A path that exists is taken literally, glob characters and
+    all (`run [1]/preds.parquet`); only one that does not exist is expanded as a glob (`'runs/*.parquet'`,
+    quoted), and `read_note` says which files that read. `duck_path` gives DuckDB the exact form."""
     if path.is_dir():
         pattern = path / PART_GLOB
-    elif any(c in str(path) for c in "*?["):
-        pattern = path
-    else:
+    elif path.exists() or not any(c in str(path) for c in GLOB_CHARS):
         return path, path
-    matches = sorted(glob.glob(str(pattern)))
+    else:
+        pattern = path
+    matches = sorted(glob.glob(duck_path(pattern)))
     if not matches:
         raise InputError(f"{path}: no Parquet files match {pattern}")
     return pattern, Path(matches[0])
+
+
+def _escape_glob(text: str) -> str:
+    """A literal name as a glob pattern (DuckDB's and Python's alike): `[` `*` `?` as one-character sets."""
+    return text.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
+
+
+def duck_path(pattern: Path) -> str:
+    """What DuckDB's read_parquet (and Python's glob) is given for a parquet_source pattern: an existing
+    file or folder escaped so that it is read literally, the part-file glob of a folder kept, a user's
+    glob as given."""
+    if pattern.exists():
+        return _escape_glob(str(pattern))
+    if pattern.name == PART_GLOB and pattern.parent.is_dir():
+        return f"{_escape_glob(str(pattern.parent))}/{PART_GLOB}"
+    return str(pattern)
+
+
+def read_note(con: duckdb.DuckDBPyConnection, given: Path, pattern: Path) -> str | None:
+    """For a glob the user gave: 'PATTERN: read N file(s): a, b, ...' (as DuckDB expands it)."""
+    if given.exists():
+        return None
+    sql = "SELECT file FROM glob(?) ORDER BY file"
+    files = [r[0] for r in con.sql(sql, params=[duck_path(pattern)]).fetchall()]
+    shown = ", ".join(files[:10]) + (f", ... ({len(files) - 10} more)" if len(files) > 10 else "")
+    return f"{given}: read {len(files)} file(s) matching the pattern: {shown}"
 
 
 def has_untrained_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> bool:
@@ -344,4 +377,4 @@ def has_untrained_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequ
     if "weights" not in columns:
         return False
     sql = "SELECT count(*) FROM read_parquet(?) WHERE weights LIKE '%UNTRAINED%'"
-    return bool(con.sql(sql, params=[str(path)]).to_arrow_table().column(0)[0].as_py())
+    return bool(con.sql(sql, params=[duck_path(path)]).to_arrow_table().column(0)[0].as_py())

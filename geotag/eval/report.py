@@ -17,10 +17,12 @@ from rich import box
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from geotag.errors import InputError
 from geotag.eval.metrics import COUNT_KEYS, EvalResult, threshold_key
 from geotag.geo.distance import EARTH_RADIUS_KM
+from geotag.io.pathtext import shown
 
 FORMATS = ("table", "json", "csv", "markdown")
 T = TypeVar("T")
@@ -119,9 +121,9 @@ def render_table(result: EvalResult, console: Console) -> None:
         show_edge=False,
     )
     for header, is_right in zip(headers, right, strict=True):
-        table.add_column(header, justify="right" if is_right else "left", no_wrap=is_right)
+        table.add_column(Text(shown(header)), justify="right" if is_right else "left", no_wrap=is_right)
     for cells in body:
-        table.add_row(*cells)
+        table.add_row(*(Text(shown(c)) for c in cells))  # file names and data: text, never markup
     if console.is_terminal:
         console.print(table)
         return

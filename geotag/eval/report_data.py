@@ -19,7 +19,16 @@ import numpy as np
 
 from geotag.errors import InputError
 from geotag.eval import truth_join
-from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, parquet_source, quote, sql_double
+from geotag.eval.metrics import (
+    NEEDED_COLUMNS,
+    ROW_COLUMNS,
+    duck_path,
+    file_labels,
+    parquet_source,
+    quote,
+    read_note,
+    sql_double,
+)
 from geotag.io.parquet import require_columns
 from geotag.io.row_paths import row_path
 
@@ -58,9 +67,10 @@ def open_sources(
     if not files:
         raise InputError("no predictions file given")
     given = [Path(f) for f in files]
-    schemas = [list(require_columns(p, NEEDED_COLUMNS).schema_arrow.names) for p in given]
-    paths = [parquet_source(p)[0] for p in given]  # what DuckDB reads: a Ray output folder's parts
+    paths, samples = zip(*(parquet_source(p) for p in given), strict=True)  # a Ray folder's parts, a glob
+    schemas = [list(require_columns(p, NEEDED_COLUMNS).schema_arrow.names) for p in samples]
     notes = truth_join.register_truth(con, truth) if truth else []
+    notes += [n for g, p in zip(given, paths, strict=True) if (n := read_note(con, g, p)) is not None]
     sources = []
     for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
         if truth:
@@ -95,7 +105,7 @@ def query(con: duckdb.DuckDBPyConnection, src: Source, sql: str) -> list[dict[st
     """Run `sql` (which names the per-row view `r`) on one file; DuckDB errors become one InputError line."""
     full = f"WITH r AS ({rows_sql(src)}) {sql}"
     try:
-        return con.sql(full, params=[str(src.path)]).to_arrow_table().to_pylist()
+        return con.sql(full, params=[duck_path(src.path)]).to_arrow_table().to_pylist()
     except duckdb.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(f"{src.path}: cannot read for the report ({first})") from exc

@@ -42,6 +42,16 @@ class UnsafeWrite(OSError):
         super().__init__(errno.EPERM, message)
 
 
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "StorageFull")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT, also as Arrow or safetensors report it (their own types, with the OS text)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(exc) for text in DISK_FULL_TEXTS)
+
+
 def _prefix(target: Path) -> str:
     name = target.name
     while len(os.fsencode(name)) > 200:  # NAME_MAX is 255: leave room for the random part

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -27,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geotag import __version__
-from geotag.errors import InputError, OutputError, SchemaError
-from geotag.io.durable import default_mode, new_temp, replace_checked
+from geotag.errors import AGAIN_HINT, InputError, OutputError, SchemaError, disk_full
+from geotag.io.durable import default_mode, is_disk_full, new_temp, replace_checked
+from geotag.io.pathtext import safe_text, to_text
 
 SCHEMA_VERSION = "3"
 """Bumped whenever a column changes meaning or type; stored in the file's `geotag` metadata.
@@ -176,7 +178,12 @@ def rows_to_table(rows: list[Mapping[str, Any]], geometry: str = "pred") -> pa.T
     for field in SCHEMA:
         if field.name in (*GEOMETRY_COLUMNS, "bbox"):
             continue
-        arrays[field.name] = pa.array([r.get(field.name) for r in rows], type=field.type)
+        values = [r.get(field.name) for r in rows]
+        try:
+            arrays[field.name] = pa.array(values, type=field.type)
+        except UnicodeEncodeError:  # a name that is not UTF-8: the path losslessly, other text escaped
+            clean = to_text if field.name == "path" else safe_text
+            arrays[field.name] = pa.array([clean(v) if isinstance(v, str) else v for v in values], field.type)
 
     def coords(source: str) -> tuple[np.ndarray, np.ndarray]:
         lat_col, lon_col = POINTS[source]
@@ -234,7 +241,12 @@ class AtomicParquetWriter:
     Use as a context manager: on a clean exit the temporary file is fsynced and renamed onto `path`;
     on an exception it is removed and `path` is left as it was. Subclasses buffer rows, write them in
     `flush()` through `self._writer` and count them in `rows_written`.
+
+    A failed write (a full disk) drops the temporary file at once and raises one line (DiskFullError,
+    ending in `hint`, or OutputError): the file is whole or absent, and a second `close()` does nothing.
     """
+
+    hint = AGAIN_HINT  # what a full disk's line tells the user to do (PartWriter: run again with --resume)
 
     def __init__(self, path: str | os.PathLike[str], schema: pa.Schema) -> None:
         self.path = check_parquet_path(Path(path))
@@ -244,6 +256,8 @@ class AtomicParquetWriter:
             self._fh = os.fdopen(os.dup(self._fd), "wb")
             self._writer = pq.ParquetWriter(self._fh, schema, compression="zstd")
         except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(self.path, self.hint) from exc
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         self.rows_written = 0
         self._closed = False
@@ -251,17 +265,27 @@ class AtomicParquetWriter:
     def flush(self) -> None:
         """Write the buffered rows (nothing to do here: subclasses buffer)."""
 
+    def failed(self, exc: BaseException) -> OutputError:
+        """Drop the temporary file after a failed write; the one-line error to raise."""
+        self.abort()
+        if is_disk_full(exc):
+            return disk_full(self.path, self.hint)
+        return OutputError(f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}")
+
     def close(self) -> None:
-        """Finish the file and move it into place atomically."""
+        """Finish the file and move it into place atomically (once: a failed close removed the temp)."""
         if self._closed:
             return
-        self.flush()
-        self._writer.close()
-        self._closed = True
         try:
+            self.flush()
+            self._writer.close()
             if not self._fh.closed:
                 self._fh.close()
             os.fsync(self._fd)
+        except (OSError, pa.ArrowException) as exc:
+            raise self.failed(exc) from exc
+        self._closed = True
+        try:
             replace_checked(self._fd, self.tmp_path, self.path)
         finally:
             os.close(self._fd)
@@ -272,8 +296,10 @@ class AtomicParquetWriter:
         if not self._closed:
             self._closed = True
             try:
-                self._writer.close()
-                self._fh.close()
+                with suppress(OSError, pa.ArrowException):  # a full disk fails the footer: dropped anyway
+                    self._writer.close()
+                with suppress(OSError):
+                    self._fh.close()
             finally:
                 os.close(self._fd)
                 self.tmp_path.unlink(missing_ok=True)
@@ -284,6 +310,8 @@ class AtomicParquetWriter:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.close()
+        elif isinstance(exc, BaseException) and is_disk_full(exc) and not self._closed:
+            raise self.failed(exc) from exc  # a subclass's own write filled the disk: one line
         else:
             self.abort()
 
@@ -319,14 +347,21 @@ class PredictionWriter(AtomicParquetWriter):
         """Append a table already in SCHEMA (for example rows copied from another geotag file)."""
         self.flush()
         if table.num_rows:
-            self._writer.write_table(conform(table), row_group_size=self.row_group_size)
+            table = conform(table)
+            try:
+                self._writer.write_table(table, row_group_size=self.row_group_size)
+            except (OSError, pa.ArrowException) as exc:
+                raise self.failed(exc) from exc
             self.rows_written += table.num_rows
 
     def flush(self) -> None:
         if not self._buffer:
             return
         table = rows_to_table(self._buffer, self.geometry)
-        self._writer.write_table(table, row_group_size=self.row_group_size)
+        try:
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+        except (OSError, pa.ArrowException) as exc:
+            raise self.failed(exc) from exc
         self.rows_written += len(self._buffer)
         self._buffer = []
 

@@ -20,8 +20,10 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from geotag.io.durable import atomic_file, check_not_link, real_dir
+from geotag.errors import RESUME_HINT, disk_full
+from geotag.io.durable import atomic_file, check_not_link, is_disk_full, real_dir
 from geotag.io.parquet import PredictionWriter, check_output_path, iter_batches
+from geotag.io.pathtext import from_text, to_text
 from geotag.io.scan import ImageRecord
 from geotag.io.shards import ref_archive
 
@@ -126,9 +128,24 @@ class PartStore:
         """
         real_dir(self.dir)
         path = self.dir / "files.arrow"
-        listed = skipped = changed = 0
         done = done if done is not None else DoneSet()
         self.seen = set()
+        try:
+            return self._write_file_list(path, records, done, on_skip)
+        except (OSError, pa.ArrowException) as exc:
+            if is_disk_full(exc):
+                raise disk_full(path, RESUME_HINT) from exc
+            raise
+
+    def _write_file_list(
+        self,
+        path: Path,
+        records: Iterable[ImageRecord],
+        done: DoneSet,
+        on_skip: Callable[[str], None] | None,
+    ) -> WorkList:
+        listed = skipped = changed = 0
+        seen: set[str] = self.seen if self.seen is not None else set()
         buf: list[ImageRecord] = []
         # written whole and renamed (a link planted at files.arrow is replaced, never written through)
         with atomic_file(path, sync=False) as fh, ipc.new_file(fh, RECORD_SCHEMA) as sink:
@@ -137,15 +154,15 @@ class PartStore:
                 if buf:
                     sink.write_batch(
                         pa.record_batch(
-                            [[str(r.path) for r in buf], [r.size for r in buf], [r.mtime for r in buf]],
+                            [[to_text(r.path) for r in buf], [r.size for r in buf], [r.mtime for r in buf]],
                             schema=RECORD_SCHEMA,
                         )
                     )
                     buf.clear()
 
             for rec in records:
-                name = str(rec.path)
-                self.seen.add(name)
+                name = to_text(rec.path)  # as the rows store it (geotag.io.pathtext)
+                seen.add(name)
                 if record_key(name, rec.size, rec.mtime) in done.keys:
                     skipped += 1
                     if on_skip is not None:
@@ -183,6 +200,7 @@ class PartStore:
         keep = rows_to_keep(sources, keep_row)
         self.deleted = len(gone)
         with PredictionWriter(self.out, metadata=metadata) as writer:
+            writer.hint = RESUME_HINT  # the parts stay until the merged file is in place
             for s, src in enumerate(sources):
                 row = 0
                 for batch in iter_batches(src):
@@ -200,6 +218,7 @@ def still_there(path: str | None) -> bool:
     A shard member is there while its shard is."""
     if not path:
         return False
+    path = from_text(path)
     return os.path.lexists(path) or ((shard := ref_archive(path)) is not None and os.path.lexists(shard))
 
 
@@ -222,17 +241,20 @@ class PartWriter:
         if self._current is None:
             path = self.folder / f"part-{self.index:06d}.parquet"
             self._current = PredictionWriter(path, row_group_size=self.rows_per_part, metadata=self.metadata)
+            self._current.hint = RESUME_HINT
         self._current.write(row)
         self._rows_in_part += 1
         if self._rows_in_part >= self.rows_per_part:
             self.close_part()
 
     def close_part(self) -> None:
-        if self._current is not None:
-            self._current.close()
-            self._current = None
+        """Finish the current part; it is forgotten first, so a close that failed (a full disk: its
+        temp is gone) is never run a second time."""
+        current, self._current = self._current, None
+        if current is not None:
             self._rows_in_part = 0
             self.index += 1
+            current.close()
 
     def __enter__(self) -> PartWriter:
         return self

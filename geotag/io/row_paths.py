@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from geotag.io.pathtext import from_text
+
 
 def base_folder(predictions: Path) -> Path:
     """The folder relative `path`s are resolved against: the predictions file's (or the folder itself)."""
@@ -18,6 +20,7 @@ def base_folder(predictions: Path) -> Path:
 
 
 def row_path(text: str, base: Path) -> Path:
-    """The photo `text` names: absolute as given, relative under `base` (see base_folder)."""
-    path = Path(text)
+    """The photo `text` names: absolute as given, relative under `base` (see base_folder); a name that
+    is not UTF-8 is stored as a file URI (geotag.io.pathtext) and comes back as the bytes it was."""
+    path = Path(from_text(text))
     return path if path.is_absolute() else base / path

@@ -106,7 +106,7 @@ def read_beside(sources: Sequence[Path], name: str) -> dict[str, Any] | None:
         if candidate.is_file():
             try:
                 return json.loads(candidate.read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
                 raise InputError(f"cannot read {candidate}: {exc}") from exc
     return None
 

@@ -9,10 +9,11 @@ resume works across folder reorganisations.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -21,6 +22,8 @@ import xxhash
 
 from geotag.errors import InputError
 from geotag.io.shards import is_shard_source, iter_shards, key_ref
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
 HASH_CHUNK = 1 << 20
@@ -89,23 +92,53 @@ def _record(path: Path, st: os.stat_result) -> ImageRecord:
     return ImageRecord(path=path, size=st.st_size, mtime=datetime.fromtimestamp(st.st_mtime, UTC))
 
 
+@dataclass
+class WalkReport:
+    """What a walk could not take, for the command's summary: folders it could not list (each also
+    logged as a warning, unless `quiet`: a second walk over the same folders, such as a progress count)."""
+
+    unreadable: list[str] = field(default_factory=list)
+    quiet: bool = False
+
+    def folder_failed(self, folder: Path, exc: OSError) -> None:
+        self.unreadable.append(str(folder))
+        if not self.quiet:
+            log.warning("cannot read folder %s (%s): its photos are left out", folder, exc.strerror or exc)
+
+
 def _walk_folder(
-    root: Path, seen_dirs: set[tuple[int, int]], extensions: frozenset[str] = IMAGE_EXTENSIONS
+    root: Path,
+    seen_dirs: set[tuple[int, int]],
+    extensions: frozenset[str] = IMAGE_EXTENSIONS,
+    report: WalkReport | None = None,
 ) -> Iterator[Path]:
-    """Depth-first, names sorted, following symlinked folders once each (loops are cut by inode)."""
-    try:
-        st = root.stat()
-    except OSError:
-        return
-    key = (st.st_dev, st.st_ino)
-    if key in seen_dirs:
-        return
-    seen_dirs.add(key)
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
+    """Depth-first, names sorted, following symlinked folders once each (loops are cut by inode).
+    Iterative (a stack of listings), so a folder thousands of levels deep is walked like any other."""
+    report = report if report is not None else WalkReport()
+
+    def listing(folder: Path) -> Iterator[os.DirEntry[str]] | None:
+        try:
+            st = folder.stat()
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            return None
+        seen_dirs.add(key)
+        try:
+            with os.scandir(folder) as it:
+                return iter(sorted(it, key=lambda e: e.name))
+        except OSError as exc:
+            report.folder_failed(folder, exc)
+            return None
+
+    first = listing(root)
+    stack = [first] if first is not None else []
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
         if _is_hidden(entry.name):
             continue
         try:
@@ -113,24 +146,39 @@ def _walk_folder(
         except OSError:
             continue
         if is_dir:
-            yield from _walk_folder(Path(entry.path), seen_dirs, extensions)
+            if (sub := listing(Path(entry.path))) is not None:
+                stack.append(sub)
         elif is_image_name(entry.name, extensions):
             yield Path(entry.path)
 
 
 def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The paths as Path objects; a missing one is an input error (one line, exit 2)."""
+    """The paths as Path objects; a missing one, or a FIFO, socket or device (reading one blocks or
+    never ends; it is never opened), is an input error (one line, exit 2)."""
     checked = [Path(p) for p in paths]
     if not checked:
         raise InputError("no paths given")
     for p in checked:
-        if not p.exists() and not ("{" in str(p) and is_shard_source(str(p))):  # brace patterns: per shard
-            raise InputError(f"{p}: no such file or folder")
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            if "{" in str(p) and is_shard_source(str(p)):  # brace patterns: per shard
+                continue
+            raise InputError(f"{p}: no such file or folder") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise InputError(f"{p}: {_kind(mode)}, not a photo or folder; give regular files or folders")
     return checked
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device")):
+        if test(mode):
+            return name
+    return "a device" if stat.S_ISBLK(mode) else "not a regular file"
+
+
 def iter_image_paths(
-    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None, report: WalkReport | None = None
 ) -> Iterator[Path]:
     """Photo paths under `paths`, in a stable order, each file once.
 
@@ -139,12 +187,12 @@ def iter_image_paths(
     it becomes an error row rather than vanishing. A missing path is an input error. A WebDataset tar
     (or a brace pattern of them: 'shards/{00000..00009}.tar') gives one `SHARD#KEY` per sample.
     """
-    for item in _walk(paths, only):
+    for item in _walk(paths, only, report):
         yield item.path if isinstance(item, ImageRecord) else item
 
 
 def _walk(
-    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None, report: WalkReport | None = None
 ) -> Iterator[Path | ImageRecord]:
     """iter_image_paths' walk; shard samples come as records (their size and mtime are the index's)."""
     paths = validate_paths(paths)
@@ -155,7 +203,7 @@ def _walk(
             yield from _shard_records(str(p))
             continue
         if p.is_dir():
-            found = _walk_folder(p, seen_dirs, only.extensions if only else IMAGE_EXTENSIONS)
+            found = _walk_folder(p, seen_dirs, only.extensions if only else IMAGE_EXTENSIONS, report)
             candidates = (f for f in found if only is None or only.wants(f.relative_to(p).as_posix()))
         else:
             candidates = iter([p])
@@ -183,10 +231,11 @@ def _shard_records(pattern: str) -> Iterator[ImageRecord]:
 
 
 def iter_records(
-    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None, report: WalkReport | None = None
 ) -> Iterator[ImageRecord]:
-    """Like `iter_image_paths`, with size and mtime; files that vanish mid-walk get size -1."""
-    for path in _walk(paths, only):
+    """Like `iter_image_paths`, with size and mtime; files that vanish mid-walk get size -1. `report`
+    collects the folders that could not be read (each is also a warning line)."""
+    for path in _walk(paths, only, report):
         if isinstance(path, ImageRecord):
             yield path
             continue

@@ -53,6 +53,7 @@ class ShardSample:
     lat: float | None
     lon: float | None
     meta: dict[str, Any]
+    error: str | None = None  # why its JSON was unusable (scan makes the sample an error row)
 
     @property
     def size(self) -> int:
@@ -89,6 +90,7 @@ def index_shard(shard: str) -> list[ShardSample]:
     skipped; a JSON that does not parse leaves the sample without coordinates)."""
     images: dict[str, tuple[int, int]] = {}
     metas: dict[str, dict[str, Any]] = {}
+    bad: dict[str, str] = {}
     try:
         with _open(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
             for m in tar:
@@ -103,17 +105,21 @@ def index_shard(shard: str) -> list[ShardSample]:
                 elif ext == ".json":
                     data = tar.extractfile(m)
                     try:
-                        metas[full_key] = json.loads(data.read()) if data else {}
-                    except ValueError:
-                        metas[full_key] = {}
+                        meta = json.loads(data.read()) if data else {}
+                    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+                        meta = None
+                        bad[full_key] = f"its {base} is not valid JSON ({str(exc)[:100] or 'too deep'})"
+                    if isinstance(meta, dict):
+                        metas[full_key] = meta
+                    elif full_key not in bad:
+                        bad[full_key] = f"its {base} is not a JSON object"
     except (OSError, tarfile.TarError) as exc:
         raise InputError(f"cannot read shard {shard}: {exc}") from None
     out = []
     for key, (offset, size) in images.items():
         meta = metas.get(key, {})
-        out.append(
-            ShardSample(f"{shard}#{offset}+{size}", key, _coord(meta, LAT_KEYS), _coord(meta, LON_KEYS), meta)
-        )
+        lat, lon = _coord(meta, LAT_KEYS), _coord(meta, LON_KEYS)
+        out.append(ShardSample(f"{shard}#{offset}+{size}", key, lat, lon, meta, bad.get(key)))
     return out
 
 

@@ -34,12 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from geotag.errors import OutputError, WeightsError
+from geotag.errors import RESUME_HINT, OutputError, WeightsError, disk_full
 from geotag.io.checked_json import MAX_STEP, Fields, inside, is_finite_number, is_int, read_json_object
-from geotag.io.durable import default_mode, new_temp_dir
+from geotag.io.durable import default_mode, is_disk_full, new_temp_dir
 
 FORMAT = "geotag-checkpoint"
 FORMAT_VERSION = 1
@@ -228,10 +229,17 @@ def save_checkpoint(
         tmp = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk with its own type
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"cannot write checkpoint {folder}: {exc.strerror or exc}") from exc
+        if is_disk_full(exc):
+            raise disk_full(f"checkpoint {folder}", RESUME_HINT) from exc
+        why = getattr(exc, "strerror", None) or exc
+        raise OutputError(f"cannot write checkpoint {folder}: {why}") from exc
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return folder
 
 
