@@ -896,9 +896,14 @@ def shards(
     """Pack training data into WebDataset tar shards (img2dataset layout) for `geotag train --data`."""
     from geotag.engine.shards import pack
 
-    written = pack(data, out_dir, shard_size, image_root)
+    s = pack(data, out_dir, shard_size, image_root)
+    written = s.shards
     pattern = f"{out_dir}/{{00000..{len(written) - 1:05d}}}.tar" if written else str(out_dir)
-    say(f"wrote {len(written)} shard(s): use --data '{pattern}'")
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(s.skipped.items()))
+    say(f"wrote {len(written)} shard(s) of {s.packed} photo(s): use --data '{pattern}'")
+    if skipped:
+        say(f"not packed: {skipped} (regular image files of at most 256 MiB only)")
+    raise typer.Exit(1 if s.skipped else 0)
 
 
 @app.command()
