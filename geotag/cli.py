@@ -1100,6 +1100,8 @@ def export_cmd(
         f"exported {s.written:,} point(s) ({s.what}, {s.fmt}); {s.skipped:,} row(s) without one skipped "
         f"-> {s.out}"
     )
+    if s.odd_parts:
+        say(f"warning: {s.odd_parts} part file(s) that are not regular files were skipped")
 
 
 experts_app = typer.Typer(

@@ -19,7 +19,16 @@ import numpy as np
 
 from geotag.errors import InputError
 from geotag.eval import truth_join
-from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, parquet_source, quote, sql_double
+from geotag.eval.metrics import (
+    NEEDED_COLUMNS,
+    READ,
+    ROW_COLUMNS,
+    file_labels,
+    parquet_source,
+    part_note,
+    quote,
+    sql_double,
+)
 from geotag.io.parquet import require_columns
 
 OPTIONAL = {
@@ -60,6 +69,7 @@ def open_sources(
     schemas = [list(require_columns(p, NEEDED_COLUMNS).schema_arrow.names) for p in given]
     paths = [parquet_source(p)[0] for p in given]  # what DuckDB reads: a Ray output folder's parts
     notes = truth_join.register_truth(con, truth) if truth else []
+    notes += [note for p in given if (note := part_note(p))]
     sources = []
     for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
         if truth:
@@ -67,7 +77,7 @@ def open_sources(
                 Source(path, label, truth_join.joined_columns(columns), truth_join.joined_source(columns))
             )
         else:
-            sources.append(Source(path, label, columns, "read_parquet(?)"))
+            sources.append(Source(path, label, columns, READ))
     return sources, notes
 
 
