@@ -40,6 +40,9 @@ DUCKDB_THREADS = max(1, min(4, os.cpu_count() or 1))  # each thread holds its ow
 EXACT_MEDIAN_ROWS = 2_000_000  # up to this many scored rows DuckDB's median (8 bytes a row) is used
 MEDIAN_BUCKETS = 65_536  # buckets of each narrowing pass of the bounded median (two passes, mostly)
 MEDIAN_PASSES = 80  # a double's range narrows to one value in far fewer passes than this
+LABEL_CHARS = 200  # characters of a label (scene, country, model, weights, error) eval and report show
+PATH_CHARS = 4096  # characters of a path they show (PATH_MAX)
+CAPPED = ("path", "error", "scene", "country", "gt_country", "model", "weights")
 MEDIAN_MAX_KM = 20_100.0  # above half the Earth's circumference: every haversine distance is below it
 NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
 DERIVED_BY = ("folder",)
@@ -273,6 +276,21 @@ def build_query(
     """
 
 
+def capped_source(columns: Sequence[str], source: str) -> str:
+    """`source` with its text columns cut to LABEL_CHARS characters (PATH_CHARS for `path`; a cut
+    value ends in '…'): a 50 MB scene name in a tiny file never reaches a table, a chart or a page."""
+    caps = [(c, PATH_CHARS if c == "path" else LABEL_CHARS) for c in CAPPED if c in columns]
+    if not caps:
+        return source
+
+    def cut(name: str, n: int) -> str:
+        text = f"CAST({quote(name)} AS VARCHAR)"
+        short = f"left({text}, {n - 1}) || '…'"
+        return f"CASE WHEN length({text}) > {n} THEN {short} ELSE {text} END AS {quote(name)}"
+
+    return f"(SELECT * REPLACE ({', '.join(cut(c, n) for c, n in caps)}) FROM {source}) AS capped"
+
+
 def connect() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the haversine macro (and helpers) defined, and a memory
     limit (DUCKDB_MEMORY): aggregates that outgrow it spill to a temporary folder or fail with one line,
@@ -317,7 +335,7 @@ def evaluate_file(
     if bad and notes is not None:
         notes.append(
             f"{label}: {bad:,} row(s) with an infinite or out-of-range coordinate (|lat| > 90, |lon| > 180) "
-            "counted as missing it"
+            "counted as missing"
         )
     return rows
 
@@ -449,6 +467,7 @@ def evaluate(
             source, cols = READ, columns
             if truth:
                 source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
+            source = capped_source(cols, source)
             rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source, notes))
             if truth:
                 notes.append(truth_join.match_note(con, path, label, columns))

@@ -23,6 +23,7 @@ from geotag.eval.metrics import (
     NEEDED_COLUMNS,
     READ,
     ROW_COLUMNS,
+    capped_source,
     file_labels,
     parquet_source,
     part_note,
@@ -73,11 +74,12 @@ def open_sources(
     sources = []
     for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
         if truth:
+            joined = truth_join.joined_columns(columns)
             sources.append(
-                Source(path, label, truth_join.joined_columns(columns), truth_join.joined_source(columns))
+                Source(path, label, joined, capped_source(joined, truth_join.joined_source(columns)))
             )
         else:
-            sources.append(Source(path, label, columns, READ))
+            sources.append(Source(path, label, columns, capped_source(columns, READ)))
     return sources, notes
 
 
@@ -311,8 +313,11 @@ def resolve_photo(path_text: str | None, base: Path) -> Path | None:
     if not path_text:
         return None
     path = Path(path_text)
-    if path.is_file():
-        return path
-    if not path.is_absolute() and (base / path).is_file():
-        return base / path
+    try:  # a name too long for the system (ENAMETOOLONG) or otherwise odd is a photo not found
+        if path.is_file():
+            return path
+        if not path.is_absolute() and (base / path).is_file():
+            return base / path
+    except (OSError, ValueError):
+        return None
     return None

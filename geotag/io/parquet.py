@@ -411,14 +411,48 @@ class Predictions:
 
 
 def require_columns(path: str | os.PathLike[str], columns: Iterable[str]) -> Predictions:
-    """A predictions file or Ray output folder that has `columns`, or one line that says what lacks."""
+    """A predictions file or Ray output folder that has `columns` and whose known columns have their
+    kind (check_types), or one line that says what lacks."""
     pf = Predictions(path)
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
         raise SchemaError(
             f"{path} lacks the column(s) {', '.join(missing)}; is it a geotag predictions file?"
         )
+    check_types(path, pf.schema_arrow)
     return pf
+
+
+TEXT_COLUMNS = ("path", "status", "error", "scene", "country", "gt_country", "model", "weights", "image_id")
+NUMBER_COLUMNS = ("gt_lat", "gt_lon", "pred_lat", "pred_lon", "confidence", "error_km")
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
+    return (
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t) or t == pa.string_view()
+    )
+
+
+def _is_nested(t: pa.DataType) -> bool:
+    return pa.types.is_nested(t) or (pa.types.is_dictionary(t) and pa.types.is_nested(t.value_type))
+
+
+def check_types(path: str | os.PathLike[str], schema: pa.Schema) -> None:
+    """SchemaError (one line) when a column geotag knows has another kind (a list `gt_country`, a number
+    `weights`, text coordinates): checked once where predictions are opened, so no reader meets a type
+    it cannot handle."""
+    for field in schema:
+        if field.name in TEXT_COLUMNS and not _is_text(field.type):
+            kind = "text"
+        elif field.name in NUMBER_COLUMNS and _is_nested(field.type):  # text numbers: per-row skips
+            kind = "a number"
+        else:
+            continue
+        raise SchemaError(
+            f"{path}: column {field.name} is {field.type}, not {kind}; is it a geotag predictions file?"
+        )
 
 
 def iter_batches(
