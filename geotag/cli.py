@@ -532,6 +532,11 @@ def query_cmd(
             raise fail("--filter-preds takes exactly one query text")
         f = filter_predictions(filter_preds, texts[0], out_path, text_model=text_model)
         say(f"reweighted {f.rescored} of {f.rows} prediction(s) -> {out_path}")
+        if f.bad_candidates or f.cut_rows:
+            say(
+                f"warning: {f.bad_candidates} NaN, infinite or out-of-range candidate(s) left out; "
+                f"{f.cut_rows} row(s) with more than 1000 candidates cut to their first 1000"
+            )
         return
 
     s = run_query(
