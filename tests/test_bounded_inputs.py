@@ -143,7 +143,7 @@ def test_tar_member_with_hash_in_its_name_is_read(tmp_path: Path) -> None:
 # --- group 3: small files never blow up -------------------------------------------------------------
 
 
-def _preds(path: Path, n: int = 2, **columns: object) -> Path:
+def _preds(out: Path, n: int = 2, **columns: object) -> Path:
     """A small predictions file: rows 0.. with truth (1, 2) and a prediction 0.5 degree east."""
     base: dict[str, object] = {
         "path": [f"p{i}.jpg" for i in range(n)],
@@ -154,8 +154,8 @@ def _preds(path: Path, n: int = 2, **columns: object) -> Path:
         "pred_lon": [2.5] * n,
     }
     base.update(columns)
-    pq.write_table(pa.table(base), path)
-    return path
+    pq.write_table(pa.table(base), out)
+    return out
 
 
 def test_bounded_median_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,8 +185,9 @@ def test_eval_duckdb_memory_is_limited() -> None:
     from geotag.eval.metrics import connect
 
     con = connect()
-    limit = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    assert limit.endswith(("MiB", "GiB", "MB", "GB")) and ("1" in limit or "953" in limit)
+    number, unit = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0].split()
+    scale = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    assert float(number) * scale <= 2**31  # DuckDB's default is 80% of the machine's memory
 
 
 @pytest.mark.slow
@@ -203,7 +204,7 @@ def test_report_of_huge_labels_and_topk_stays_small(tmp_path: Path) -> None:
         scene=["s" * 3_000_000, "urban"],
         topk=pa.array([cands, cands[:2]], pa.list_(struct)),
     )
-    assert p.stat().st_size < 100_000
+    assert p.stat().st_size < 1_000_000
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     r = run_cli("report", str(p), "--out", str(tmp_path / "r"), timeout=180)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
