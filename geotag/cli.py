@@ -682,6 +682,11 @@ def query_cmd(
             raise fail("--filter-preds takes exactly one query text")
         f = filter_predictions(filter_preds, texts[0], out_path, text_model=text_model)
         say(f"reweighted {f.rescored} of {f.rows} prediction(s) -> {out_path}")
+        if f.bad_candidates or f.cut_rows:
+            say(
+                f"warning: {f.bad_candidates} NaN, infinite or out-of-range candidate(s) left out; "
+                f"{f.cut_rows} row(s) with more than 1000 candidates cut to their first 1000"
+            )
         return
 
     s = run_query(
@@ -1061,9 +1066,14 @@ def shards(
     """Pack training data into WebDataset tar shards (img2dataset layout) for `geotag train --data`."""
     from geotag.engine.shards import pack
 
-    written = pack(data, out_dir, shard_size, image_root)
+    s = pack(data, out_dir, shard_size, image_root)
+    written = s.shards
     pattern = f"{out_dir}/{{00000..{len(written) - 1:05d}}}.tar" if written else str(out_dir)
-    say(f"wrote {len(written)} shard(s): use --data '{pattern}'")
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(s.skipped.items()))
+    say(f"wrote {len(written)} shard(s) of {s.packed} photo(s): use --data '{pattern}'")
+    if skipped:
+        say(f"not packed: {skipped} (regular image files of at most 256 MiB only)")
+    raise typer.Exit(1 if s.skipped else 0)
 
 
 @app.command()
@@ -1262,6 +1272,8 @@ def export_cmd(
         f"exported {s.written:,} point(s) ({s.what}, {s.fmt}); {s.skipped:,} row(s) without one skipped "
         f"-> {s.out}"
     )
+    if s.odd_parts:
+        say(f"warning: {s.odd_parts} part file(s) that are not regular files were skipped")
 
 
 experts_app = typer.Typer(

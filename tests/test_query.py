@@ -157,3 +157,61 @@ def test_filter_preds_reweights_topk_by_text(tiny_clip_text, tmp_path: Path) -> 
     best = int(w.argmax())
     assert got["pred_lat"][0] == cands[0][best]["lat"] and got["score"][0] == pytest.approx(float(w[best]))
     assert got["orig_lat"][0] == 10.0 and got["pred_lat"][1] is None
+
+
+def test_filter_preds_skips_bad_candidates_and_cuts_long_rows(tiny_clip_text, tmp_path: Path) -> None:
+    """Issue 29: NaN / 1e308 candidates were passed through (a NaN point could win); a row of 2M
+    candidates took 7 GB. Now bad candidates are left out and counted, a row uses its first 1000."""
+    import pyarrow as pa
+
+    from geotag.engine.query import MAX_CANDIDATES, filter_predictions
+    from geotag.io.parquet import TOPK_TYPE
+
+    folder, _ = tiny_clip_text
+    nan = float("nan")
+    cands = [
+        [{"lat": nan, "lon": 20.0, "score": 0.9}, {"lat": 10.0, "lon": 1e308, "score": 0.9},
+         {"lat": -30.0, "lon": 140.0, "score": 0.3}],
+        [{"lat": nan, "lon": nan, "score": nan}],
+        [{"lat": 1.0, "lon": 2.0, "score": 0.1}] * (MAX_CANDIDATES + 5),
+    ]  # fmt: skip
+    preds = tmp_path / "p.parquet"
+    pq.write_table(
+        pa.table({"image_id": ["a", "b", "c"], "path": ["a", "b", "c"], "topk": pa.array(cands, TOPK_TYPE)}),
+        preds,
+    )
+    s = filter_predictions(preds, "a beach", tmp_path / "f.parquet", text_model=folder, batch_rows=1)
+    assert (s.rows, s.rescored, s.bad_candidates, s.cut_rows) == (3, 2, 3, 1)
+    got = pq.read_table(tmp_path / "f.parquet").to_pydict()
+    assert got["pred_lat"] == [-30.0, None, 1.0] and got["orig_lat"][0] == -30.0
+
+
+def test_filter_preds_malformed_topk_is_one_line(tiny_clip_text, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from geotag.engine.query import filter_predictions
+    from geotag.errors import InputError
+
+    folder, _ = tiny_clip_text
+    bad = pa.array([[{"lat": "x", "where": 1}]])
+    preds = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"image_id": ["a"], "path": ["a"], "topk": bad}), preds)
+    with pytest.raises(InputError, match="not a list of"):
+        filter_predictions(preds, "a beach", tmp_path / "f.csv", text_model=folder)
+
+
+def test_large_grid_is_scored_in_chunks_like_a_whole(tiny_clip_text, monkeypatch) -> None:
+    """A gallery above CACHED_GALLERY_MAX is scored SCORE_CHUNK points at a time: the same logits."""
+    from geotag.engine import query
+    from geotag.engine.query import grid_points, score_texts
+
+    folder, _ = tiny_clip_text
+    tower, tokenizer, _ = load_text_encoder(folder)
+    model = heads_model(grid_points(10.0))
+    whole, _ = score_texts(TEXTS, tower, tokenizer, model)
+    monkeypatch.setattr(query, "CACHED_GALLERY_MAX", 0)
+    monkeypatch.setattr(query, "SCORE_CHUNK", 100)
+    chunked, probs = score_texts(TEXTS, tower, tokenizer, model)
+    assert chunked.shape == (3, 18 * 36)
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(3))

@@ -34,7 +34,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_pack_and_read_back(photos: Path, tmp_path: Path) -> None:
-    written = pack([photos], tmp_path / "shards", shard_size=10)
+    written = pack([photos], tmp_path / "shards", shard_size=10).shards
     assert [p.name for p in written] == ["00000.tar", "00001.tar", "00002.tar"]
     with tarfile.open(written[0]) as tar:
         names = tar.getnames()

@@ -45,7 +45,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shards")
     (root / "photos").mkdir()
     photos = write_tagged_photos(root / "photos", n=6)
-    packed = pack([photos], root / "packed", shard_size=4)
+    packed = pack([photos], root / "packed", shard_size=4).shards
     assert [p.name for p in packed] == ["00000.tar", "00001.tar"]
     img2 = root / "img2" / "00000.tar"
     img2.parent.mkdir()

@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from geotag.errors import InputError, WeightsError
-from geotag.io.tables import table_format, write_table
+from geotag.io.parquet import Predictions
+from geotag.io.tables import table_format, table_writer, write_table
 from geotag.models.clip_convert import read_state_dict
 from geotag.models.clip_text import ClipTextTower, text_config_from_hf
 from geotag.models.gallery import load_gallery
@@ -94,10 +99,21 @@ def load_text_encoder(source: str | Path) -> tuple[ClipTextTower, object, str]:
     return tower, tokenizer, str(source)
 
 
+MIN_GRID_DEG = 0.25
+"""The finest --grid: 720 x 1,440 = 1,036,800 cells (MAX_GRID_CELLS), each through GeoCLIP's GPS encoder."""
+MAX_GRID_CELLS = 1_036_800
+SCORE_CHUNK = 32_768  # gallery / grid points encoded and scored per step: memory stays flat whatever N
+CACHED_GALLERY_MAX = 200_000  # galleries up to this size are encoded whole (and cached on disk)
+MAX_CANDIDATES = 1_000  # --filter-preds: top-k candidates read per row (more are left out, counted)
+
+
 def grid_points(step_deg: float) -> torch.Tensor:
     """Cell centres of a regular lat/lon grid with `step_deg` spacing, (N, 2) degrees."""
-    if not 0.05 <= step_deg <= 30:
-        raise InputError(f"--grid must be between 0.05 and 30 degrees, got {step_deg}")
+    if not (math.isfinite(step_deg) and MIN_GRID_DEG <= step_deg <= 30):
+        raise InputError(
+            f"--grid must be between {MIN_GRID_DEG} and 30 degrees, got {step_deg} (at most "
+            f"{MAX_GRID_CELLS:,} cells)"
+        )
     lat = np.arange(-90 + step_deg / 2, 90, step_deg)
     lon = np.arange(-180 + step_deg / 2, 180, step_deg)
     la, lo = np.meshgrid(lat, lon, indexing="ij")
@@ -123,8 +139,21 @@ def text_features(tower: ClipTextTower, tokenizer: object, texts: list[str]) -> 
 def score_texts(
     texts: list[str], tower: ClipTextTower, tokenizer: object, model: GeoCLIP
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, N) logits and softmax probabilities of every text over the model's gallery."""
-    logits = model.text_logits(text_features(tower, tokenizer, texts))
+    """(T, N) logits and softmax probabilities of every text over the model's gallery. A large gallery
+    (a fine grid) is encoded and scored SCORE_CHUNK points at a time: only the (T, N) logits are kept,
+    never the (N, 512) location embeddings."""
+    feats = text_features(tower, tokenizer, texts)
+    points = model.gps_gallery
+    if len(points) <= CACHED_GALLERY_MAX:
+        logits = model.text_logits(feats)
+    else:
+        with torch.no_grad():
+            t = F.normalize(model.image_encoder.mlp(feats.float()), dim=1)
+            scale = model.logit_scale.float().exp()
+            logits = torch.empty(len(texts), len(points), dtype=torch.float32)
+            for i in range(0, len(points), SCORE_CHUNK):
+                g = model.encode_locations(points[i : i + SCORE_CHUNK])
+                logits[:, i : i + SCORE_CHUNK] = scale * (t @ g.T)
     return logits, logits.softmax(dim=1)
 
 
@@ -195,6 +224,43 @@ def run_query(
 class FilterSummary:
     rows: int
     rescored: int
+    bad_candidates: int = 0  # NaN, infinite or out-of-range candidates left out
+    cut_rows: int = 0  # rows with more than MAX_CANDIDATES candidates (the first ones were used)
+
+
+FILTER_SCHEMA = pa.schema(
+    [("image_id", pa.string()), ("path", pa.string())]
+    + [(k, pa.float64()) for k in ("pred_lat", "pred_lon", "score", "text_score", "orig_lat", "orig_lon")]
+)
+BATCH_CANDIDATES = 250_000  # top-k candidates read per batch (rows per batch follow from the file's average)
+
+
+def _check_topk(pf: Predictions) -> None:
+    """One line (exit 2) unless `topk` is a list of structs with numeric lat, lon and score."""
+    t = pf.schema_arrow.field("topk").type
+    ok = (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_struct(t.value_type)
+    if ok:
+        fields = {f.name: f.type for f in t.value_type}
+        ok = all(
+            k in fields and (pa.types.is_floating(fields[k]) or pa.types.is_integer(fields[k]))
+            for k in ("lat", "lon", "score")
+        )
+    if not ok:
+        raise InputError(f"{pf.path}: column topk is {t}, not a list of {{lat, lon, score}} numbers")
+
+
+def _batch_rows(pf: Predictions, most: int) -> int:
+    """Rows per batch so that a batch holds about BATCH_CANDIDATES candidates (from the row groups'
+    value counts in the footers; a row group with huge lists gets batches of one row)."""
+    per_row = 1.0
+    for f in pf.files:
+        meta = pq.read_metadata(f)
+        leaf = [i for i in range(meta.num_columns) if meta.schema.column(i).path.startswith("topk.")]
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            if rg.num_rows and leaf:
+                per_row = max(per_row, rg.column(leaf[0]).num_values / rg.num_rows)
+    return max(1, min(most, int(BATCH_CANDIDATES / per_row)))
 
 
 def filter_predictions(
@@ -209,13 +275,17 @@ def filter_predictions(
     candidates are reweighted by the text's softmax over those same candidates, score_i x text_i,
     renormalised; the best reweighted candidate is the new point. Writes a new table (image_id, path,
     pred_lat, pred_lon, score, text_score, orig_lat, orig_lon); the predictions file is not touched.
-    Rows without top-k candidates (errors) are kept with nulls."""
-    from geotag.io.parquet import iter_batches
+    Rows without top-k candidates (errors) are kept with nulls. Bounded: at most MAX_CANDIDATES
+    candidates of a row are used, candidates with a NaN, infinite or out-of-range value are left out
+    (both counted), and rows are read and written in batches."""
+    from geotag.io.parquet import require_columns
 
     table_format(out)
     text = text.strip()
     if not text:
         raise InputError("give a non-empty query text")
+    pf = require_columns(preds, ["image_id", "path", "topk"])
+    _check_topk(pf)
     tower, tokenizer, label = load_text_encoder(text_model)
     model = heads_model(torch.zeros(1, 2))
     with torch.no_grad():
@@ -223,40 +293,57 @@ def filter_predictions(
             model.image_encoder.mlp(text_features(tower, tokenizer, [text])), dim=1
         )
         scale = float(model.logit_scale.exp())
-    cols: dict[str, list] = {
-        k: [] for k in ("image_id", "path", "pred_lat", "pred_lon", "score", "text_score")
-    }
-    cols |= {"orig_lat": [], "orig_lon": []}
-    rescored = 0
-    for batch in iter_batches(preds, ["image_id", "path", "topk"], batch_size=batch_rows):
-        ids, paths, topk = (batch.column(i).to_pylist() for i in range(3))
-        for image_id, path, cands in zip(ids, paths, topk, strict=True):
-            cols["image_id"].append(image_id)
-            cols["path"].append(path)
-            if not cands:
-                for k in ("pred_lat", "pred_lon", "score", "text_score", "orig_lat", "orig_lon"):
-                    cols[k].append(None)
-                continue
-            latlon = torch.tensor([[c["lat"], c["lon"]] for c in cands], dtype=torch.float32)
-            g = model.encode_locations(latlon)
-            text_p = (scale * (t @ g.T)).softmax(dim=1)[0].double()
-            image_p = torch.tensor([c["score"] for c in cands], dtype=torch.float64)
-            w = image_p * text_p
-            w = w / w.sum() if float(w.sum()) > 0 else text_p
-            best = int(w.argmax())
-            cols["pred_lat"].append(cands[best]["lat"])
-            cols["pred_lon"].append(cands[best]["lon"])
-            cols["score"].append(float(w[best]))
-            cols["text_score"].append(float(text_p[best]))
-            cols["orig_lat"].append(cands[0]["lat"])
-            cols["orig_lon"].append(cands[0]["lon"])
-            rescored += 1
-    table = pa.table(
-        {
-            "image_id": pa.array(cols["image_id"], pa.string()),
-            "path": pa.array(cols["path"], pa.string()),
-            **{k: pa.array(cols[k], pa.float64()) for k in list(cols)[2:]},
-        }
-    ).replace_schema_metadata({"geotag_query": json.dumps({"text": text, "text_model": label})})
-    write_table(table, out)
-    return FilterSummary(rows=table.num_rows, rescored=rescored)
+    rows = rescored = bad = cut = 0
+    schema = FILTER_SCHEMA.with_metadata({"geotag_query": json.dumps({"text": text, "text_model": label})})
+    with table_writer(out, schema) as write:
+        for batch in pf.iter_batches(
+            batch_size=_batch_rows(pf, batch_rows), columns=["image_id", "path", "topk"]
+        ):
+            topk = batch.column(2)
+            lengths = pc.fill_null(pc.list_value_length(topk), 0)
+            cut += int(pc.sum(pc.greater(lengths, MAX_CANDIDATES)).as_py() or 0)
+            ids = pc.cast(batch.column(0), pa.string()).to_pylist()
+            paths = pc.cast(batch.column(1), pa.string()).to_pylist()
+            cols: dict[str, list] = {k: [] for k in FILTER_SCHEMA.names}
+            for image_id, path, cands in zip(
+                ids, paths, pc.list_slice(topk, 0, MAX_CANDIDATES).to_pylist(), strict=True
+            ):
+                cols["image_id"].append(image_id)
+                cols["path"].append(path)
+                good = [c for c in cands or [] if c is not None and _valid(c)]
+                bad += len(cands or []) - len(good)
+                result = _rescore(model, t, scale, good) if good else None
+                for k, v in zip(FILTER_SCHEMA.names[2:], result or (None,) * 6, strict=True):
+                    cols[k].append(v)
+                rescored += result is not None
+            rows += batch.num_rows
+            write(pa.table(cols, schema=schema))
+    return FilterSummary(rows=rows, rescored=rescored, bad_candidates=bad, cut_rows=cut)
+
+
+def _valid(c: dict) -> bool:
+    """A candidate with finite numbers, a latitude within +-90 and a longitude within +-180."""
+    try:
+        lat, lon, score = float(c["lat"]), float(c["lon"]), float(c["score"])
+    except (TypeError, ValueError, KeyError):
+        return False
+    return all(map(math.isfinite, (lat, lon, score))) and abs(lat) <= 90 and abs(lon) <= 180 and score >= 0
+
+
+def _rescore(model: GeoCLIP, t: torch.Tensor, scale: float, cands: list[dict]) -> tuple[float, ...]:
+    """(pred_lat, pred_lon, score, text_score, orig_lat, orig_lon) of one row's candidates."""
+    latlon = torch.tensor([[c["lat"], c["lon"]] for c in cands], dtype=torch.float32)
+    g = model.encode_locations(latlon)
+    text_p = (scale * (t @ g.T)).softmax(dim=1)[0].double()
+    image_p = torch.tensor([c["score"] for c in cands], dtype=torch.float64)
+    w = image_p * text_p
+    w = w / w.sum() if float(w.sum()) > 0 else text_p
+    best = int(w.argmax())
+    return (
+        float(cands[best]["lat"]),
+        float(cands[best]["lon"]),
+        float(w[best]),
+        float(text_p[best]),
+        float(cands[0]["lat"]),
+        float(cands[0]["lon"]),
+    )

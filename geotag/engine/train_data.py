@@ -269,7 +269,8 @@ class TrainDataset(Dataset[dict[str, Any]]):
         if self.gpu_decode and (jpeg := _checked_jpeg(path)) is not None:
             return {"pixels": None, **labels, "jpeg": jpeg[0], "orientation": jpeg[1], "error": None}
         try:
-            img = load_rgb(open_ref(path), min_side=size if self.draft else None)
+            with open_ref(path) as fh:  # bounded: a FIFO, device or huge file is an error, never a hang
+                img = load_rgb(fh, min_side=size if self.draft else None)
             w, h = img.size
             box = None
             if self.augment:

@@ -45,8 +45,8 @@ def map_rows(
     rows = report_data.query(
         con,
         src,
-        f"SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, topk FROM r WHERE {where}"
-        + sample,
+        "SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, "
+        f"list_slice(topk, 1, {MAX_TOPK}) AS topk FROM r WHERE {where}" + sample,
     )
     thumbs = thumbs or {}
     names = ("lat", "lon", "glat", "glon", "d", "c", "r", "p", "img", "k")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,12 +26,24 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from geotag.errors import InputError, SchemaError
 from geotag.eval import truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
 from geotag.io.parquet import PART_GLOB, require_columns
 
+READ = "read_parquet(?, union_by_name = true)"
+"""How every query reads a predictions file or a Ray folder's parts (a column some parts lack is NULL)."""
+DUCKDB_MEMORY = "1GB"  # DuckDB's memory_limit for eval / report: larger work spills or fails with a line
+DUCKDB_THREADS = max(1, min(4, os.cpu_count() or 1))  # each thread holds its own buffers
+EXACT_MEDIAN_ROWS = 2_000_000  # up to this many scored rows DuckDB's median (8 bytes a row) is used
+MEDIAN_BUCKETS = 65_536  # buckets of each narrowing pass of the bounded median (two passes, mostly)
+MEDIAN_PASSES = 80  # a double's range narrows to one value in far fewer passes than this
+LABEL_CHARS = 200  # characters of a label (scene, country, model, weights, error) eval and report show
+PATH_CHARS = 4096  # characters of a path they show (PATH_MAX)
+CAPPED = ("path", "error", "scene", "country", "gt_country", "model", "weights")
+MEDIAN_MAX_KM = 20_100.0  # above half the Earth's circumference: every haversine distance is below it
 NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
 DERIVED_BY = ("folder",)
 COUNT_KEYS = ("n_rows", "n_error", "n_no_gt", "n_no_pred", "n_scored")
@@ -49,6 +62,10 @@ CREATE OR REPLACE MACRO haversine_km(lat1, lon1, lat2, lon2) AS
         pow(sin((radians(lat2) - radians(lat1)) / 2.0), 2)
         + cos(radians(lat1)) * cos(radians(lat2)) * pow(sin(radians(lon2 - lon1) / 2.0), 2)))));
 CREATE OR REPLACE MACRO present(x) AS (x IS NOT NULL AND NOT isnan(x));
+CREATE OR REPLACE MACRO lat_ok(x) AS (x IS NOT NULL AND isfinite(x) AND abs(x) <= 90.0);
+CREATE OR REPLACE MACRO lon_ok(x) AS (x IS NOT NULL AND isfinite(x) AND abs(x) <= 180.0);
+CREATE OR REPLACE MACRO point_ok(lat, lon) AS (lat_ok(lat) AND lon_ok(lon));
+CREATE OR REPLACE MACRO point_bad(lat, lon) AS (present(lat) AND present(lon) AND NOT point_ok(lat, lon));
 CREATE OR REPLACE MACRO parent_folder(p) AS CASE
     WHEN p IS NULL THEN NULL
     WHEN parse_dirpath(p) <> '' THEN parse_dirpath(p)
@@ -59,11 +76,15 @@ CREATE OR REPLACE MACRO parent_folder(p) AS CASE
 
 ROW_COLUMNS = """
     coalesce(CAST(status AS VARCHAR) = 'error', false) AS is_error,
-    present(CAST(gt_lat AS DOUBLE)) AND present(CAST(gt_lon AS DOUBLE)) AS has_gt,
-    present(CAST(pred_lat AS DOUBLE)) AND present(CAST(pred_lon AS DOUBLE)) AS has_pred,
+    point_ok(CAST(gt_lat AS DOUBLE), CAST(gt_lon AS DOUBLE)) AS has_gt,
+    point_ok(CAST(pred_lat AS DOUBLE), CAST(pred_lon AS DOUBLE)) AS has_pred,
+    point_bad(CAST(gt_lat AS DOUBLE), CAST(gt_lon AS DOUBLE))
+        OR point_bad(CAST(pred_lat AS DOUBLE), CAST(pred_lon AS DOUBLE)) AS bad_point,
     CAST(gt_lat AS DOUBLE) AS gt_lat, CAST(gt_lon AS DOUBLE) AS gt_lon,
     CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon,"""
-"""The per-row flags and coordinates every scoring query starts from (needs the `present` macro)."""
+"""The per-row flags and coordinates every scoring query starts from (needs the MACROS). A coordinate
+that is infinite or out of range (|lat| > 90, |lon| > 180) counts as missing; `bad_point` flags the row
+so that the count can be said."""
 
 
 def parse_thresholds(text: str) -> list[float]:
@@ -204,15 +225,10 @@ def group_expr(name: str, columns: Sequence[str]) -> str:
     return quote(name)
 
 
-def build_query(
-    thresholds: Sequence[float], by: Sequence[str], columns: Sequence[str], source: str = "read_parquet(?)"
-) -> str:
-    """SQL that scores one file (the `?` parameter, read through `source`) grouped by `by`."""
+def scored_ctes(by: Sequence[str], columns: Sequence[str], source: str) -> str:
+    """`WITH src AS (...), scored AS (...)`: per row the groups g0.., the flags and `d`, the error in km
+    of a scored row (the rest NULL)."""
     groups = [f"{group_expr(name, columns)} AS {quote(f'g{i}')}" for i, name in enumerate(by)]
-    group_names = [quote(f"g{i}") for i in range(len(by))]
-    acc = [f"avg(CAST(d <= {sql_double(t)} AS DOUBLE)) AS {quote(threshold_key(t))}" for t in thresholds]
-    select_groups = "".join(f"{g}, " for g in group_names)
-    group_by = f"GROUP BY {', '.join(group_names)} ORDER BY {', '.join(group_names)} NULLS LAST" if by else ""
     has_countries = all(c in columns for c in COUNTRY_COLUMNS)
     countries = ", ".join(
         f"CAST({quote(c) if has_countries else 'NULL'} AS VARCHAR) AS {quote('c_' + c)}"
@@ -228,7 +244,20 @@ def build_query(
         SELECT *, CASE WHEN NOT is_error AND has_gt AND has_pred
                        THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
         FROM src
-    )
+    )"""
+
+
+def build_query(
+    thresholds: Sequence[float], by: Sequence[str], columns: Sequence[str], source: str = READ
+) -> str:
+    """SQL that scores one file (the `?` parameter, read through `source`) grouped by `by`. Every
+    aggregate holds a few numbers per group (the median comes from `group_medians`), so memory does not
+    grow with the rows of the file."""
+    group_names = [quote(f"g{i}") for i in range(len(by))]
+    acc = [f"avg(CAST(d <= {sql_double(t)} AS DOUBLE)) AS {quote(threshold_key(t))}" for t in thresholds]
+    select_groups = "".join(f"{g}, " for g in group_names)
+    group_by = f"GROUP BY {', '.join(group_names)} ORDER BY {', '.join(group_names)} NULLS LAST" if by else ""
+    return f"""{scored_ctes(by, columns, source)}
     SELECT {select_groups}
         count(*) AS n_rows,
         count(*) FILTER (WHERE is_error) AS n_error,
@@ -236,22 +265,48 @@ def build_query(
         count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred) AS n_no_pred,
         count(d) AS n_scored,
         {", ".join(acc)},
-        median(d) AS median_km,
+        CAST(NULL AS DOUBLE) AS median_km,
         avg(d) AS mean_km,
         avg({sql_double(GEOSCORE_MAX)} * exp(-d / {sql_double(GEOSCORE_SCALE_KM)})) AS geoscore,
         avg(CAST(coalesce(c_country = c_gt_country, false) AS DOUBLE))
-            FILTER (WHERE d IS NOT NULL AND c_gt_country IS NOT NULL) AS country_acc
+            FILTER (WHERE d IS NOT NULL AND c_gt_country IS NOT NULL) AS country_acc,
+        count(*) FILTER (WHERE NOT is_error AND bad_point) AS n_bad_point
     FROM scored
     {group_by}
     """
 
 
+def capped_source(columns: Sequence[str], source: str) -> str:
+    """`source` with its text columns cut to LABEL_CHARS characters (PATH_CHARS for `path`; a cut
+    value ends in '…'): a 50 MB scene name in a tiny file never reaches a table, a chart or a page."""
+    caps = [(c, PATH_CHARS if c == "path" else LABEL_CHARS) for c in CAPPED if c in columns]
+    if not caps:
+        return source
+
+    def cut(name: str, n: int) -> str:
+        text = f"CAST({quote(name)} AS VARCHAR)"
+        short = f"left({text}, {n - 1}) || '…'"
+        return f"CASE WHEN length({text}) > {n} THEN {short} ELSE {text} END AS {quote(name)}"
+
+    return f"(SELECT * REPLACE ({', '.join(cut(c, n) for c, n in caps)}) FROM {source}) AS capped"
+
+
 def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the haversine macro (and helpers) defined."""
-    con = duckdb.connect(":memory:")
+    """An in-memory DuckDB connection with the haversine macro (and helpers) defined, and a memory
+    limit (DUCKDB_MEMORY): aggregates that outgrow it spill to a temporary folder or fail with one line,
+    never take the machine's memory."""
+    con = duckdb.connect(":memory:", config={"memory_limit": DUCKDB_MEMORY, "threads": DUCKDB_THREADS})
     con.execute("SET TimeZone = 'UTC'")
     con.execute(MACROS)
     return con
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, params: list[object], path: Path) -> list[dict]:
+    try:  # fetched through Arrow: group values of any type (timestamps with a zone, lists) convert cleanly
+        return con.sql(sql, params=params).to_arrow_table().to_pylist()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot evaluate ({first})") from exc
 
 
 def evaluate_file(
@@ -261,22 +316,123 @@ def evaluate_file(
     columns: Sequence[str],
     thresholds: Sequence[float],
     by: Sequence[str],
-    source: str = "read_parquet(?)",
+    source: str = READ,
+    notes: list[str] | None = None,
 ) -> list[dict[str, object]]:
-    """Score one file whose column names are `columns`; one dict per group (just one without `by`)."""
-    sql = build_query(thresholds, by, columns, source)
-    try:  # fetched through Arrow: group values of any type (timestamps with a zone, lists) convert cleanly
-        records = con.sql(sql, params=[duck_path(path)]).to_arrow_table().to_pylist()
-    except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot evaluate ({first})") from exc
+    """Score one file whose column names are `columns`; one dict per group (just one without `by`).
+    `notes` gets a line when rows had infinite or out-of-range coordinates (scored as missing)."""
+    records = _fetch(con, build_query(thresholds, by, columns, source), [duck_path(path)], path)
+    medians = group_medians(con, path, by, columns, source, [r["n_scored"] for r in records], records)
+    bad = 0
     rows = []
-    for record in records:
+    for record, median in zip(records, medians, strict=True):
+        bad += int(record.pop("n_bad_point"))
+        record["median_km"] = median
         row: dict[str, object] = {"file": label}
         row.update({name: record.pop(f"g{i}") for i, name in enumerate(by)})
         row.update({k: v if k in COUNT_KEYS else to_float(v) for k, v in record.items()})
         rows.append(row)
+    if bad and notes is not None:
+        notes.append(
+            f"{label}: {bad:,} row(s) with an infinite or out-of-range coordinate (|lat| > 90, |lon| > 180) "
+            "counted as missing"
+        )
     return rows
+
+
+def group_medians(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    by: Sequence[str],
+    columns: Sequence[str],
+    source: str,
+    counts: Sequence[int],
+    records: Sequence[dict[str, object]],
+) -> list[float | None]:
+    """The exact median of `d` per group (records in the order of `build_query`'s result).
+
+    Up to EXACT_MEDIAN_ROWS scored rows, DuckDB's `median` (it holds every value: 8 bytes a row). Beyond,
+    the value of each middle rank is found by narrowing a window of distances: one pass per step counts
+    the rows of each of MEDIAN_BUCKETS buckets of the window (with their min and max) and keeps the one
+    holding the rank, until the rank is its first or last value or it holds one distinct value: two
+    passes for most files, and memory of a few numbers per group and bucket."""
+    ctes = scored_ctes(by, columns, source)
+    names = [quote(f"g{i}") for i in range(len(by))]
+    if sum(counts) <= EXACT_MEDIAN_ROWS:
+        group = f"GROUP BY {', '.join(names)}" if by else ""
+        sql = f"{ctes} SELECT {''.join(f'{g}, ' for g in names)} median(d) AS m FROM scored {group}"
+        found = {_key(r, len(by)): r["m"] for r in _fetch(con, sql, [duck_path(path)], path)}
+        return [to_float(found.get(_key(r, len(by)))) for r in records]
+    # windows: (group index, rank within the window, lo, hi); two ranks for an even count
+    windows: dict[int, list[float]] = {}
+    owner: dict[int, int] = {}
+    for i, n in enumerate(counts):
+        for rank in sorted({(n - 1) // 2, n // 2}) if n else []:
+            wid = len(windows)
+            windows[wid] = [float(rank), 0.0, MEDIAN_MAX_KM, math.nan]  # rank, lo, hi, value
+            owner[wid] = i
+    join = " AND ".join([f"s.{g} IS NOT DISTINCT FROM w.{g}" for g in names] + ["s.d BETWEEN w.lo AND w.hi"])
+    for _ in range(MEDIAN_PASSES):
+        todo = [wid for wid, w in windows.items() if math.isnan(w[3])]
+        if not todo:
+            break
+        con.register("median_windows", _windows_table(records, names, todo, owner, windows))
+        sql = f"""{ctes}, hist AS (
+                SELECT w.wid, w.rank, least({MEDIAN_BUCKETS - 1}, greatest(0, CAST(floor(
+                           (s.d - w.lo) / greatest(w.hi - w.lo, 1e-300) * {MEDIAN_BUCKETS}) AS BIGINT))) AS b,
+                       count(*) AS n, min(s.d) AS lo, max(s.d) AS hi
+                FROM scored AS s JOIN median_windows AS w ON {join}
+                WHERE s.d IS NOT NULL GROUP BY ALL
+            ), cum AS (
+                SELECT *, sum(n) OVER (PARTITION BY wid ORDER BY b ROWS UNBOUNDED PRECEDING) - n AS before
+                FROM hist
+            )
+            SELECT wid, CAST(rank - before AS BIGINT) AS rank, n, lo, hi FROM cum
+            WHERE before <= rank AND rank < before + n"""
+        found = {int(r["wid"]): r for r in _fetch(con, sql, [duck_path(path)], path)}
+        con.unregister("median_windows")
+        for wid in todo:
+            w, row = windows[wid], found.get(wid)
+            if row is None:  # the window lost its rows (it cannot): no median rather than a loop
+                w[3] = math.inf
+            elif row["lo"] == row["hi"] or row["rank"] == 0:
+                w[3] = float(row["lo"])
+            elif row["rank"] == row["n"] - 1:
+                w[3] = float(row["hi"])
+            else:
+                w[0], w[1], w[2] = float(row["rank"]), float(row["lo"]), float(row["hi"])
+    out: list[float | None] = [None] * len(records)
+    for i in range(len(records)):
+        values = [windows[wid][3] for wid in windows if owner[wid] == i]
+        if values and all(math.isfinite(v) for v in values):
+            out[i] = values[0] + (values[-1] - values[0]) * 0.5
+    return out
+
+
+def _windows_table(
+    records: Sequence[dict[str, object]],
+    names: Sequence[str],
+    todo: Sequence[int],
+    owner: dict[int, int],
+    windows: dict[int, list[float]],
+) -> pa.Table:
+    """The open windows as an Arrow table for the join: wid, lo, hi and the group values (their types
+    as DuckDB returned them)."""
+    cols: dict[str, object] = {
+        "wid": pa.array(todo, pa.int64()),
+        "rank": pa.array([int(windows[w][0]) for w in todo], pa.int64()),
+        "lo": pa.array([windows[w][1] for w in todo], pa.float64()),
+        "hi": pa.array([windows[w][2] for w in todo], pa.float64()),
+    }
+    for g in names:
+        name = g.strip('"')
+        cols[name] = pa.array([records[owner[w]][name] for w in todo])
+    return pa.table(cols)
+
+
+def _key(record: dict[str, object], n: int) -> str:
+    """A hashable key of a record's group values (lists and dicts included)."""
+    return repr(tuple(record[f"g{i}"] for i in range(n)))
 
 
 def to_float(value: object) -> float | None:
@@ -306,11 +462,13 @@ def evaluate(
     try:
         rows = []
         notes = truth_join.register_truth(con, truth) if truth else []
+        notes += [note for p in given if (note := part_note(p))]
         for asked, path, label, columns in zip(given, paths, file_labels(given), schemas, strict=True):
-            source, cols = "read_parquet(?)", columns
+            source, cols = READ, columns
             if truth:
                 source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
-            rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source))
+            source = capped_source(cols, source)
+            rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source, notes))
             if (note := read_note(con, asked, path)) is not None:
                 notes.append(note)
             if truth:
@@ -340,7 +498,7 @@ def parquet_source(path: Path) -> tuple[Path, Path]:
         return path, path
     else:
         pattern = path
-    matches = sorted(glob.glob(duck_path(pattern)))
+    matches = sorted(m for m in glob.glob(duck_path(pattern)) if os.path.isfile(m))  # DuckDB skips the others
     if not matches:
         raise InputError(f"{path}: no Parquet files match {pattern}")
     return pattern, Path(matches[0])
@@ -372,9 +530,19 @@ def read_note(con: duckdb.DuckDBPyConnection, given: Path, pattern: Path) -> str
     return f"{given}: read {len(files)} file(s) matching the pattern: {shown}"
 
 
+def part_note(path: Path) -> str | None:
+    """A note when a Ray output folder (or glob) holds part files that are no regular files (a FIFO, a
+    device, a folder): they are skipped, and the reader must know."""
+    pattern = path / PART_GLOB if path.is_dir() else path
+    if not (path.is_dir() or any(c in str(path) for c in "*?[")):
+        return None
+    odd = [m for m in glob.glob(duck_path(pattern)) if not os.path.isfile(m)]
+    return f"{path}: {len(odd)} part file(s) that are not regular files skipped" if odd else None
+
+
 def has_untrained_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> bool:
     """Whether any row's `weights` says UNTRAINED (a random backbone, as in the offline demo)."""
     if "weights" not in columns:
         return False
-    sql = "SELECT count(*) FROM read_parquet(?) WHERE weights LIKE '%UNTRAINED%'"
-    return bool(con.sql(sql, params=[duck_path(path)]).to_arrow_table().column(0)[0].as_py())
+    sql = f"SELECT count(*) AS n FROM {READ} WHERE CAST(weights AS VARCHAR) LIKE '%UNTRAINED%'"
+    return bool(_fetch(con, sql, [duck_path(path)], path)[0]["n"])

@@ -21,10 +21,13 @@ from geotag.errors import InputError
 from geotag.eval import truth_join
 from geotag.eval.metrics import (
     NEEDED_COLUMNS,
+    READ,
     ROW_COLUMNS,
+    capped_source,
     duck_path,
     file_labels,
     parquet_source,
+    part_note,
     quote,
     read_note,
     sql_double,
@@ -71,14 +74,16 @@ def open_sources(
     schemas = [list(require_columns(p, NEEDED_COLUMNS).schema_arrow.names) for p in samples]
     notes = truth_join.register_truth(con, truth) if truth else []
     notes += [n for g, p in zip(given, paths, strict=True) if (n := read_note(con, g, p)) is not None]
+    notes += [note for p in given if (note := part_note(p))]
     sources = []
     for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
         if truth:
+            joined = truth_join.joined_columns(columns)
             sources.append(
-                Source(path, label, truth_join.joined_columns(columns), truth_join.joined_source(columns))
+                Source(path, label, joined, capped_source(joined, truth_join.joined_source(columns)))
             )
         else:
-            sources.append(Source(path, label, columns, "read_parquet(?)"))
+            sources.append(Source(path, label, columns, capped_source(columns, READ)))
     return sources, notes
 
 
@@ -312,5 +317,8 @@ def resolve_photo(path_text: str | None, base: Path) -> Path | None:
     (never the current folder: geotag.io.row_paths, the rule write-exif and review follow too)."""
     if not path_text:
         return None
-    path = row_path(path_text, base)
-    return path if path.is_file() else None
+    try:  # a name too long for the system (ENAMETOOLONG) or otherwise odd is a photo not found
+        path = row_path(path_text, base)
+        return path if path.is_file() else None
+    except (OSError, ValueError):
+        return None

@@ -61,7 +61,7 @@ def joined_source(columns: Sequence[str]) -> str:
             CASE WHEN t.key IS NULL THEN {own("gt_country", "VARCHAR")}
                  ELSE coalesce(t.country, {own("gt_country", "VARCHAR")}) END AS gt_country,
             t.key IS NOT NULL AS in_manifest
-        FROM read_parquet(?) AS p
+        FROM read_parquet(?, union_by_name = true) AS p
         LEFT JOIN {TRUTH_VIEW} AS t ON t.key = parse_filename(CAST(p.path AS VARCHAR), true, 'both_slash')
     ) AS with_truth"""
 

@@ -11,6 +11,7 @@ the imported partition is the row with class_label k. Thresholds come from the f
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -24,6 +25,18 @@ from geotag.geo.cells import Geocells, Partition, PartitionSpec, from_tokens, va
 COLUMNS = ("class_label", "hex_id", "imgs_per_cell", "latitude_mean", "longitude_mean")
 DEFAULT_NAMES = ("coarse", "middle", "fine")
 _NAME_RE = re.compile(r"cells_(\d+)_(\d+)")
+
+
+MAX_IMAGES = 10**12
+"""The most images a cell may count (beyond any data set; a larger count is a broken file)."""
+
+
+def _count(text: str, where: str) -> int:
+    """imgs_per_cell as a whole number in 0..MAX_IMAGES, or one SchemaError line naming the row."""
+    n = int(text.strip())
+    if not 0 <= n <= MAX_IMAGES:
+        raise SchemaError(f"{where}: imgs_per_cell {text.strip()[:40]} is not a count of images (0 to 10^12)")
+    return n
 
 
 def read_partition_csv(path: str | os.PathLike[str], name: str) -> tuple[Partition, int]:
@@ -62,17 +75,19 @@ def read_partition_csv(path: str | os.PathLike[str], name: str) -> tuple[Partiti
     rows = [r for r in reader if r]
     if not rows:
         raise SchemaError(f"{path}: no cells")
-    try:
-        labels = np.array([int(r[col["class_label"]]) for r in rows], dtype=np.int64)
-        counts = np.array([int(r[col["imgs_per_cell"]]) for r in rows], dtype=np.int64)
-        lat = np.array([float(r[col["latitude_mean"]]) for r in rows], dtype=np.float64)
-        lon = np.array([float(r[col["longitude_mean"]]) for r in rows], dtype=np.float64)
-    except (ValueError, IndexError) as exc:
-        raise SchemaError(f"{path}: a row is not numeric where it must be ({exc})") from exc
+    labels, counts, lat, lon = (np.empty(len(rows), t) for t in (np.int64, np.int64, np.float64, np.float64))
+    for k, r in enumerate(rows):
+        where = f"{path}: cell row {k + 1}"
+        try:
+            labels[k] = int(r[col["class_label"]])
+            counts[k] = _count(r[col["imgs_per_cell"]], where)
+            lat[k], lon[k] = float(r[col["latitude_mean"]]), float(r[col["longitude_mean"]])
+        except (ValueError, IndexError, OverflowError) as exc:
+            raise SchemaError(f"{where}: not numeric where it must be ({exc})") from exc
+        if not (math.isfinite(lat[k]) and math.isfinite(lon[k]) and abs(lat[k]) <= 90 and abs(lon[k]) <= 180):
+            raise SchemaError(f"{where}: centroid ({lat[k]}, {lon[k]}) is not a valid coordinate")
     if sorted(labels.tolist()) != list(range(len(rows))):
         raise SchemaError(f"{path}: class_label must be 0..{len(rows) - 1}, each once")
-    if not (np.isfinite(lat).all() and np.isfinite(lon).all()) or (np.abs(lat) > 90).any():
-        raise SchemaError(f"{path}: a centroid is not a valid coordinate")
     order = np.argsort(labels)
     ids = from_tokens([rows[k][col["hex_id"]].strip() for k in order])
     if len(np.unique(ids)) != len(ids):

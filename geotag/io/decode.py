@@ -114,7 +114,8 @@ def decode_for_model(
 ) -> torch.Tensor:
     """Decode, orient, resize and crop one photo to the model's input: (3, size, size) uint8. A shard
     or zip member reference (geotag.io.shards) is read from its archive."""
-    img = load_rgb(open_ref(str(path)), min_side=size if draft else None)
+    with open_ref(str(path)) as fh:  # a regular file of bounded size, or an archive member's bytes
+        img = load_rgb(fh, min_side=size if draft else None)
     return to_uint8_tensor(resize_center_crop(img, size, interpolation))
 
 

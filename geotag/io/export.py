@@ -71,6 +71,7 @@ class ExportSummary:
     what: str
     written: int
     skipped: int
+    odd_parts: int = 0  # part files of a Ray folder that are no regular files (a FIFO...): left out
 
 
 def resolve_format(fmt: str | None, out: Path) -> str:
@@ -99,6 +100,15 @@ def check_types(pf: Any) -> None:
         ):
             raise InputError(
                 f"column {field.name} is {field.type}, not a number; is it a geotag predictions file?"
+            )
+        text = (
+            pa.types.is_string(field.type)
+            or pa.types.is_large_string(field.type)
+            or pa.types.is_null(field.type)
+        )
+        if field.name in ("status", "path") and not text:
+            raise InputError(
+                f"column {field.name} is {field.type}, not text; is it a geotag predictions file?"
             )
 
 
@@ -192,7 +202,8 @@ def export_points(
         raise InputError(f"--what {what}: choose pred (the predictions) or gt (the ground truth)")
     out = check_output_path(Path(out))
     key = resolve_format(fmt, out)
-    check_types(require_columns(predictions, NEEDED))  # a bad input fails before anything is created
+    pf = require_columns(predictions, NEEDED)
+    check_types(pf)  # a bad input fails before anything is created
     counts = {"written": 0, "skipped": 0}
 
     def stream() -> Iterator[pa.RecordBatch]:
@@ -212,7 +223,14 @@ def export_points(
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise OutputError(f"cannot write {out}: {exc}") from exc
-    return ExportSummary(out=out, fmt=key, what=what, written=counts["written"], skipped=counts["skipped"])
+    return ExportSummary(
+        out=out,
+        fmt=key,
+        what=what,
+        written=counts["written"],
+        skipped=counts["skipped"],
+        odd_parts=pf.skipped,
+    )
 
 
 def _write(reader: pa.RecordBatchReader, tmp: Path, out: Path, key: str, schema: pa.Schema) -> None:

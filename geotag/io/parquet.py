@@ -377,6 +377,8 @@ def open_parquet(path: str | os.PathLike[str]) -> pq.ParquetFile:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a Parquet file")
+    if not path.is_file():  # a FIFO or device: opening it could block or never end
+        raise InputError(f"{path} is not a regular file")
     try:
         return pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
@@ -393,8 +395,11 @@ class Predictions:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.skipped = 0  # part files that are no regular files (a FIFO, a folder): left out
         if self.path.is_dir():
-            self.files = sorted(self.path.glob(PART_GLOB))
+            found = sorted(self.path.glob(PART_GLOB))
+            self.files = [f for f in found if f.is_file()]
+            self.skipped = len(found) - len(self.files)
             if not self.files:
                 raise InputError(
                     f"{self.path} is a folder without {PART_GLOB} files (a `predict --engine ray` output "
@@ -413,18 +418,76 @@ class Predictions:
     ) -> Iterator[pa.RecordBatch]:
         for f in self.files:  # one part open at a time: a folder may hold thousands
             with open_parquet(f) as pf:
-                yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+                have = pf.schema_arrow
+                read = None if columns is None else [c for c in columns if c in have.names]
+                for batch in pf.iter_batches(batch_size=batch_size, columns=read):
+                    yield batch if columns is None else self._conform(batch, columns, f)
+
+    def _conform(self, batch: pa.RecordBatch, columns: list[str], part: Path) -> pa.RecordBatch:
+        """A part's batch with the first part's `columns`: a column it lacks is null, one of another
+        type is cast (one InputError line when it cannot be)."""
+        arrays = []
+        for name in columns:
+            field = self.schema_arrow.field(name) if name in self.schema_arrow.names else None
+            want = field.type if field is not None else pa.null()
+            if name not in batch.schema.names:
+                arrays.append(pa.nulls(batch.num_rows, want))
+                continue
+            column = batch.column(name)
+            if column.type != want and field is not None:
+                try:
+                    column = column.cast(want)
+                except (pa.ArrowException, ValueError) as exc:
+                    raise InputError(
+                        f"{part}: column {name} is {column.type}, not {want} as in the first part"
+                    ) from exc
+            arrays.append(column)
+        return pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
 
 def require_columns(path: str | os.PathLike[str], columns: Iterable[str]) -> Predictions:
-    """A predictions file or Ray output folder that has `columns`, or one line that says what lacks."""
+    """A predictions file or Ray output folder that has `columns` and whose known columns have their
+    kind (check_types), or one line that says what lacks."""
     pf = Predictions(path)
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
         raise SchemaError(
             f"{path} lacks the column(s) {', '.join(missing)}; is it a geotag predictions file?"
         )
+    check_types(path, pf.schema_arrow)
     return pf
+
+
+TEXT_COLUMNS = ("path", "status", "error", "scene", "country", "gt_country", "model", "weights", "image_id")
+NUMBER_COLUMNS = ("gt_lat", "gt_lon", "pred_lat", "pred_lon", "confidence", "error_km")
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
+    return (
+        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t) or t == pa.string_view()
+    )
+
+
+def _is_nested(t: pa.DataType) -> bool:
+    return pa.types.is_nested(t) or (pa.types.is_dictionary(t) and pa.types.is_nested(t.value_type))
+
+
+def check_types(path: str | os.PathLike[str], schema: pa.Schema) -> None:
+    """SchemaError (one line) when a column geotag knows has another kind (a list `gt_country`, a number
+    `weights`, text coordinates): checked once where predictions are opened, so no reader meets a type
+    it cannot handle."""
+    for field in schema:
+        if field.name in TEXT_COLUMNS and not _is_text(field.type):
+            kind = "text"
+        elif field.name in NUMBER_COLUMNS and _is_nested(field.type):  # text numbers: per-row skips
+            kind = "a number"
+        else:
+            continue
+        raise SchemaError(
+            f"{path}: column {field.name} is {field.type}, not {kind}; is it a geotag predictions file?"
+        )
 
 
 def iter_batches(

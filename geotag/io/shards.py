@@ -33,6 +33,7 @@ import pyarrow as pa
 import xxhash
 
 from geotag.errors import InputError
+from geotag.io.bounded import NotAPhotoFile, check_size, open_regular, read_zip_member
 from geotag.io.durable import real_dir
 from geotag.io.samples import TrainSamples, parse_scenes
 
@@ -40,8 +41,9 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff
 LAT_KEYS = ("latitude", "lat", "LAT", "Latitude")
 LON_KEYS = ("longitude", "lon", "lng", "LON", "Longitude")
 _REF = re.compile(r"^(?P<shard>.+\.tar)#(?P<offset>\d+)\+(?P<size>\d+)$")
-_KEY_REF = re.compile(r"^(?P<shard>.+\.tar)#(?P<key>[^#]+)$")
+_KEY_REF = re.compile(r"^(?P<shard>.+\.tar)#(?P<key>.+)$")  # a key may hold '#': see split_key_ref
 _ZIP_REF = re.compile(r"^(?P<archive>.+\.zip)::(?P<member>.+)$")
+MAX_JSON_BYTES = 1024 * 1024  # a sample's metadata JSON read at most (img2dataset's are a few hundred bytes)
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 T = TypeVar("T")
 
@@ -82,7 +84,7 @@ def _open(shard: str) -> IO[bytes]:
         import fsspec
 
         return fsspec.open(shard, "rb").open()
-    return open(shard, "rb")  # noqa: SIM115 - the caller closes it
+    return open_regular(shard, limit=2**62)  # a FIFO or device named as an archive never blocks
 
 
 def index_shard(shard: str) -> list[ShardSample]:
@@ -103,7 +105,7 @@ def index_shard(shard: str) -> list[ShardSample]:
                 if ext in IMAGE_EXTS and full_key not in images:
                     images[full_key] = (m.offset_data, m.size)
                 elif ext == ".json":
-                    data = tar.extractfile(m)
+                    data = tar.extractfile(m) if m.size <= MAX_JSON_BYTES else None  # larger: no coordinates
                     try:
                         meta = json.loads(data.read()) if data else {}
                     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
@@ -149,10 +151,28 @@ def is_ref(path: str) -> bool:
 
 def ref_archive(path: str) -> str | None:
     """The shard or zip a member reference lies in; None for anything else."""
-    for pattern, group in ((_ZIP_REF, "archive"), (_REF, "shard"), (_KEY_REF, "shard")):
+    for pattern, group in ((_ZIP_REF, "archive"), (_REF, "shard")):
         if (m := pattern.match(path)) is not None:
             return m[group]
-    return None
+    split = split_key_ref(path)
+    return None if split is None else split[0]
+
+
+def split_key_ref(path: str) -> tuple[str, str] | None:
+    """(shard, key) of a `SHARD#KEY` reference. A tar member may be named `a#b.jpg` (key `a#b`), so
+    the split is at the first `.tar#` whose left side is an existing shard (or a URL); with none, at
+    the last one."""
+    if _KEY_REF.match(path) is None:
+        return None
+    at = path.find(".tar#")
+    while at != -1:
+        shard = path[: at + 4]
+        if _URL.match(shard) or os.path.isfile(shard):
+            return shard, path[at + 5 :]
+        at = path.find(".tar#", at + 1)
+    m = _KEY_REF.match(path)
+    assert m is not None
+    return m["shard"], m["key"]
 
 
 def key_ref(shard: str, key: str) -> str:
@@ -162,15 +182,16 @@ def key_ref(shard: str, key: str) -> str:
 def shard_member(path: str) -> ShardSample | None:
     """The sample a `SHARD#KEY` reference names (None for anything else); OSError when the shard has
     no such key."""
-    m = _KEY_REF.match(path)
-    if m is None or _REF.match(path) is not None or os.path.exists(path):
+    split = split_key_ref(path)
+    if split is None or _REF.match(path) is not None or os.path.exists(path):
         return None
+    shard, key = split
     try:
-        found = _members(m["shard"], os.getpid()).get(m["key"])
+        found = _members(shard, os.getpid()).get(key)
     except InputError as exc:
         raise OSError(str(exc)) from None
     if found is None:
-        raise OSError(f"no sample {m['key']} in {m['shard']}")
+        raise OSError(f"no sample {key} in {shard}")
     return found
 
 
@@ -181,27 +202,32 @@ def _members(shard: str, pid: int) -> dict[str, ShardSample]:
 
 
 def read_ref(path: str) -> bytes:
-    """The bytes of a shard or zip member."""
-    opened = open_ref(path)
-    if isinstance(opened, str):
-        with open(opened, "rb") as fh:
-            return fh.read()
-    return opened.read()
+    """The bytes of a photo: a shard or zip member, or a regular file of at most MAX_PHOTO_BYTES
+    (NotAPhotoFile, an OSError, for a FIFO, device, folder or a file too large)."""
+    with open_ref(path) as fh:
+        return fh.read()
 
 
-def open_ref(path: str) -> str | IO[bytes]:
-    """What image decoders open: the path itself, or the bytes of a shard member for a reference."""
+def open_ref(path: str) -> IO[bytes]:
+    """What image decoders read (the caller closes it): a regular file opened with bounds
+    (geotag.io.bounded), or the bytes of a shard or zip member for a reference; OSError otherwise."""
     z = _ZIP_REF.match(path)
-    if z is not None:
-        return io.BytesIO(_zip_handle(z["archive"], os.getpid()).read(z["member"]))
+    if z is not None and not os.path.exists(path):
+        try:
+            archive = _zip_handle(z["archive"], os.getpid())
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as exc:
+            raise NotAPhotoFile(f"cannot read {z['archive']}: {exc}", "unreadable") from None
+        return io.BytesIO(read_zip_member(archive, z["member"]))
     if (member := shard_member(path)) is not None:
         path = member.ref
     m = _REF.match(path)
-    if m is None:
-        return path
+    if m is None or os.path.exists(path):
+        return open_regular(path)
+    size = int(m["size"])
+    check_size(size, f"shard member {path}")
     fh = _handle(m["shard"], os.getpid())
     fh.seek(int(m["offset"]))
-    return io.BytesIO(fh.read(int(m["size"])))
+    return io.BytesIO(fh.read(size))
 
 
 @functools.lru_cache(maxsize=64)

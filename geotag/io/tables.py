@@ -13,7 +13,8 @@ format logic. pyarrow only, so a CLI command that reads a table does not import 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,21 @@ def table_format(out: Path) -> str:
     if suffix not in TABLE_FORMATS:
         raise InputError(f"--out must end in .parquet or .csv, got {out}")
     return suffix
+
+
+@contextmanager
+def table_writer(out: Path, schema: pa.Schema) -> Iterator[Callable[[pa.Table], None]]:
+    """A function that appends tables of `schema` to `out`, Parquet or CSV by extension; the file
+    appears whole (geotag.io.durable) when the block ends, so rows stream instead of piling up."""
+    from geotag.io.durable import atomic_path
+
+    kind = table_format(out)
+    with atomic_path(Path(out)) as tmp:
+        writer = pq.ParquetWriter(tmp, schema) if kind == ".parquet" else pacsv.CSVWriter(tmp, schema)
+        try:
+            yield writer.write_table
+        finally:
+            writer.close()
 
 
 def write_table(table: pa.Table, out: Path) -> None:

@@ -182,7 +182,11 @@ def _read_columns(path: Path, chosen: Mapping[str, str]) -> pa.Table:
     convert = text_convert(include_columns=names, column_types=types, quoted_strings_can_be_null=False)
     kind = "Parquet file" if parquet else "CSV"
     message = f"--truth {{path}}: cannot read the {kind} ({{reason}})"
-    return read_table(path, "--truth", parquet=parquet, columns=names, convert=convert, message=message)
+    table = read_table(path, "--truth", parquet=parquet, columns=names, convert=convert, message=message)
+    for column in table.schema:  # a Parquet file may hold lists or structs where keys and numbers belong
+        if pa.types.is_nested(column.type) or pa.types.is_binary(column.type):
+            raise SchemaError(f"--truth {path}: column {column.name} is {column.type}, not text or a number")
+    return table
 
 
 def _as_str_list(column: pa.ChunkedArray) -> list[str | None]:
