@@ -95,3 +95,27 @@ def test_by_source_on_a_file_from_before_schema_3(preds: Path, tmp_path: Path) -
     pq.write_table(table.drop_columns(["source"]), old)
     got = {r["source"]: r["n_rows"] for r in evaluate([old], by=["source"]).rows}
     assert got == {"model": 6, None: 1}
+
+
+def test_report_has_a_source_table_and_the_map_knows_each_source(preds: Path, tmp_path: Path) -> None:
+    from geotag.eval.html_report import build_report
+
+    build_report([preds], tmp_path / "report")
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert "Where the positions came from" in index
+    section = index.split("Where the positions came from")[1].split("<h2>")[0]
+    for source, n in (("track", 3), ("sibling", 2), ("model", 1), ("(none)", 1)):
+        assert f"<td>{source}</td>" in section and f"<td class=num>{n}</td>" in section, source
+    page = (tmp_path / "report" / "map-1.html").read_text()
+    data = json.loads(page.split('<script id="rows" type="application/json">')[1].split("</script>")[0])
+    assert data["s"] == ["track"] * 3 + ["sibling"] * 2 + ["model", None]
+    assert 'id="colour-by"' in page and "source-filter" in page
+
+
+def test_report_of_a_file_without_sources_has_no_source_table(preds: Path, tmp_path: Path) -> None:
+    from geotag.eval.html_report import build_report
+
+    old = tmp_path / "old.parquet"
+    pq.write_table(pq.read_table(preds).drop_columns(["source"]), old)
+    build_report([old], tmp_path / "report")
+    assert "Where the positions came from" not in (tmp_path / "report" / "index.html").read_text()
