@@ -164,7 +164,9 @@ function tip(i) {
   let h = '<div class="tip">';
   if (D.img[i]) h += '<img src="' + esc(D.img[i]) + '" alt="">';
   h += esc(D.p[i]) + "<br>confidence " + (D.c[i] === null ? "?" : D.c[i].toFixed(3));
-  if (D.s[i] !== null) h += "<br>source " + esc(D.s[i]) + (D.t[i] === null ? "" : ", " + D.t[i] + " s from a fix");
+  if (D.s[i] !== null) {
+    h += "<br>source " + esc(D.s[i]) + (D.t[i] === null ? "" : ", " + D.t[i] + " s from a fix");
+  }
   if (D.d[i] !== null) h += "<br>error " + km(D.d[i]);
   if (D.r[i] !== null) h += "<br>radius " + km(D.r[i]);
   return h + "</div>";
@@ -246,7 +248,8 @@ const sources = L.control({position: "topright"});
 sources.onAdd = () => {
   const div = L.DomUtil.create("div", "sources");
   div.id = "sources";
-  let h = '<b>colour by</b> <select id="colour-by"><option value="value">' + (byError ? "error" : "confidence") +
+  let h = '<b>colour by</b> <select id="colour-by"><option value="value">' +
+    (byError ? "error" : "confidence") +
     '</option><option value="source">source</option></select><br><b>sources</b>';
   for (const k of present) h += '<label><input type="checkbox" class="source-filter" value="' + esc(k) +
     '" checked> <i style="display:inline-block;width:10px;height:10px;border-radius:5px;background:' +
@@ -254,7 +257,10 @@ sources.onAdd = () => {
   div.innerHTML = h;
   L.DomEvent.disableClickPropagation(div);
   div.querySelector("#colour-by").value = colourBy;
-  div.querySelector("#colour-by").addEventListener("change", ev => { colourBy = ev.target.value; applySources(); });
+  div.querySelector("#colour-by").addEventListener("change", ev => {
+    colourBy = ev.target.value;
+    applySources();
+  });
   div.querySelectorAll(".source-filter").forEach(box => box.addEventListener("change", () => {
     if (box.checked) shown.add(box.value); else shown.delete(box.value);
     applySources();

@@ -3,8 +3,9 @@
 Plain HTML and JavaScript, no build step; Leaflet comes from the server's /assets/ (geotag.eval.leaflet).
 Keys: a or Enter accept the pin; 1-9 move the pin to candidate k; r reject; n / right arrow next,
 p / left arrow previous; u toggles 'undecided only'. Filters: confidence, folder, country, and
-source (where the position came from: track, sibling, model, ...). The pin can be dragged; accepting then saves the
-moved position. Every decision is POSTed at once and shown as saved only when the server says so.
+source (where the position came from: track, sibling, model, ...). The pin can be dragged; accepting
+then saves the moved position. Every decision is POSTed at once and shown as saved only when the
+server says so.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ function show() {
   $("where").textContent = r.path + "  confidence " + (r.conf === null ? "?" : r.conf.toFixed(3))
     + (r.radius_km === null ? "" : "  radius " + r.radius_km.toFixed(0) + " km")
     + (r.country ? "  " + r.country : "")
-    + (r.source ? "  source " + r.source + (r.fix_dt_s === null ? "" : ", " + r.fix_dt_s.toFixed(0) + " s from a fix") : "")
+    + (r.source ? "  source " + r.source : "")
+    + (r.source && r.fix_dt_s !== null ? ", " + r.fix_dt_s.toFixed(0) + " s from a fix" : "")
     + (r.has_gps ? "  (has GPS: write-exif will not replace it)" : "");
   $("decision").textContent = decisionText(r.decision);
   $("status").textContent = ""; $("status").className = "";
