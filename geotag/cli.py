@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from geotag import __version__
 from geotag.errors import GeotagError
@@ -93,6 +95,25 @@ RayAddress = Annotated[
 ]
 
 
+class PanelCommand(TyperCommand):
+    """Plain click help (rich_markup_mode=None) that still groups options by their `rich_help_panel`:
+    `geotag predict --help` lists its time options under "Time"."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {"Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                groups.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        for name, records in groups.items():
+            if records:
+                with formatter.section(name):
+                    formatter.write_dl(records)
+
+
+TIME = "Time"  # help panel of predict's time-evidence options (docs/time-predict.md)
+
+
 def say(message: str, console: Console = err) -> None:
     """A summary or notice line (stderr by default), as plain text: no markup (paths may hold brackets),
     no highlighting, never hard-wrapped."""
@@ -151,7 +172,7 @@ def scan(
     raise typer.Exit(1 if summary.failed else 0)
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 def predict(
     paths: Annotated[
         list[str], typer.Argument(help="Photo files or folders (walked recursively); URLs with --engine ray.")
@@ -159,7 +180,9 @@ def predict(
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="Parquet file to write (--engine ray: a folder of parts).")
     ],
-    model: ModelName = "geoclip",
+    model: Annotated[
+        str, typer.Option(help=f"Model: {MODEL_NAMES}; none: time evidence only (docs/time-predict.md).")
+    ] = "geoclip",
     device: Device = "auto",
     batch_size: BatchSize = None,
     top_k: Annotated[int, typer.Option(min=1, help="Candidates kept per photo.")] = 5,
@@ -217,13 +240,106 @@ def predict(
     cpus_per_decoder: Annotated[
         float, typer.Option(min=0.01, help="ray: CPUs per listing / decoding task.")
     ] = 1.0,
+    track: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="GPS track or location history, or a folder of them (repeatable).", rich_help_panel=TIME
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ZONE",
+            help="Zone of photos without OffsetTimeOriginal: IANA name, +HH:MM, or auto (at the track).",
+            rich_help_panel=TIME,
+        ),
+    ] = None,
+    ignore_photo_tz: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-photo-tz",
+            help="--tz wins over the photos' own OffsetTimeOriginal.",
+            rich_help_panel=TIME,
+        ),
+    ] = False,
+    clock_offset: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="[CAMERA=]OFFSET",
+            help="GPS minus camera clock, exiftool -geosync form (+0:03:12); CAMERA: make model or serial.",
+            rich_help_panel=TIME,
+        ),
+    ] = None,
+    sync: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PHOTO=TIME",
+            help="PHOTO shows the true TIME (YYYY:MM:DD HH:MM:SS[Z|+HH:MM]); two per camera: drift.",
+            rich_help_panel=TIME,
+        ),
+    ] = None,
+    max_gap: Annotated[
+        float, typer.Option(min=0.0, help="Longest gap between fixes interpolated (s).", rich_help_panel=TIME)
+    ] = 1800.0,
+    max_extrapolate: Annotated[
+        float,
+        typer.Option(min=0.0, help="Farthest a photo may be from its nearest fix (s).", rich_help_panel=TIME),
+    ] = 1800.0,
+    max_hdop: Annotated[
+        float | None, typer.Option(min=0.0, help="Drop track fixes with a larger HDOP.", rich_help_panel=TIME)
+    ] = None,
+    max_pdop: Annotated[
+        float | None, typer.Option(min=0.0, help="Drop track fixes with a larger PDOP.", rich_help_panel=TIME)
+    ] = None,
+    min_sats: Annotated[
+        int | None, typer.Option(min=0, help="Drop track fixes with fewer satellites.", rich_help_panel=TIME)
+    ] = None,
+    siblings: Annotated[
+        bool,
+        typer.Option(
+            help="The GPS-tagged photos among PHOTOS place the others by time.", rich_help_panel=TIME
+        ),
+    ] = False,
+    siblings_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="DIR",
+            help="A folder of GPS-tagged photos used as fixes (repeatable).",
+            rich_help_panel=TIME,
+        ),
+    ] = None,
+    speed_kmh: Annotated[
+        float, typer.Option(min=0.0, help="Speed bound of the error radius (km/h).", rich_help_panel=TIME)
+    ] = 50.0,
 ) -> None:
     """Predict where each photo was taken; one row per file, broken files included."""
-    from geotag.config import PredictConfig
+    from geotag.config import PredictConfig, TimeConfig
     from geotag.engine.predict import run_predict
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine {engine}: choose local or ray")
+    time_cfg = TimeConfig(
+        tracks=tuple(track or ()),
+        tz=tz,
+        ignore_photo_tz=ignore_photo_tz,
+        clock_offsets=tuple(clock_offset or ()),
+        syncs=tuple(sync or ()),
+        max_gap=max_gap,
+        max_extrapolate=max_extrapolate,
+        max_hdop=max_hdop,
+        max_pdop=max_pdop,
+        min_sats=min_sats,
+        siblings=siblings,
+        sibling_dirs=tuple(siblings_dir or ()),
+        speed_kmh=speed_kmh,
+    )
+    if engine == "ray" and (time_cfg.active or model == "none"):
+        raise fail(
+            "time evidence (--track, --siblings, --tz, --clock-offset, --sync, --model none) "
+            "needs --engine local"
+        )
+    if ignore_photo_tz and not tz:
+        raise fail("--ignore-photo-tz needs --tz ZONE (the zone to use instead)")
     if engine == "local" and any("://" in p for p in paths):
         raise fail("URLs (s3://, gs://, file://) need --engine ray")
     cfg = PredictConfig(
@@ -261,6 +377,7 @@ def predict(
         ray_gpus=gpus,
         ray_actors=actors,
         cpus_per_decoder=cpus_per_decoder,
+        time=time_cfg,
     )
     if engine == "ray":
         from geotag.engine.ray_predict import run_ray_predict
@@ -279,11 +396,26 @@ def predict(
         if summary.deleted is not None:
             said += f", {summary.deleted} deleted"
         say(said)
+    for line in summary.clocks or ():
+        say(line)
+    if summary.sources is not None:
+        say(_placed_line(summary.sources))
     say(
         f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
         f"{summary.failed} failed -> {out_path}"
     )
     raise typer.Exit(1 if summary.failed else 0)
+
+
+def _placed_line(sources: dict[str, int]) -> str:
+    """How this run's rows got their position (time evidence runs)."""
+    line = (
+        f"placed {sources.get('track', 0)} by track, {sources.get('sibling', 0)} by sibling, "
+        f"{sources.get('model', 0)} by the model; {sources.get('left', 0)} left without a position"
+    )
+    if sources.get("exif"):
+        line += f"; {sources['exif']} kept their own GPS"
+    return line
 
 
 models_app = typer.Typer(
@@ -640,11 +772,16 @@ def benchmark(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json")] = "table",
     progress: Progress = True,
     log_every: LogEvery = None,
+    siblings: Annotated[bool, typer.Option(hidden=True)] = False,
+    siblings_dir: Annotated[list[Path] | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Check a test-set folder against its description, then predict, score and compare with the papers."""
     from geotag.config import PredictConfig
-    from geotag.engine.benchmark import check_folder, run_benchmark
+    from geotag.engine.benchmark import REFUSE_SIBLINGS, check_folder, run_benchmark
     from geotag.eval.benchmark_report import FORMATS, render_benchmark
+
+    if siblings or siblings_dir:  # accepted only to say why not: a test set's tagged photos are its truth
+        raise fail(REFUSE_SIBLINGS)
 
     if fmt.strip().lower() not in (*FORMATS, "md"):
         raise fail(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")

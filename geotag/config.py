@@ -7,6 +7,37 @@ from pathlib import Path
 
 
 @dataclass
+class TimeConfig:
+    """`geotag predict`'s time evidence (docs/time-predict.md): tracks, zones, clock offsets, siblings."""
+
+    tracks: tuple[Path, ...] = ()  # --track FILE_OR_FOLDER
+    tz: str | None = None  # --tz: IANA name, +HH:MM, UTC or auto
+    ignore_photo_tz: bool = False  # --ignore-photo-tz: --tz wins over OffsetTimeOriginal
+    clock_offsets: tuple[str, ...] = ()  # --clock-offset [CAMERA=]OFFSET (exiftool -geosync syntax)
+    syncs: tuple[str, ...] = ()  # --sync PHOTO=YYYY:MM:DD HH:MM:SS[Z|+HH:MM]
+    max_gap: float = 1800.0  # exiftool's GeoMaxIntSecs
+    max_extrapolate: float = 1800.0  # exiftool's GeoMaxExtSecs
+    max_hdop: float | None = None  # exiftool's GeoMaxHDOP
+    max_pdop: float | None = None  # exiftool's GeoMaxPDOP
+    min_sats: int | None = None  # exiftool's GeoMinSats
+    siblings: bool = False  # --siblings: the GPS-tagged photos among PHOTOS are fixes
+    sibling_dirs: tuple[Path, ...] = ()  # --siblings-dir DIR: more GPS-tagged photos as fixes
+    speed_kmh: float = 50.0  # the error bound's speed (geotag.geo.timeline.error_km)
+
+    @property
+    def active(self) -> bool:
+        """Whether any time evidence was asked for (without it predict runs exactly as before)."""
+        return bool(
+            self.tracks or self.siblings or self.sibling_dirs or self.tz or self.clock_offsets or self.syncs
+        )
+
+    @property
+    def places(self) -> bool:
+        """Whether there are fixes to place photos on."""
+        return bool(self.tracks or self.siblings or self.sibling_dirs)
+
+
+@dataclass
 class PredictConfig:
     """Everything `geotag predict` needs; defaults are what a user gets with no options."""
 
@@ -47,6 +78,7 @@ class PredictConfig:
     ray_gpus: int | None = None  # ray: GPU model actors, one GPU each; None: every GPU of the cluster
     ray_actors: int | None = None  # ray: CPU model actors when no GPU is used; None: 1
     cpus_per_decoder: float = 1.0  # ray: CPUs each listing / decoding task reserves
+    time: TimeConfig = field(default_factory=TimeConfig)  # time evidence; model "none": time only
 
 
 @dataclass

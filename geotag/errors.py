@@ -29,3 +29,8 @@ class WeightsError(GeotagError):
 class ImageError(GeotagError):
     """A problem with one image a model was given (a missing segmentation map, say): the predict engine
     turns it into an error row for that image and goes on with the others."""
+
+
+class TrackError(InputError):
+    """A GPS track or location-history file cannot be used: unknown format, malformed record, a position
+    out of range or a time that does not parse. The message is one line naming the file and the record."""

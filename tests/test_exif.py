@@ -41,6 +41,11 @@ ROW_KEYS = [
     "camera_make",
     "camera_model",
     "orientation",
+    "camera_serial",
+    "gps_time",
+    "taken_at_utc",
+    "time_zone",
+    "time_zone_source",
 ]
 
 
@@ -704,6 +709,11 @@ def test_info_from_tags_and_row() -> None:
         "camera_make": None,
         "camera_model": "X100",
         "orientation": None,
+        "camera_serial": None,
+        "gps_time": None,
+        "taken_at_utc": None,
+        "time_zone": None,
+        "time_zone_source": None,
     }
     assert list(ExifInfo().as_row()) == ROW_KEYS
 

@@ -51,6 +51,12 @@ def check_info(info: ExifInfo) -> None:
     for text in (info.camera_make, info.camera_model):
         assert text is None or (isinstance(text, str) and text == text.strip() and text)
     assert info.orientation is None or 1 <= info.orientation <= 8
+    assert info.offset_min is None or -14 * 60 <= info.offset_min <= 14 * 60
+    assert info.subsec is None or 0 <= info.subsec < 1
+    assert info.gps_time is None or info.gps_time.tzinfo is not None
+    assert info.camera_serial is None or (
+        info.camera_serial == info.camera_serial.strip() and info.camera_serial
+    )
     assert set(info.as_row()) == {
         "gt_lat",
         "gt_lon",
@@ -61,6 +67,11 @@ def check_info(info: ExifInfo) -> None:
         "camera_make",
         "camera_model",
         "orientation",
+        "camera_serial",
+        "gps_time",
+        "taken_at_utc",
+        "time_zone",
+        "time_zone_source",
     }
 
 

@@ -139,6 +139,12 @@ def leave_authors_out(cfg: PredictConfig) -> PredictConfig:
     return dataclasses.replace(cfg, exclude_same=column) if column else cfg
 
 
+REFUSE_SIBLINGS = (
+    "benchmark refuses --siblings: the GPS-tagged photos of a test set are its ground truth, so placing "
+    "its photos from them would score the truth against itself"
+)
+
+
 def run_benchmark(check: FolderCheck, cfg: PredictConfig, model: GeoModel | None = None) -> BenchmarkResult:
     """Predict the set's readable images (with the manifest as ground truth) into cfg.out and score them.
 
@@ -147,6 +153,8 @@ def run_benchmark(check: FolderCheck, cfg: PredictConfig, model: GeoModel | None
     """
     if not check.files:
         raise InputError(f"{check.folder}: none of the {check.test_set.name} images could be read")
+    if cfg.time.siblings or cfg.time.sibling_dirs:
+        raise InputError(REFUSE_SIBLINGS)
     cfg = dataclasses.replace(cfg, paths=list(check.files), truth=check.truth)
     cfg = leave_authors_out(cfg)
     summary = run_predict(cfg, model=model)

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
-from geotag.engine.scan import note_warnings, scan_file
+from geotag.engine.scan import chunked, default_workers, note_warnings, ordered_map, scan_file
+from geotag.engine.timeplace import TimePlanner, read_track_fixes
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
@@ -61,6 +62,8 @@ class PredictSummary:
     weights: str = ""
     restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
+    sources: dict[str, int] | None = None  # time evidence: this run's rows by `source` (+ "left")
+    clocks: list[str] | None = None  # time evidence: one line per camera, its clock correction
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,8 +110,10 @@ class PhotoDataset(Dataset[dict[str, Any]]):
         *,
         gpu_share: float = 0.0,
         gpu_min_pixels: int = gpu_decode.DEFAULT_MIN_PIXELS,
+        no_decode: Any = None,
     ) -> None:
         self.work_list = work_list
+        self.no_decode = no_decode  # per item: placed by time, so the model needs no pixels
         self.pre = pre
         self.draft = draft
         self.skip_ids = skip_ids
@@ -133,6 +138,8 @@ class PhotoDataset(Dataset[dict[str, Any]]):
             size=table["size"][i].as_py(),
             mtime=table["mtime"][i].as_py(),
         )
+        if self.no_decode is not None and self.no_decode[i]:
+            return {"row": scan_file(record), "pixels": None, "skip": False}
         gpu = {"gpu_share": self.gpu_share, "gpu_min_pixels": self.gpu_min_pixels}
         return read_item(record, self.pre, self.draft, self.skip_ids, **gpu)
 
@@ -303,7 +310,7 @@ def complete_rows(
     rows: list[dict[str, Any]],
     pixels: torch.Tensor | None,
     index: list[int],
-    model: GeoModel,
+    model: GeoModel | None,
     device: torch.device,
     cfg: PredictConfig,
     manifest: Truth | None,
@@ -311,13 +318,15 @@ def complete_rows(
 ) -> None:
     """Fill one batch's scan rows in place: predictions for the decoded ones (`pixels` are rows[index]),
     countries, the model columns and a manifest's truth. Both engines call it, so rows agree."""
-    if pixels is not None:
+    if pixels is not None and model is not None:
         decoded = [rows[i] for i in index]
         columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp)
         for i, cols in zip(index, columns, strict=True):
             rows[i].update(cols)
     add_countries(rows, ["country"])  # one vectorised lookup per batch, before a manifest acts
     for row in rows:
+        if row.get("pred_lat") is not None and row.get("source") is None:
+            row["source"] = "model"
         row.update(common)
         apply_truth(row, manifest)  # right before writing
     add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
@@ -382,53 +391,115 @@ def apply_model_options(model: GeoModel, cfg: PredictConfig) -> None:
 
 
 def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSummary:
-    """Predict every photo under cfg.paths into cfg.out; `model` may be given (tests, benchmarks)."""
+    """Predict every photo under cfg.paths into cfg.out; `model` may be given (tests, benchmarks).
+
+    With time evidence (cfg.time: tracks, siblings, zones, clocks; geotag.engine.timeplace) the photos
+    time places are written without running the model; `cfg.model == "none"` runs no model at all."""
     if cfg.top_k < 1:
         raise InputError("--top-k must be at least 1")
     store = PartStore(cfg.out)
     validate_paths(cfg.paths)  # before any model is loaded
     manifest = load_truth(cfg.truth) if cfg.truth is not None else None  # likewise
+    model_none = cfg.model == "none" and model is None
+    planner = None
+    if cfg.time.active or model_none:  # options are checked here, before a model is loaded
+        workers = default_workers() if cfg.workers is None else max(1, cfg.workers)
+        planner = TimePlanner(cfg.time, workers=workers, model_none=model_none)
     summary = PredictSummary()
     if not cfg.resume:
         summary.restarted = store.reset()
     done = store.done(include_out=cfg.resume)
     device = resolve_device(cfg.device)
-    model = model if model is not None else load_model(cfg, device)
-    summary.device, summary.weights = str(device), model.weights_label
-
-    if cfg.compile:
-        compile_model(model)
+    if not model_none:
+        model = model if model is not None else load_model(cfg, device)
+        summary.device, summary.weights = str(device), model.weights_label
+        if cfg.compile:
+            compile_model(model)
     gpu_share = cfg.gpu_decode_share if cfg.gpu_decode else 0.0
     if gpu_share and not gpu_decode.available(device):
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
         gpu_share = 0.0
 
     records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext))
+    if planner is not None:
+        records = planner.records(records, done)
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )
-    pre = model.preprocess()
-    dataset = PhotoDataset(
-        work_list, pre, cfg.draft, set(), gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
-    )
+    if planner is not None:
+        planner.plan(read_track_fixes)
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
-    batch_size = cfg.batch_size or auto_batch_size(device)
-    # workers hand over small chunks (the first reaches the model long before a whole batch would);
-    # the stager thread joins them into model batches on the device
-    loader = make_loader(dataset, min(batch_size, LOADER_CHUNK), workers, device)
-    common = {"model": model.name, "weights": model.weights_label}
+    common = {"model": model.name, "weights": model.weights_label} if model is not None else {}
+    sources: dict[str, int] = {}
 
     def finish_rows(rows: list[dict[str, Any]]) -> None:  # on the writer thread
         complete_rows(rows, None, [], model, device, cfg, manifest, common)
         for row in rows:
             parts.write(row)
+            key = row.get("source") or ("error" if row["status"] == "error" else "left")
+            sources[key] = sources.get(key, 0) + 1
 
     with (
         store.writer(cfg.checkpoint_rows) as parts,
         progress_bar(listed, "predict", enabled=cfg.progress) as bar,
         RowSink(finish_rows) as sink,
-        Stager(loader, pre, device, batch_size) as staged,
     ):
+        if model is None:
+            batches = _rows_without_model(work_list, workers)
+        else:
+            no_decode = planner.no_decode() if planner is not None else None
+            batches = _rows_with_model(model, cfg, work_list, device, workers, gpu_share, no_decode)
+        k = 0
+        for rows, skipped in batches:
+            for row in rows if planner is not None else ():
+                planner.fill(row, k)
+                k += 1
+            sink.put(rows)
+            summary.new += len(rows)
+            summary.skipped += skipped
+            bar.update(len(rows) + skipped)
+
+    metadata = {
+        "command": "predict",
+        "model": model.name if model is not None else "none",
+        "weights": model.weights_label if model is not None else None,
+        **cfg.extra_metadata,
+    }
+    if planner is not None:
+        metadata["time"] = planner.metadata(sources)
+        summary.sources, summary.clocks = sources, planner.summary.clocks
+    store.finalize(keep_existing=cfg.resume, metadata=metadata)
+    summary.resumed, summary.deleted = cfg.resume, store.deleted
+    summary.total, summary.failed = count_errors(cfg.out)
+    summary.truth = manifest.finish() if manifest is not None else None
+    return summary
+
+
+def _rows_with_model(
+    model: GeoModel,
+    cfg: PredictConfig,
+    work_list: Path,
+    device: torch.device,
+    workers: int,
+    gpu_share: float,
+    no_decode: Any,
+) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """(rows, files skipped) per model batch, in work-list order, the decoded photos predicted."""
+    pre = model.preprocess()
+    dataset = PhotoDataset(
+        work_list,
+        pre,
+        cfg.draft,
+        set(),
+        gpu_share=gpu_share,
+        gpu_min_pixels=cfg.gpu_decode_min_pixels,
+        no_decode=no_decode,
+    )
+    batch_size = cfg.batch_size or auto_batch_size(device)
+    # workers hand over small chunks (the first reaches the model long before a whole batch would);
+    # the stager thread joins them into model batches on the device
+    loader = make_loader(dataset, min(batch_size, LOADER_CHUNK), workers, device)
+    with Stager(loader, pre, device, batch_size) as staged:
         for batch in staged:
             rows = batch.rows
             if batch.pixels is not None:
@@ -440,19 +511,19 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
                 columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp)[:n]
                 for i, cols in zip(batch.index, columns, strict=True):
                     rows[i].update(cols)
-            sink.put(rows)
-            summary.new += len(rows)
-            summary.skipped += batch.skipped
-            bar.update(len(rows) + batch.skipped)
+            yield rows, batch.skipped
 
-    metadata = {
-        "command": "predict",
-        "model": model.name,
-        "weights": model.weights_label,
-        **cfg.extra_metadata,
-    }
-    store.finalize(keep_existing=cfg.resume, metadata=metadata)
-    summary.resumed, summary.deleted = cfg.resume, store.deleted
-    summary.total, summary.failed = count_errors(cfg.out)
-    summary.truth = manifest.finish() if manifest is not None else None
-    return summary
+
+def _rows_without_model(work_list: Path, workers: int) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """`--model none`: the work list's scan rows (no decode), in order, from a process pool."""
+
+    def records() -> Iterator[ImageRecord]:
+        with ipc.open_file(work_list) as reader:
+            for b in range(reader.num_record_batches):
+                batch = reader.get_batch(b)
+                columns = (batch.column(name).to_pylist() for name in ("path", "size", "mtime"))
+                for p, s, m in zip(*columns, strict=True):
+                    yield ImageRecord(path=Path(p), size=s, mtime=m)
+
+    for rows in chunked(ordered_map(scan_file, records(), workers=max(1, workers)), LOADER_CHUNK):
+        yield rows, 0
