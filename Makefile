@@ -39,7 +39,8 @@ sample-data: install
 # by all of them), eval scores it, report draws it, and write-exif --dry-run lists what it would write.
 # Then the trip (sample_data/trip, left out of the steps above): a GPX ride, GPS-tagged phone photos and a
 # camera without GPS whose clock is 3 min 12 s slow; predict places the camera's photos by the track, by the
-# phone photos around them (--siblings) and, where no fix reaches, by the kNN model.
+# phone photos around them (--siblings) and, where no fix reaches, by the kNN model; DuckDB counts them and
+# measures them against the trip's truth.csv; write-exif --dry-run shows how each would be written.
 demo: install sample-data
 	@mkdir -p out
 	$(BIN)/geotag scan sample_data --exclude 'trip/*' --out out/demo-scan.parquet || [ $$? -eq 1 ]
@@ -56,10 +57,11 @@ demo: install sample-data
 		--clock-offset 'NIKON D850=+0:03:12' --model knn --gallery out/demo-gallery.parquet \
 		--out out/demo-trip.parquet
 	@$(BIN)/python -c "import duckdb; duckdb.sql(\"SELECT coalesce(source, 'not placed') AS placed_by, \
-		count(*) AS camera_photos, string_agg(regexp_replace(path, '^.*/', ''), ' ' ORDER BY path) AS photos \
-		FROM 'out/demo-trip.parquet' WHERE gt_lat IS NULL GROUP BY ALL ORDER BY placed_by\").show(max_width=200)"
-	$(BIN)/geotag eval out/demo-trip.parquet --truth sample_data/trip/truth.csv --by source \
-		--thresholds 0.05,1,25,2500
+		count(*) AS camera_photos, string_agg(t.path, ' ' ORDER BY t.path) AS photos, \
+		round(max(2 * 6371.0088 * asin(sqrt(pow(sin(radians(t.lat - pred_lat) / 2), 2) + cos(radians(t.lat)) \
+		* cos(radians(pred_lat)) * pow(sin(radians(t.lon - pred_lon) / 2), 2)))), 3) AS max_km_from_truth \
+		FROM 'out/demo-trip.parquet' p JOIN 'sample_data/trip/truth.csv' t ON p.path LIKE '%/' || t.path \
+		WHERE p.gt_lat IS NULL GROUP BY ALL ORDER BY placed_by\").show(max_width=200)"
 	@find sample_data -type f -print0 | sort -z | xargs -0 sha256sum > out/demo-before.sha256
 	$(BIN)/geotag write-exif out/demo-preds.parquet --dry-run
 	$(BIN)/geotag write-exif out/demo-trip.parquet --dry-run

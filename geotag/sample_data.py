@@ -168,12 +168,12 @@ WALK = (timedelta(hours=11), timedelta(hours=11, minutes=30))  # the phone photo
 TRACK_STEP_S = 10
 PHONE_SHOTS_MIN = (0, 10, 20, 30)  # minutes into the walk
 CAMERA_SHOTS = (  # UTC time of the day: four during the ride, two during the walk, one in the evening
-    timedelta(hours=9, minutes=4, seconds=30),
-    timedelta(hours=9, minutes=11),
-    timedelta(hours=9, minutes=18, seconds=20),
-    timedelta(hours=9, minutes=26, seconds=40),
-    timedelta(hours=11, minutes=5),
-    timedelta(hours=11, minutes=24),
+    timedelta(hours=9, minutes=4, seconds=33),
+    timedelta(hours=9, minutes=11, seconds=7),
+    timedelta(hours=9, minutes=18, seconds=24),
+    timedelta(hours=9, minutes=26, seconds=41),
+    timedelta(hours=11, minutes=5, seconds=12),
+    timedelta(hours=11, minutes=24, seconds=3),
     timedelta(hours=19, minutes=10),
 )
 EVENING = (38.6916, -9.2160)  # Belem: no fix within hours, so only a visual model can place it

@@ -103,3 +103,33 @@ def test_exiftool_geotag_with_the_clock_offset_finds_the_truth(trip: Path, tmp_p
             metres = 1000 * float(haversine_np(lat, lon, *truth[name]))
             assert (metres < 1.0) if near else (metres > 150), (sync, name, metres)
     assert CAMERA_SLOW_S == 192
+
+
+def test_predict_places_the_camera_photos_by_track_and_siblings(trip: Path, tmp_path: Path) -> None:
+    """What `make demo` runs (with --model none, so no weights are needed): the four ride photos by the
+    track, the two walk photos by the phone's photos, each within 50 m of the truth; the evening photo,
+    which no fix reaches, is left to the visual model."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "trip.parquet"
+    cmd = [sys.executable, "-m", "geotag.cli", "predict", str(trip), "--track", str(trip / "track.gpx")]
+    cmd += ["--siblings", "--clock-offset", "NIKON D850=+0:03:12", "--model", "none", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "placed 4 by track, 2 by sibling" in proc.stderr
+    truth = _truth(trip)
+    rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
+    sources = {name: rows[name]["source"] for name in rows if name.startswith("camera")}
+    assert sources == {
+        **{f"camera_{i}.jpg": "track" for i in range(1, 5)},
+        **{f"camera_{i}.jpg": "sibling" for i in (5, 6)},
+        "camera_7.jpg": None,
+    }
+    for name, source in sources.items():
+        if source is not None:
+            r = rows[name]
+            metres = 1000 * float(haversine_np(r["pred_lat"], r["pred_lon"], *truth[name]))
+            assert metres < 50, (name, metres)
+            assert r["clock_offset_s"] == 192
