@@ -277,3 +277,34 @@ def test_a_moved_track_position_is_written_as_an_estimate() -> None:
     assert fix is not None and fix.by_time
     fix, _ = select_fix(out, WriteOptions(Path("p.parquet")))
     assert fix is not None and not fix.by_time and "model=track (reviewed, moved)" in fix.method
+
+
+@needs_exiftool
+def test_overwrite_gives_the_photos_xmp_the_same_time_tags(tmp_path: Path) -> None:
+    """--overwrite-gps on a photo that keeps GPS in XMP too: the XMP copy gets the same position,
+    altitude, UTC date-time and datum, so the two never disagree; undo puts the bytes back."""
+    assert EXIFTOOL is not None
+    photo = _photo(tmp_path / "photos" / "x.jpg")
+    subprocess.run(
+        [
+            EXIFTOOL,
+            "-q",
+            "-overwrite_original",
+            "-XMP-exif:GPSLatitude=10.5",
+            "-XMP-exif:GPSLongitude=20.5",
+            "-XMP-exif:GPSAltitude=99",
+            str(photo),
+        ],
+        check=True,
+    )
+    before = photo.read_bytes()
+    preds = write_predictions(tmp_path / "p.parquet", [_track_row(photo)])
+    summary = run_write_exif(WriteOptions(preds, writer="exiftool", overwrite_gps=True))
+    assert summary.written == 1, summary.failed
+    out = subprocess.run([EXIFTOOL, "-n", "-j", "-XMP-exif:all", str(photo)], capture_output=True, check=True)
+    xmp = json.loads(out.stdout)[0]
+    assert (xmp["GPSLatitude"], xmp["GPSLongitude"]) == (pytest.approx(LAT), pytest.approx(LON))
+    assert (xmp["GPSAltitude"], xmp["GPSAltitudeRef"], xmp["GPSMapDatum"]) == (12.5, 1, "WGS-84")
+    assert str(xmp["GPSDateTime"]).startswith("2024:02:29 23:30:15.25")
+    assert summary.journal is not None and run_undo(summary.journal).restored == 1
+    assert photo.read_bytes() == before
