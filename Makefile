@@ -74,6 +74,9 @@ demo: install sample-data
 	@echo "      end; it is no benchmark of real photos (see docs/benchmarks.md for those). The two untagged"
 	@echo "      photos are further views of Paris and Sydney; write-exif lists only them, as it never replaces"
 	@echo "      measured GPS (--overwrite-gps), and skips the two broken files."
+	@echo "      The trip: of the camera's seven photos, the track places four and the phone's photos two, within a"
+	@echo "      metre; the evening one goes to kNN. predict's 'by the model' count also holds the phone's four photos:"
+	@echo "      they have GPS, so time never moves them, and the model is run on them as on any photo."
 	@echo "      A hub backbone (GeoCLIP's CLIP ViT-L/14) does far better on real photos when the network allows:"
 	@echo "      geotag predict PHOTOS --model geoclip, or gallery build --backbone clip_vit_large_patch14.openai."
 
