@@ -314,7 +314,6 @@ def predict(
 ) -> None:
     """Predict where each photo was taken; one row per file, broken files included."""
     from geotag.config import PredictConfig, TimeConfig
-    from geotag.engine.predict import run_predict
 
     if engine not in ("local", "ray"):
         raise fail(f"--engine {engine}: choose local or ray")
@@ -383,7 +382,13 @@ def predict(
         from geotag.engine.ray_predict import run_ray_predict
 
         summary = run_ray_predict(cfg)
+    elif model == "none":
+        from geotag.engine.time_only import run_time_only  # imports no torch
+
+        summary = run_time_only(cfg)
     else:
+        from geotag.engine.predict import run_predict
+
         summary = run_predict(cfg)
     _say_truth(summary.truth)
     if summary.restarted:
@@ -772,8 +777,12 @@ def benchmark(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json")] = "table",
     progress: Progress = True,
     log_every: LogEvery = None,
-    siblings: Annotated[bool, typer.Option(hidden=True)] = False,
-    siblings_dir: Annotated[list[Path] | None, typer.Option(hidden=True)] = None,
+    siblings: Annotated[
+        bool, typer.Option("--siblings", help="Refused: a test set's GPS-tagged photos are its ground truth.")
+    ] = False,
+    siblings_dir: Annotated[
+        list[Path] | None, typer.Option(metavar="DIR", help="Refused, as --siblings.")
+    ] = None,
 ) -> None:
     """Check a test-set folder against its description, then predict, score and compare with the papers."""
     from geotag.config import PredictConfig

@@ -1,5 +1,5 @@
-"""The everyday commands (scan, eval, export, report, write-exif) never import torch, timm or transformers:
-they start in a fraction of a second and stay small, so a scan can outrun exiftool."""
+"""The everyday commands (scan, eval, export, report, write-exif, predict --model none) never import torch,
+timm or transformers: they start in a fraction of a second and stay small, so a scan can outrun exiftool."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def preds(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["export", "{preds}", "--out", "{dir}/points.geojson"],
         ["report", "{preds}", "--out", "{dir}/report"],
         ["write-exif", "{preds}", "--dry-run"],
+        ["predict", "{dir}", "--out", "{dir}/time.parquet", "--model", "none", "--tz", "UTC"],
     ],
     ids=lambda c: c[0],
 )

@@ -17,7 +17,6 @@ import logging
 import os
 from collections.abc import Container, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,42 +27,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
-from geotag.engine.scan import chunked, default_workers, note_warnings, ordered_map, scan_file
-from geotag.engine.timeplace import TimePlanner, read_track_fixes
+from geotag.engine.scan import default_workers, note_warnings, scan_file
+from geotag.engine.summary import PredictSummary, count_errors
+from geotag.engine.timeplace import TimePlanner, count_sources
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
 from geotag.io.c_stderr import c_messages
-from geotag.io.decode import decode_for_model, normalize
-from geotag.io.parquet import iter_batches
+from geotag.io.decode import DECODE_LIMIT_PIXELS, decode_for_model, normalize
 from geotag.io.parts import PartStore
 from geotag.io.scan import ImageRecord, PathFilter, iter_records, validate_paths
 from geotag.io.shards import is_ref
-from geotag.io.truth import Truth, TruthReport, apply_truth, load_truth
+from geotag.io.truth import Truth, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.registry import build_model
 from geotag.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictSummary:
-    total: int = 0  # rows in the output file
-    new: int = 0  # rows this run added
-    skipped: int = 0  # files already done by an earlier run (--resume)
-    changed: int | None = (
-        None  # of the new rows: files an earlier run wrote, edited since (None: not counted)
-    )
-    deleted: int | None = None  # earlier rows dropped as their files are gone (None: not counted)
-    resumed: bool = False  # --resume: the counts above describe this run against the earlier ones
-    failed: int = 0  # error rows in the output file
-    device: str = "cpu"
-    weights: str = ""
-    restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
-    truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
-    sources: dict[str, int] | None = None  # time evidence: this run's rows by `source` (+ "left")
-    clocks: list[str] | None = None  # time evidence: one line per camera, its clock correction
 
 
 def resolve_device(name: str) -> torch.device:
@@ -192,7 +172,8 @@ def _for_gpu(row: dict[str, Any], share: float, min_pixels: int) -> bool:
     cannot vouch for the first image."""
     if row["status"] != "ok" or row.get("format") != "JPEG" or is_ref(row["path"]):
         return False  # a shard member stays on the CPU: the GPU path reads whole files
-    if (row.get("width") or 0) * (row.get("height") or 0) < min_pixels:
+    pixels = (row.get("width") or 0) * (row.get("height") or 0)
+    if pixels < min_pixels or pixels > DECODE_LIMIT_PIXELS:  # a huge JPEG: the CPU decodes it reduced
         return False
     if not gpu_decode.wants_gpu(row.get("image_id"), share):
         return False
@@ -310,7 +291,7 @@ def complete_rows(
     rows: list[dict[str, Any]],
     pixels: torch.Tensor | None,
     index: list[int],
-    model: GeoModel | None,
+    model: GeoModel,
     device: torch.device,
     cfg: PredictConfig,
     manifest: Truth | None,
@@ -318,7 +299,7 @@ def complete_rows(
 ) -> None:
     """Fill one batch's scan rows in place: predictions for the decoded ones (`pixels` are rows[index]),
     countries, the model columns and a manifest's truth. Both engines call it, so rows agree."""
-    if pixels is not None and model is not None:
+    if pixels is not None:
         decoded = [rows[i] for i in index]
         columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp)
         for i, cols in zip(index, columns, strict=True):
@@ -330,15 +311,6 @@ def complete_rows(
         row.update(common)
         apply_truth(row, manifest)  # right before writing
     add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
-
-
-def count_errors(path: Path) -> tuple[int, int]:
-    """(rows, error rows) of a finished output file."""
-    rows = errors = 0
-    for batch in iter_batches(path, ["status"]):
-        rows += batch.num_rows
-        errors += sum(1 for s in batch.column(0).to_pylist() if s == "error")
-    return rows, errors
 
 
 def load_model(
@@ -395,26 +367,28 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
 
     With time evidence (cfg.time: tracks, siblings, zones, clocks; geotag.engine.timeplace) the photos
     time places are written without running the model; `cfg.model == "none"` runs no model at all."""
+    if cfg.model == "none" and model is None:
+        from geotag.engine.time_only import run_time_only  # no model: no torch work, no decoding
+
+        return run_time_only(cfg)
     if cfg.top_k < 1:
         raise InputError("--top-k must be at least 1")
     store = PartStore(cfg.out)
     validate_paths(cfg.paths)  # before any model is loaded
     manifest = load_truth(cfg.truth) if cfg.truth is not None else None  # likewise
-    model_none = cfg.model == "none" and model is None
     planner = None
-    if cfg.time.active or model_none:  # options are checked here, before a model is loaded
-        workers = default_workers() if cfg.workers is None else max(1, cfg.workers)
-        planner = TimePlanner(cfg.time, workers=workers, model_none=model_none)
+    if cfg.time.active:  # the options are checked (and tracks read) here, before a model is loaded
+        pool = default_workers() if cfg.workers is None else max(1, cfg.workers)
+        planner = TimePlanner(cfg.time, workers=pool, model_none=False)
     summary = PredictSummary()
     if not cfg.resume:
         summary.restarted = store.reset()
     done = store.done(include_out=cfg.resume)
     device = resolve_device(cfg.device)
-    if not model_none:
-        model = model if model is not None else load_model(cfg, device)
-        summary.device, summary.weights = str(device), model.weights_label
-        if cfg.compile:
-            compile_model(model)
+    model = model if model is not None else load_model(cfg, device)
+    summary.device, summary.weights = str(device), model.weights_label
+    if cfg.compile:
+        compile_model(model)
     gpu_share = cfg.gpu_decode_share if cfg.gpu_decode else 0.0
     if gpu_share and not gpu_decode.available(device):
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
@@ -427,28 +401,24 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         records, done, manifest.mark_done if manifest is not None else None
     )
     if planner is not None:
-        planner.plan(read_track_fixes)
+        planner.plan()
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
-    common = {"model": model.name, "weights": model.weights_label} if model is not None else {}
+    common = {"model": model.name, "weights": model.weights_label}
     sources: dict[str, int] = {}
 
     def finish_rows(rows: list[dict[str, Any]]) -> None:  # on the writer thread
         complete_rows(rows, None, [], model, device, cfg, manifest, common)
         for row in rows:
             parts.write(row)
-            key = row.get("source") or ("error" if row["status"] == "error" else "left")
-            sources[key] = sources.get(key, 0) + 1
+        count_sources(rows, sources)
 
+    no_decode = planner.no_decode() if planner is not None else None
+    batches = _rows_with_model(model, cfg, work_list, device, workers, gpu_share, no_decode)
     with (
         store.writer(cfg.checkpoint_rows) as parts,
         progress_bar(listed, "predict", enabled=cfg.progress) as bar,
         RowSink(finish_rows) as sink,
     ):
-        if model is None:
-            batches = _rows_without_model(work_list, workers)
-        else:
-            no_decode = planner.no_decode() if planner is not None else None
-            batches = _rows_with_model(model, cfg, work_list, device, workers, gpu_share, no_decode)
         k = 0
         for rows, skipped in batches:
             for row in rows if planner is not None else ():
@@ -461,8 +431,8 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
 
     metadata = {
         "command": "predict",
-        "model": model.name if model is not None else "none",
-        "weights": model.weights_label if model is not None else None,
+        "model": model.name,
+        "weights": model.weights_label,
         **cfg.extra_metadata,
     }
     if planner is not None:
@@ -512,18 +482,3 @@ def _rows_with_model(
                 for i, cols in zip(batch.index, columns, strict=True):
                     rows[i].update(cols)
             yield rows, batch.skipped
-
-
-def _rows_without_model(work_list: Path, workers: int) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """`--model none`: the work list's scan rows (no decode), in order, from a process pool."""
-
-    def records() -> Iterator[ImageRecord]:
-        with ipc.open_file(work_list) as reader:
-            for b in range(reader.num_record_batches):
-                batch = reader.get_batch(b)
-                columns = (batch.column(name).to_pylist() for name in ("path", "size", "mtime"))
-                for p, s, m in zip(*columns, strict=True):
-                    yield ImageRecord(path=Path(p), size=s, mtime=m)
-
-    for rows in chunked(ordered_map(scan_file, records(), workers=max(1, workers)), LOADER_CHUNK):
-        yield rows, 0

@@ -719,6 +719,11 @@ def connect(address: str | None) -> bool:
 
 def run_ray_predict(cfg: PredictConfig) -> PredictSummary:
     """Predict every photo under cfg.paths into the folder cfg.out on a Ray cluster (module docstring)."""
+    if cfg.time.active or cfg.model == "none":
+        raise InputError(
+            "time evidence (--track, --siblings, --tz, --clock-offset, --sync, --model none) "
+            "needs --engine local"
+        )
     try:
         import ray
         import ray.data

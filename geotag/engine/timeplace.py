@@ -42,7 +42,7 @@ from geotag.io.scan import ImageRecord, iter_records, validate_paths
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TimePlanner", "TimeSummary", "camera_label", "normalise_camera"]
+__all__ = ["TimePlanner", "TimeSummary", "camera_label", "count_sources", "normalise_camera"]
 
 NONE, TRACK, SIBLING = 0, 1, 2
 KINDS = {TRACK: "track", SIBLING: "sibling"}
@@ -131,7 +131,14 @@ class TimeSummary:
 class TimePlanner:
     """One predict run's time evidence: `records()` wraps the walk, `plan()` matches, `fill()` writes."""
 
-    def __init__(self, cfg: TimeConfig, *, workers: int, model_none: bool) -> None:
+    def __init__(
+        self,
+        cfg: TimeConfig,
+        *,
+        workers: int,
+        model_none: bool,
+        track_reader: Callable[[TimeConfig], tuple[Fixes, list[dict[str, Any]]]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.workers = workers
         self.model_none = model_none
@@ -145,7 +152,9 @@ class TimePlanner:
         self.zone = parse_zone(cfg.tz) if cfg.tz and cfg.tz.strip().lower() != "auto" else cfg.tz
         self._global_offset, self._camera_offsets = _parse_clock_offsets(cfg.clock_offsets)
         self.summary = TimeSummary()
-        self._kind: np.ndarray | None = None
+        reader = track_reader or read_track_fixes
+        # tracks first: a malformed one fails before the walk and before any model is loaded
+        self.track_fixes, self.tracks_read = reader(cfg) if cfg.tracks else (Fixes.empty(), [])
 
     # ---------------------------------------------------------------------------------------- pre-pass
 
@@ -168,7 +177,7 @@ class TimePlanner:
         name = str(record.path)
         if np.isfinite(ev[3]):
             self.sibling_paths[i] = name
-        for key in {name, os.path.realpath(name), record.path.name}:
+        for key in {name, os.path.realpath(name), record.path.name} if self.sync_targets else ():
             if key in self.sync_targets:
                 found = self.sync_found.setdefault(key, [])
                 if found:
@@ -192,7 +201,7 @@ class TimePlanner:
 
     # -------------------------------------------------------------------------------------------- plan
 
-    def plan(self, track_reader: Callable[[TimeConfig], tuple[Fixes, list[dict[str, Any]]]]) -> None:
+    def plan(self) -> None:
         """Resolve times, clocks and fixes, and match the untagged photos of the work list."""
         self._read_sibling_dirs()
         ev, cfg = self.ev, self.cfg
@@ -203,7 +212,7 @@ class TimePlanner:
         tagged = np.isfinite(lat) & np.isfinite(lon)
         todo = np.frombuffer(self.todo, dtype=np.int64) if len(self.todo) else np.empty(0, dtype=np.int64)
 
-        track_fixes, tracks_read = track_reader(cfg) if cfg.tracks else (Fixes.empty(), [])
+        track_fixes, tracks_read = self.track_fixes, self.tracks_read
         camera_keys = np.where(camera >= 0, camera, -1 - np.arange(n))  # an unknown camera stands alone
         per_photo_gps, _ = camera_gps_offsets(local, gps, camera_keys)
         times = resolve_photo_utc(
@@ -229,8 +238,7 @@ class TimePlanner:
         # rows are made for the work list only; the --siblings-dir photos are fixes, never targets
         targets = todo[~tagged[todo] & np.isfinite(utc[todo])]
         result = _Result.empty(len(todo))
-        pos = {int(i): k for k, i in enumerate(todo.tolist())} if len(targets) else {}
-        target_rows = np.array([pos[int(i)] for i in targets.tolist()], dtype=np.int64)
+        target_rows = np.searchsorted(todo, targets)  # todo is increasing: the walk's order
         remaining = np.ones(len(targets), dtype=bool)
         reasons = np.full(len(targets), "" if cfg.places else "no --track or --siblings given", dtype=object)
         for kind, fixes in ((TRACK, track_fixes), (SIBLING, sibling_fixes)):
@@ -481,6 +489,13 @@ class _Result:
             "fix_dt_s": opt(self.dt[k]),
             "fix_source": self.fix_source[k],
         }
+
+
+def count_sources(rows: Iterable[dict[str, Any]], counts: dict[str, int]) -> None:
+    """Add rows to `counts` by where their position came from: `source`, else `error` or `left`."""
+    for row in rows:
+        key = row.get("source") or ("error" if row["status"] == "error" else "left")
+        counts[key] = counts.get(key, 0) + 1
 
 
 def _with_evidence(record: ImageRecord) -> tuple[ImageRecord, tuple]:

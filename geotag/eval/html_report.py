@@ -102,10 +102,11 @@ def make_thumbnail(photo: Path, out: Path, side: int = THUMB_SIDE) -> tuple[int,
         import pillow_heif
         from PIL import Image, ImageOps
 
+        from geotag.io.decode import fit_decode
+
         pillow_heif.register_heif_opener()
         with Image.open(photo) as im:
-            if im.format == "JPEG":
-                im.draft("RGB", (side * 2, side * 2))
+            fit_decode(im, side * 2)  # JPEG draft; a decompression bomb is refused, not decoded
             im.load()
             img = ImageOps.exif_transpose(im).convert("RGB")
         img.thumbnail((side, side), Image.Resampling.LANCZOS)

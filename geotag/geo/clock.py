@@ -37,9 +37,9 @@ def parse_clock_offset(text: str) -> float:
     """An offset in exiftool's `-geosync` syntax `[+|-][[[DD ]HH:]MM:]SS[.ss]`, in seconds.
 
     `"+1:30"` = 90, `"-0:00:12"` = -12, `"1 02:00:00"` = 93600, `"12"` = 12 (a lone number is seconds,
-    as exiftool reads Geosync), `"+12.5"` = 12.5. Fields are not range-checked (exiftool adds `"0:90"` up
-    to 5400 s too). exiftool also reads looser forms (it takes the last four numbers of whatever it is
-    given); geotag asks for the documented one and raises InputError for anything else."""
+    as exiftool reads Geosync), `"+12.5"` = 12.5. Fields are not range-checked (`"0:90"` is 90 s and
+    `"90:00"` 5400 s, as exiftool adds them up). exiftool also reads looser forms (it takes the last
+    four numbers of whatever it is given); geotag asks for the documented form, InputError otherwise."""
     match = _GEOSYNC.match(text) if isinstance(text, str) else None
     if not match:
         raise InputError(

@@ -102,6 +102,8 @@ def resolve_photo_utc(
     tz: Zone | str | None = None,
     ignore_photo_tz: bool = False,
     camera_offset_s: ArrayLike | None = None,
+    gps_utc_s: ArrayLike | None = None,
+    camera: ArrayLike | None = None,
     fixes: Fixes | None = None,
 ) -> PhotoTimes:
     """UTC seconds for naive local capture times, per photo, by the module's rules.
@@ -109,10 +111,14 @@ def resolve_photo_utc(
     `local_s`: DateTimeOriginal (+ SubSecTimeOriginal) as seconds since 1970 as if UTC, NaN where none.
     `exif_offset_s`: OffsetTimeOriginal in seconds (`parse_exif_offset`), NaN where none.
     `tz`: a `Zone`, a `--tz` string, `"auto"` (needs `fixes`), or None. `camera_offset_s`: each photo's
-    camera offset from `camera_gps_offsets`, NaN where none. Returns a `PhotoTimes` (it unpacks as
+    camera offset from `camera_gps_offsets`, NaN where none; or, instead, `gps_utc_s` (each photo's own
+    GPSDateStamp/GPSTimeStamp, NaN where none) and `camera` (each photo's camera key) and the offsets are
+    derived here. Returns a `PhotoTimes` (it unpacks as
     `utc_s, zone, zone_source`)."""
     local = np.asarray(local_s, dtype=np.float64).reshape(-1)
     n = local.shape[0]
+    if isinstance(tz, str) and tz.strip().lower() != "auto":
+        tz = parse_zone(tz)  # a bad --tz is refused even when every photo has its own offset
 
     def column(values: ArrayLike | None) -> np.ndarray:
         if values is None:
@@ -123,6 +129,8 @@ def resolve_photo_utc(
         return out
 
     exif = column(exif_offset_s)
+    if camera_offset_s is None and gps_utc_s is not None:
+        camera_offset_s, _ = camera_gps_offsets(local, column(gps_utc_s), camera)
     camera = column(camera_offset_s)
     utc = np.full(n, np.nan)
     zone = np.full(n, None, dtype=object)
@@ -149,9 +157,9 @@ def resolve_photo_utc(
             zone[idx[found]] = auto_zone[found]
             source[idx[found]] = "tz-auto"
             return
-        chosen = tz if isinstance(tz, Zone) else parse_zone(tz)
-        utc[sel] = chosen.to_utc(local[sel])
-        zone[sel] = chosen.name
+        assert isinstance(tz, Zone)
+        utc[sel] = tz.to_utc(local[sel])
+        zone[sel] = tz.name
         source[sel] = "tz"
 
     if ignore_photo_tz and tz is not None:

@@ -1,19 +1,22 @@
 """Photos placed on timed fixes by exiftool's `-geotag` rules (Geotag.pm SetGeoValues), vectorised.
 
-For a photo at UTC time tp against fixes sorted by time (all sources and segments merged by time, as
+For a photo at UTC time T against fixes sorted by time (all sources and segments merged by time, as
 exiftool merges every file it loads into one time-keyed table):
 
-- tp before the first fix: the first fix if `tp >= t_first - max_extrapolate`, else nothing; after the last
-  fix likewise (`tp <= t_last + max_extrapolate`).
-- Otherwise the two fixes around tp: t0 <= tp < t1 (tp at the last fix: the last two). If `t1 - t0 <=
+- T before the first fix: the first fix if `T >= t_first - max_extrapolate`, else nothing; after the last
+  fix likewise (`T <= t_last + max_extrapolate`).
+- Otherwise the two fixes around T: t0 <= T < t1 (T at the last fix: the last two). If `t1 - t0 <=
   max_gap` (exactly max_gap still interpolates), linear interpolation in time of latitude, longitude and
-  altitude; if the later fix is the first fix of its source (a new track file), the gap allowed is
-  `max_extrapolate` instead (exiftool's "first" flag; both default to 1800 s). A longer gap: the nearer of
-  the two fixes (the later one on a tie) if it is at most `max_extrapolate` away, else nothing.
+  altitude; if the later fix is the first fix of its source (a new track file: its earliest fix), the
+  gap allowed is `max_extrapolate` instead (exiftool's "first" flag; both default to 1800 s). A longer
+  gap: the nearer of the two fixes (the later one on a tie) if at most `max_extrapolate` away, else none.
 - A photo exactly at a fix gets that fix's position (interpolation weight 0 or 1).
 - Longitude is interpolated around the circle: where the two longitudes differ by more than 180 degrees,
-  the short way across the antimeridian, the result in [-180, 180) (exiftool's `%cyclical` handling:
-  179.9 and -179.9 meet at -180.0, never at 0).
+  the short way across the antimeridian, the result in [-180, 180) (179.9 and -179.9 meet at -180.0,
+  never at 0). This is what exiftool's `%cyclical` code means to do, and does eastward (179.9 then
+  -179.9); westward (-179.8 then 179.95) its `$v0 < $v1 ? $v0 += 360 : $v1 += 360` parses in Perl as
+  `(... ? $v0 += 360 : $v1) += 360`, adds 720 degrees and writes a wrong longitude (60.1 E a third of
+  the way). geotag takes the short way both ways: where it knowingly differs from exiftool.
 - Altitude, NaN-aware as exiftool: interpolated when both fixes have it; else between the nearest fixes
   with an altitude within the gap allowed on each side; else the altitude of a fix near the nearest fix
   (within max_extrapolate; exiftool then prefers the earlier one); before / after the track, scanning
@@ -131,7 +134,8 @@ def _check_limit(name: str, value: float) -> float:
 
 
 def _interp_lon(v0: np.ndarray, v1: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """exiftool's cyclical interpolation: across the antimeridian when the longitudes differ by > 180."""
+    """Across the antimeridian when the longitudes differ by > 180 (exiftool's rule and threshold, without
+    its Perl precedence slip on westward crossings: module docstring)."""
     wrap = np.abs(v1 - v0) > 180
     low0 = v0 < v1
     v0 = np.where(wrap & low0, v0 + 360, v0)

@@ -43,6 +43,7 @@ _EXIF_OFFSET = re.compile(r"^\s*([+-])(\d{1,2}):(\d{2})\s*$")
 _EXIF_DATETIME = re.compile(
     r"^\s*(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$"
 )
+_DATETIME_LIMIT_S = 6.0e10  # about year 3870 (and -1870): well inside what datetime can represent
 MAX_OFFSET_S = 14 * 3600
 """The widest offset any zone has (Line Islands, +14:00); EXIF offsets beyond it are junk."""
 
@@ -80,7 +81,7 @@ class Zone:
         if self.offset_s is not None:
             return np.where(np.isnan(local), np.nan, self.offset_s)
         out = np.full(local.shape, np.nan)
-        ok = np.isfinite(local)
+        ok = np.isfinite(local) & (np.abs(local) < _DATETIME_LIMIT_S)  # years 1 to 9999 only: else NaN
         if not ok.any():
             return out
         seconds = np.floor(local[ok]).astype(np.int64)

@@ -7,6 +7,11 @@ Decisions a user should know:
 - JPEGs are decoded with `draft()` to the smallest 1/2, 1/4 or 1/8 DCT scale whose shortest side is
   still at least the model's input size: about 3.5x faster than a full decode of a 12 MP photo, and the
   image is resized down to the input size afterwards regardless.
+- Decompression bombs: a 389 KB PNG can declare 20000 x 20000 pixels, and only JPEG can be decoded
+  reduced (Pillow has no reduced decode for PNG, TIFF, WebP or HEIC). So an image that would still
+  hold more than `DECODE_LIMIT_PIXELS` (100 MP) once decoded is refused (an error row) before a byte
+  of it is decoded; a larger JPEG is decoded at a draft scale that fits. Memory per worker stays
+  about 100 MP x 4 bytes at most, whatever the file claims (docs/performance.md).
 - A truncated file is an error (Pillow's LOAD_TRUNCATED_IMAGES stays False): a grey half-image would
   give a confident wrong answer.
 """
@@ -27,6 +32,8 @@ if TYPE_CHECKING:  # torch is imported where tensors are made, so scan never pay
 
 MAX_PIXELS = 1_000_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+DECODE_LIMIT_PIXELS = 100_000_000
+"""The most pixels an image may hold once decoded (after JPEG draft scaling): 400 MB as RGBA."""
 pillow_heif.register_heif_opener()
 
 _RESAMPLE = {
@@ -50,11 +57,33 @@ def load_rgb(path: str | os.PathLike[str], min_side: int | None = None) -> Image
     DCT scale that still has at least that many pixels on each side.
     """
     with Image.open(path) as im:
-        if min_side and im.format in ("JPEG", "MPO"):  # MPO: phone JPEGs with a second image appended
-            im.draft("RGB", (min_side, min_side))
+        fit_decode(im, min_side)
         im.load()
         upright = ImageOps.exif_transpose(im)
         return upright.convert("RGB")
+
+
+class ImageTooLarge(ValueError):
+    """An image that would take more than DECODE_LIMIT_PIXELS to decode (a decompression bomb, or a
+    huge non-JPEG): refused before decoding."""
+
+
+def fit_decode(im: Image.Image, min_side: int | None = None) -> None:
+    """Prepare an opened, not yet loaded image for a bounded decode: JPEG draft scaling (to `min_side`,
+    and further if the draft would still hold more than DECODE_LIMIT_PIXELS), else ImageTooLarge."""
+    if im.format in ("JPEG", "MPO"):  # MPO: phone JPEGs with a second image appended
+        want = (min_side, min_side) if min_side else im.size
+        if im.width * im.height > DECODE_LIMIT_PIXELS:  # 1/2 .. 1/8 scale: the largest that fits
+            scale = next((s for s in (2, 4, 8) if im.width * im.height <= DECODE_LIMIT_PIXELS * s * s), 8)
+            want = (min(want[0], im.width // scale), min(want[1], im.height // scale))
+        if want != im.size:
+            im.draft("RGB", want)
+    if im.width * im.height > DECODE_LIMIT_PIXELS:
+        raise ImageTooLarge(
+            f"{im.width} x {im.height} pixels ({im.width * im.height / 1e6:.0f} MP) is over the decode "
+            f"limit of {DECODE_LIMIT_PIXELS // 1_000_000} MP for {im.format or 'this format'} "
+            "(only JPEG decodes reduced; see docs/performance.md)"
+        )
 
 
 def resize_center_crop(img: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:

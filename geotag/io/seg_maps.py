@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from geotag.errors import ImageError, InputError
-from geotag.io.decode import resize_center_crop
+from geotag.io.decode import ImageTooLarge, fit_decode, resize_center_crop
 
 LABEL_MODES = ("L", "P", "I", "I;16", "LA", "PA")
 
@@ -26,9 +26,10 @@ def read_map(
     the map first so map and photo stay aligned."""
     try:
         with Image.open(path) as im:
+            fit_decode(im)  # a decompression bomb is refused, not decoded
             im.load()
             img = im
-    except OSError as exc:
+    except (OSError, ImageTooLarge) as exc:
         raise ImageError(f"cannot read segmentation map {path}: {exc}") from exc
     if box is not None:
         w, h = img.size

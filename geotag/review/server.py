@@ -210,7 +210,10 @@ def _as_jpeg(photo: Any) -> bytes:
         register_heif_opener()
     except ImportError:
         pass
+    from geotag.io.decode import fit_decode
+
     with Image.open(photo) as im:
+        fit_decode(im, PHOTO_SIDE)  # JPEG draft; a decompression bomb is refused, not decoded
         im = ImageOps.exif_transpose(im).convert("RGB")
         im.thumbnail((PHOTO_SIDE, PHOTO_SIDE))
         buf = io.BytesIO()

@@ -12,6 +12,7 @@ defusedxml, every file is bounded (MAX_TRACK_BYTES, MAX_ZIP_MEMBER_BYTES).
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ __all__ = [
     "TrackSet",
     "detect_format",
     "filter_quality",
-    "iter_track_files",
     "read_track",
     "read_tracks",
 ]
@@ -49,48 +49,27 @@ class TrackSet:
     warnings: tuple[str, ...]
 
 
+# reader name -> (module in this package, function); imported on first use, so reading a GPX never
+# imports fitdecode or ijson
+_READERS = {
+    "gpx": ("gpx", "read_gpx"),
+    "nmea": ("nmea", "read_nmea"),
+    "kml": ("kml", "read_kml"),
+    "kmz": ("kml", "read_kmz"),
+    "geojson": ("geojson", "read_geojson"),
+    "csv": ("csvlog", "read_csv"),
+    "fit": ("garmin", "read_fit"),
+    "tcx": ("garmin", "read_garmin_xml"),
+    "garmin-xml": ("garmin", "read_garmin_xml"),
+    "igc": ("igc", "read_igc"),
+    "takeout-records": ("takeout", "read_takeout"),
+    "takeout-timeline": ("takeout", "read_takeout"),
+}
+
+
 def _reader(fmt: str) -> Callable[[Path, str], Builder]:
-    if fmt == "gpx":
-        from geotag.io.tracks.gpx import read_gpx
-
-        return read_gpx
-    if fmt == "nmea":
-        from geotag.io.tracks.nmea import read_nmea
-
-        return read_nmea
-    if fmt == "kml":
-        from geotag.io.tracks.kml import read_kml
-
-        return read_kml
-    if fmt == "kmz":
-        from geotag.io.tracks.kml import read_kmz
-
-        return read_kmz
-    if fmt == "geojson":
-        from geotag.io.tracks.geojson import read_geojson
-
-        return read_geojson
-    if fmt == "csv":
-        from geotag.io.tracks.csvlog import read_csv
-
-        return read_csv
-    if fmt == "fit":
-        from geotag.io.tracks.garmin import read_fit
-
-        return read_fit
-    if fmt in ("tcx", "garmin-xml"):
-        from geotag.io.tracks.garmin import read_garmin_xml
-
-        return read_garmin_xml
-    if fmt == "igc":
-        from geotag.io.tracks.igc import read_igc
-
-        return read_igc
-    if fmt in ("takeout-records", "takeout-timeline"):
-        from geotag.io.tracks.takeout import read_takeout
-
-        return read_takeout
-    raise ValueError(fmt)
+    module, function = _READERS[fmt]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
 
 
 def read_track(path: str | os.PathLike[str], warnings: list[str] | None = None) -> Fixes:
@@ -113,21 +92,6 @@ def read_track(path: str | os.PathLike[str], warnings: list[str] | None = None) 
             warnings.append(f"{name}: {builder.untimed} point(s) without a time; not used")
         warnings.extend(f"{name}: {note}" for note in builder.notes)
     return fixes
-
-
-def iter_track_files(paths: Iterable[str | os.PathLike[str]]) -> Iterable[tuple[Path, bool]]:
-    """(file, named) for each file named and each track-extension file under each folder (depth first,
-    names sorted, hidden entries skipped, each folder once even through symlinks). `named` is False for
-    files found by walking."""
-    seen_dirs: set[tuple[int, int]] = set()
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            yield from ((f, False) for f in _walk(p, seen_dirs))
-        elif p.exists():
-            yield p, True
-        else:
-            raise TrackError(f"{p}: no such file or folder")
 
 
 def _walk(root: Path, seen: set[tuple[int, int]]) -> Iterable[Path]:
@@ -162,22 +126,33 @@ def read_tracks(paths: Iterable[str | os.PathLike[str]]) -> TrackSet:
     parts: list[Fixes] = []
     files: list[str] = []
     warnings: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    for path, named in iter_track_files(paths):
-        try:
-            st = path.stat()
-            key = (st.st_dev, st.st_ino)
-        except OSError:
-            key = None
-        if key is not None:
-            if key in seen:
+    seen_files: set[tuple[int, int]] = set()
+    seen_dirs: set[tuple[int, int]] = set()
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = [(f, False) for f in _walk(p, seen_dirs)]
+            if not found:
+                warnings.append(f"{p}: no track files in this folder")
+        elif p.exists():
+            found = [(p, True)]
+        else:
+            raise TrackError(f"{p}: no such file or folder")
+        for path, named in found:
+            try:
+                st = path.stat()
+                key: tuple[int, int] | None = (st.st_dev, st.st_ino)
+            except OSError:
+                key = None
+            if key is not None:
+                if key in seen_files:
+                    continue
+                seen_files.add(key)
+            if not named and detect_format(path, by_extension=False) is None:
+                warnings.append(f"{path}: not a track format geotag reads; skipped")
                 continue
-            seen.add(key)
-        if not named and detect_format(path) is None:
-            warnings.append(f"{path}: not a track format geotag reads; skipped")
-            continue
-        parts.append(read_track(path, warnings))
-        files.append(str(path))
+            parts.append(read_track(path, warnings))
+            files.append(str(path))
     return TrackSet(fixes=Fixes.concat(parts), files=tuple(files), warnings=tuple(warnings))
 
 

@@ -38,14 +38,12 @@ def fail(name: str, where: str | None, what: str) -> TrackError:
     return TrackError(" ".join(text.split()))
 
 
-def display_name(path: Path) -> str:
-    return str(path)
-
-
 @contextmanager
-def open_bounded(path: Path, limit: int = MAX_TRACK_BYTES) -> Iterator[BinaryIO]:
-    """The file opened for reading, refused when it is no regular file or larger than `limit`."""
-    name = display_name(path)
+def open_bounded(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
+    """The file opened for reading, refused when it is no regular file or larger than `limit`
+    (MAX_TRACK_BYTES when not given)."""
+    limit = MAX_TRACK_BYTES if limit is None else limit
+    name = str(path)
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
@@ -59,7 +57,8 @@ def open_bounded(path: Path, limit: int = MAX_TRACK_BYTES) -> Iterator[BinaryIO]
         yield f
 
 
-def read_bounded(path: Path, limit: int = MAX_TRACK_BYTES) -> bytes:
+def read_bounded(path: Path, limit: int | None = None) -> bytes:
+    limit = MAX_TRACK_BYTES if limit is None else limit
     with open_bounded(path, limit) as f:
         return f.read(limit + 1)
 
@@ -88,7 +87,7 @@ def parse_time(text: str) -> float | None:
     m = _EXIF_DATETIME.match(s)
     if m:
         s = f"{m[1]}-{m[2]}-{m[3]}T{s[m.end() :]}"
-    if len(s) < 13 or s[10] not in "Tt ":  # a date alone is not a moment
+    if len(s) <= 10:  # a date alone (2024-05-01, 20240501) is not a moment
         return None
     try:
         dt = datetime.fromisoformat(s.replace("z", "Z"))
@@ -102,16 +101,6 @@ def datetime_seconds(dt: datetime) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
-
-
-def to_float(text: object) -> float:
-    """A number from text, or NaN for empty/None; raises ValueError on anything else."""
-    if text is None:
-        return NAN
-    if isinstance(text, int | float):
-        return float(text)
-    s = str(text).strip()
-    return float(s) if s else NAN
 
 
 class Builder:
@@ -171,10 +160,11 @@ class Builder:
         return f"{self.kinds[self.kind[i]]} {self.record[i]}"
 
     def fixes(self, source: str) -> Fixes:
-        """The gathered fixes, sorted by time; the first out-of-range position raises naming its record."""
-        lat = np.frombuffer(self.lat, dtype=np.float64) if len(self.lat) else np.empty(0)
-        lon = np.frombuffer(self.lon, dtype=np.float64) if len(self.lon) else np.empty(0)
-        t = np.frombuffer(self.t, dtype=np.float64) if len(self.t) else np.empty(0)
+        """The gathered fixes, sorted by time; the first out-of-range position raises naming its record.
+
+        The columns are views of the builder's arrays (no copy), and a track already in time order is
+        not re-sorted: a long history costs its fixes' bytes once, not twice."""
+        t, lat, lon = _view(self.t), _view(self.lat), _view(self.lon)
         bad_lat = ~(np.abs(lat) <= 90.0)  # NaN compares false, so it is bad too
         bad_lon = ~(np.abs(lon) <= 180.0)
         bad_t = ~np.isfinite(t)
@@ -188,24 +178,26 @@ class Builder:
             else:
                 what = "time out of range"
             raise fail(self.name, self.where(i), what)
-
-        def col(a: array) -> np.ndarray:
-            return np.array(a, dtype=np.float64) if len(a) else np.empty(0)
-
         fixes = Fixes(
-            t=col(self.t),
-            lat=col(self.lat),
-            lon=col(self.lon),
-            alt=col(self.alt),
-            hdop=col(self.hdop),
-            pdop=col(self.pdop),
-            sats=col(self.sats),
-            accuracy_m=col(self.accuracy),
-            source=np.zeros(len(self.t), dtype=np.int32),
-            segment=np.array(self.segment, dtype=np.int32) if len(self.segment) else np.empty(0, np.int32),
+            t=t,
+            lat=lat,
+            lon=lon,
+            alt=_view(self.alt),
+            hdop=_view(self.hdop),
+            pdop=_view(self.pdop),
+            sats=_view(self.sats),
+            accuracy_m=_view(self.accuracy),
+            source=np.zeros(len(t), dtype=np.int32),
+            segment=_view(self.segment, np.intc).astype(np.int32, copy=False),
             sources=(source,),
         )
-        return fixes.sorted()
+        if len(t) > 1 and bool((np.diff(t) < 0).any()):
+            fixes = fixes.sorted()
+        return fixes
+
+
+def _view(a: array, dtype: type = np.float64) -> np.ndarray:
+    return np.frombuffer(a, dtype=dtype) if len(a) else np.empty(0, dtype=dtype)
 
 
 _DMS_NUMBER = re.compile(r"[-+]?\d+(?:\.\d*)?|[-+]?\.\d+")

@@ -5,13 +5,15 @@ FIT: every `record` message with a timestamp and a position (semicircles -> degr
 
 TCX / Garmin XML: each <Trackpoint> with <Time> and <Position> (TCX LatitudeDegrees / LongitudeDegrees /
 AltitudeMeters; Garmin XML Latitude / Longitude / Altitude); each <Track> a segment. A Trackpoint without
-a position (heart rate only) is no fix. These schemas are small and fixed; the maintained TCX readers on
-PyPI (python-tcxparser, tcxreader) parse with lxml / ElementTree without entity protection and do not
-read the older logbook, so we read them from a defusedxml tree here.
+a position (heart rate only) is no fix. The two schemas share a handful of fields, so one small walk of a
+defusedxml tree reads both; a TCX library (python-tcxparser, tcxreader) would bring its own XML parser
+and still not read the older logbook.
 """
 
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 
 from geotag.io.tracks._base import (
@@ -33,7 +35,9 @@ def read_fit(path: Path, name: str) -> Builder:
 
     b = Builder(name, ("record",))
     n = 0
-    with open_bounded(path) as f:
+    with open_bounded(path) as f, warnings.catch_warnings():
+        # fitdecode warns (to stderr) about odd definitions in a corrupt file; the CRC check decides
+        warnings.simplefilter("ignore", UserWarning)
         try:
             with fitdecode.FitReader(f, check_crc=fitdecode.CrcCheck.RAISE) as reader:
                 for frame in reader:
@@ -58,8 +62,11 @@ def read_fit(path: Path, name: str) -> Builder:
                         alt = values.get("altitude")
                     acc = values.get("gps_accuracy")
                     b.add(t, la, lo, alt=_num(alt), accuracy=_num(acc), record=n)
-        except fitdecode.FitError as e:
-            raise fail(name, f"record {n + 1}" if n else None, f"not a readable FIT file ({e})") from None
+        except (fitdecode.FitError, ValueError, TypeError, KeyError, IndexError, struct.error) as e:
+            # fitdecode raises its own errors for a bad header, CRC or a cut file, and plain ones when
+            # corrupt bytes decode to nonsense: either way the file is unreadable from that record on
+            where = f"record {n + 1}" if n else None
+            raise fail(name, where, f"not a readable FIT file ({type(e).__name__}: {e})") from None
     return b
 
 

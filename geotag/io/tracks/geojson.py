@@ -55,13 +55,15 @@ def read_geojson(path: Path, name: str) -> Builder:
             b.add(_time(stamp, name, where), lat, lon, alt=alt, record=number)
         elif kind in ("LineString", "MultiLineString"):
             lines = [coords] if kind == "LineString" else coords
+            if not isinstance(lines, list) or not all(isinstance(line, list) for line in lines):
+                raise fail(name, where, f"{kind} coordinates must be lists of positions")
             times = _line_times(props)
             if times is None:
-                b.untimed += sum(len(line) for line in lines if isinstance(line, list))
+                b.untimed += sum(len(line) for line in lines)
                 continue
             if kind == "LineString" or (times and not isinstance(times[0], list)):
                 times = [times] if kind == "LineString" else _split(times, lines)
-            if not isinstance(lines, list) or len(times) != len(lines):
+            if len(times) != len(lines):
                 raise fail(name, where, "coordTimes do not match the lines")
             for line, line_times in zip(lines, times, strict=True):
                 if (

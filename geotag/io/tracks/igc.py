@@ -21,6 +21,7 @@ def read_igc(path: Path, name: str) -> Builder:
 
     text = decode_text(read_bounded(path), name)
     reader = LowLevelReader(io.StringIO(text))
+    lines = io.StringIO(text).readlines()  # the same line split as the reader's
     b = Builder(name)
     day_start: float | None = None
     last_tod = -1.0
@@ -36,6 +37,12 @@ def read_igc(path: Path, name: str) -> Builder:
             continue  # other records (and aerofiles' complaints about headers it does not know) are not used
         if error is not None:
             raise fail(name, f"line {line}", f"bad B record ({error})")
+        raw = lines[line - 1] if line <= len(lines) else ""
+        if raw[14:15] not in ("N", "S") or raw[23:24] not in (
+            "E",
+            "W",
+        ):  # aerofiles reads any letter as N / E
+            raise fail(name, f"line {line}", "bad B record (hemisphere is not N/S and E/W)")
         if day_start is None:
             b.untimed += 1
             continue

@@ -87,6 +87,8 @@ def read_nmea(path: Path, name: str) -> Builder:
         if current is None or abs(tod - current.tod) > 1e-3:
             current = _Epoch(line=number, tod=tod)
             epochs.append(current)
+        if fix.get("day") is not None and not isinstance(fix["day"], date):
+            raise fail(name, where, f"bad date {str(fix['day'])[:12]!r} in {kind} sentence")
         if fix.get("day") is not None and current.day is None:
             current.day = fix["day"]
         if "lat" in fix and current.lat != current.lat:
@@ -104,10 +106,18 @@ def read_nmea(path: Path, name: str) -> Builder:
             continue
         t = datetime.combine(e.day, time(), tzinfo=UTC).timestamp() + e.tod
         b.add(t, e.lat, e.lon, alt=e.alt, hdop=e.hdop, pdop=e.pdop, sats=e.sats, record=e.line)
-    b.untimed = undated
+    if undated:
+        b.notes.append(f"{undated} fix(es) without a date (no RMC or ZDA sentence in the file); not used")
     if skipped:
         b.notes.append(f"{skipped} void or fixless sentence(s) skipped")
     return b
+
+
+def _position(msg) -> dict:
+    """lat / lon of a sentence; pynmea2 reads an unknown hemisphere letter as 0 degrees, we refuse it."""
+    if msg.lat_dir not in ("N", "S") or msg.lon_dir not in ("E", "W"):
+        raise ValueError(f"hemisphere {msg.lat_dir!r} / {msg.lon_dir!r} is not N/S and E/W")
+    return {"lat": msg.latitude, "lon": msg.longitude}
 
 
 def _read_sentence(kind: str, msg) -> dict | None:
@@ -115,14 +125,13 @@ def _read_sentence(kind: str, msg) -> dict | None:
     if kind == "RMC":
         if msg.status != "A" or not msg.lat:
             return None
-        return {"tod": _tod(msg.timestamp), "day": msg.datestamp, "lat": msg.latitude, "lon": msg.longitude}
+        return {"tod": _tod(msg.timestamp), "day": msg.datestamp, **_position(msg)}
     if kind == "GGA":
-        if not msg.gps_qual or int(msg.gps_qual) == 0 or not msg.lat:
+        if msg.gps_qual == 0 or not msg.lat:  # an empty quality field is accepted, as exiftool does
             return None
         return {
             "tod": _tod(msg.timestamp),
-            "lat": msg.latitude,
-            "lon": msg.longitude,
+            **_position(msg),
             "alt": _float(msg.altitude),
             "hdop": _float(msg.horizontal_dil),
             "sats": _float(msg.num_sats),
@@ -130,7 +139,7 @@ def _read_sentence(kind: str, msg) -> dict | None:
     if kind == "GLL":
         if msg.status != "A" or not msg.lat:
             return None
-        return {"tod": _tod(msg.timestamp), "lat": msg.latitude, "lon": msg.longitude}
+        return {"tod": _tod(msg.timestamp), **_position(msg)}
     if kind == "GSA":
         return {"pdop": _float(msg.pdop), "hdop": _float(msg.hdop)}
     if kind == "ZDA":
@@ -149,6 +158,8 @@ def _read_pmgntrk(data: list[str]) -> dict | None:
     lat, ns, lon, ew, alt, unit, hms, status, _name, dmy = fields[:10]
     if status != "A" or not lat or not lon:
         return None
+    if ns not in ("N", "S") or ew not in ("E", "W"):
+        raise ValueError(f"hemisphere {ns!r} / {ew!r} is not N/S and E/W")
     latitude = dm_to_sd(lat) * (-1 if ns == "S" else 1)
     longitude = dm_to_sd(lon) * (-1 if ew == "W" else 1)
     altitude = _float(alt) * (0.3048 if unit == "F" else 1.0)

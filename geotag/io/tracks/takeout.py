@@ -141,7 +141,8 @@ class _Timeline:
             self.segment += 1
         visit = seg.get("visit")
         if isinstance(visit, dict):
-            place = (visit.get("topCandidate") or {}).get("placeLocation")
+            candidate = visit.get("topCandidate")
+            place = candidate.get("placeLocation") if isinstance(candidate, dict) else None
             latlng = place.get("latLng") if isinstance(place, dict) else place
             if latlng is not None:
                 lat, lon = _latlng(latlng, name, where)

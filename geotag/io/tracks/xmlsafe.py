@@ -18,6 +18,8 @@ def parse_xml(data: bytes, name: str) -> Element:
         line = e.position[0] if getattr(e, "position", None) else None
         reason = str(e).split(":")[0] or "not well-formed"
         return _raise(name, f"line {line}" if line else None, f"not well-formed XML ({reason})")
+    except LookupError as e:  # an encoding declaration Python does not know
+        return _raise(name, "line 1", f"not readable XML ({e})")
     except defusedxml.DefusedXmlException as e:
         return _raise(name, None, f"XML with entity declarations or external references is not read ({e})")
 
