@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if not photos.exists():
         make_photos(photos, args.n, (w, h))
     if not gallery.exists():
-        make_sample_data(sample)
+        make_sample_data(sample, trip=False)
         run_gallery_build(GalleryConfig(paths=[sample], out=gallery, device="cpu", workers=0))
     common = {
         "model": "knn",

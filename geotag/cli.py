@@ -1344,7 +1344,7 @@ def eval_cmd(
     ] = "1,25,200,750,2500",
     by: Annotated[
         list[str] | None,
-        typer.Option("--by", help="Break down by a column (scene, model, folder, country, ...)."),
+        typer.Option("--by", help="Break down by a column (scene, model, folder, country, source, ...)."),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv | markdown")] = "table",
     truth: Annotated[

@@ -150,8 +150,128 @@ def _save(img: Image.Image, path: Path, exif: Image.Exif) -> None:
     img.save(path, format=fmt, **options)
 
 
-def make_sample_data(folder: Path) -> list[Path]:
-    """Write the sample photos and `truth.csv` (path, lat, lon) into `folder`; returns the photo paths."""
+# --- the trip: time as evidence (sample_data/trip) ---------------------------------------------------------
+# A morning ride logged by a GPS (track.gpx), a walk later on photographed with a phone (GPS-tagged photos),
+# and a camera without GPS along both, whose clock runs 3 min 12 s slow; one more camera photo in the
+# evening, far from any fix, for the visual model. All photos carry OffsetTimeOriginal (+01:00, Lisbon in
+# summer). The positions are functions of time (a straight walk, a gently curving ride): the track and the
+# phone sample them, and the truth of each camera photo is the function at its true time.
+TRIP = "trip"
+TRIP_NAME = "Lisbon"
+TRIP_DAY = datetime(2024, 6, 15)  # UTC date
+TRIP_ZONE = timedelta(hours=1)  # OffsetTimeOriginal +01:00
+CAMERA_SLOW_S = 192  # the camera's clock is 3 min 12 s behind: --clock-offset "NIKON D850=+0:03:12"
+CAMERA = ("NIKON CORPORATION", "NIKON D850")
+PHONE = ("Apple", "iPhone 13")
+RIDE = (timedelta(hours=9), timedelta(hours=9, minutes=30))  # the GPS track, UTC
+WALK = (timedelta(hours=11), timedelta(hours=11, minutes=30))  # the phone photos, UTC
+TRACK_STEP_S = 10
+PHONE_SHOTS_MIN = (0, 10, 20, 30)  # minutes into the walk
+CAMERA_SHOTS = (  # UTC time of the day: four during the ride, two during the walk, one in the evening
+    timedelta(hours=9, minutes=4, seconds=33),
+    timedelta(hours=9, minutes=11, seconds=7),
+    timedelta(hours=9, minutes=18, seconds=24),
+    timedelta(hours=9, minutes=26, seconds=41),
+    timedelta(hours=11, minutes=5, seconds=12),
+    timedelta(hours=11, minutes=24, seconds=3),
+    timedelta(hours=19, minutes=10),
+)
+EVENING = (38.6916, -9.2160)  # Belem: no fix within hours, so only a visual model can place it
+
+
+def trip_position(t: timedelta) -> tuple[float, float, float]:
+    """(lat, lon, altitude m) at UTC time of day `t`: on the ride, on the walk, else the evening spot."""
+    for (start, end), path in ((RIDE, _ride), (WALK, _walk)):
+        if start <= t <= end:
+            return path((t - start) / (end - start))
+    return (*EVENING, 8.0)
+
+
+def _ride(u: float) -> tuple[float, float, float]:
+    """About 2.7 km west along the river in 30 min."""
+    return (
+        38.7075 - 0.0040 * u + 0.0015 * math.sin(math.pi * u),
+        -9.1365 - 0.0300 * u,
+        5 + 15 * math.sin(math.pi * u),
+    )
+
+
+def _walk(u: float) -> tuple[float, float, float]:
+    """About 1.1 km up through Alfama in 30 min, in a straight line."""
+    return 38.7110 + 0.0080 * u, -9.1300 - 0.0060 * u, 20 + 40 * u
+
+
+def _trip_exif(
+    make_model: tuple[str, str], local: datetime, gps: tuple[float, float, float] | None, utc: datetime | None
+) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = make_model
+    exif[0x0112] = 1
+    ifd = exif.get_ifd(EXIF_IFD)
+    ifd[0x9003] = local.strftime("%Y:%m:%d %H:%M:%S")
+    ifd[0x9011] = "+01:00"  # OffsetTimeOriginal
+    if gps is not None and utc is not None:
+        lat, lon, alt = gps
+        g = exif.get_ifd(GPS_IFD)
+        g[0] = b"\x02\x03\x00\x00"
+        g[1], g[2] = ("N" if lat >= 0 else "S"), _dms(lat)
+        g[3], g[4] = ("E" if lon >= 0 else "W"), _dms(lon)
+        g[5], g[6] = (b"\x00" if alt >= 0 else b"\x01"), Fraction(round(abs(alt) * 100), 100)
+        g[7] = (Fraction(utc.hour), Fraction(utc.minute), Fraction(utc.second))
+        g[29] = utc.strftime("%Y:%m:%d")
+    return exif
+
+
+def trip_track_gpx() -> str:
+    """The ride as GPX 1.1, a fix every TRACK_STEP_S seconds with its elevation."""
+    start, end = RIDE
+    points = []
+    t = start
+    while t <= end:
+        lat, lon, alt = trip_position(t)
+        points.append(
+            f'<trkpt lat="{lat:.7f}" lon="{lon:.7f}"><ele>{alt:.1f}</ele>'
+            f"<time>{(TRIP_DAY + t):%Y-%m-%dT%H:%M:%S}Z</time></trkpt>"
+        )
+        t += timedelta(seconds=TRACK_STEP_S)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<gpx version="1.1" creator="geotag sample_data" xmlns="http://www.topografix.com/GPX/1/1">\n'
+        "<trk><name>morning ride</name><trkseg>\n" + "\n".join(points) + "\n</trkseg></trk></gpx>\n"
+    )
+
+
+def make_trip(folder: Path, size: tuple[int, int] = (480, 360)) -> list[Path]:
+    """Write the trip into `folder`: track.gpx, phone_N.jpg (GPS-tagged), camera_N.jpg (no GPS, clock
+    CAMERA_SLOW_S slow) and truth.csv (every photo's true position); returns the photo paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "track.gpx").write_text(trip_track_gpx())
+    shots: list[tuple[str, tuple[str, str], timedelta, bool]] = [
+        (f"phone_{i + 1}.jpg", PHONE, WALK[0] + timedelta(minutes=m), True)
+        for i, m in enumerate(PHONE_SHOTS_MIN)
+    ]
+    shots += [(f"camera_{i + 1}.jpg", CAMERA, t, False) for i, t in enumerate(CAMERA_SHOTS)]
+    written = []
+    with open(folder / "truth.csv", "w", newline="") as fh:
+        truth = csv.writer(fh)
+        truth.writerow(["path", "lat", "lon", "name"])
+        for view, (name, device, t, tagged) in enumerate(shots):
+            lat, lon, alt = trip_position(t)
+            utc = TRIP_DAY + t
+            local = utc + TRIP_ZONE - (timedelta(0) if tagged else timedelta(seconds=CAMERA_SLOW_S))
+            exif = _trip_exif(device, local, (lat, lon, alt) if tagged else None, utc if tagged else None)
+            place = Place(TRIP_NAME, lat, lon, name, tagged=tagged, view=view)
+            render(place, size).save(folder / name, "JPEG", quality=85, exif=exif.tobytes())
+            truth.writerow([name, f"{lat:.7f}", f"{lon:.7f}", TRIP_NAME])
+            written.append(folder / name)
+    return written
+
+
+def make_sample_data(folder: Path, trip: bool = True) -> list[Path]:
+    """Write the sample photos and `truth.csv` (path, lat, lon) into `folder`, and with `trip` the time
+    evidence of `folder/trip` (make_trip: a GPX track, phone photos, a camera's); returns the photo paths.
+    The steps of `make demo` before the trip leave `trip/` out (--exclude), as the tests that count the
+    sample photos do (trip=False)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with open(folder / "truth.csv", "w", newline="") as fh:
@@ -167,6 +287,8 @@ def make_sample_data(folder: Path) -> list[Path]:
     (folder / TRUNCATED_FILE).write_bytes(good[: len(good) // 3])
     (folder / NOT_A_PHOTO).write_text("this is not a picture\n")
     written += [folder / TRUNCATED_FILE, folder / NOT_A_PHOTO]
+    if trip:
+        written += make_trip(folder / TRIP)
     return written
 
 

@@ -22,11 +22,12 @@ def fixture_dir(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's own sample_data, rendered once per test session."""
+    """The project's own sample_data, rendered once per test session, without `trip/` (the time-evidence
+    photos, which `make demo`'s scan / gallery / knn steps leave out too: tests/test_sample_trip.py)."""
     from geotag.sample_data import make_sample_data
 
     folder = tmp_path_factory.mktemp("sample_data")
-    make_sample_data(folder)
+    make_sample_data(folder, trip=False)
     return folder
 
 

@@ -37,4 +37,10 @@ def apply_decisions(
             )
         if d.action != "accept":
             continue
-        yield {**row, "pred_lat": d.lat, "pred_lon": d.lon, "model": reviewed_model(row.get("model"), d)}
+        out = {**row, "pred_lat": d.lat, "pred_lon": d.lon, "model": reviewed_model(row.get("model"), d)}
+        if d.source != "prediction" and row.get("source") in ("track", "sibling"):
+            # a candidate or a dragged pin is the reviewer's estimate, not the track's position: it is
+            # written as an estimate (model=track (reviewed, moved)), without the track's time stamps
+            out["model"] = reviewed_model(row.get("model") or row.get("source"), d)
+            out["source"] = "model"
+        yield out

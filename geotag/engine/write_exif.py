@@ -29,7 +29,7 @@ import shutil
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ from geotag.io.durable import (
     write_new_file,
 )
 from geotag.io.exif_write import (
+    ESTIMATE_MARKS,
+    TIME_SOURCES,
     ExiftoolWriter,
     ExistingGps,
     GpsFix,
@@ -79,7 +81,20 @@ BATCH_SIZE = 64
 """Rows per batch: enough to amortise exiftool round trips and fsyncs, small enough that a kill
 loses little work and memory stays flat."""
 REQUIRED_COLUMNS = ("image_id", "path", "status", "pred_lat", "pred_lon")
-OPTIONAL_COLUMNS = ("confidence", "error_km", "gt_lat", "gt_lon", "model")
+OPTIONAL_COLUMNS = (
+    "confidence",
+    "error_km",
+    "gt_lat",
+    "gt_lon",
+    "model",
+    # schema 3: a position placed by time is written with its altitude, UTC time and how it was found
+    "source",
+    "pred_alt",
+    "taken_at_utc",
+    "fix_before",
+    "fix_after",
+    "fix_dt_s",
+)
 
 # Why a row is skipped (the summary counts these)
 SKIP_STATUS = "status is not ok"
@@ -133,10 +148,20 @@ class FileResult:
         if self.action == "would write" and self.fix is not None:
             fix = self.fix
             where = f"{fix.lat:.6f}, {fix.lon:.6f}"
-            extra = f"confidence {fix.confidence:.3f}" if fix.confidence is not None else "no confidence"
+            if fix.by_time:
+                extra = fix.how or ""
+            else:
+                extra = f"confidence {fix.confidence:.3f}" if fix.confidence is not None else "no confidence"
             if fix.error_km is not None:
                 km = fix.error_km
-                extra += f", error radius {km:,.0f} km" if km >= 10 else f", error radius {km:.2f} km"
+                if fix.by_time and km < 1:
+                    extra += f", error radius {km * 1000:.0f} m"
+                else:
+                    extra += f", error radius {km:,.0f} km" if km >= 10 else f", error radius {km:.2f} km"
+            if fix.by_time:
+                extra += f", altitude {fix.alt:.1f} m" if fix.alt is not None else ""
+                if fix.time_utc is not None:
+                    extra += f", GPS time {fix.gps_date} {fix.gps_time_text} UTC"
             if self.copies:
                 extra += f"; {' and '.join(self.copies)} GPS updated to agree"
             lines = [f"would write {self.target}\t{where}\t({extra})"]
@@ -247,7 +272,24 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
     if not opts.overwrite_gps and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
         return None, SKIP_HAS_GPS
     fix = GpsFix(lat=lat, lon=lon, model=row.get("model"), confidence=confidence, error_km=error_km)
+    if row.get("source") in TIME_SOURCES:
+        fix = _time_fix(fix, row)
     return fix, None
+
+
+def _time_fix(fix: GpsFix, row: dict[str, Any]) -> GpsFix:
+    """A position placed by time: its altitude, the photo's UTC time (GPSDateStamp / GPSTimeStamp)
+    and how it was matched, as exiftool's -geotag writes them (what is unknown is not written)."""
+    when = row.get("taken_at_utc")
+    when = when if isinstance(when, datetime) and when.tzinfo is not None else None
+    return replace(
+        fix,
+        source=row["source"],
+        alt=_finite(row.get("pred_alt")),
+        time_utc=when,
+        fix_dt_s=_finite(row.get("fix_dt_s")),
+        interpolated=row.get("fix_before") is not None and row.get("fix_after") is not None,
+    )
 
 
 def _read_only(path: Path, st: os.stat_result) -> bool:
@@ -682,7 +724,21 @@ class _Run:
             atime_ns=st.st_atime_ns if st else None,
             mtime_ns=st.st_mtime_ns if st else None,
             old_gps={"lat": existing.lat, "lon": existing.lon, "tags": existing.tags},
-            new_gps={"lat": fix.lat, "lon": fix.lon, "method": fix.method, "error_m": fix.error_m},
+            new_gps={
+                "lat": fix.lat,
+                "lon": fix.lon,
+                "method": fix.method,
+                "error_m": fix.error_m,
+                **(
+                    {
+                        "source": fix.source,
+                        "alt": fix.alt,
+                        "time_utc": fix.time_utc and fix.time_utc.isoformat(),
+                    }
+                    if fix.by_time
+                    else {}
+                ),
+            },
             writer=self.writer_name,
         )
         return record
@@ -912,19 +968,16 @@ def _undo_one(record: dict[str, Any], backups: Path | None) -> tuple[str, str | 
 
 
 def _carries_estimate(path: Path) -> bool:
-    """Does the file hold geotag's GPSProcessingMethod mark? (What write-exif writes, in every
-    format; a journal naming a file geotag never wrote is refused.)"""
+    """Does the file hold one of geotag's GPSProcessingMethod marks (ESTIMATE_MARKS)? (What
+    write-exif writes, in every format; a journal naming a file geotag never wrote is refused.)"""
+    keep = max(len(m) for m in ESTIMATE_MARKS)
     tail = b""
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
-            if ESTIMATE_MARK in tail + chunk:
+            if any(mark in tail + chunk for mark in ESTIMATE_MARKS):
                 return True
-            tail = chunk[-len(ESTIMATE_MARK) :]
+            tail = chunk[-keep:]
     return False
-
-
-ESTIMATE_MARK = b"estimate (not measured)"
-"""Part of every GPSProcessingMethod geotag writes (see geotag.io.exif_write.provenance_text)."""
 
 
 def _check_journal_owner(path: Path) -> None:

@@ -134,6 +134,7 @@ class FileSection:
     worst: list[dict[str, Any]]
     by_country: list[dict[str, Any]]
     by_scene: list[dict[str, Any]]
+    by_source: list[dict[str, Any]] = field(default_factory=list)
     map_fig: Figure | None = None
     map_page: str | None = None  # the interactive map's file name, beside index.html
     thumbs: list[str | None] = field(default_factory=list)  # per worst row: src, or None (placeholder)
@@ -163,6 +164,7 @@ def collect(
         worst=report_data.worst_rows(con, src, worst_n),
         by_country=breakdown("gt_country"),
         by_scene=breakdown("scene"),
+        by_source=breakdown("source"),
     )
 
 
@@ -327,6 +329,22 @@ def group_table(
     return table_html([e(h) for h in headers], rows, numeric)
 
 
+def source_table(sections: Sequence[FileSection], thresholds: Sequence[float]) -> str:
+    """Per (source, file): rows, rows placed, scored, accuracy, median (`geotag eval --by source`)."""
+    multi = len(sections) > 1
+    headers = ["source"] + (["file"] if multi else []) + ["rows", "no prediction", "scored"]
+    headers += [threshold_title(t) for t in thresholds] + ["median km"]
+    rows = []
+    for s in sections:
+        for row in s.by_source:
+            cells = [e(row.get("source") or "(none)")] + ([e(s.src.label)] if multi else [])
+            cells += [f"{int(row[k]):,}" for k in ("n_rows", "n_no_pred", "n_scored")]
+            cells += [pct(row.get(threshold_key(t))) for t in thresholds] + [km(row.get("median_km"))]
+            rows.append(cells)
+    numeric = [False] * (2 if multi else 1) + [True] * (len(headers) - (2 if multi else 1))
+    return table_html([e(h) for h in headers], rows, numeric)
+
+
 def coords(lat: object, lon: object) -> str:
     if lat is None or lon is None:
         return "-"
@@ -421,6 +439,15 @@ def page_body(
                 f'<p><a class="map-link" href="{e(s.map_page)}">Interactive map of {e(s.src.label)}</a> '
                 "(pan, zoom, hover for the photo; works offline)</p>"
             )
+
+    if any(row.get("source") for s in sections for row in s.by_source):
+        parts.append("<h2>Where the positions came from</h2>")
+        parts.append(
+            "<p>By <code>source</code>: <code>track</code> (a GPS track, by time), <code>sibling</code> "
+            "(GPS-tagged photos taken around it), <code>model</code> (a visual model), <code>exif</code> "
+            "(the photo's own GPS), <code>fused</code>; the map colours and filters its points by it.</p>"
+        )
+        parts.append(source_table(sections, thresholds))
 
     parts.append("<h2>Confidence: which <code>--min-confidence</code> to pass to write-exif</h2>")
     if "calibration" in figs:

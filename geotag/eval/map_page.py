@@ -3,7 +3,9 @@
 Why a page of its own: the static PNG stays for papers; this one is for looking. Leaflet and
 markercluster are inlined (geotag.eval.leaflet), the basemap is the Natural Earth country layer, and the
 rows travel as one columnar JSON array, so 50,000 rows make a page of a few MB that clusters in the
-browser. Points are coloured by error (by confidence where there is no truth); lines to the truth, the
+browser. Points are coloured by error (by confidence where there is no truth) or by where the position
+came from (`source`: track, sibling, model, exif, fused; the default when time placed any), and a
+filter shows only the sources ticked; lines to the truth, the
 truth itself, and for a clicked point its top-k candidates and error radius are layers to switch on.
 Tooltips show the photo (loaded only on hover, by a path relative to the report), path and confidence.
 """
@@ -45,11 +47,12 @@ def map_rows(
     rows = report_data.query(
         con,
         src,
-        "SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, "
+        "SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, source, fix_dt_s, "
         f"list_slice(topk, 1, {MAX_TOPK}) AS topk FROM r WHERE {where}" + sample,
     )
     thumbs = thumbs or {}
-    names = ("lat", "lon", "glat", "glon", "d", "c", "r", "p", "img", "k")
+    old_file = "source" not in src.columns  # before schema 3 every position came from a visual model
+    names = ("lat", "lon", "glat", "glon", "d", "c", "r", "s", "t", "p", "img", "k")
     cols: dict[str, list[Any]] = {k: [] for k in names}
     base = src.path.parent
     for row in rows:
@@ -61,6 +64,9 @@ def map_rows(
         cols["d"].append(_num(row["d"], 3))
         cols["c"].append(_num(row["confidence"], 4))
         cols["r"].append(_num(row["error_km"], 3))
+        has_pred = row["pred_lat"] is not None and row["pred_lon"] is not None
+        cols["s"].append(row["source"] or ("model" if old_file and has_pred else None))
+        cols["t"].append(_num(row["fix_dt_s"], 1))
         cols["p"].append(path)
         img = thumbs.get(path)
         if img is None:
@@ -109,6 +115,8 @@ html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; }
 .legend i { display: inline-block; width: 11px; height: 11px; border-radius: 6px; margin-right: 5px; }
 .tip img { display: block; max-width: 180px; max-height: 140px; margin-bottom: 4px; }
 .tip { max-width: 260px; white-space: normal; }
+.sources { background: #fff; padding: 6px 9px; border-radius: 4px; line-height: 1.6; }
+.sources label { display: block; cursor: pointer; }
 #title { position: absolute; z-index: 1000; left: 55px; top: 10px; background: #fff; padding: 4px 9px;
          border-radius: 4px; font-weight: 600; }
 </style></head>
@@ -133,7 +141,16 @@ const ERR = [[1, "#1a9850", "< 1 km"], [25, "#66bd63", "< 25 km"], [200, "#d9ef8
 const CONF = [[0.1, "#a50026", "conf < 0.1"], [0.3, "#f46d43", "< 0.3"], [0.5, "#fdae61", "< 0.5"],
               [0.7, "#d9ef8b", "< 0.7"], [0.9, "#66bd63", "< 0.9"], [Infinity, "#1a9850", ">= 0.9"]];
 const SCALE = byError ? ERR : CONF;
+const SRC = {track: "#1f78b4", sibling: "#33a02c", model: "#ff7f00", exif: "#6a3d9a", fused: "#e31a1c"};
+const SRC_ORDER = ["track", "sibling", "model", "exif", "fused"];
+const srcKey = i => D.s[i] === null ? "(none)" : D.s[i];
+const srcCount = {};
+for (let i = 0; i < N; i++) if (D.lat[i] !== null) srcCount[srcKey(i)] = (srcCount[srcKey(i)] || 0) + 1;
+const present = Object.keys(srcCount).sort((a, b) =>
+  (SRC_ORDER.indexOf(a) + 1 || 99) - (SRC_ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
+let colourBy = present.some(k => k !== "model" && k !== "(none)") ? "source" : "value";
 function colour(i) {
+  if (colourBy === "source") return SRC[D.s[i]] || "#777";
   const v = byError ? D.d[i] : D.c[i];
   if (v === null) return "#777";
   for (const [lim, col] of SCALE) if (v < lim) return col;
@@ -148,6 +165,9 @@ function tip(i) {
   let h = '<div class="tip">';
   if (D.img[i]) h += '<img src="' + esc(D.img[i]) + '" alt="">';
   h += esc(D.p[i]) + "<br>confidence " + (D.c[i] === null ? "?" : D.c[i].toFixed(3));
+  if (D.s[i] !== null) {
+    h += "<br>source " + esc(D.s[i]) + (D.t[i] === null ? "" : ", " + D.t[i] + " s from a fix");
+  }
   if (D.d[i] !== null) h += "<br>error " + km(D.d[i]);
   if (D.r[i] !== null) h += "<br>radius " + km(D.r[i]);
   return h + "</div>";
@@ -201,16 +221,57 @@ function select(i) {
 L.control.layers(null, {"predictions": points, "truth": truth, "prediction to truth lines": lines,
                         "clicked point: top-k and error radius": chosen}, {collapsed: false}).addTo(map);
 const legend = L.control({position: "bottomleft"});
-legend.onAdd = () => {
-  const div = L.DomUtil.create("div", "legend");
-  div.innerHTML = "<b>" + (byError ? "error" : "confidence") + "</b><br>" +
-    SCALE.map(([, c, t]) => '<i style="background:' + c + '"></i>' + t).join("<br>") +
+let legendDiv = null;
+function legendHtml() {
+  const scale = colourBy === "source" ? present.map(k => [0, SRC[k] || "#777", k]) : SCALE;
+  const title = colourBy === "source" ? "source" : byError ? "error" : "confidence";
+  return "<b>" + title + "</b><br>" +
+    scale.map(([, c, t]) => '<i style="background:' + c + '"></i>' + esc(t)).join("<br>") +
     "<br>clusters: number of photos<br>" + markers.length + " predictions, " + truths.length + " truths" +
     (D.total[0] > N ? "<br><b>a sample of " + N + " of " + D.total[0] + " rows</b>" : "");
-  return div;
+}
+legend.onAdd = () => {
+  legendDiv = L.DomUtil.create("div", "legend");
+  legendDiv.innerHTML = legendHtml();
+  return legendDiv;
 };
 legend.addTo(map);
-window.geotagMap = {map, points, truth, lines, chosen, markers: markers.length, ready: true};
+// where each position came from: colour by it, and show only the sources ticked
+const shown = new Set(present);
+function applySources() {
+  points.clearLayers();
+  points.addLayers(markers.filter(m => shown.has(srcKey(m.rowIndex))));
+  markers.forEach(m => m.setStyle({fillColor: colour(m.rowIndex)}));
+  if (legendDiv) legendDiv.innerHTML = legendHtml();
+  document.body.dataset.shown = String(points.getLayers().length);
+}
+const sources = L.control({position: "topright"});
+sources.onAdd = () => {
+  const div = L.DomUtil.create("div", "sources");
+  div.id = "sources";
+  let h = '<b>colour by</b> <select id="colour-by"><option value="value">' +
+    (byError ? "error" : "confidence") +
+    '</option><option value="source">source</option></select><br><b>sources</b>';
+  for (const k of present) h += '<label><input type="checkbox" class="source-filter" value="' + esc(k) +
+    '" checked> <i style="display:inline-block;width:10px;height:10px;border-radius:5px;background:' +
+    (SRC[k] || "#777") + '"></i> ' + esc(k) + " (" + srcCount[k] + ")</label>";
+  div.innerHTML = h;
+  L.DomEvent.disableClickPropagation(div);
+  div.querySelector("#colour-by").value = colourBy;
+  div.querySelector("#colour-by").addEventListener("change", ev => {
+    colourBy = ev.target.value;
+    applySources();
+  });
+  div.querySelectorAll(".source-filter").forEach(box => box.addEventListener("change", () => {
+    if (box.checked) shown.add(box.value); else shown.delete(box.value);
+    applySources();
+  }));
+  return div;
+};
+if (present.length) sources.addTo(map);
+document.body.dataset.shown = String(markers.length);
+window.geotagMap = {map, points, truth, lines, chosen, markers: markers.length, ready: true,
+                    sources: present, applySources};
 document.body.dataset.ready = "1";
 </script></body></html>
 """

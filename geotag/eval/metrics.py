@@ -45,7 +45,9 @@ PATH_CHARS = 4096  # characters of a path they show (PATH_MAX)
 CAPPED = ("path", "error", "scene", "country", "gt_country", "model", "weights")
 MEDIAN_MAX_KM = 20_100.0  # above half the Earth's circumference: every haversine distance is below it
 NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
-DERIVED_BY = ("folder",)
+DERIVED_BY = ("folder", "source")
+"""`--by` names a file may lack: `folder` (the path's parent) and `source` (a file from before schema 3
+has no `source` column; every position in it came from a visual model)."""
 COUNT_KEYS = ("n_rows", "n_error", "n_no_gt", "n_no_pred", "n_scored")
 STAT_KEYS = ("median_km", "mean_km", "geoscore", "country_acc")
 COUNTRY_COLUMNS = ("country", "gt_country")  # country_acc: share of scored rows with country = gt_country
@@ -222,6 +224,8 @@ def check_by(path: Path, columns: Sequence[str], by: Sequence[str]) -> None:
 def group_expr(name: str, columns: Sequence[str]) -> str:
     if name == "folder" and "folder" not in columns:
         return "parent_folder(CAST(path AS VARCHAR))"
+    if name == "source" and "source" not in columns:
+        return "CASE WHEN present(pred_lat) AND present(pred_lon) THEN 'model' END"
     return quote(name)
 
 

@@ -44,6 +44,8 @@ OPTIONAL = {
     "model": "VARCHAR",
     "weights": "VARCHAR",
     "error_km": "DOUBLE",
+    "source": "VARCHAR",
+    "fix_dt_s": "DOUBLE",
     "topk": "STRUCT(lat DOUBLE, lon DOUBLE, score DOUBLE)[]",
 }
 CDF_MIN_KM, CDF_MAX_KM, CDF_BINS = 0.01, 20_100.0, 480  # 10 m .. half the circumference, 80 bins a decade

@@ -21,7 +21,10 @@ the sign. XMP, which has no ref tags, gets the hemisphere letter inside the coor
 
 Provenance: GPSProcessingMethod (EXIF and XMP) says "geotag <version> estimate", the model, the
 confidence and the error radius, so an estimate is never mistaken for a measured fix; the error
-radius also goes to GPSHPositioningError (metres) when the model gives one.
+radius also goes to GPSHPositioningError (metres) when the model gives one. A position placed by
+time (a GPS track, GPS-tagged sibling photos) is written as exiftool's `-geotag` writes it (altitude
+with its ref, GPSDateStamp / GPSTimeStamp in UTC, GPSMapDatum WGS-84) and its GPSProcessingMethod says
+how it was found ("track interpolation, 12 s from a fix") instead of a model and a confidence.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,6 +60,7 @@ __all__ = [
     "ExistingGps",
     "ExiftoolProcess",
     "ExiftoolWriter",
+    "ESTIMATE_MARKS",
     "GpsFix",
     "GpsWriter",
     "PythonJpegWriter",
@@ -64,6 +69,7 @@ __all__ = [
     "find_exiftool",
     "make_writer",
     "provenance_text",
+    "time_provenance_text",
     "read_sidecar_gps",
     "same_image_data",
     "webp_image_chunks",
@@ -87,12 +93,23 @@ class WriteFailed(Exception):
     """This one file could not be written safely; the message says why (one line). Never fatal."""
 
 
+TIME_SOURCES = ("track", "sibling")
+"""Row sources placed by time (a GPS track, GPS-tagged sibling photos): written as exiftool's
+geotagging writes them (altitude, UTC date and time stamps, map datum), marked with how."""
+MAP_DATUM = "WGS-84"
+ESTIMATE_MARKS = (b"estimate (not measured)", b"(not measured by this camera)")
+"""Part of every GPSProcessingMethod geotag writes, a visual estimate's or a position by time's
+(provenance_text, time_provenance_text): undo only restores a photo that carries one."""
+
+
 @dataclass(frozen=True)
 class GpsFix:
     """The position to write and where it came from.
 
     `lat`/`lon` are signed decimal degrees (south and west negative); they are split into an absolute
-    value and a ref only at the last moment, by each writer.
+    value and a ref only at the last moment, by each writer. A fix placed by time (`source` in
+    TIME_SOURCES) also carries the altitude (metres, below sea level negative), the photo's UTC time
+    and how it was matched, as exiftool's `-geotag` writes them; a model's estimate carries neither.
     """
 
     lat: float
@@ -100,6 +117,11 @@ class GpsFix:
     model: str | None = None
     confidence: float | None = None
     error_km: float | None = None
+    source: str | None = None  # 'track' | 'sibling': placed by time; anything else: a model's estimate
+    alt: float | None = None
+    time_utc: datetime | None = None  # aware, UTC: GPSDateStamp / GPSTimeStamp
+    fix_dt_s: float | None = None  # seconds from the photo's time to the nearest fix used
+    interpolated: bool = False  # between two fixes (else: the nearest fix)
 
     @property
     def lat_ref(self) -> str:
@@ -110,6 +132,15 @@ class GpsFix:
         return "W" if self.lon < 0 else "E"
 
     @property
+    def by_time(self) -> bool:
+        return self.source in TIME_SOURCES
+
+    @property
+    def alt_ref(self) -> int:
+        """GPSAltitudeRef: 0 above sea level, 1 below."""
+        return 1 if self.alt is not None and self.alt < 0 else 0
+
+    @property
     def error_m(self) -> float | None:
         """GPSHPositioningError in metres; None when the model gave no usable radius."""
         if self.error_km is None or not math.isfinite(self.error_km) or self.error_km < 0:
@@ -117,7 +148,38 @@ class GpsFix:
         return self.error_km * 1000.0
 
     @property
+    def gps_date(self) -> str | None:
+        """GPSDateStamp 'YYYY:MM:DD' (UTC) of a fix placed by time."""
+        return self.time_utc.astimezone(UTC).strftime("%Y:%m:%d") if self.time_utc else None
+
+    @property
+    def gps_time(self) -> tuple[int, int, int] | None:
+        """GPSTimeStamp as (hours, minutes, microseconds of the minute), UTC."""
+        if self.time_utc is None:
+            return None
+        t = self.time_utc.astimezone(UTC)
+        return t.hour, t.minute, t.second * 1_000_000 + t.microsecond
+
+    @property
+    def gps_time_text(self) -> str | None:
+        """'HH:MM:SS[.ffffff]' as exiftool takes and gives GPSTimeStamp (fraction only when there is one)."""
+        if self.gps_time is None:
+            return None
+        h, m, us = self.gps_time
+        sec = f"{us // 1_000_000:02d}" + (f".{us % 1_000_000:06d}".rstrip("0") if us % 1_000_000 else "")
+        return f"{h:02d}:{m:02d}:{sec}"
+
+    @property
+    def how(self) -> str | None:
+        """How a fix by time was found, in words ('track interpolation, 12 s from a fix')."""
+        if not self.by_time:
+            return None
+        return match_text(self.source or "", self.interpolated, self.fix_dt_s)
+
+    @property
     def method(self) -> str:
+        if self.by_time:
+            return time_provenance_text(self.how or "", self.error_km)
         return provenance_text(self.model, self.confidence, self.error_km)
 
 
@@ -132,6 +194,36 @@ def provenance_text(model: str | None, confidence: float | None, error_km: float
     if error_km is not None and math.isfinite(error_km) and error_km >= 0:
         parts.append(f"error_km={error_km:.3g}")
     return "; ".join(parts)
+
+
+def time_provenance_text(how: str, error_km: float | None) -> str:
+    """GPSProcessingMethod of a position placed by time: the same mechanism as a model's estimate
+    (provenance_text), its wording saying how the position was found instead of a model and a
+    confidence: 'geotag 0.1.0 position by time (not measured by this camera): track interpolation,
+    12 s from a fix; error_km=0.012'."""
+    parts = [f"geotag {__version__} position by time (not measured by this camera): {_ascii(how)}"]
+    if error_km is not None and math.isfinite(error_km) and error_km >= 0:
+        parts.append(f"error_km={error_km:.3g}")
+    return "; ".join(parts)
+
+
+def _seconds(dt: float | None) -> str:
+    if dt is None or not math.isfinite(dt):
+        return "? s"
+    dt = abs(dt)
+    return f"{dt:.1f} s" if dt < 10 and dt != int(dt) else f"{dt:,.0f} s"
+
+
+def match_text(source: str, interpolated: bool, fix_dt_s: float | None) -> str:
+    """'track interpolation, 12 s from a fix', 'nearest track fix, 95 s away', 'sibling photos
+    interpolation, 40 s from one', 'nearest sibling photo, 95 s away'."""
+    if source == "sibling":
+        if interpolated:
+            return f"sibling photos interpolation, {_seconds(fix_dt_s)} from one"
+        return f"nearest sibling photo, {_seconds(fix_dt_s)} away"
+    if interpolated:
+        return f"track interpolation, {_seconds(fix_dt_s)} from a fix"
+    return f"nearest track fix, {_seconds(fix_dt_s)} away"
 
 
 def _ascii(text: str) -> str:
@@ -586,6 +678,8 @@ class ExiftoolWriter:
             else "-GPS:GPSHPositioningError="
         )
         args += [f"-IFD0:{tag}=" for tag in existing.absent_ifd0]
+        if fix.by_time:  # as exiftool's -geotag: altitude (deleted when unknown), UTC stamps, datum
+            args += _time_assignments("GPS", fix)
         if "XMP-exif" in existing.groups:
             args += [
                 # XMP has no ref tags: the numeric value is signed and exiftool writes "33,51.4S"
@@ -597,6 +691,8 @@ class ExiftoolWriter:
                 if error_m is not None
                 else "-XMP-exif:GPSHPositioningError=",
             ]
+            if fix.by_time:
+                args += _time_assignments("XMP-exif", fix)
         # --overwrite-gps: every other copy a reader may show (DJI's drone-dji:GpsLatitude, ...) gets
         # the same position, signed decimal degrees like the XMP it is; `stuck` ones were refused
         for tag in existing.elsewhere:
@@ -636,6 +732,28 @@ class ExiftoolWriter:
 
     def close(self) -> None:
         self.process.close()
+
+
+def _time_assignments(group: str, fix: GpsFix) -> list[str]:
+    """The tags exiftool's -geotag writes besides the position, for a fix placed by time: GPSAltitude
+    and its ref (removed when the track has no altitude), the UTC date and time (XMP keeps both in
+    one GPSDateTime), and GPSMapDatum."""
+    args = (
+        [f"-{group}:GPSAltitude#={abs(fix.alt):.3f}", f"-{group}:GPSAltitudeRef#={fix.alt_ref}"]
+        if fix.alt is not None
+        else [f"-{group}:GPSAltitude=", f"-{group}:GPSAltitudeRef="]
+    )
+    if group == "GPS":
+        args += (
+            [f"-GPS:GPSDateStamp#={fix.gps_date}", f"-GPS:GPSTimeStamp#={fix.gps_time_text}"]
+            if fix.time_utc is not None
+            else ["-GPS:GPSDateStamp=", "-GPS:GPSTimeStamp="]
+        )
+    else:
+        stamp = f"{fix.gps_date} {fix.gps_time_text}Z"
+        args.append(f"-{group}:GPSDateTime={stamp}" if fix.time_utc else f"-{group}:GPSDateTime=")
+    args.append(f"-{group}:GPSMapDatum={MAP_DATUM}")
+    return args
 
 
 def _existing_from_info(info: dict[str, Any]) -> ExistingGps:
@@ -680,10 +798,49 @@ def _check_info(info: dict[str, Any], fix: GpsFix, existing: ExistingGps) -> Non
     if str(info.get("GPS:GPSProcessingMethod", "")).strip() != fix.method:
         raise WriteFailed("read-back GPSProcessingMethod differs from what was written")
     _check_error(_float(info.get("GPS:GPSHPositioningError")), fix)
+    if fix.by_time:
+        _check_time_tags(
+            {k[4:]: v for k, v in info.items() if k.startswith("GPS:")},
+            fix,
+            _float(info.get("GPS:GPSAltitude")),
+            _time_seconds(info.get("GPS:GPSTimeStamp")),
+        )
     if "XMP-exif" in existing.groups:
         xmp_lat, xmp_lon = _float(info.get("XMP-exif:GPSLatitude")), _float(info.get("XMP-exif:GPSLongitude"))
         _check_position(xmp_lat, xmp_lon, fix, "XMP")
     _check_no_contradiction(info, fix)
+
+
+def _time_seconds(value: Any) -> float | None:
+    """'HH:MM:SS[.fff]' (exiftool -n) as seconds of the day."""
+    match = re.fullmatch(r"\s*(\d+):(\d+):(\d+(?:\.\d*)?)\s*", str(value or ""))
+    return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3]) if match else None
+
+
+def _check_time_tags(tags: dict[str, Any], fix: GpsFix, alt: float | None, seconds: float | None) -> None:
+    """A fix by time's altitude, ref, UTC date and time and datum, read back (names without group)."""
+    if fix.alt is None:
+        if alt is not None:
+            raise WriteFailed("a stale GPSAltitude was left in place")
+    else:
+        ref = tags.get("GPSAltitudeRef")
+        ref = ref[0] if isinstance(ref, list) and ref else ref
+        if alt is None or abs(alt - abs(fix.alt)) > 0.01 or str(ref) != str(fix.alt_ref):
+            raise WriteFailed(f"read-back GPSAltitude is {alt} (ref {ref}), expected {fix.alt:.2f}")
+    if fix.time_utc is None:
+        if tags.get("GPSDateStamp") or seconds is not None:
+            raise WriteFailed("a stale GPSDateStamp / GPSTimeStamp was left in place")
+    else:
+        assert fix.gps_time is not None
+        h, m, us = fix.gps_time
+        if str(tags.get("GPSDateStamp")) != fix.gps_date or seconds is None:
+            raise WriteFailed(
+                f"read-back GPSDateStamp is {tags.get('GPSDateStamp')!r}, expected {fix.gps_date}"
+            )
+        if abs(seconds - (h * 3600 + m * 60 + us / 1e6)) > 1e-3:
+            raise WriteFailed(f"read-back GPSTimeStamp differs from {fix.gps_time_text}")
+    if str(tags.get("GPSMapDatum", "")).strip() != MAP_DATUM:
+        raise WriteFailed(f"read-back GPSMapDatum is {tags.get('GPSMapDatum')!r}")
 
 
 def _check_no_contradiction(info: dict[str, Any], fix: GpsFix) -> None:
@@ -751,6 +908,8 @@ _MAKER_HEADERS = ((b"SANYO\x00", 8), (b"OLYMP\x00", 8), (b"EPSON\x00", 8), (b"Pa
 the EXIF block's own (Sanyo, old Olympus, Epson, Panasonic): checked like any IFD. Before, such a
 maker note was not seen as an IFD at all and whatever it pointed at went unchecked."""
 _WRITTEN_GPS_TAGS = frozenset({0x00, 0x01, 0x02, 0x03, 0x04, 0x1B, 0x1F})
+_TIME_GPS_TAGS = frozenset({0x05, 0x06, 0x07, 0x12, 0x1D})
+"""Altitude, time stamp, map datum, date stamp: written for a fix by time (stale ones dropped)."""
 _GPS_NAMES = {
     0x00: "GPSVersionID",
     0x01: "GPSLatitudeRef",
@@ -759,7 +918,10 @@ _GPS_NAMES = {
     0x04: "GPSLongitude",
     0x05: "GPSAltitudeRef",
     0x06: "GPSAltitude",
+    0x07: "GPSTimeStamp",
+    0x12: "GPSMapDatum",
     0x1B: "GPSProcessingMethod",
+    0x1D: "GPSDateStamp",
     0x1F: "GPSHPositioningError",
 }
 _ASCII_CHARSET = b"ASCII\x00\x00\x00"
@@ -993,7 +1155,19 @@ class _ExifBlock:
         new_entries.append((0x1B, 7, len(method), method))
         if fix.error_m is not None:
             new_entries.append((0x1F, 5, 1, pack("II", *_metres_rational(fix.error_m))))
-        kept = [e for e in self.gps if e.tag not in _WRITTEN_GPS_TAGS]
+        replaced = _WRITTEN_GPS_TAGS
+        if fix.by_time:  # as exiftool's -geotag writes it
+            replaced = _WRITTEN_GPS_TAGS | _TIME_GPS_TAGS
+            if fix.alt is not None:
+                new_entries.append((0x05, 1, 1, bytes([fix.alt_ref])))
+                new_entries.append((0x06, 5, 1, pack("II", *_metres_rational(abs(fix.alt)))))
+            if fix.gps_time is not None and fix.gps_date is not None:
+                h, m, us = fix.gps_time
+                new_entries.append((0x07, 5, 3, pack("IIIIII", h, 1, m, 1, us, 1_000_000)))
+                new_entries.append((0x1D, 2, 11, fix.gps_date.encode() + b"\x00"))
+            datum = MAP_DATUM.encode() + b"\x00"
+            new_entries.append((0x12, 2, len(datum), datum))
+        kept = [e for e in self.gps if e.tag not in replaced]
 
         # Layout at the end of the block: [IFD0 copy, when it lacks a GPS pointer] [GPS IFD] [values]
         ifd0_copy_at = len(block) if gps_pointer is None else None
@@ -1235,6 +1409,12 @@ class PythonJpegWriter:
             raise WriteFailed("read-back GPSVersionID or GPSProcessingMethod differs")
         error = tags.get("GPSHPositioningError")
         _check_error(error[0] if error else None, fix)
+        if fix.by_time:
+            alt, stamp = tags.get("GPSAltitude"), tags.get("GPSTimeStamp")
+            seconds = None
+            if isinstance(stamp, list) and len(stamp) == 3 and None not in stamp:
+                seconds = stamp[0] * 3600 + stamp[1] * 60 + stamp[2]
+            _check_time_tags(tags, fix, alt[0] if alt else None, seconds)
 
     def read_gps_many(self, paths: Sequence[Path]) -> list[ExistingGps | WriteFailed]:
         return [_call(self.read_gps, p) for p in paths]
@@ -1292,7 +1472,17 @@ def read_gps_without_writer(path: Path) -> ExistingGps:
 NS_X = "adobe:ns:meta/"
 NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 NS_EXIF = "http://ns.adobe.com/exif/1.0/"
-_SIDECAR_GPS = ("GPSVersionID", "GPSLatitude", "GPSLongitude", "GPSProcessingMethod", "GPSHPositioningError")
+_SIDECAR_GPS = (
+    "GPSVersionID",
+    "GPSLatitude",
+    "GPSLongitude",
+    "GPSProcessingMethod",
+    "GPSHPositioningError",
+    "GPSAltitude",
+    "GPSAltitudeRef",
+    "GPSTimeStamp",  # XMP's one date-time property (exiftool calls it XMP-exif:GPSDateTime)
+    "GPSMapDatum",
+)
 
 
 def sidecar_path(photo: Path, style: str = "photo.jpg.xmp") -> Path:
@@ -1333,7 +1523,22 @@ def _sidecar_values(fix: GpsFix) -> dict[str, str]:
     if fix.error_m is not None:
         num, den = _metres_rational(fix.error_m)
         values["GPSHPositioningError"] = f"{num}/{den}"
+    if fix.by_time:
+        if fix.alt is not None:
+            num, den = _metres_rational(abs(fix.alt))
+            values["GPSAltitude"] = f"{num}/{den}"
+            values["GPSAltitudeRef"] = str(fix.alt_ref)
+        if fix.time_utc is not None:
+            values["GPSTimeStamp"] = xmp_time(fix.time_utc)
+        values["GPSMapDatum"] = MAP_DATUM
     return values
+
+
+def xmp_time(when: datetime) -> str:
+    """An XMP date-time in UTC: '2026-12-07T23:59:58Z' (fraction of a second only when there is one)."""
+    t = when.astimezone(UTC)
+    frac = f".{t.microsecond:06d}".rstrip("0") if t.microsecond else ""
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
 
 
 def _fresh_sidecar(fix: GpsFix) -> bytes:

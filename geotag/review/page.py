@@ -2,8 +2,10 @@
 
 Plain HTML and JavaScript, no build step; Leaflet comes from the server's /assets/ (geotag.eval.leaflet).
 Keys: a or Enter accept the pin; 1-9 move the pin to candidate k; r reject; n / right arrow next,
-p / left arrow previous; u toggles 'undecided only'. The pin can be dragged; accepting then saves the
-moved position. Every decision is POSTed at once and shown as saved only when the server says so.
+p / left arrow previous; u toggles 'undecided only'. Filters: confidence, folder, country, and
+source (where the position came from: track, sibling, model, ...). The pin can be dragged; accepting
+then saves the moved position. Every decision is POSTed at once and shown as saved only when the
+server says so.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ kbd { background: #fff; border: 1px solid #bbb; border-radius: 3px; padding: 0 4
   style="width:5em"></label>
  <label>folder <select id="ffolder"><option value="">all</option></select></label>
  <label>country <select id="fcountry"><option value="">all</option></select></label>
+ <label>source <select id="fsource"><option value="">all</option></select></label>
  <label><input id="fundecided" type="checkbox"> undecided only</label>
  <span id="count"></span></div>
 <div id="photo"><img id="img" alt=""></div>
@@ -90,9 +93,10 @@ fetch("/basemap.json").then(r => r.json()).then(g => L.geoJSON(g, {interactive: 
 
 function filtered() {
   const c = parseFloat($("fconf").value) || 0, f = $("ffolder").value, k = $("fcountry").value;
-  const u = $("fundecided").checked;
+  const u = $("fundecided").checked, s = $("fsource").value;
   return ROWS.filter(r => r.ok && (r.conf === null ? c <= 0 : r.conf >= c) && (!f || r.folder === f)
-                    && (!k || r.country === k) && (!u || !r.decision)).map(r => r.i);
+                    && (!k || r.country === k) && (!s || r.source === s) && (!u || !r.decision))
+             .map(r => r.i);
 }
 function refilter(keep) {
   const cur = view[pos];
@@ -120,7 +124,10 @@ function show() {
   $("img").alt = r.path;
   $("where").textContent = r.path + "  confidence " + (r.conf === null ? "?" : r.conf.toFixed(3))
     + (r.radius_km === null ? "" : "  radius " + r.radius_km.toFixed(0) + " km")
-    + (r.country ? "  " + r.country : "") + (r.has_gps ? "  (has GPS: write-exif will not replace it)" : "");
+    + (r.country ? "  " + r.country : "")
+    + (r.source ? "  source " + r.source : "")
+    + (r.source && r.fix_dt_s !== null ? ", " + r.fix_dt_s.toFixed(0) + " s from a fix" : "")
+    + (r.has_gps ? "  (has GPS: write-exif will not replace it)" : "");
   $("decision").textContent = decisionText(r.decision);
   $("status").textContent = ""; $("status").className = "";
   const at = r.decision && r.decision.action === "accept" ? [r.decision.lat, r.decision.lon] : [r.lat, r.lon];
@@ -181,7 +188,7 @@ $("accept").onclick = () => decide("accept");
 $("reject").onclick = () => decide("reject");
 $("next").onclick = () => step(1);
 $("prev").onclick = () => step(-1);
-["fconf", "ffolder", "fcountry", "fundecided"]
+["fconf", "ffolder", "fcountry", "fsource", "fundecided"]
   .forEach(id => $(id).addEventListener("change", () => { refilter(); if (id !== "fconf") $(id).blur(); }));
 document.addEventListener("keydown", e => {
   if (["INPUT", "SELECT"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -200,6 +207,7 @@ else api("/api/rows").then(r => r.json()).then(d => {
   ROWS = d.rows;
   fillSelect("ffolder", ROWS.map(r => r.folder));
   fillSelect("fcountry", ROWS.map(r => r.country));
+  fillSelect("fsource", ROWS.map(r => r.source));
   view = filtered();
   const first = view.findIndex(i => !ROWS[i].decision);
   pos = first >= 0 ? first : 0;

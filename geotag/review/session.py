@@ -21,7 +21,7 @@ from geotag.io.parquet import iter_batches, require_columns
 from geotag.io.row_paths import base_folder, row_path
 
 NEEDED = ("image_id", "path", "status", "pred_lat", "pred_lon")
-OPTIONAL = ("confidence", "error_km", "topk", "country", "gt_lat", "gt_lon", "model")
+OPTIONAL = ("confidence", "error_km", "topk", "country", "gt_lat", "gt_lon", "model", "source", "fix_dt_s")
 MAX_TOPK = 10
 
 
@@ -65,6 +65,9 @@ class Session:
         rows: list[dict[str, Any]] = []
         for batch in iter_batches(predictions, columns, batch_size=8192):
             rows.extend(batch.to_pylist())
+        if "source" not in names:  # before schema 3 every prediction came from a visual model
+            for r in rows:
+                r["source"] = "model" if _num(r.get("pred_lat")) is not None else None
         path = decisions_path or dec.default_path(predictions)
         session = cls(Path(predictions), Path(path), rows, dec.read(Path(path)))
         for i, d in session.decisions.items():
@@ -94,6 +97,8 @@ class Session:
             "conf": _num(r.get("confidence")),
             "radius_km": _num(r.get("error_km")),
             "country": r.get("country"),
+            "source": r.get("source"),
+            "fix_dt_s": _num(r.get("fix_dt_s")),
             "has_gps": _num(r.get("gt_lat")) is not None,
             "topk": topk,
             "decision": None
