@@ -1043,12 +1043,21 @@ def report(
         typer.Option(help="Re-join ground truth from a manifest by file name (manifest wins over EXIF)."),
     ] = None,
     worst: Annotated[int, typer.Option(min=1, max=500, help="Worst errors listed per file.")] = 12,
+    include_self: Annotated[
+        bool,
+        typer.Option(
+            "--include-self-matches",
+            help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
+        ),
+    ] = False,
 ) -> None:
     """An HTML report that opens offline: maps, error curve, calibration, by country / scene, worst errors."""
     from geotag.eval.html_report import build_report
     from geotag.eval.metrics import parse_thresholds
 
-    s = build_report(files, out_dir, thresholds=parse_thresholds(thresholds), truth=truth, worst=worst)
+    s = build_report(
+        files, out_dir, parse_thresholds(thresholds), truth=truth, worst=worst, include_self=include_self
+    )
     for note in s.notes:
         err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     say(
@@ -1177,6 +1186,13 @@ def eval_cmd(
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the cumulative error curve into this PNG file.")
     ] = None,
+    include_self: Annotated[
+        bool,
+        typer.Option(
+            "--include-self-matches",
+            help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
+        ),
+    ] = False,
 ) -> None:
     """Score predictions against ground truth with DuckDB: accuracy at thresholds, median error, GeoScore."""
     from geotag.eval.metrics import evaluate, parse_thresholds
@@ -1186,12 +1202,14 @@ def eval_cmd(
         from geotag.eval.html_report import check_figure_path, plot_error_curve
 
         check_figure_path(plot)
-    result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [], truth=truth)
+    result = evaluate(
+        files, parse_thresholds(thresholds), by=by or [], truth=truth, include_self=include_self
+    )
     render(result, fmt=fmt, console=out)
     for note in result.notes:
         err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     if plot is not None:
-        plot_error_curve(files, plot, result.thresholds, truth)
+        plot_error_curve(files, plot, result.thresholds, truth, include_self)
         say(f"error curve -> {plot}")
 
 

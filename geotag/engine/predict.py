@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
 from geotag.engine.scan import note_warnings, scan_file
+from geotag.engine.self_match import mark_truth_matches
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
@@ -321,6 +322,7 @@ def complete_rows(
         row.update(common)
         apply_truth(row, manifest)  # right before writing
     add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
+    mark_truth_matches(rows)  # once the truth is final
 
 
 def count_errors(path: Path) -> tuple[int, int]:

@@ -33,6 +33,7 @@ from geotag.eval.metrics import (
     evaluate_file,
     has_untrained_rows,
     normalise_thresholds,
+    self_match_notes,
     threshold_key,
 )
 from geotag.eval.report import CAPTION, km, pct, score, threshold_title
@@ -147,9 +148,13 @@ def collect(
     def breakdown(column: str) -> list[dict[str, Any]]:
         if column not in src.columns:
             return []
-        return evaluate_file(con, src.path, src.label, src.columns, thresholds, [column], src.sql)
+        return evaluate_file(
+            con, src.path, src.label, src.columns, thresholds, [column], src.sql, src.include_self
+        )
 
-    overall = evaluate_file(con, src.path, src.label, src.columns, thresholds, [], src.sql)[0]
+    overall = evaluate_file(con, src.path, src.label, src.columns, thresholds, [], src.sql, src.include_self)[
+        0
+    ]
     cal = report_data.calibration(con, src, calibration_km)
     return FileSection(
         src=src,
@@ -280,13 +285,16 @@ def img_html(fig: Figure) -> str:
 
 
 def summary_table(sections: Sequence[FileSection], thresholds: Sequence[float]) -> str:
+    counts = ["n_rows", "n_scored", "n_error", "n_no_gt", "n_no_pred"]
     headers = ["file", "N", "scored", "error", "no GT", "no pred"]
+    if any(s.overall.get("n_self_match") for s in sections):
+        counts.append("n_self_match")
+        headers.append("self-match")
     headers += [threshold_title(t) for t in thresholds] + ["median km", "mean km", "GeoScore", "country"]
     rows = []
     for s in sections:
         o = s.overall
-        cells = [e(s.src.label)] + [f"{int(o[k]):,}" for k in ("n_rows", "n_scored", "n_error", "n_no_gt")]
-        cells.append(f"{int(o['n_no_pred']):,}")
+        cells = [e(s.src.label)] + [f"{int(o.get(k) or 0):,}" for k in counts]
         cells += [pct(o.get(threshold_key(t))) for t in thresholds]
         cells += [
             km(o.get("median_km")),
@@ -426,7 +434,8 @@ def page_body(
             "<p>Each row: the lowest <code>geotag write-exif --min-confidence</code> at which at least "
             "the wanted share of the photos written lands within "
             f"{e(plots.km_text(calibration_km))} of the truth (decided on at least 10 photos), "
-            "and how many photos that writes.</p>"
+            "and how many photos that writes. Rows whose answer came from the photo's own entry in "
+            "the gallery (self-matches) never count here.</p>"
         )
         parts.append(suggestions_html(sections, calibration_km))
         parts.append(img_html(figs["calibration"]))
@@ -476,13 +485,16 @@ def build_report(
     truth: Path | None = None,
     worst: int = 12,
     calibration_km: float = CALIBRATION_KM,
+    include_self: bool = False,
 ) -> ReportSummary:
-    """Score, aggregate and draw every file, then write index.html beside figures/ and thumbs/."""
+    """Score, aggregate and draw every file, then write index.html beside figures/ and thumbs/.
+    Self-matches (column self_match) are left out of the scores unless `include_self`, and out of the
+    --min-confidence advice always."""
     start = time.perf_counter()
     thresholds = normalise_thresholds(list(thresholds))
     con = connect()
     try:
-        sources, notes = report_data.open_sources(con, files, truth)
+        sources, notes = report_data.open_sources(con, files, truth, include_self)
         out_dir = prepare_folder(out_dir)
         sections = [collect(con, src, thresholds, worst, calibration_km) for src in sources]
         maps = [report_data.map_data(con, src) for src in sources]
@@ -490,6 +502,7 @@ def build_report(
         for src in sources:
             if truth:
                 notes.append(truth_join.match_note(con, src.path, src.label, src.columns))
+            notes += self_match_notes(con, src.path, src.label, src.columns, src.sql, include_self)
             if has_untrained_rows(con, src.path, src.columns):
                 notes.append(
                     f"{src.label}: predictions made with UNTRAINED weights; "
@@ -629,16 +642,19 @@ def plot_error_curve(
     out: Path,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM,
     truth: Path | None = None,
+    include_self: bool = False,
 ) -> tuple[int, int]:
     """The cumulative error curve of each file, alone, into `out`; returns its size in pixels."""
     out = check_figure_path(out)
     thresholds = normalise_thresholds(list(thresholds))
     con = connect()
     try:
-        sources, _ = report_data.open_sources(con, files, truth)
+        sources, _ = report_data.open_sources(con, files, truth, include_self)
         curves, marks = [], []
         for src in sources:
-            overall = evaluate_file(con, src.path, src.label, src.columns, thresholds, [], src.sql)[0]
+            overall = evaluate_file(
+                con, src.path, src.label, src.columns, thresholds, [], src.sql, src.include_self
+            )[0]
             marks.append({float(t): overall.get(threshold_key(t)) for t in thresholds})
             curves.append((src.label, report_data.error_cdf(con, src)))
     finally:

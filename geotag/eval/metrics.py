@@ -4,11 +4,15 @@ Each file is read with `read_parquet` (only the columns a query needs), so a fil
 scored in seconds without loading it into Python. Conventions (GUIDE section 6): haversine on a sphere
 of R = 6,371.0088 km, a row counts as correct at threshold t when `d <= t`.
 
-Every row of a file falls in exactly one bucket, so n_rows = n_error + n_no_gt + n_no_pred + n_scored:
+Every row of a file falls in exactly one bucket, so
+n_rows = n_error + n_no_gt + n_no_pred + n_self_match + n_scored:
 
 - n_error: `status = 'error'` (the file could not be read or predicted);
 - n_no_gt: any other row without both gt_lat and gt_lon (NaN counts as missing);
 - n_no_pred: a row with ground truth but without both pred_lat and pred_lon;
+- n_self_match: a row with both whose `self_match` is set (a kNN answer that came from the photo's own
+  entry in the gallery, geotag.models.knn): its perfect score says nothing about untagged photos, so it
+  is left out unless `include_self` (then it is scored and this count is 0);
 - n_scored: the rest; accuracy, median, mean and GeoScore are computed over these rows only and are
   null when there are none (for example a file written by `geotag scan`, which has no predictions).
 """
@@ -33,9 +37,22 @@ from geotag.io.parquet import PART_GLOB, require_columns
 
 NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
 DERIVED_BY = ("folder",)
-COUNT_KEYS = ("n_rows", "n_error", "n_no_gt", "n_no_pred", "n_scored")
+COUNT_KEYS = ("n_rows", "n_error", "n_no_gt", "n_no_pred", "n_self_match", "n_scored")
 STAT_KEYS = ("median_km", "mean_km", "geoscore", "country_acc")
 COUNTRY_COLUMNS = ("country", "gt_country")  # country_acc: share of scored rows with country = gt_country
+SELF_MATCH = "self_match"
+
+
+def self_match_sql(columns: Sequence[str]) -> str:
+    """The per-row `is_self` flag: the row's `self_match` is set (false for files without the column)."""
+    if SELF_MATCH in columns:
+        return f"CAST({quote(SELF_MATCH)} AS VARCHAR) IS NOT NULL AS is_self,"
+    return "false AS is_self,"
+
+
+def scored_when(include_self: bool) -> str:
+    """The condition under which a row of the per-row view gets its distance `d`."""
+    return "NOT is_error AND has_gt AND has_pred" + ("" if include_self else " AND NOT is_self")
 
 
 def sql_double(value: float) -> str:
@@ -205,9 +222,14 @@ def group_expr(name: str, columns: Sequence[str]) -> str:
 
 
 def build_query(
-    thresholds: Sequence[float], by: Sequence[str], columns: Sequence[str], source: str = "read_parquet(?)"
+    thresholds: Sequence[float],
+    by: Sequence[str],
+    columns: Sequence[str],
+    source: str = "read_parquet(?)",
+    include_self: bool = False,
 ) -> str:
-    """SQL that scores one file (the `?` parameter, read through `source`) grouped by `by`."""
+    """SQL that scores one file (the `?` parameter, read through `source`) grouped by `by`; self-matches
+    are counted apart unless `include_self`."""
     groups = [f"{group_expr(name, columns)} AS {quote(f'g{i}')}" for i, name in enumerate(by)]
     group_names = [quote(f"g{i}") for i in range(len(by))]
     acc = [f"avg(CAST(d <= {sql_double(t)} AS DOUBLE)) AS {quote(threshold_key(t))}" for t in thresholds]
@@ -222,10 +244,11 @@ def build_query(
     WITH src AS (
         SELECT {"".join(f"{g}, " for g in groups)}
             {ROW_COLUMNS}
+            {self_match_sql(columns)}
             {countries}
         FROM {source}
     ), scored AS (
-        SELECT *, CASE WHEN NOT is_error AND has_gt AND has_pred
+        SELECT *, CASE WHEN {scored_when(include_self)}
                        THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
         FROM src
     )
@@ -234,6 +257,7 @@ def build_query(
         count(*) FILTER (WHERE is_error) AS n_error,
         count(*) FILTER (WHERE NOT is_error AND NOT has_gt) AS n_no_gt,
         count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred) AS n_no_pred,
+        count(*) FILTER (WHERE NOT is_error AND has_gt AND has_pred AND d IS NULL) AS n_self_match,
         count(d) AS n_scored,
         {", ".join(acc)},
         median(d) AS median_km,
@@ -262,9 +286,10 @@ def evaluate_file(
     thresholds: Sequence[float],
     by: Sequence[str],
     source: str = "read_parquet(?)",
+    include_self: bool = False,
 ) -> list[dict[str, object]]:
     """Score one file whose column names are `columns`; one dict per group (just one without `by`)."""
-    sql = build_query(thresholds, by, columns, source)
+    sql = build_query(thresholds, by, columns, source, include_self)
     try:  # fetched through Arrow: group values of any type (timestamps with a zone, lists) convert cleanly
         records = con.sql(sql, params=[str(path)]).to_arrow_table().to_pylist()
     except duckdb.Error as exc:
@@ -288,10 +313,12 @@ def evaluate(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM,
     by: Sequence[str] = (),
     truth: Path | None = None,
+    include_self: bool = False,
 ) -> EvalResult:
     """Score each predictions file (grouped by the `by` columns) and return one row per (file, group).
 
     `truth`: a ground-truth manifest joined onto every file by file name (see geotag.eval.truth_join).
+    `include_self`: score self-matches too (by default they are counted and left out, with a note).
     """
     if not files:
         raise InputError("no predictions file given")
@@ -310,7 +337,9 @@ def evaluate(
             source, cols = "read_parquet(?)", columns
             if truth:
                 source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
-            rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source))
+            found = evaluate_file(con, path, label, cols, thresholds, by, source, include_self)
+            rows.extend(found)
+            notes += self_match_notes(con, path, label, cols, source, include_self)
             if truth:
                 notes.append(truth_join.match_note(con, path, label, columns))
             if has_untrained_rows(con, path, columns):
@@ -321,6 +350,38 @@ def evaluate(
     finally:
         con.close()
     return EvalResult(thresholds=thresholds, by=by, rows=rows, notes=notes)
+
+
+def self_match_notes(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    label: str,
+    columns: Sequence[str],
+    source: str,
+    include_self: bool,
+) -> list[str]:
+    """One line per file that has self-matches: how many, and whether they were scored."""
+    if SELF_MATCH not in columns:
+        return []
+    sql = f"""SELECT count(*) FILTER (WHERE self_match IS NOT NULL) AS n,
+                     count(*) FILTER (WHERE self_match IS NOT NULL AND {ROW_HAS_BOTH}) AS scorable
+              FROM (SELECT CAST({quote(SELF_MATCH)} AS VARCHAR) AS self_match, {ROW_COLUMNS} 0 AS _
+                    FROM {source})"""
+    row = con.sql(sql, params=[str(path)]).to_arrow_table().to_pylist()[0]
+    if not row["scorable"]:
+        return []
+    if include_self:
+        return [
+            f"{label}: {row['scorable']:,} self-match row(s) scored (--include-self-matches): the gallery "
+            "holds these photos or their positions, so their scores overstate the model"
+        ]
+    return [
+        f"{label}: {row['scorable']:,} self-match row(s) left out of the scores: the gallery holds these "
+        "photos or their positions (column self_match); --include-self-matches scores them"
+    ]
+
+
+ROW_HAS_BOTH = "NOT is_error AND has_gt AND has_pred"
 
 
 def parquet_source(path: Path) -> tuple[Path, Path]:
