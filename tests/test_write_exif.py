@@ -638,7 +638,7 @@ def test_overwrite_without_error_radius_drops_a_stale_one(tmp_path: Path) -> Non
     )
     assert run_write_exif(WriteOptions(preds, journal=journal, overwrite_gps=True)).written == 1
     tags = exiftool_dump([photo])[str(photo)]
-    assert "GPS:GPSHPositioningError" not in tags and "error_km" not in tags["GPS:GPSProcessingMethod"]
+    assert "GPS:GPSHPositioningError" not in tags and "error radius" not in tags["GPS:GPSProcessingMethod"]
 
 
 @needs_exiftool

@@ -55,6 +55,7 @@ from geotag.io.exif_write import (
     build_sidecar,
     find_exiftool,
     make_writer,
+    radius_text,
     read_gps_without_writer,
     read_sidecar_gps,
     same_image_data,
@@ -135,8 +136,7 @@ class FileResult:
             where = f"{fix.lat:.6f}, {fix.lon:.6f}"
             extra = f"confidence {fix.confidence:.3f}" if fix.confidence is not None else "no confidence"
             if fix.error_km is not None:
-                km = fix.error_km
-                extra += f", error radius {km:,.0f} km" if km >= 10 else f", error radius {km:.2f} km"
+                extra += f", error radius {radius_text(fix.error_km)}"
             if self.copies:
                 extra += f"; {' and '.join(self.copies)} GPS updated to agree"
             lines = [f"would write {self.target}\t{where}\t({extra})"]
