@@ -634,6 +634,12 @@ def benchmark(
     weights: Weights = None,
     gallery: Gallery = None,
     untrained_backbone: UntrainedBackbone = False,
+    exclude_same: Annotated[
+        str | None,
+        typer.Option(
+            help="knn-loo: leave out every photo sharing this manifest column (default: its author column)."
+        ),
+    ] = None,
     allow_mismatch: Annotated[
         bool, typer.Option(help="Run even when the folder does not match the set (its images only).")
     ] = False,
@@ -664,6 +670,7 @@ def benchmark(
         weights=weights,
         gallery=gallery,
         allow_untrained=untrained_backbone,
+        exclude_same=exclude_same,
         progress=progress,
         extra_metadata={"benchmark": check.test_set.name},
     )
