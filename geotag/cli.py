@@ -1057,13 +1057,27 @@ def report(
             help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
         ),
     ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Someone else's predictions file: its columns per role, e.g. pred_lat=LAT_pred,"
+            "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
+        ),
+    ] = None,
 ) -> None:
     """An HTML report that opens offline: maps, error curve, calibration, by country / scene, worst errors."""
     from geotag.eval.html_report import build_report
     from geotag.eval.metrics import parse_thresholds
 
     s = build_report(
-        files, out_dir, parse_thresholds(thresholds), truth=truth, worst=worst, include_self=include_self
+        files,
+        out_dir,
+        parse_thresholds(thresholds),
+        truth=truth,
+        worst=worst,
+        include_self=include_self,
+        columns=columns,
     )
     for note in s.notes:
         err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
@@ -1200,6 +1214,21 @@ def eval_cmd(
             help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
         ),
     ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Someone else's predictions file: its columns per role, e.g. pred_lat=LAT_pred,"
+            "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
+        ),
+    ] = None,
+    missing_as_wrong: Annotated[
+        bool,
+        typer.Option(
+            "--missing-as-wrong",
+            help="Score a photo with ground truth but no prediction (a manifest row included) as a miss.",
+        ),
+    ] = False,
 ) -> None:
     """Score predictions against ground truth with DuckDB: accuracy at thresholds, median error, GeoScore."""
     from geotag.eval.metrics import evaluate, parse_thresholds
@@ -1210,13 +1239,19 @@ def eval_cmd(
 
         check_figure_path(plot)
     result = evaluate(
-        files, parse_thresholds(thresholds), by=by or [], truth=truth, include_self=include_self
+        files,
+        parse_thresholds(thresholds),
+        by=by or [],
+        truth=truth,
+        include_self=include_self,
+        columns=columns,
+        missing_as_wrong=missing_as_wrong,
     )
     render(result, fmt=fmt, console=out)
     for note in result.notes:
         err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     if plot is not None:
-        plot_error_curve(files, plot, result.thresholds, truth, include_self)
+        plot_error_curve(files, plot, result.thresholds, truth, include_self, columns)
         say(f"error curve -> {plot}")
 
 

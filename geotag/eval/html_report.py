@@ -15,6 +15,7 @@ import hashlib
 import html
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import duckdb
 
 from geotag import __version__
 from geotag.errors import InputError, OutputError
-from geotag.eval import map_page, plots, report_data, truth_join
+from geotag.eval import foreign, map_page, plots, report_data, truth_join
 from geotag.eval.metrics import (
     connect,
     evaluate_file,
@@ -486,22 +487,42 @@ def build_report(
     worst: int = 12,
     calibration_km: float = CALIBRATION_KM,
     include_self: bool = False,
+    columns: str | None = None,
 ) -> ReportSummary:
     """Score, aggregate and draw every file, then write index.html beside figures/ and thumbs/.
     Self-matches (column self_match) are left out of the scores unless `include_self`, and out of the
-    --min-confidence advice always."""
+    --min-confidence advice always. Someone else's predictions file is read through geotag.eval.foreign
+    (`columns`: its role=column mapping)."""
+    with tempfile.TemporaryDirectory(prefix="geotag-report-") as tmp:
+        prepared = foreign.prepare(files, columns, truth, Path(tmp))
+        return _build_report(
+            prepared.files, out_dir, thresholds, truth, worst, calibration_km, include_self, prepared.notes
+        )
+
+
+def _build_report(
+    files: Sequence[Path],
+    out_dir: Path,
+    thresholds: Sequence[float],
+    truth: Path | None,
+    worst: int,
+    calibration_km: float,
+    include_self: bool,
+    foreign_notes: list[str],
+) -> ReportSummary:
     start = time.perf_counter()
     thresholds = normalise_thresholds(list(thresholds))
     con = connect()
     try:
         sources, notes = report_data.open_sources(con, files, truth, include_self)
+        notes[:0] = foreign_notes
         out_dir = prepare_folder(out_dir)
         sections = [collect(con, src, thresholds, worst, calibration_km) for src in sources]
         maps = [report_data.map_data(con, src) for src in sources]
         map_rows = [map_page.map_rows(con, src, out_dir) for src in sources]
         for src in sources:
             if truth:
-                notes.append(truth_join.match_note(con, src.path, src.label, src.columns))
+                notes.append(truth_join.match_note(con, src.path, src.label, list(src.raw_columns)))
             notes += self_match_notes(con, src.path, src.label, src.columns, src.sql, include_self)
             if has_untrained_rows(con, src.path, src.columns):
                 notes.append(
@@ -643,12 +664,15 @@ def plot_error_curve(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM,
     truth: Path | None = None,
     include_self: bool = False,
+    columns: str | None = None,
 ) -> tuple[int, int]:
     """The cumulative error curve of each file, alone, into `out`; returns its size in pixels."""
     out = check_figure_path(out)
     thresholds = normalise_thresholds(list(thresholds))
     con = connect()
+    tmp = tempfile.TemporaryDirectory(prefix="geotag-plot-")
     try:
+        files = foreign.prepare(files, columns, truth, Path(tmp.name)).files
         sources, _ = report_data.open_sources(con, files, truth, include_self)
         curves, marks = [], []
         for src in sources:
@@ -659,4 +683,5 @@ def plot_error_curve(
             curves.append((src.label, report_data.error_cdf(con, src)))
     finally:
         con.close()
+        tmp.cleanup()
     return plots.error_curve(curves, marks, thresholds, out)

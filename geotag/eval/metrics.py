@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import math
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from pathlib import Path
 import duckdb
 
 from geotag.errors import InputError, SchemaError
-from geotag.eval import truth_join
+from geotag.eval import foreign, truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
 from geotag.io.parquet import PART_GLOB, require_columns
 
@@ -227,14 +228,21 @@ def build_query(
     columns: Sequence[str],
     source: str = "read_parquet(?)",
     include_self: bool = False,
+    missing_as_wrong: bool = False,
 ) -> str:
     """SQL that scores one file (the `?` parameter, read through `source`) grouped by `by`; self-matches
-    are counted apart unless `include_self`."""
+    are counted apart unless `include_self`; with `missing_as_wrong` a row with ground truth and no
+    prediction is scored as a miss at MISS_KM."""
     groups = [f"{group_expr(name, columns)} AS {quote(f'g{i}')}" for i, name in enumerate(by)]
     group_names = [quote(f"g{i}") for i in range(len(by))]
     acc = [f"avg(CAST(d <= {sql_double(t)} AS DOUBLE)) AS {quote(threshold_key(t))}" for t in thresholds]
     select_groups = "".join(f"{g}, " for g in group_names)
     group_by = f"GROUP BY {', '.join(group_names)} ORDER BY {', '.join(group_names)} NULLS LAST" if by else ""
+    miss = (
+        f"WHEN NOT is_error AND has_gt AND NOT has_pred THEN {sql_double(MISS_KM)}"
+        if missing_as_wrong
+        else ""
+    )
     has_countries = all(c in columns for c in COUNTRY_COLUMNS)
     countries = ", ".join(
         f"CAST({quote(c) if has_countries else 'NULL'} AS VARCHAR) AS {quote('c_' + c)}"
@@ -249,14 +257,15 @@ def build_query(
         FROM {source}
     ), scored AS (
         SELECT *, CASE WHEN {scored_when(include_self)}
-                       THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
+                       THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon)
+                       {miss} END AS d
         FROM src
     )
     SELECT {select_groups}
         count(*) AS n_rows,
         count(*) FILTER (WHERE is_error) AS n_error,
         count(*) FILTER (WHERE NOT is_error AND NOT has_gt) AS n_no_gt,
-        count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred) AS n_no_pred,
+        count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred AND d IS NULL) AS n_no_pred,
         count(*) FILTER (WHERE NOT is_error AND has_gt AND has_pred AND d IS NULL) AS n_self_match,
         count(d) AS n_scored,
         {", ".join(acc)},
@@ -287,9 +296,10 @@ def evaluate_file(
     by: Sequence[str],
     source: str = "read_parquet(?)",
     include_self: bool = False,
+    missing_as_wrong: bool = False,
 ) -> list[dict[str, object]]:
     """Score one file whose column names are `columns`; one dict per group (just one without `by`)."""
-    sql = build_query(thresholds, by, columns, source, include_self)
+    sql = build_query(thresholds, by, columns, source, include_self, missing_as_wrong)
     try:  # fetched through Arrow: group values of any type (timestamps with a zone, lists) convert cleanly
         records = con.sql(sql, params=[str(path)]).to_arrow_table().to_pylist()
     except duckdb.Error as exc:
@@ -314,17 +324,38 @@ def evaluate(
     by: Sequence[str] = (),
     truth: Path | None = None,
     include_self: bool = False,
+    columns: str | None = None,
+    missing_as_wrong: bool = False,
 ) -> EvalResult:
     """Score each predictions file (grouped by the `by` columns) and return one row per (file, group).
 
     `truth`: a ground-truth manifest joined onto every file by file name (see geotag.eval.truth_join).
     `include_self`: score self-matches too (by default they are counted and left out, with a note).
+    `columns`: the role=column mapping of someone else's predictions file (geotag.eval.foreign; such a
+    file is recognised and mapped by name without it). `missing_as_wrong`: a row with ground truth and no
+    prediction (a manifest photo the file does not name included) is a miss at MISS_KM.
     """
     if not files:
         raise InputError("no predictions file given")
     thresholds = normalise_thresholds(list(thresholds))
     by = list(dict.fromkeys(by))
-    given = [Path(f) for f in files]
+    labels = file_labels([Path(f) for f in files])
+    with tempfile.TemporaryDirectory(prefix="geotag-eval-") as tmp:
+        prepared = foreign.prepare(files, columns, truth, Path(tmp))
+        result = _evaluate(prepared.files, labels, thresholds, by, truth, include_self, missing_as_wrong)
+    result.notes[:0] = prepared.notes
+    return result
+
+
+def _evaluate(
+    given: list[Path],
+    labels: list[str],
+    thresholds: list[float],
+    by: list[str],
+    truth: Path | None,
+    include_self: bool,
+    missing_as_wrong: bool,
+) -> EvalResult:
     paths, samples = zip(*(parquet_source(p) for p in given), strict=True)
     schemas = [require_columns(sample, NEEDED_COLUMNS).schema_arrow.names for sample in samples]
     for path, columns in zip(paths, schemas, strict=True):  # fail on the first bad file before any work
@@ -333,11 +364,15 @@ def evaluate(
     try:
         rows = []
         notes = truth_join.register_truth(con, truth) if truth else []
-        for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
+        for path, label, columns in zip(paths, labels, schemas, strict=True):
             source, cols = "read_parquet(?)", columns
             if truth:
                 source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
-            found = evaluate_file(con, path, label, cols, thresholds, by, source, include_self)
+            found = evaluate_file(
+                con, path, label, cols, thresholds, by, source, include_self, missing_as_wrong
+            )
+            if missing_as_wrong:
+                notes += miss_notes(con, path, label, source)
             rows.extend(found)
             notes += self_match_notes(con, path, label, cols, source, include_self)
             if truth:
@@ -382,6 +417,19 @@ def self_match_notes(
 
 
 ROW_HAS_BOTH = "NOT is_error AND has_gt AND has_pred"
+MISS_KM = math.pi * EARTH_RADIUS_KM
+"""--missing-as-wrong: the distance a missing prediction is scored at (the antipode: a miss at every
+threshold, GeoScore about 0), as papers count a photo they could not place."""
+
+
+def miss_notes(con: duckdb.DuckDBPyConnection, path: Path, label: str, source: str) -> list[str]:
+    """How many rows --missing-as-wrong scored as misses (rows with ground truth and no prediction)."""
+    sql = (
+        "SELECT count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred) AS n "
+        f"FROM (SELECT {ROW_COLUMNS} 0 AS _ FROM {source})"
+    )
+    n = con.sql(sql, params=[str(path)]).to_arrow_table().column(0)[0].as_py()
+    return [f"{label}: {n:,} row(s) without a prediction scored as misses (--missing-as-wrong)"] if n else []
 
 
 def parquet_source(path: Path) -> tuple[Path, Path]:

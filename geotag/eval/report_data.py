@@ -60,6 +60,7 @@ class Source:
     columns: list[str]
     sql: str
     include_self: bool = False  # score self-matches (never in the --min-confidence advice)
+    raw_columns: tuple[str, ...] = ()  # the file's own columns, before a --truth join added any
 
 
 def open_sources(
@@ -79,9 +80,9 @@ def open_sources(
     for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
         if truth:
             cols, sql = truth_join.joined_columns(columns), truth_join.joined_source(columns)
-            sources.append(Source(path, label, cols, sql, include_self))
+            sources.append(Source(path, label, cols, sql, include_self, tuple(columns)))
         else:
-            sources.append(Source(path, label, columns, "read_parquet(?)", include_self))
+            sources.append(Source(path, label, columns, "read_parquet(?)", include_self, tuple(columns)))
     return sources, notes
 
 

@@ -80,10 +80,10 @@ FORMATS = (
         "plain",
         (),
         key=("path", "filepath", "file", "filename", "image_path", "image", "img", "name", "id", "photo_id"),
-        lat=("lat", "latitude"),
-        lon=("lon", "lng", "long", "longitude"),
+        lat=("lat", "latitude", "gt_lat"),  # gt_*: a geotag scan (or predictions) file as the truth
+        lon=("lon", "lng", "long", "longitude", "gt_lon"),
         scene=("scene",),
-        country=("country",),
+        country=("country", "gt_country"),
     ),
 )
 
