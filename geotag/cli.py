@@ -1100,11 +1100,18 @@ def review_cmd(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Print the URL; do not open a browser.")
     ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Someone else's predictions file: its columns per role (pred_lat=LAT_pred,path=IMG_ID,...).",
+        ),
+    ] = None,
 ) -> None:
     """Look through predictions in a local web app and accept, move or reject each; nothing is written."""
     from geotag.review.app import make_server, serve
 
-    server = make_server(predictions, decisions, port)
+    server = make_server(predictions, decisions, port, columns)
     serve(server, not no_browser, say)
 
 

@@ -149,3 +149,17 @@ def test_cli_eval_and_report_on_foreign_predictions(g3: Path, tmp_path: Path) ->
     assert page.returncode == 0, page.stderr
     html = (tmp_path / "r" / "index.html").read_text()
     assert "placeholder" in html and "read as foreign predictions" in html
+
+
+def test_review_opens_foreign_predictions(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from geotag.review.session import Session
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    (tmp_path / "theirs.csv").write_text("IMG_ID,LAT_pred,LON_pred\na.jpg,45.5,7.25\nmissing.jpg,0,0\n")
+    session = Session.open(tmp_path / "theirs.csv")
+    assert [(r["pred_lat"], r["pred_lon"]) for r in session.rows] == [(45.5, 7.25), (None, None)]
+    assert session.photo_path(0) == tmp_path / "a.jpg"  # named relative to the file's folder
+    by_hand = Session.open(tmp_path / "theirs.csv", columns="path=IMG_ID,pred_lat=LAT_pred,pred_lon=LON_pred")
+    assert by_hand.rows == session.rows

@@ -148,6 +148,15 @@ def is_geotag_file(path: Path) -> bool:
 
 def convert(path: Path, given: dict[str, str], truth: Path | None, out: Path) -> list[str]:
     """Rewrite one foreign predictions file as a geotag-shaped Parquet `out`; returns the notes."""
+    table, notes = geotag_table(path, given, truth)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+    return notes
+
+
+def geotag_table(path: Path, given: dict[str, str], truth: Path | None = None) -> tuple[pa.Table, list[str]]:
+    """One foreign predictions file as a table of geotag's columns (path, status, gt_*, pred_*,
+    confidence; `image_id` null), and the notes on what was mapped, placeholders and missing rows."""
     where = path.name
     table = read_table(path, "predictions file", convert=text_convert())
     chosen = map_columns(table.column_names, given, where)
@@ -196,11 +205,10 @@ def convert(path: Path, given: dict[str, str], truth: Path | None, out: Path) ->
         "pred_lon": pa.array(plon, pa.float64(), from_pandas=True),
         "confidence": pa.array(conf, pa.float64(), from_pandas=True),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), out)
     if pc.sum(pc.is_null(columns["path"])).as_py():
         notes.append(f"{where}: rows without a {chosen['path']} value cannot be joined to a manifest")
-    return notes
+    columns["image_id"] = pa.nulls(m, pa.string())
+    return pa.table(columns), notes
 
 
 def prepare(files: Sequence[Path], columns: str | None, truth: Path | None, folder: Path) -> Prepared:
