@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from geotag.errors import InputError
+from geotag.errors import InputError, SchemaError
 from geotag.io.tables import PARQUET_MAGIC, float_column, read_table, text_convert
 from geotag.io.truth import file_stem, load_truth
 
@@ -125,7 +125,7 @@ def map_columns(names: Sequence[str], given: dict[str, str], where: str) -> dict
         )
     missing = [r for r in REQUIRED if r not in chosen]
     if missing:
-        raise InputError(
+        raise SchemaError(
             f"{where}: no {' / '.join(missing)} column found among {', '.join(names)}; "
             f"map them with --columns {missing[0]}=NAME"
         )
@@ -139,7 +139,7 @@ def is_geotag_file(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
             if fh.read(len(PARQUET_MAGIC)) != PARQUET_MAGIC:
-                return False
+                return path.suffix.lower() == ".parquet"  # a broken .parquet: geotag's reader says so
         names = set(pq.ParquetFile(path).schema_arrow.names)
     except Exception:  # noqa: BLE001 - unreadable: let the geotag reader give its one-line error
         return True
