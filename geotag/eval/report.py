@@ -29,7 +29,8 @@ T = TypeVar("T")
 CAPTION = (
     f"distance d: haversine, R = {EARTH_RADIUS_KM} km; accuracy = share of scored rows with d <= t; "
     "skipped = error / no ground truth / no prediction / self-match (a kNN answer from the photo's own "
-    "gallery entry)"
+    "gallery entry); country = share of the scored rows with a known true country whose predicted "
+    "country matches (- where none is known)"
 )
 
 
