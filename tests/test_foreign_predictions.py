@@ -163,3 +163,16 @@ def test_review_opens_foreign_predictions(tmp_path: Path) -> None:
     assert session.photo_path(0) == tmp_path / "a.jpg"  # named relative to the file's folder
     by_hand = Session.open(tmp_path / "theirs.csv", columns="path=IMG_ID,pred_lat=LAT_pred,pred_lon=LON_pred")
     assert by_hand.rows == session.rows
+
+
+def test_a_geotag_scan_is_the_truth(g3: Path, tmp_path: Path) -> None:
+    """Joined by file name to a scan (its gt_lat / gt_lon), not only to a manifest."""
+    scan = tmp_path / "scan.parquet"
+    rows = [
+        {"path": f"/photos/{name}", "status": "ok", "gt_lat": lat, "gt_lon": lon}
+        for name, lat, lon in (("a.jpg", 48.86, 2.35), ("c.jpg", 34.0, -118.2), ("f.jpg", 51.4, -0.1))
+    ]
+    with PredictionWriter(scan, geometry="gt") as writer:
+        writer.write_rows(rows)
+    row = evaluate([g3], thresholds=[1.0], truth=scan).rows[0]
+    assert row["n_scored"] == 3 and row["acc_1km"] == 1.0  # the scan's truth replaced the file's own

@@ -80,10 +80,12 @@ FORMATS = (
         "plain",
         (),
         key=("path", "filepath", "file", "filename", "image_path", "image", "img", "name", "id", "photo_id"),
-        lat=("lat", "latitude", "gt_lat"),  # gt_*: a geotag scan (or predictions) file as the truth
-        lon=("lon", "lng", "long", "longitude", "gt_lon"),
+        # gt_* first: a geotag scan, predictions or export file as the truth (its lat / country, where
+        # present, are the prediction's)
+        lat=("gt_lat", "lat", "latitude"),
+        lon=("gt_lon", "lon", "lng", "long", "longitude"),
         scene=("scene",),
-        country=("country", "gt_country"),
+        country=("gt_country", "country"),
     ),
 )
 
