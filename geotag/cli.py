@@ -789,6 +789,12 @@ def benchmark(
     weights: Weights = None,
     gallery: Gallery = None,
     untrained_backbone: UntrainedBackbone = False,
+    exclude_same: Annotated[
+        str | None,
+        typer.Option(
+            help="knn-loo: leave out every photo sharing this manifest column (default: its author column)."
+        ),
+    ] = None,
     allow_mismatch: Annotated[
         bool, typer.Option(help="Run even when the folder does not match the set (its images only).")
     ] = False,
@@ -828,6 +834,7 @@ def benchmark(
         weights=weights,
         gallery=gallery,
         allow_untrained=untrained_backbone,
+        exclude_same=exclude_same,
         progress=progress,
         extra_metadata={"benchmark": check.test_set.name},
     )
@@ -1218,12 +1225,35 @@ def report(
         typer.Option(help="Re-join ground truth from a manifest by file name (manifest wins over EXIF)."),
     ] = None,
     worst: Annotated[int, typer.Option(min=1, max=500, help="Worst errors listed per file.")] = 12,
+    include_self: Annotated[
+        bool,
+        typer.Option(
+            "--include-self-matches",
+            help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
+        ),
+    ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Someone else's predictions file: its columns per role, e.g. pred_lat=LAT_pred,"
+            "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
+        ),
+    ] = None,
 ) -> None:
     """An HTML report that opens offline: maps, error curve, calibration, by country / scene, worst errors."""
     from geotag.eval.html_report import build_report
     from geotag.eval.metrics import parse_thresholds
 
-    s = build_report(files, out_dir, thresholds=parse_thresholds(thresholds), truth=truth, worst=worst)
+    s = build_report(
+        files,
+        out_dir,
+        parse_thresholds(thresholds),
+        truth=truth,
+        worst=worst,
+        include_self=include_self,
+        columns=columns,
+    )
     for note in s.notes:
         say_labelled("warning:", "bold yellow", note)
     say(
@@ -1245,11 +1275,18 @@ def review_cmd(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Print the URL; do not open a browser.")
     ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Someone else's predictions file: its columns per role (pred_lat=LAT_pred,path=IMG_ID,...).",
+        ),
+    ] = None,
 ) -> None:
     """Look through predictions in a local web app and accept, move or reject each; nothing is written."""
     from geotag.review.app import make_server, serve
 
-    server = make_server(predictions, decisions, port)
+    server = make_server(predictions, decisions, port, columns)
     serve(server, not no_browser, say)
 
 
@@ -1354,6 +1391,28 @@ def eval_cmd(
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the cumulative error curve into this PNG file.")
     ] = None,
+    include_self: Annotated[
+        bool,
+        typer.Option(
+            "--include-self-matches",
+            help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
+        ),
+    ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Someone else's predictions file: its columns per role, e.g. pred_lat=LAT_pred,"
+            "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
+        ),
+    ] = None,
+    missing_as_wrong: Annotated[
+        bool,
+        typer.Option(
+            "--missing-as-wrong",
+            help="Score a photo with ground truth but no prediction (a manifest row included) as a miss.",
+        ),
+    ] = False,
 ) -> None:
     """Score predictions against ground truth with DuckDB: accuracy at thresholds, median error, GeoScore."""
     from geotag.eval.metrics import evaluate, parse_thresholds
@@ -1363,12 +1422,20 @@ def eval_cmd(
         from geotag.eval.html_report import check_figure_path, plot_error_curve
 
         check_figure_path(plot)
-    result = evaluate(files, thresholds=parse_thresholds(thresholds), by=by or [], truth=truth)
+    result = evaluate(
+        files,
+        parse_thresholds(thresholds),
+        by=by or [],
+        truth=truth,
+        include_self=include_self,
+        columns=columns,
+        missing_as_wrong=missing_as_wrong,
+    )
     render(result, fmt=fmt, console=out)
     for note in result.notes:
         say_labelled("warning:", "bold yellow", note)
     if plot is not None:
-        plot_error_curve(files, plot, result.thresholds, truth)
+        plot_error_curve(files, plot, result.thresholds, truth, include_self, columns)
         say(f"error curve -> {plot}")
 
 

@@ -6,8 +6,10 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -215,9 +217,33 @@ def test_knn_loo_gets_a_caveat_and_no_gap(tmp_path: Path, tiny_model) -> None:
     buf = io.StringIO()
     render_benchmark(loo, "markdown", Console(file=buf, width=200))
     text = buf.getvalue()
-    assert "caveat: knn-loo's gallery is the test set itself" in text
+    assert "caveat: knn-loo's gallery is the test set itself; this run was leave-one-out (" in text
+    assert "its photographer's other photos included" in text  # no author column: said as it is
     assert "this run − best published" not in text
     assert "| [L]kNN, sigma=4 | 7.2 | 19.4 | 26.9 | 38.9 | 55.9 |" in text
+    by_author = dataclasses.replace(loo, exclude_same="AUTHOR")
+    buf = io.StringIO()
+    render_benchmark(by_author, "markdown", Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert (
+        "this run was leave-one-AUTHOR-out (each photo placed by the others, with every photo of its " in text
+    )
+    assert "photographer's other photos included" not in text
+    assert "self-matches left out" in text
+
+
+def test_benchmark_exclude_same_option(tmp_path: Path) -> None:
+    """`benchmark --exclude-same` exists (knn-loo's leave-one-group-out, documented in benchmarks.md)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "geotag.cli", "benchmark", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env=env,
+    )
+    assert done.returncode == 0 and "--exclude-same" in done.stdout
 
 
 def test_known_extra_files_pass_with_a_warning(

@@ -19,8 +19,8 @@ def test_cell_radius_matches_the_mean_s2_cell_area() -> None:
 
 
 def test_a_sure_answer_in_a_large_cell_is_not_zero_km() -> None:
-    """One level-2 cell with all the probability: the half-mass radius of its disc, r / sqrt(2) (about
-    920 km), where treating cells as points said 0 km."""
+    """One level-2 cell with all the probability: its radius r (about 1,300 km), where treating cells
+    as points said 0 km."""
     rng = np.random.default_rng(0)
     lat, lon = rng.uniform(5, 15, 200), rng.uniform(10, 20, 200)
     cells = build_cells(lat, lon, [PartitionSpec("only", 0, 10_000)])
@@ -30,8 +30,9 @@ def test_a_sure_answer_in_a_large_cell_is_not_zero_km() -> None:
     probs = [torch.ones(1, 1)]
     anc = torch.from_numpy(cells.ancestors())
     pred = cell_prediction(probs, anc, cents, cells.fine.tokens(), 1, radii)
-    assert pred.error_km[0].item() == pytest.approx(radii[0].item() / np.sqrt(2), rel=1e-4)
-    assert 800 < pred.error_km[0].item() < 1100
+    # the half-mass radius of its disc, r / sqrt(2), is below the cell itself: the floor, r, wins
+    assert pred.error_km[0].item() == pytest.approx(radii[0].item(), rel=1e-6)
+    assert 1200 < pred.error_km[0].item() < 1400
     assert cell_prediction(probs, anc, cents, cells.fine.tokens(), 1).error_km[0].item() == 0.0
 
 
@@ -42,3 +43,24 @@ def test_small_cells_barely_change_the_radius() -> None:
     plain = median_radius(probs, point, cents)
     small = median_radius(probs, point, cents, torch.full((3,), 1.0))
     assert plain.item() == pytest.approx(small.item(), rel=1e-3)
+
+
+def test_error_radius_is_never_below_the_chosen_cell() -> None:
+    """Three fine cells of different levels; whichever wins, error_km >= its radius, and a spread answer
+    keeps its larger half-mass radius."""
+    lat, lon = np.array([10.0, 40.0, -30.0]), np.array([20.0, -70.0, 140.0])
+    ids = np.array(
+        [parent_ids(leaf_ids(lat[i : i + 1], lon[i : i + 1]), lv)[0] for i, lv in enumerate((4, 9, 13))]
+    )
+    radii = torch.from_numpy(cell_radius_km(ids))
+    cents = torch.tensor(np.stack([lat, lon], 1))
+    anc = torch.arange(3).reshape(3, 1)
+    tokens = ["a", "b", "c"]
+    for best in range(3):
+        probs = torch.full((1, 3), 0.01)
+        probs[0, best] = 0.98
+        pred = cell_prediction([probs], anc, cents, tokens, 1, radii)
+        assert pred.error_km[0].item() >= radii[best].item() - 1e-9
+        assert pred.error_km[0].item() == pytest.approx(radii[best].item())  # a sure answer: the floor
+    spread = cell_prediction([torch.tensor([[0.4, 0.35, 0.25]])], anc, cents, tokens, 1, radii)
+    assert spread.error_km[0].item() > 5000  # half the mass is an ocean away: far above the cell

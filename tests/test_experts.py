@@ -17,6 +17,7 @@ from torch import nn
 from geotag.config import TrainConfig
 from geotag.engine.train import run_train
 from geotag.errors import InputError, WeightsError
+from geotag.geo.places import country_radius_km
 from geotag.models.experts import (
     GROUP_LABELS,
     GROUPS,
@@ -25,6 +26,7 @@ from geotag.models.experts import (
     Expert,
     ExpertsConfig,
     ExpertsTask,
+    country_sizes,
     cut_crops,
     label_groups,
     load_experts,
@@ -251,7 +253,11 @@ def test_predict_votes_over_the_crops_of_each_photo() -> None:
     torch.testing.assert_close(pred.topk_score[0], torch.tensor([2 / 3, 1 / 3, 0.0]))
     assert pred.lat.tolist() == [POINTS[0][0], POINTS[1][0], POINTS[2][0]]
     assert pred.topk_lat[1].tolist() == [POINTS[1][0], POINTS[0][0], POINTS[2][0]]
-    assert (pred.error_km == 0).all()  # at least half of every photo's votes are at its answer
+    # at least half of every photo's votes are at its answer: the radius is the floor, the country's size
+    sizes = country_sizes(["FR", "IT", "KE"], torch.tensor(POINTS, dtype=torch.float64).numpy())
+    assert pred.error_km.tolist() == pytest.approx(sizes)
+    if country_radius_km():  # Natural Earth's areas: France (with its overseas parts) ~640,000 km2
+        assert 430 < sizes[0] < 470 and 290 < sizes[1] < 330 and 400 < sizes[2] < 460
     with pytest.raises(InputError, match="instance segmenter"):
         model.set_segmentation(object())
 

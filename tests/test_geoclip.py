@@ -402,3 +402,29 @@ def vit_l14_parity(device: torch.device, pixels: torch.Tensor, gallery: torch.Te
         "topk_score": (pred.topk_score - ref_scores.cpu()).abs().max().item(),
         "bf16_top1_same": torch.equal(bf16.lat, pred.lat),
     }
+
+
+def test_error_radius_is_never_below_the_gallery_spacing(clip_folder):
+    """A gallery on a 0.5-degree grid: however sure the model is, error_km >= its spacing (about 45 km
+    here, the median nearest-neighbour distance, checked against brute force); geoclip-lite shares it."""
+    from geotag.geo.spacing import median_spacing_km
+    from geotag.models.geoclip_lite import GeoCLIPLite
+
+    assert GeoCLIPLite.predict is GeoCLIP.predict  # the floor is applied in the one predict both use
+    lat, lon = np.meshgrid(np.arange(40.0, 45.0, 0.5), np.arange(0.0, 5.0, 0.5), indexing="ij")
+    grid = np.stack([lat.ravel(), lon.ravel()], 1)
+    d = haversine_np(grid[:, None, 0], grid[:, None, 1], grid[None, :, 0], grid[None, :, 1])
+    np.fill_diagonal(d, np.inf)
+    spacing = float(np.median(d.min(axis=1)))
+    assert median_spacing_km(np.concatenate([grid, grid[:5]])) == pytest.approx(spacing, rel=1e-9)
+    assert 35 < spacing < 56
+    model = build_geoclip(backbone_weights=clip_folder, allow_mismatched_heads=True)
+    model.set_gallery(torch.tensor(grid, dtype=torch.float32))
+    model.prepare()
+    with torch.no_grad():
+        model.logit_scale.fill_(20.0)  # a very sure model: nearly all the mass on one point
+    size = model.preprocess().input_size
+    with torch.inference_mode():
+        pred = model.predict(torch.rand(3, 3, size, size), top_k=1)
+    assert pred.error_km.min().item() >= model.gallery_spacing_km() - 1e-9
+    assert model.gallery_spacing_km() == pytest.approx(spacing, rel=1e-5)  # float32 gallery

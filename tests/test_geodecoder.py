@@ -20,6 +20,7 @@ from geotag.config import TrainConfig
 from geotag.engine.train import run_train
 from geotag.errors import WeightsError
 from geotag.geo.cells import Geocells, PartitionSpec, build_cells
+from geotag.models.cell_head import cell_radius_km
 from geotag.models.checkpoint import list_checkpoints
 from geotag.models.geodecoder import (
     CONFIDENCE_PENALTY,
@@ -148,6 +149,8 @@ def test_predict_follows_the_hierarchy_of_its_cells(cells: Geocells) -> None:
         assert pred.lat[b].item() == cells.fine.lat[best[0]] and pred.confidence[b] == pred.topk_score[b, 0]
         assert pred.extras["scene"][b] in ("indoor", "natural", "urban")
         assert 0 <= pred.error_km[b].item() <= 20_016
+        radius = float(cell_radius_km(cells.fine.ids[best[:1]])[0])  # never finer than the chosen cell
+        assert pred.error_km[b].item() >= radius > 0
 
 
 def test_loss_weights_each_hierarchy_by_its_learned_confidence() -> None:

@@ -77,13 +77,46 @@ def test_a_query_in_the_gallery_gets_its_own_coordinates() -> None:
     assert (pred.lat.item(), pred.lon.item()) == pytest.approx(coords[0], abs=1e-9)
     assert (pred.topk_lat[0, 0].item(), pred.topk_lon[0, 0].item()) == coords[0]
     assert pred.topk_score[0].tolist() == pytest.approx([1.0, 0.0, 0.0])
-    assert pred.confidence.item() == pytest.approx(1.0) and pred.error_km.item() == pytest.approx(0.0)
+    assert pred.confidence.item() == pytest.approx(1.0)
+    assert pred.error_km.item() == 25.0  # neighbours that coincide: the kernel's sigma, never 0
+    assert pred.extras["self_match"] == ["copy"]  # near-identical features, no keys to say more
     keys = GalleryKeys(["a", "b", "c", "d"], ["/g/a.jpg", "/g/b.jpg", "/g/c.jpg", "/g/d.jpg"])
     loo = _toy(coords, feats, leave_one_out=True, gallery_keys=keys).predict(
         _img(feats[0]), top_k=3, image_ids=["a"]
     )
     assert loo.topk_lat[0, 0].item() != coords[0][0]  # the copy is skipped
+    assert loo.extras["self_match"] == [None]
     assert haversine_np(loo.lat.item(), loo.lon.item(), *coords[0]) < 1.0  # its Arezzo neighbour places it
+
+
+def test_self_matches_are_flagged_by_image_id_path_and_copy() -> None:
+    coords = [(43.4673, 11.8850), (43.4680, 11.8820), (40.4470, -3.7250), (-33.85, 151.2)]
+    feats = [[1.0, 0.2, 0.1], [0.9, 0.3, 0.1], [0.8, 0.4, 0.3], [0.1, 0.2, 1.0]]
+    keys = GalleryKeys(["a", "b", "c", "d"], ["/g/a.jpg", "/g/b.jpg", "/g/c.jpg", "/g/d.jpg"])
+    model = _toy(coords, feats, gallery_keys=keys, k=2)
+    assert model.needs_image_keys  # plain kNN with keys asks the engine for them
+    images = torch.cat([_img(feats[0]), _img([0.85, 0.35, 0.2]), _img([0.85, 0.35, 0.2])])
+    pred = model.predict(images, top_k=2, image_ids=["a", "b", "zz"], paths=["/x/a.jpg", "/y/q.jpg", "/q"])
+    # the photo itself by id; the second query is photo "b" (re-decoded: other features), found among
+    # its 2 neighbours by its id; the third is an unrelated photo
+    assert pred.extras["self_match"] == ["image", "image", None]
+    by_path = model.predict(images[1:2], top_k=2, image_ids=[None], paths=["/g/b.jpg"])
+    assert by_path.extras["self_match"] == ["image"]
+    far = _toy(coords, feats, gallery_keys=keys, k=1).predict(
+        _img(feats[3]), top_k=1, image_ids=["b"], paths=["/q.jpg"]
+    )
+    assert far.extras["self_match"] == ["copy"]  # its own entry "b" is not among the 1 used; a copy is
+
+
+def test_error_radius_is_never_below_the_kernel_sigma() -> None:
+    coords = [(10.0, 10.0)] * 3 + [(-33.85, 151.2)]
+    feats = [[1.0, 0.2, 0.1], [0.9, 0.3, 0.1], [0.8, 0.4, 0.3], [0.1, 0.2, 1.0]]
+    for sigma in (25.0, 3.0):
+        pred = _toy(coords, feats, k=3, sigma_km=sigma).predict(_img([0.85, 0.3, 0.2]), top_k=3)
+        assert pred.error_km.item() == sigma  # three neighbours at one point: the median distance is 0
+    spread = [(10.0, 10.0), (10.0, 13.0), (10.0, 16.0), (-33.85, 151.2)]
+    wide = _toy(spread, feats, k=3, sigma_km=1.0).predict(_img([0.85, 0.3, 0.2]), top_k=3)
+    assert wide.error_km.item() > 100.0  # above the floor, the weighted median is kept as it is
 
 
 def test_the_densest_group_wins_over_a_single_closer_match() -> None:
@@ -213,3 +246,4 @@ def test_cli_gallery_build_then_predict(sample_data: Path, tmp_path: Path) -> No
     for r in pq.read_table(out).to_pylist():  # each photo is in the gallery: its own coordinates come back
         assert (r["pred_lat"], r["pred_lon"]) == pytest.approx((r["gt_lat"], r["gt_lon"]), abs=1e-9)
         assert r["country"] == r["gt_country"] and r["country"] in {"FR", "IT"}
+        assert r["self_match"] == "image"  # found by its image id: eval leaves it out of the scores

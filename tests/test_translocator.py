@@ -20,6 +20,7 @@ from geotag.config import PredictConfig
 from geotag.engine.predict import run_predict
 from geotag.errors import InputError, WeightsError
 from geotag.geo.cells import Geocells, PartitionSpec, build_cells
+from geotag.models.cell_head import cell_radius_km
 from geotag.models.registry import available_models, build_model
 from geotag.models.segmentation import DiskSegmentation, SegFormerProvider
 from geotag.models.translocator import (
@@ -139,6 +140,8 @@ def test_predict_follows_the_hierarchy_of_its_cells(cells: Geocells, segmenter) 
         assert pred.confidence[b].item() == pytest.approx(scores[best[0]], rel=1e-5)
         assert pred.topk_lat[b].tolist() == cells.fine.lat[best].tolist()
         assert 0 <= pred.error_km[b].item() <= 20_016
+        radius = float(cell_radius_km(cells.fine.ids[best[:1]])[0])  # never finer than the chosen cell
+        assert pred.error_km[b].item() >= radius > 0
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

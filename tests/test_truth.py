@@ -263,7 +263,7 @@ def test_cli_eval_by_gt_country_needs_a_country_somewhere(tmp_path: Path, monkey
     args = ["eval", str(foreign), "--by", "gt_country", "--truth", truth, "-f", "csv"]
     code, out, err = run_cli(args, monkeypatch, capsys)
     assert code == 0, err
-    assert out.splitlines()[1].startswith("foreign,IT,1,0,0,0,1,")
+    assert out.splitlines()[1].startswith("foreign,IT,1,0,0,0,0,1,")  # n_self_match 0 before n_scored
 
 
 def test_scan_with_exif_and_a_disagreeing_manifest(sample_data: Path, tmp_path: Path) -> None:

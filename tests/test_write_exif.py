@@ -638,7 +638,7 @@ def test_overwrite_without_error_radius_drops_a_stale_one(tmp_path: Path) -> Non
     )
     assert run_write_exif(WriteOptions(preds, journal=journal, overwrite_gps=True)).written == 1
     tags = exiftool_dump([photo])[str(photo)]
-    assert "GPS:GPSHPositioningError" not in tags and "error_km" not in tags["GPS:GPSProcessingMethod"]
+    assert "GPS:GPSHPositioningError" not in tags and "error radius" not in tags["GPS:GPSProcessingMethod"]
 
 
 @needs_exiftool
@@ -726,3 +726,22 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
     proc = _cli(str(tmp_path / "bad.parquet"))
     assert proc.returncode == 2 and "pred_lat" in proc.stderr
     assert read_exif(photo).gt_lat is None  # nothing was written by any of these
+
+
+def test_radius_is_written_in_plain_kilometres() -> None:
+    """Issue 28: `error_km=7.07e-13` was written; the text is the dry run's, the tag the same radius."""
+    from geotag.engine.write_exif import FileResult
+    from geotag.io.exif_write import provenance_text, radius_text
+
+    assert [radius_text(km) for km in (13_500.0, 25.0, 0.35, 7.07e-13)] == [
+        "13,500 km",
+        "25 km",
+        "0.35 km",
+        "0.00 km",
+    ]
+    text = provenance_text("knn", 0.9, 25.0)
+    assert text.endswith("; model=knn; confidence=0.900; error radius 25 km") and "e-" not in text
+    fix = GpsFix(1.0, 2.0, model="knn", confidence=0.9, error_km=25.0)
+    assert fix.error_m == 25_000.0 and fix.method == text
+    line = FileResult("/p.jpg", "would write", target="/p.jpg", fix=fix).describe(dry_run=True)
+    assert "error radius 25 km" in line

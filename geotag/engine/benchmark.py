@@ -166,4 +166,5 @@ def run_benchmark(check: FolderCheck, cfg: PredictConfig, model: GeoModel | None
         evaluation=evaluation,
         model=model.name if model is not None else cfg.model,
         out=cfg.out,
+        exclude_same=cfg.exclude_same,
     )

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
 from geotag.engine.scan import default_workers, note_warnings, scan_file
+from geotag.engine.self_match import mark_truth_matches
 from geotag.engine.summary import PredictSummary, count_errors
 from geotag.engine.timeplace import TimePlanner, count_sources
 from geotag.errors import ImageError, InputError
@@ -312,6 +313,7 @@ def complete_rows(
         row.update(common)
         apply_truth(row, manifest)  # right before writing
     add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
+    mark_truth_matches(rows)  # once the truth is final
 
 
 def load_model(

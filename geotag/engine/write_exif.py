@@ -57,6 +57,7 @@ from geotag.io.exif_write import (
     build_sidecar,
     find_exiftool,
     make_writer,
+    radius_text,
     read_gps_without_writer,
     read_sidecar_gps,
     same_image_data,
@@ -157,7 +158,7 @@ class FileResult:
                 if fix.by_time and km < 1:
                     extra += f", error radius {km * 1000:.0f} m"
                 else:
-                    extra += f", error radius {km:,.0f} km" if km >= 10 else f", error radius {km:.2f} km"
+                    extra += f", error radius {radius_text(km)}"
             if fix.by_time:
                 extra += f", altitude {fix.alt:.1f} m" if fix.alt is not None else ""
                 if fix.time_utc is not None:

@@ -44,9 +44,25 @@ def best_published(published: Sequence[Published]) -> list[float | None]:
 
 SELF_GALLERY_MODELS = {"knn-loo"}  # models whose gallery is the test set itself
 SELF_GALLERY_CAVEAT = (
-    "caveat: {model}'s gallery is the test set itself (each photo placed by the others, its "
-    "photographer's other photos included): not comparable with the published rows, so no gap is shown"
+    "caveat: {model}'s gallery is the test set itself; {what}: not comparable with the published rows, "
+    "so no gap is shown"
 )
+
+
+def self_gallery_caveat(result: BenchmarkResult) -> str:
+    """The caveat line, saying exactly what ran: leave-one-out, or leave-one-<column>-out."""
+    column = result.exclude_same
+    if column:
+        what = (
+            f"this run was leave-one-{column}-out (each photo placed by the others, with every photo of "
+            f"its {column} left out)"
+        )
+    else:
+        what = (
+            "this run was leave-one-out (each photo placed by the others, its photographer's other photos "
+            "included: the manifest names no author; --exclude-same COLUMN leaves a group out)"
+        )
+    return SELF_GALLERY_CAVEAT.format(model=result.model, what=what)
 
 
 def overlaps_test_set(result: BenchmarkResult) -> bool:
@@ -109,7 +125,8 @@ def footer(result: BenchmarkResult) -> list[str]:
     check, run = result.check, result.scores
     lines = [
         f"N = scored images of this run; {run.get('n_error', 0):,} failed, "
-        f"{run.get('n_no_gt', 0):,} without ground truth; {len(check.missing):,} of the set's "
+        f"{run.get('n_no_gt', 0):,} without ground truth, {run.get('n_self_match', 0):,} self-matches "
+        f"left out; {len(check.missing):,} of the set's "
         f"{check.test_set.n_images:,} images missing from the folder, {len(check.unreadable):,} unreadable",
         "accuracy in % at d <= t, haversine R = 6,371.0088 km; "
         "published figures keep their papers' conventions",
@@ -117,7 +134,7 @@ def footer(result: BenchmarkResult) -> list[str]:
     if not check.test_set.published:
         lines.append(f"no published results are recorded for {check.test_set.name}")
     if overlaps_test_set(result):
-        lines.insert(0, SELF_GALLERY_CAVEAT.format(model=result.model))
+        lines.insert(0, self_gallery_caveat(result))
     lines += result.evaluation.notes
     return lines
 

@@ -101,3 +101,4 @@ class BenchmarkResult:
     evaluation: EvalResult
     model: str
     out: Path
+    exclude_same: str | None = None  # knn-loo: the manifest column whose groups were left out (author)

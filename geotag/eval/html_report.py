@@ -15,6 +15,7 @@ import hashlib
 import html
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,13 @@ import duckdb
 
 from geotag import __version__
 from geotag.errors import InputError, OutputError
-from geotag.eval import map_page, plots, report_data, truth_join
+from geotag.eval import foreign, map_page, plots, report_data, truth_join
 from geotag.eval.metrics import (
     connect,
     evaluate_file,
     has_untrained_rows,
     normalise_thresholds,
+    self_match_notes,
     threshold_key,
 )
 from geotag.eval.report import CAPTION, km, pct, score, threshold_title
@@ -150,9 +152,20 @@ def collect(
     def breakdown(column: str) -> list[dict[str, Any]]:
         if column not in src.columns:
             return []
-        return evaluate_file(con, src.path, src.label, src.columns, thresholds, [column], src.sql)
+        return evaluate_file(
+            con,
+            src.path,
+            src.label,
+            src.columns,
+            thresholds,
+            [column],
+            src.sql,
+            include_self=src.include_self,
+        )
 
-    overall = evaluate_file(con, src.path, src.label, src.columns, thresholds, [], src.sql)[0]
+    overall = evaluate_file(
+        con, src.path, src.label, src.columns, thresholds, [], src.sql, include_self=src.include_self
+    )[0]
     cal = report_data.calibration(con, src, calibration_km)
     return FileSection(
         src=src,
@@ -284,13 +297,16 @@ def img_html(fig: Figure) -> str:
 
 
 def summary_table(sections: Sequence[FileSection], thresholds: Sequence[float]) -> str:
+    counts = ["n_rows", "n_scored", "n_error", "n_no_gt", "n_no_pred"]
     headers = ["file", "N", "scored", "error", "no GT", "no pred"]
+    if any(s.overall.get("n_self_match") for s in sections):
+        counts.append("n_self_match")
+        headers.append("self-match")
     headers += [threshold_title(t) for t in thresholds] + ["median km", "mean km", "GeoScore", "country"]
     rows = []
     for s in sections:
         o = s.overall
-        cells = [e(s.src.label)] + [f"{int(o[k]):,}" for k in ("n_rows", "n_scored", "n_error", "n_no_gt")]
-        cells.append(f"{int(o['n_no_pred']):,}")
+        cells = [e(s.src.label)] + [f"{int(o.get(k) or 0):,}" for k in counts]
         cells += [pct(o.get(threshold_key(t))) for t in thresholds]
         cells += [
             km(o.get("median_km")),
@@ -455,7 +471,8 @@ def page_body(
             "<p>Each row: the lowest <code>geotag write-exif --min-confidence</code> at which at least "
             "the wanted share of the photos written lands within "
             f"{e(plots.km_text(calibration_km))} of the truth (decided on at least 10 photos), "
-            "and how many photos that writes.</p>"
+            "and how many photos that writes. Rows whose answer came from the photo's own entry in "
+            "the gallery (self-matches) never count here.</p>"
         )
         parts.append(suggestions_html(sections, calibration_km))
         parts.append(img_html(figs["calibration"]))
@@ -505,20 +522,44 @@ def build_report(
     truth: Path | None = None,
     worst: int = 12,
     calibration_km: float = CALIBRATION_KM,
+    include_self: bool = False,
+    columns: str | None = None,
 ) -> ReportSummary:
-    """Score, aggregate and draw every file, then write index.html beside figures/ and thumbs/."""
+    """Score, aggregate and draw every file, then write index.html beside figures/ and thumbs/.
+    Self-matches (column self_match) are left out of the scores unless `include_self`, and out of the
+    --min-confidence advice always. Someone else's predictions file is read through geotag.eval.foreign
+    (`columns`: its role=column mapping)."""
+    with tempfile.TemporaryDirectory(prefix="geotag-report-") as tmp:
+        prepared = foreign.prepare(files, columns, truth, Path(tmp))
+        return _build_report(
+            prepared.files, out_dir, thresholds, truth, worst, calibration_km, include_self, prepared.notes
+        )
+
+
+def _build_report(
+    files: Sequence[Path],
+    out_dir: Path,
+    thresholds: Sequence[float],
+    truth: Path | None,
+    worst: int,
+    calibration_km: float,
+    include_self: bool,
+    foreign_notes: list[str],
+) -> ReportSummary:
     start = time.perf_counter()
     thresholds = normalise_thresholds(list(thresholds))
     con = connect()
     try:
-        sources, notes = report_data.open_sources(con, files, truth)
+        sources, notes = report_data.open_sources(con, files, truth, include_self)
+        notes[:0] = foreign_notes
         out_dir = prepare_folder(out_dir)
         sections = [collect(con, src, thresholds, worst, calibration_km) for src in sources]
         maps = [report_data.map_data(con, src) for src in sources]
         map_rows = [map_page.map_rows(con, src, out_dir) for src in sources]
         for src in sources:
             if truth:
-                notes.append(truth_join.match_note(con, src.path, src.label, src.columns))
+                notes.append(truth_join.match_note(con, src.path, src.label, list(src.raw_columns)))
+            notes += self_match_notes(con, src.path, src.label, src.columns, src.sql, include_self)
             if has_untrained_rows(con, src.path, src.columns):
                 notes.append(
                     f"{src.label}: predictions made with UNTRAINED weights; "
@@ -658,18 +699,25 @@ def plot_error_curve(
     out: Path,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM,
     truth: Path | None = None,
+    include_self: bool = False,
+    columns: str | None = None,
 ) -> tuple[int, int]:
     """The cumulative error curve of each file, alone, into `out`; returns its size in pixels."""
     out = check_figure_path(out)
     thresholds = normalise_thresholds(list(thresholds))
     con = connect()
+    tmp = tempfile.TemporaryDirectory(prefix="geotag-plot-")
     try:
-        sources, _ = report_data.open_sources(con, files, truth)
+        files = foreign.prepare(files, columns, truth, Path(tmp.name)).files
+        sources, _ = report_data.open_sources(con, files, truth, include_self)
         curves, marks = [], []
         for src in sources:
-            overall = evaluate_file(con, src.path, src.label, src.columns, thresholds, [], src.sql)[0]
+            overall = evaluate_file(
+                con, src.path, src.label, src.columns, thresholds, [], src.sql, include_self=src.include_self
+            )[0]
             marks.append({float(t): overall.get(threshold_key(t)) for t in thresholds})
             curves.append((src.label, report_data.error_cdf(con, src)))
     finally:
         con.close()
+        tmp.cleanup()
     return plots.error_curve(curves, marks, thresholds, out)

@@ -4,7 +4,11 @@ Each file is read with `read_parquet` (only the columns a query needs), so a fil
 scored in seconds without loading it into Python. Conventions (GUIDE section 6): haversine on a sphere
 of R = 6,371.0088 km, a row counts as correct at threshold t when `d <= t`.
 
-Every row of a file falls in exactly one bucket, so n_rows = n_error + n_no_gt + n_no_pred + n_scored:
+Every row of a file falls in exactly one bucket, so
+n_rows = n_error + n_no_gt + n_no_pred + n_self_match + n_scored:
+- n_self_match: a row with both whose `self_match` is set (a kNN answer that came from the photo's own
+  entry in the gallery, geotag.models.knn): its perfect score says nothing about untagged photos, so it
+  is left out unless `include_self` (then it is scored and this count is 0);
 
 - n_error: `status = 'error'` (the file could not be read or predicted);
 - n_no_gt: any other row without both gt_lat and gt_lon (NaN counts as missing);
@@ -18,6 +22,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from geotag.errors import InputError, SchemaError
-from geotag.eval import truth_join
+from geotag.eval import foreign, truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
 from geotag.io.parquet import PART_GLOB, require_columns
 
@@ -48,7 +53,22 @@ NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
 DERIVED_BY = ("folder", "source")
 """`--by` names a file may lack: `folder` (the path's parent) and `source` (a file from before schema 3
 has no `source` column; every position in it came from a visual model)."""
-COUNT_KEYS = ("n_rows", "n_error", "n_no_gt", "n_no_pred", "n_scored")
+COUNT_KEYS = ("n_rows", "n_error", "n_no_gt", "n_no_pred", "n_self_match", "n_scored")
+SELF_MATCH = "self_match"
+
+
+def self_match_sql(columns: Sequence[str]) -> str:
+    """The per-row `is_self` flag: the row's `self_match` is set (false for files without the column)."""
+    if SELF_MATCH in columns:
+        return f"CAST({quote(SELF_MATCH)} AS VARCHAR) IS NOT NULL AS is_self,"
+    return "false AS is_self,"
+
+
+def scored_when(include_self: bool) -> str:
+    """The condition under which a row of the per-row view gets its distance `d`."""
+    return "NOT is_error AND has_gt AND has_pred" + ("" if include_self else " AND NOT is_self")
+
+
 STAT_KEYS = ("median_km", "mean_km", "geoscore", "country_acc")
 COUNTRY_COLUMNS = ("country", "gt_country")  # country_acc: share of scored rows with country = gt_country
 
@@ -229,9 +249,21 @@ def group_expr(name: str, columns: Sequence[str]) -> str:
     return quote(name)
 
 
-def scored_ctes(by: Sequence[str], columns: Sequence[str], source: str) -> str:
+def scored_ctes(
+    by: Sequence[str],
+    columns: Sequence[str],
+    source: str,
+    include_self: bool = False,
+    missing_as_wrong: bool = False,
+) -> str:
     """`WITH src AS (...), scored AS (...)`: per row the groups g0.., the flags and `d`, the error in km
-    of a scored row (the rest NULL)."""
+    of a scored row (the rest NULL). Self-matches get no `d` unless `include_self`; with
+    `missing_as_wrong` a row with ground truth and no prediction is scored as a miss at MISS_KM."""
+    miss = (
+        f"WHEN NOT is_error AND has_gt AND NOT has_pred THEN {sql_double(MISS_KM)}"
+        if missing_as_wrong
+        else ""
+    )
     groups = [f"{group_expr(name, columns)} AS {quote(f'g{i}')}" for i, name in enumerate(by)]
     has_countries = all(c in columns for c in COUNTRY_COLUMNS)
     countries = ", ".join(
@@ -242,17 +274,24 @@ def scored_ctes(by: Sequence[str], columns: Sequence[str], source: str) -> str:
     WITH src AS (
         SELECT {"".join(f"{g}, " for g in groups)}
             {ROW_COLUMNS}
+            {self_match_sql(columns)}
             {countries}
         FROM {source}
     ), scored AS (
-        SELECT *, CASE WHEN NOT is_error AND has_gt AND has_pred
-                       THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
+        SELECT *, CASE WHEN {scored_when(include_self)}
+                       THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon)
+                       {miss} END AS d
         FROM src
     )"""
 
 
 def build_query(
-    thresholds: Sequence[float], by: Sequence[str], columns: Sequence[str], source: str = READ
+    thresholds: Sequence[float],
+    by: Sequence[str],
+    columns: Sequence[str],
+    source: str = READ,
+    include_self: bool = False,
+    missing_as_wrong: bool = False,
 ) -> str:
     """SQL that scores one file (the `?` parameter, read through `source`) grouped by `by`. Every
     aggregate holds a few numbers per group (the median comes from `group_medians`), so memory does not
@@ -261,12 +300,13 @@ def build_query(
     acc = [f"avg(CAST(d <= {sql_double(t)} AS DOUBLE)) AS {quote(threshold_key(t))}" for t in thresholds]
     select_groups = "".join(f"{g}, " for g in group_names)
     group_by = f"GROUP BY {', '.join(group_names)} ORDER BY {', '.join(group_names)} NULLS LAST" if by else ""
-    return f"""{scored_ctes(by, columns, source)}
+    return f"""{scored_ctes(by, columns, source, include_self, missing_as_wrong)}
     SELECT {select_groups}
         count(*) AS n_rows,
         count(*) FILTER (WHERE is_error) AS n_error,
         count(*) FILTER (WHERE NOT is_error AND NOT has_gt) AS n_no_gt,
-        count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred) AS n_no_pred,
+        count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred AND d IS NULL) AS n_no_pred,
+        count(*) FILTER (WHERE NOT is_error AND has_gt AND has_pred AND d IS NULL) AS n_self_match,
         count(d) AS n_scored,
         {", ".join(acc)},
         CAST(NULL AS DOUBLE) AS median_km,
@@ -322,11 +362,15 @@ def evaluate_file(
     by: Sequence[str],
     source: str = READ,
     notes: list[str] | None = None,
+    include_self: bool = False,
+    missing_as_wrong: bool = False,
 ) -> list[dict[str, object]]:
     """Score one file whose column names are `columns`; one dict per group (just one without `by`).
     `notes` gets a line when rows had infinite or out-of-range coordinates (scored as missing)."""
-    records = _fetch(con, build_query(thresholds, by, columns, source), [duck_path(path)], path)
-    medians = group_medians(con, path, by, columns, source, [r["n_scored"] for r in records], records)
+    sql = build_query(thresholds, by, columns, source, include_self, missing_as_wrong)
+    records = _fetch(con, sql, [duck_path(path)], path)
+    ctes = scored_ctes(by, columns, source, include_self, missing_as_wrong)
+    medians = group_medians(con, path, by, ctes, [r["n_scored"] for r in records], records)
     bad = 0
     rows = []
     for record, median in zip(records, medians, strict=True):
@@ -348,8 +392,7 @@ def group_medians(
     con: duckdb.DuckDBPyConnection,
     path: Path,
     by: Sequence[str],
-    columns: Sequence[str],
-    source: str,
+    ctes: str,
     counts: Sequence[int],
     records: Sequence[dict[str, object]],
 ) -> list[float | None]:
@@ -360,7 +403,6 @@ def group_medians(
     the rows of each of MEDIAN_BUCKETS buckets of the window (with their min and max) and keeps the one
     holding the rank, until the rank is its first or last value or it holds one distinct value: two
     passes for most files, and memory of a few numbers per group and bucket."""
-    ctes = scored_ctes(by, columns, source)
     names = [quote(f"g{i}") for i in range(len(by))]
     if sum(counts) <= EXACT_MEDIAN_ROWS:
         group = f"GROUP BY {', '.join(names)}" if by else ""
@@ -448,16 +490,39 @@ def evaluate(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS_KM,
     by: Sequence[str] = (),
     truth: Path | None = None,
+    include_self: bool = False,
+    columns: str | None = None,
+    missing_as_wrong: bool = False,
 ) -> EvalResult:
     """Score each predictions file (grouped by the `by` columns) and return one row per (file, group).
 
     `truth`: a ground-truth manifest joined onto every file by file name (see geotag.eval.truth_join).
+    `include_self`: score self-matches too (by default they are counted and left out, with a note).
+    `columns`: the role=column mapping of someone else's predictions file (geotag.eval.foreign; such a
+    file is recognised and mapped by name without it). `missing_as_wrong`: a row with ground truth and no
+    prediction (a manifest photo the file does not name included) is a miss at MISS_KM.
     """
     if not files:
         raise InputError("no predictions file given")
     thresholds = normalise_thresholds(list(thresholds))
     by = list(dict.fromkeys(by))
-    given = [Path(f) for f in files]
+    labels = file_labels([Path(f) for f in files])
+    with tempfile.TemporaryDirectory(prefix="geotag-eval-") as tmp:
+        prepared = foreign.prepare(files, columns, truth, Path(tmp))
+        result = _evaluate(prepared.files, labels, thresholds, by, truth, include_self, missing_as_wrong)
+    result.notes[:0] = prepared.notes
+    return result
+
+
+def _evaluate(
+    given: list[Path],
+    labels: list[str],
+    thresholds: list[float],
+    by: list[str],
+    truth: Path | None,
+    include_self: bool,
+    missing_as_wrong: bool,
+) -> EvalResult:
     paths, samples = zip(*(parquet_source(p) for p in given), strict=True)
     schemas = [require_columns(sample, NEEDED_COLUMNS).schema_arrow.names for sample in samples]
     for path, columns in zip(paths, schemas, strict=True):  # fail on the first bad file before any work
@@ -467,12 +532,19 @@ def evaluate(
         rows = []
         notes = truth_join.register_truth(con, truth) if truth else []
         notes += [note for p in given if (note := part_note(p))]
-        for asked, path, label, columns in zip(given, paths, file_labels(given), schemas, strict=True):
+        for asked, path, label, columns in zip(given, paths, labels, schemas, strict=True):
             source, cols = READ, columns
             if truth:
                 source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
             source = capped_source(cols, source)
-            rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source, notes))
+            rows.extend(
+                evaluate_file(
+                    con, path, label, cols, thresholds, by, source, notes, include_self, missing_as_wrong
+                )
+            )
+            if missing_as_wrong:
+                notes += miss_notes(con, path, label, source)
+            notes += self_match_notes(con, path, label, cols, source, include_self)
             if (note := read_note(con, asked, path)) is not None:
                 notes.append(note)
             if truth:
@@ -485,6 +557,51 @@ def evaluate(
     finally:
         con.close()
     return EvalResult(thresholds=thresholds, by=by, rows=rows, notes=notes)
+
+
+def self_match_notes(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    label: str,
+    columns: Sequence[str],
+    source: str,
+    include_self: bool,
+) -> list[str]:
+    """One line per file that has self-matches: how many, and whether they were scored."""
+    if SELF_MATCH not in columns:
+        return []
+    sql = f"""SELECT count(*) FILTER (WHERE self_match IS NOT NULL) AS n,
+                     count(*) FILTER (WHERE self_match IS NOT NULL AND {ROW_HAS_BOTH}) AS scorable
+              FROM (SELECT CAST({quote(SELF_MATCH)} AS VARCHAR) AS self_match, {ROW_COLUMNS} 0 AS _
+                    FROM {source})"""
+    row = _fetch(con, sql, [duck_path(path)], path)[0]
+    if not row["scorable"]:
+        return []
+    if include_self:
+        return [
+            f"{label}: {row['scorable']:,} self-match row(s) scored (--include-self-matches): the gallery "
+            "holds these photos or their positions, so their scores overstate the model"
+        ]
+    return [
+        f"{label}: {row['scorable']:,} self-match row(s) left out of the scores: the gallery holds these "
+        "photos or their positions (column self_match); --include-self-matches scores them"
+    ]
+
+
+ROW_HAS_BOTH = "NOT is_error AND has_gt AND has_pred"
+MISS_KM = math.pi * EARTH_RADIUS_KM
+"""--missing-as-wrong: the distance a missing prediction is scored at (the antipode: a miss at every
+threshold, GeoScore about 0), as papers count a photo they could not place."""
+
+
+def miss_notes(con: duckdb.DuckDBPyConnection, path: Path, label: str, source: str) -> list[str]:
+    """How many rows --missing-as-wrong scored as misses (rows with ground truth and no prediction)."""
+    sql = (
+        "SELECT count(*) FILTER (WHERE NOT is_error AND has_gt AND NOT has_pred) AS n "
+        f"FROM (SELECT {ROW_COLUMNS} 0 AS _ FROM {source})"
+    )
+    n = _fetch(con, sql, [duck_path(path)], path)[0]["n"]
+    return [f"{label}: {n:,} row(s) without a prediction scored as misses (--missing-as-wrong)"] if n else []
 
 
 GLOB_CHARS = "*?["

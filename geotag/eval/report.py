@@ -30,7 +30,9 @@ T = TypeVar("T")
 
 CAPTION = (
     f"distance d: haversine, R = {EARTH_RADIUS_KM} km; accuracy = share of scored rows with d <= t; "
-    "skipped = error / no ground truth / no prediction"
+    "skipped = error / no ground truth / no prediction / self-match (a kNN answer from the photo's own "
+    "gallery entry); country = share of the scored rows with a known true country whose predicted "
+    "country matches (- where none is known)"
 )
 
 
@@ -92,14 +94,18 @@ def human_rows(result: EvalResult) -> tuple[list[str], list[list[str]], list[boo
     for key in [*keys_file, *result.by]:
         headers.append(key)
         right.append(False)
+    counts = ["n_rows", "n_scored", "n_error", "n_no_gt", "n_no_pred"]
     headers += ["N", "scored", "error", "no GT", "no pred"]
+    if any(row.get("n_self_match") for row in result.rows):
+        counts.append("n_self_match")
+        headers.append("self-match")
     headers += [threshold_title(t) for t in result.thresholds]
     headers += ["median km", "mean km", "GeoScore", "country"]
     right += [True] * (len(headers) - len(right))
     body = []
     for row in result.rows:
         cells = [label(row.get(k)) for k in [*keys_file, *result.by]]
-        cells += [f"{row[k]:,}" for k in ("n_rows", "n_scored", "n_error", "n_no_gt", "n_no_pred")]
+        cells += [f"{row.get(k) or 0:,}" for k in counts]
         cells += [pct(row.get(k)) for k in result.accuracy_keys]
         cells += [km(row.get("median_km")), km(row.get("mean_km")), score(row.get("geoscore"))]
         cells.append(pct(row.get("country_acc")))  # share of scored rows whose predicted country is right

@@ -30,6 +30,8 @@ from geotag.eval.metrics import (
     part_note,
     quote,
     read_note,
+    scored_when,
+    self_match_sql,
     sql_double,
 )
 from geotag.io.parquet import require_columns
@@ -47,6 +49,7 @@ OPTIONAL = {
     "source": "VARCHAR",
     "fix_dt_s": "DOUBLE",
     "topk": "STRUCT(lat DOUBLE, lon DOUBLE, score DOUBLE)[]",
+    "self_match": "VARCHAR",
 }
 CDF_MIN_KM, CDF_MAX_KM, CDF_BINS = 0.01, 20_100.0, 480  # 10 m .. half the circumference, 80 bins a decade
 CONF_BINS = 100  # --min-confidence is chosen on a 0.01 grid
@@ -63,10 +66,15 @@ class Source:
     label: str
     columns: list[str]
     sql: str
+    include_self: bool = False  # score self-matches (never in the --min-confidence advice)
+    raw_columns: tuple[str, ...] = ()  # the file's own columns, before a --truth join added any
 
 
 def open_sources(
-    con: duckdb.DuckDBPyConnection, files: Sequence[Path], truth: Path | None = None
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[Path],
+    truth: Path | None = None,
+    include_self: bool = False,
 ) -> tuple[list[Source], list[str]]:
     """Check every file before any work (one clear error for the first bad one); notes from --truth."""
     if not files:
@@ -81,16 +89,18 @@ def open_sources(
     for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
         if truth:
             joined = truth_join.joined_columns(columns)
-            sources.append(
-                Source(path, label, joined, capped_source(joined, truth_join.joined_source(columns)))
-            )
+            sql = capped_source(joined, truth_join.joined_source(columns))
+            sources.append(Source(path, label, joined, sql, include_self, tuple(columns)))
         else:
-            sources.append(Source(path, label, columns, capped_source(columns, READ)))
+            sources.append(
+                Source(path, label, columns, capped_source(columns, READ), include_self, tuple(columns))
+            )
     return sources, notes
 
 
 def rows_sql(src: Source) -> str:
-    """Per-row view: identity, coordinates, optional columns (NULL when absent) and the error `d` in km."""
+    """Per-row view: identity, coordinates, optional columns (NULL when absent), `is_self` and the error
+    `d` in km (NULL for a self-match unless the source scores them, as geotag.eval.metrics does)."""
 
     def opt(name: str, sql_type: str) -> str:
         value = f"CAST({quote(name)} AS {sql_type})" if name in src.columns else f"CAST(NULL AS {sql_type})"
@@ -98,11 +108,12 @@ def rows_sql(src: Source) -> str:
 
     optional = ", ".join(opt(name, t) for name, t in OPTIONAL.items())
     return f"""
-        SELECT *, CASE WHEN NOT is_error AND has_gt AND has_pred
+        SELECT *, CASE WHEN {scored_when(src.include_self)}
                        THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
         FROM (
             SELECT CAST(path AS VARCHAR) AS path,
                 {ROW_COLUMNS}
+                {self_match_sql(src.columns)}
                 {optional}
             FROM {src.sql}
         )"""
@@ -178,11 +189,12 @@ class Calibration:
 
 
 def calibration(con: duckdb.DuckDBPyConnection, src: Source, threshold_km: float = 25.0) -> Calibration:
-    """Confidence histogram of scored rows, with the hits at `threshold_km` per bin."""
+    """Confidence histogram of scored rows, with the hits at `threshold_km` per bin. Self-matches never
+    count, even when scored: the advice is for photos the gallery does not hold."""
     sql = f"""
         SELECT least({CONF_BINS - 1}, greatest(0, CAST(floor(confidence * {CONF_BINS}) AS INTEGER))) AS b,
                count(*) AS n, count(*) FILTER (WHERE d <= {sql_double(threshold_km)}) AS hits
-        FROM r WHERE d IS NOT NULL AND present(confidence) GROUP BY b"""
+        FROM r WHERE d IS NOT NULL AND NOT is_self AND present(confidence) GROUP BY b"""
     n = np.zeros(CONF_BINS, dtype=np.int64)
     hits = np.zeros(CONF_BINS, dtype=np.int64)
     for row in query(con, src, sql):
@@ -283,12 +295,18 @@ class FileFacts:
 
     n_rows: int
     n_error: int
+    n_self: int  # rows with ground truth and a prediction marked self_match
     models: list[tuple[str | None, str | None, int]]  # (model, weights, rows), most rows first
     error_rows: list[tuple[str | None, str | None]] = field(default_factory=list)  # (path, reason)
 
 
 def file_facts(con: duckdb.DuckDBPyConnection, src: Source, n_errors: int = 10) -> FileFacts:
-    counts = query(con, src, "SELECT count(*) AS n, count(*) FILTER (WHERE is_error) AS e FROM r")[0]
+    counts = query(
+        con,
+        src,
+        "SELECT count(*) AS n, count(*) FILTER (WHERE is_error) AS e, "
+        "count(*) FILTER (WHERE is_self AND NOT is_error AND has_gt AND has_pred) AS s FROM r",
+    )[0]
     models = query(
         con,
         src,
@@ -301,6 +319,7 @@ def file_facts(con: duckdb.DuckDBPyConnection, src: Source, n_errors: int = 10) 
     return FileFacts(
         n_rows=int(counts["n"]),
         n_error=int(counts["e"]),
+        n_self=int(counts["s"]),
         models=[(m["model"], m["weights"], int(m["n"])) for m in models],
         error_rows=[(e["path"], e["error"]) for e in errors],
     )

@@ -268,6 +268,27 @@ def country_label_points() -> dict[str, tuple[float, float]]:
     return {code: (lat, lon) for code, (lat, lon, _) in best.items()}
 
 
+@lru_cache(maxsize=1)
+def country_radius_km() -> dict[str, float]:
+    """ISO alpha-2 code -> radius (km) of the disc with the country's area (all its features), the size
+    below which a country-level answer cannot place a photo. Areas are taken in the sinusoidal projection,
+    which is equal-area (x = lon cos(lat), y = lat, in km). Empty where the borders are unavailable."""
+    index = country_index()
+    if index is None:
+        return {}
+    import shapely
+
+    def sinusoidal(xy: np.ndarray) -> np.ndarray:
+        return np.stack([xy[:, 0] * np.cos(np.radians(xy[:, 1])), xy[:, 1]], axis=1) * _KM_PER_DEG
+
+    areas = shapely.area(shapely.transform(index.geoms, sinusoidal))
+    total: dict[str, float] = {}
+    for code, area in zip(index.codes, areas, strict=True):
+        if code is not None:
+            total[code] = total.get(code, 0.0) + float(area)
+    return {code: float(np.sqrt(area / np.pi)) for code, area in total.items()}
+
+
 COUNTRY_COLUMNS = {"country": ("pred_lat", "pred_lon"), "gt_country": ("gt_lat", "gt_lon")}
 
 

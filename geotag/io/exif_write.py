@@ -70,6 +70,7 @@ __all__ = [
     "make_writer",
     "provenance_text",
     "time_provenance_text",
+    "radius_text",
     "read_sidecar_gps",
     "same_image_data",
     "webp_image_chunks",
@@ -192,7 +193,7 @@ def provenance_text(model: str | None, confidence: float | None, error_km: float
     if confidence is not None and math.isfinite(confidence):
         parts.append(f"confidence={confidence:.3f}")
     if error_km is not None and math.isfinite(error_km) and error_km >= 0:
-        parts.append(f"error_km={error_km:.3g}")
+        parts.append(f"error radius {radius_text(error_km)}")
     return "; ".join(parts)
 
 
@@ -203,7 +204,7 @@ def time_provenance_text(how: str, error_km: float | None) -> str:
     12 s from a fix; error_km=0.012'."""
     parts = [f"geotag {__version__} position by time (not measured by this camera): {_ascii(how)}"]
     if error_km is not None and math.isfinite(error_km) and error_km >= 0:
-        parts.append(f"error_km={error_km:.3g}")
+        parts.append(f"error radius {radius_text(error_km)}")
     return "; ".join(parts)
 
 
@@ -224,6 +225,12 @@ def match_text(source: str, interpolated: bool, fix_dt_s: float | None) -> str:
     if interpolated:
         return f"track interpolation, {_seconds(fix_dt_s)} from a fix"
     return f"nearest track fix, {_seconds(fix_dt_s)} away"
+
+
+def radius_text(km: float) -> str:
+    """An error radius in plain kilometres, as people read it: '13,500 km', '25 km', '0.35 km' (never
+    '7.07e-13'); the dry run prints the same text as GPSProcessingMethod gets."""
+    return f"{km:,.0f} km" if km >= 10 else f"{km:.2f} km"
 
 
 def _ascii(text: str) -> str:

@@ -80,10 +80,12 @@ FORMATS = (
         "plain",
         (),
         key=("path", "filepath", "file", "filename", "image_path", "image", "img", "name", "id", "photo_id"),
-        lat=("lat", "latitude"),
-        lon=("lon", "lng", "long", "longitude"),
+        # gt_* first: a geotag scan, predictions or export file as the truth (its lat / country, where
+        # present, are the prediction's)
+        lat=("gt_lat", "lat", "latitude"),
+        lon=("gt_lon", "lon", "lng", "long", "longitude"),
         scene=("scene",),
-        country=("country",),
+        country=("gt_country", "country"),
     ),
 )
 

@@ -9,8 +9,9 @@ answers follow one convention, kept here once:
   the top-k candidates are the k best fine cells;
 - `confidence` is the renormalised hierarchical probability of the chosen cell; `error_km` the distance
   from the prediction within which half of the fine-cell probability lies, each cell's probability spread
-  over a disc of its S2 level's mean area (so one sure 3,000 km cell still says about 1,000 km, not 0),
-  a median-error estimate in the sense of docs/schema.md;
+  over a disc of its S2 level's mean area, and never less than the chosen cell's radius (one sure cell
+  cannot place a photo more finely than the cell), a median-error estimate in the sense of
+  docs/schema.md;
 - test-time augmentation: 1, 2, 5 or 10 crops (10 = the authors' TenCrop), probabilities averaged;
 - checkpoint folders: `config.json` (a format tag and version), `model.safetensors`, `cells.parquet`;
   the directed experts (a country classifier) share the folder format, the ranked answer and the
@@ -113,6 +114,8 @@ def cell_prediction(
         scores, index = hier.topk(top_k, dim=1)
         coords = centroids[index]  # (B, k, 2) float64
         error_km = median_radius(hier, coords[:, 0], centroids, radii)
+        if radii is not None:  # never finer than the chosen cell itself
+            error_km = error_km.double().maximum(radii.to(error_km.device, torch.float64)[index[:, 0]])
     return ranked_prediction(coords, scores, error_km, {"cell": [tokens[i] for i in index[:, 0].tolist()]})
 
 

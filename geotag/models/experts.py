@@ -14,7 +14,8 @@ Pipeline (GUIDE section 3):
   are the countries in that order, scored by vote share;
 - the predicted point is the country's reference point, Natural Earth's label point (places.py), stored
   in the checkpoint so prediction needs no map data; `country` is the predicted ISO code; `error_km` is
-  the distance from it within which half of the votes lie (cell_head.median_radius).
+  the distance from it within which half of the votes lie (cell_head.median_radius), never less than
+  the country's size (the radius of a disc of its area: `country_sizes`).
 
 Training (`ExpertsTask`) is image -> country classification of crops written by `geotag experts
 extract` (geotag.engine.crops): each crop trains the expert of its group. The extraction records its crop
@@ -348,6 +349,8 @@ class DirectedExperts(GeoModel):
         self.crop_mode = False  # True while training on crops: preprocess() gives the crop size
         points = torch.tensor(config.points, dtype=torch.float64).reshape(-1, 2)
         self.register_buffer("points", points, persistent=False)
+        sizes = torch.tensor(country_sizes(config.countries, points.numpy()), dtype=torch.float64)
+        self.register_buffer("country_radius", sizes, persistent=False)  # the floor of error_km
         if segmenter is not None:
             self.set_segmentation(segmenter)
 
@@ -425,6 +428,7 @@ class DirectedExperts(GeoModel):
             best = order[:, :k]
             coords = self.points[best]  # (B, k, 2) float64
             error_km = median_radius(share, coords[:, 0], self.points)
+            error_km = error_km.double().maximum(self.country_radius[best[:, 0]])  # never below the country
             scores = share.gather(1, best)
         return ranked_prediction(
             coords, scores, error_km, {"country": [self.config.countries[i] for i in best[:, 0].tolist()]}
@@ -620,6 +624,28 @@ def reference_points(
     keep = labels >= 0
     means = spherical_mean(lat[keep], lon[keep], labels[keep], len(countries))
     return [table.get(c, (float(means[i, 0]), float(means[i, 1]))) for i, c in enumerate(countries)]
+
+
+def country_sizes(countries: Sequence[str], points: np.ndarray) -> list[float]:
+    """Each country's size (km): the radius of the disc of its area (places.py, Natural Earth), the floor
+    of a country answer's error radius. A country the borders lack (or all, without them) takes half the
+    distance from its reference point to the nearest other one; a lone country, 1,000 km."""
+    from geotag.geo.distance import haversine_np
+    from geotag.geo.places import country_radius_km
+
+    table = country_radius_km()
+    out = []
+    for i, code in enumerate(countries):
+        if code in table:
+            out.append(table[code])
+            continue
+        others = np.delete(points, i, axis=0)
+        d = haversine_np(points[i, 0], points[i, 1], others[:, 0], others[:, 1]) if len(others) else []
+        out.append(float(np.min(d)) / 2.0 if len(d) else LONE_COUNTRY_KM)
+    return out
+
+
+LONE_COUNTRY_KM = 1000.0
 
 
 def crop_groups(cfg: TrainConfig, train: TrainSamples) -> np.ndarray:

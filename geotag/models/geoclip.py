@@ -26,6 +26,7 @@ from torch import nn
 from geotag.cache import cached_tensor, tensor_key
 from geotag.errors import InputError
 from geotag.geo.distance import EARTH_RADIUS_KM, haversine_torch
+from geotag.geo.spacing import median_spacing_km
 from geotag.io.gps_gallery import geoclip_package_dir
 from geotag.models.base import GeoModel, Prediction, Preprocess
 
@@ -304,6 +305,7 @@ class GeoCLIP(GeoModel):
             scores, index = probs.topk(top_k, dim=1)
             coords = self.gps_gallery[index]  # (B, k, 2)
             confidence, error_km = self._spread(probs, coords[:, 0])
+            error_km = error_km.double().clamp_min(self.gallery_spacing_km())
         coords = coords.double().cpu()
         return Prediction(
             lat=coords[:, 0, 0].contiguous(),
@@ -314,6 +316,15 @@ class GeoCLIP(GeoModel):
             topk_score=scores.cpu(),
             error_km=error_km.double().cpu(),
         )
+
+    def gallery_spacing_km(self) -> float:
+        """The floor of `error_km`: the GPS gallery's median nearest-neighbour distance (geo.spacing),
+        computed once per gallery: the model cannot place a photo more finely than its candidates."""
+        gallery = self.gps_gallery
+        cached = getattr(self, "_spacing", None)
+        if cached is None or cached[0] is not gallery:
+            self._spacing = (gallery, median_spacing_km(gallery.detach().double().cpu().numpy()))
+        return self._spacing[1]
 
     def _spread(self, probs: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: the probability of gallery points within CONFIDENCE_RADIUS_KM of `points[row]`

@@ -18,7 +18,13 @@ user builds from any photos with GPS (`geotag gallery build`), embedded by any r
   over the copies alone, so a gallery photo gets its own coordinates back. `leave_one_out` drops the
   copies instead, to score a gallery on its own photos ("how well do my other photos place this one?").
 - confidence: the weight within 25 km of the estimate; error_km: the weighted median distance of the k
-  neighbours from it.
+  neighbours from it, never below the kernel's sigma: neighbours that coincide say nothing finer than
+  the kernel the mode was found with (docs/models.md, "error radius floors").
+- self_match (an extra column): a row whose answer came from the photo itself is marked, so eval and the
+  report can keep it out of the scores: `image` when a neighbour used is the same photo (its image id or
+  path; plain kNN only, leave-one-out drops those), `copy` when one has near-identical features
+  (cosine >= DUPLICATE_SIM: a re-encoded or resized copy). The engine adds `truth` when a candidate
+  sits on the row's ground truth (geotag.engine.self_match).
 """
 
 from __future__ import annotations
@@ -133,12 +139,14 @@ class KNNGeoModel(GeoModel):
         self.sigma_km = sigma_km
         self.leave_one_out = leave_one_out
         self.keys = gallery_keys
-        self.needs_image_keys = leave_one_out
+        self.needs_image_keys = leave_one_out or gallery_keys is not None
         self.weights_label = weights_label
         if leave_one_out:
             self.name = "knn-loo"
-            if gallery_keys is None or len(gallery_keys.image_ids) != len(coords):
+            if gallery_keys is None:
                 raise InputError("leave-one-out kNN needs the gallery's image ids and paths")
+        if gallery_keys is not None and len(gallery_keys.image_ids) != len(coords):
+            raise InputError("the gallery's image ids and paths do not match its entries")
         self.register_buffer("gallery_coords", coords.double(), persistent=False)
         self.register_buffer("gallery_embeddings", embeddings.half(), persistent=False)
 
@@ -175,10 +183,12 @@ class KNNGeoModel(GeoModel):
         sims, order = sims.sort(dim=1, descending=True)
         return sims[:, :n], idx.gather(1, order)[:, :n]
 
-    def excluded(self, image_ids: Sequence[str | None] | None, paths: Sequence[str] | None) -> list[set[int]]:
+    def excluded(
+        self, image_ids: Sequence[str | None] | None, paths: Sequence[str] | None, groups: bool = True
+    ) -> list[set[int]]:
         """Per query, the gallery entries leave-one-out must not use: those with its image id or its
-        path (the same photo, whatever decoding made its features), and with --exclude-same, every
-        entry of the same group (e.g. the same author)."""
+        path (the same photo, whatever decoding made its features), and with --exclude-same (and
+        `groups`), every entry of the same group (e.g. the same author)."""
         assert self.keys is not None
         n = len(image_ids or paths or [])
         out: list[set[int]] = []
@@ -186,7 +196,7 @@ class KNNGeoModel(GeoModel):
             hits = set(self.keys.by_id.get((image_ids or [None] * n)[q] or "", ()))
             if paths is not None:
                 hits |= set(self.keys.by_path.get(normalise_path(paths[q]), ()))
-            if self.keys.groups is not None:
+            if groups and self.keys.groups is not None:
                 for group in {self.keys.groups[i] for i in hits} - {None}:
                     hits |= set(self.keys.by_group[group])
             out.append(hits)
@@ -241,9 +251,10 @@ class KNNGeoModel(GeoModel):
             lat, lon = self.estimate(coords[:, :k, 0], coords[:, :k, 1], weights)
             d = haversine_torch(lat[:, None], lon[:, None], coords[:, :k, 0], coords[:, :k, 1])
             confidence = torch.where(d <= CONFIDENCE_RADIUS_KM, weights, 0.0).sum(dim=1)
-            error_km = weighted_median(d, weights)
+            error_km = weighted_median(d, weights).clamp_min(self.sigma_km)
             scores = torch.zeros(sims.shape, dtype=torch.float64, device=sims.device)
             scores[:, :k] = weights
+            self_match = self.self_matches(near, idx[:, :k], image_ids, paths)
         n = min(top_k, sims.shape[1])
         return Prediction(
             lat=lat.cpu(),
@@ -253,7 +264,30 @@ class KNNGeoModel(GeoModel):
             topk_lon=coords[:, :n, 1].contiguous().cpu(),
             topk_score=scores[:, :n].float().cpu(),
             error_km=error_km.cpu(),
+            extras={"self_match": self_match},
         )
+
+    def self_matches(
+        self,
+        sims: torch.Tensor,
+        idx: torch.Tensor,
+        image_ids: Sequence[str | None] | None,
+        paths: Sequence[str] | None,
+    ) -> list[str | None]:
+        """Per query, whether the (B, k) neighbours used hold the photo itself: `image` (its image id or
+        path), `copy` (near-identical features), else None (see the module docstring)."""
+        same: list[set[int]] = [set()] * len(sims)
+        if self.keys is not None and (image_ids is not None or paths is not None):
+            same = self.excluded(image_ids, paths, groups=False)
+        copies = (sims >= DUPLICATE_SIM).any(dim=1).tolist()
+        out: list[str | None] = []
+        for row, (left, copy) in enumerate(zip(same, copies, strict=True)):
+            used = idx[row][sims[row] > -math.inf].tolist()  # leave-one-out's dropped entries are not
+            if left and not left.isdisjoint(used):
+                out.append("image")
+            else:
+                out.append("copy" if copy else None)
+        return out
 
 
 def normalise_path(path: str) -> str:
@@ -336,19 +370,19 @@ def build_knn(
             f"leave-one-out kNN needs a gallery of at least 2 photos; {gallery} has {len(coords)}"
         )
     keys = None
+    ids, paths = read_gallery_keys(Path(gallery))  # who each entry is: a query's own photo is flagged
     label = f"{module.weights_label}; gallery {Path(gallery).name} ({len(coords)} photos), k={k}"
     if exclude_same is not None and not leave_one_out:
         raise InputError("--exclude-same is for leave-one-out kNN (--model knn-loo)")
+    groups = None
     if leave_one_out:
-        ids, paths = read_gallery_keys(Path(gallery))
-        groups = None
         if exclude_same is not None:
             if truth is None:
                 raise InputError(f"--exclude-same {exclude_same} needs --truth (the manifest)")
             groups = read_gallery_groups(Path(truth), exclude_same, ids, paths)
             label += f", leave-one-{exclude_same}-out"
-        keys = GalleryKeys(ids, paths, groups)
         label += ", leave-one-out"
+    keys = GalleryKeys(ids, paths, groups)
     return KNNGeoModel(
         module,
         preprocess,

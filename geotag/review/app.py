@@ -16,11 +16,14 @@ from geotag.review.server import ReviewServer
 from geotag.review.session import Session
 
 
-def make_server(predictions: Path, decisions: Path | None = None, port: int = 0) -> ReviewServer:
-    """The server, bound (port 0: a free one) but not yet serving; InputError with one line on failure."""
+def make_server(
+    predictions: Path, decisions: Path | None = None, port: int = 0, columns: str | None = None
+) -> ReviewServer:
+    """The server, bound (port 0: a free one) but not yet serving; InputError with one line on failure.
+    `columns`: the role=column mapping of someone else's predictions file (geotag.eval.foreign)."""
     if not 0 <= port <= 65535:
         raise InputError("--port must be between 0 and 65535")
-    session = Session.open(predictions, decisions)
+    session = Session.open(predictions, decisions, columns)
     if not any(r.get("status") == "ok" for r in session.rows):
         raise InputError(f"{predictions}: no predictions to review")
     leaflet.basemap_geojson()  # built once now (about 2 s), not while the first page waits

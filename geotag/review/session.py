@@ -6,6 +6,7 @@ resolved here from the predictions file, never from a path the browser sends (no
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from geotag.errors import InputError
+from geotag.eval import foreign
 from geotag.io import decisions as dec
 from geotag.io.decisions import Decision
 from geotag.io.parquet import iter_batches, require_columns
@@ -23,6 +25,7 @@ from geotag.io.row_paths import base_folder, row_path
 NEEDED = ("image_id", "path", "status", "pred_lat", "pred_lon")
 OPTIONAL = ("confidence", "error_km", "topk", "country", "gt_lat", "gt_lon", "model", "source", "fix_dt_s")
 MAX_TOPK = 10
+log = logging.getLogger(__name__)
 
 
 def _num(v: Any) -> float | None:
@@ -56,16 +59,26 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def open(cls, predictions: Path, decisions_path: Path | None = None) -> Session:
-        pf = require_columns(predictions, NEEDED)
-        names = set(pf.schema_arrow.names)
-        if "topk" in names:
-            _check_topk(predictions, pf.schema_arrow.field("topk").type)
-        columns = [*NEEDED, *(c for c in OPTIONAL if c in names)]
+    def open(
+        cls, predictions: Path, decisions_path: Path | None = None, columns: str | None = None
+    ) -> Session:
+        """The rows of a geotag predictions file, or of someone else's (geotag.eval.foreign: mapped by
+        name or `columns`; photos named relative to the file's folder, as for geotag's own files)."""
         rows: list[dict[str, Any]] = []
-        for batch in iter_batches(predictions, columns, batch_size=8192):
-            rows.extend(batch.to_pylist())
-        if "source" not in names:  # before schema 3 every prediction came from a visual model
+        if columns is not None or not foreign.is_geotag_file(Path(predictions)):
+            table, notes = foreign.geotag_table(Path(predictions), foreign.parse_columns(columns))
+            for note in notes:
+                log.info("%s", note)
+            rows = table.to_pylist()
+        else:
+            pf = require_columns(predictions, NEEDED)
+            names = set(pf.schema_arrow.names)
+            if "topk" in names:
+                _check_topk(predictions, pf.schema_arrow.field("topk").type)
+            wanted = [*NEEDED, *(c for c in OPTIONAL if c in names)]
+            for batch in iter_batches(predictions, wanted, batch_size=8192):
+                rows.extend(batch.to_pylist())
+        if not any("source" in r for r in rows[:1]):  # before schema 3 every prediction came from a model
             for r in rows:
                 r["source"] = "model" if _num(r.get("pred_lat")) is not None else None
         path = decisions_path or dec.default_path(predictions)
