@@ -77,7 +77,7 @@ def test_wording_says_how_the_position_was_found() -> None:
     assert "nearest track fix, 95 s away" in nearest.method
     assert "sibling photos interpolation, 40 s from one" in sibling.method
     for fix in (interp, nearest, sibling):
-        assert "(not measured by this camera)" in fix.method and "error_km=0.012" in fix.method
+        assert "(not measured by this camera)" in fix.method and "error radius 12 m" in fix.method
         assert "model=" not in fix.method and "confidence" not in fix.method
     # a model's estimate keeps its wording; `fused` is a model's too
     for source in (None, "model", "fused"):

@@ -63,6 +63,7 @@ from geotag.io.exif_write import (
     same_image_data,
     sidecar_has_gps,
     sidecar_path,
+    time_radius_text,
 )
 from geotag.io.journal import (
     Journal,
@@ -155,10 +156,7 @@ class FileResult:
                 extra = f"confidence {fix.confidence:.3f}" if fix.confidence is not None else "no confidence"
             if fix.error_km is not None:
                 km = fix.error_km
-                if fix.by_time and km < 1:
-                    extra += f", error radius {km * 1000:.0f} m"
-                else:
-                    extra += f", error radius {radius_text(km)}"
+                extra += f", error radius {time_radius_text(km) if fix.by_time else radius_text(km)}"
             if fix.by_time:
                 extra += f", altitude {fix.alt:.1f} m" if fix.alt is not None else ""
                 if fix.time_utc is not None:

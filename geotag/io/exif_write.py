@@ -71,6 +71,7 @@ __all__ = [
     "provenance_text",
     "time_provenance_text",
     "radius_text",
+    "time_radius_text",
     "read_sidecar_gps",
     "same_image_data",
     "webp_image_chunks",
@@ -201,10 +202,10 @@ def time_provenance_text(how: str, error_km: float | None) -> str:
     """GPSProcessingMethod of a position placed by time: the same mechanism as a model's estimate
     (provenance_text), its wording saying how the position was found instead of a model and a
     confidence: 'geotag 0.1.0 position by time (not measured by this camera): track interpolation,
-    12 s from a fix; error_km=0.012'."""
+    12 s from a fix; error radius 12 m'."""
     parts = [f"geotag {__version__} position by time (not measured by this camera): {_ascii(how)}"]
     if error_km is not None and math.isfinite(error_km) and error_km >= 0:
-        parts.append(f"error radius {radius_text(error_km)}")
+        parts.append(f"error radius {time_radius_text(error_km)}")
     return "; ".join(parts)
 
 
@@ -225,6 +226,11 @@ def match_text(source: str, interpolated: bool, fix_dt_s: float | None) -> str:
     if interpolated:
         return f"track interpolation, {_seconds(fix_dt_s)} from a fix"
     return f"nearest track fix, {_seconds(fix_dt_s)} away"
+
+
+def time_radius_text(km: float) -> str:
+    """A track or sibling position's radius: metres below 1 km ('12 m'), else as radius_text."""
+    return f"{km * 1000:.0f} m" if km < 1 else radius_text(km)
 
 
 def radius_text(km: float) -> str:
