@@ -144,6 +144,7 @@ def scan(
     only = PathFilter.from_options(include, exclude, ext)
     summary = run_scan(paths, out_path, progress=progress, truth=truth, only=only)
     _say_truth(summary.truth)
+    _say_not_read(summary.not_read)
     say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
         f"{summary.failed} unreadable -> {out_path}"
@@ -269,6 +270,7 @@ def predict(
     else:
         summary = run_predict(cfg)
     _say_truth(summary.truth)
+    _say_not_read(summary.not_read)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
     if summary.resumed:
@@ -434,6 +436,12 @@ def write_exif(
     sidecar_name: Annotated[
         str, typer.Option(help="photo.jpg.xmp (darktable, digiKam) or photo.xmp (Lightroom).")
     ] = "photo.jpg.xmp",
+    raw_in_file: Annotated[
+        bool,
+        typer.Option(
+            "--raw-in-file", help="Camera RAW files: write into the file itself (exiftool), not a sidecar."
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would change; change nothing.")
     ] = False,
@@ -473,6 +481,7 @@ def write_exif(
         overwrite_gps=overwrite_gps,
         sidecar=sidecar,
         sidecar_name=sidecar_name,
+        raw_in_file=raw_in_file,
         dry_run=dry_run,
         backup=backup,
         journal=journal,
@@ -602,6 +611,14 @@ def cells_import(
     for part in cells.partitions:
         say(f"{part.name}: {len(part)} cells (tau_min {part.spec.tau_min}, tau_max {part.spec.tau_max})")
     say(f"{cells.n_input} training images in the files' header -> {out_path}")
+
+
+def _say_not_read(counts: Any) -> None:
+    """ "skipped 5 files geotag does not read: .mov 3, .xyz 2" (scan, predict): nothing passes in silence."""
+    from geotag.io.scan import describe_skipped
+
+    if (line := describe_skipped(counts)) is not None:
+        say(line)
 
 
 def _say_truth(report: object | None) -> None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from collections import Counter
 from collections.abc import Container, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
-from geotag.engine.scan import note_warnings, scan_file
+from geotag.engine.scan import name_the_photo, note_warnings, scan_file
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
-from geotag.io.c_stderr import c_messages
+from geotag.io.c_stderr import c_messages, quiet_process
 from geotag.io.decode import decode_for_model, normalize
 from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
@@ -61,6 +63,7 @@ class PredictSummary:
     weights: str = ""
     restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
+    not_read: Counter[str] = field(default_factory=Counter)  # walked files of other types, by extension
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,6 +130,8 @@ class PhotoDataset(Dataset[dict[str, Any]]):
         return self._len
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if torch.utils.data.get_worker_info() is not None:  # a worker's other threads only move data
+            quiet_process()
         table = self._records()
         record = ImageRecord(
             path=Path(table["path"][i].as_py()),
@@ -165,17 +170,20 @@ def read_item(
 
 def decode_into_row(row: dict[str, Any], pre: Preprocess, draft: bool) -> torch.Tensor | None:
     """The model's pixels of a scanned row's photo; a decoder failure makes it an error row, and what
-    libtiff prints on fd 2 meanwhile goes into its error or note, not around the summary."""
+    libtiff or LibRaw print on fd 2 and Pillow's warnings meanwhile go into its error or note (and the
+    --verbose log), not around the summary."""
     pixels = None
-    with c_messages() as said:
+    with warnings.catch_warnings(record=True) as caught, c_messages() as said:
+        warnings.simplefilter("always")
         try:
             pixels = decode_for_model(row["path"], pre.input_size, pre.interpolation, draft=draft)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
             text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
             row.update(status="error", error=f"cannot decode image: {text}")
+    said = [name_the_photo(line, row["path"]) for line in said]
     if said and row["status"] == "error":
         row["error"] += f" ({'; '.join(said)[:300]})"
-    note_warnings(row, [], said)
+    note_warnings(row, caught, said)
     return pixels
 
 
@@ -403,7 +411,8 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         log.warning("--gpu-decode needs a CUDA device with nvJPEG; decoding on the CPU instead")
         gpu_share = 0.0
 
-    records = iter_records(cfg.paths, PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext))
+    only = PathFilter.from_options(cfg.include, cfg.exclude, cfg.ext)
+    records = iter_records(cfg.paths, only, summary.not_read)
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )

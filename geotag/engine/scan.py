@@ -18,9 +18,9 @@ import logging
 import math
 import os
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -57,6 +57,7 @@ class ScanSummary:
     failed: int = 0
     with_gps: int = 0
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
+    not_read: Counter[str] = field(default_factory=Counter)  # walked files of other types, by extension
 
     def add(self, row: dict[str, Any]) -> None:
         self.total += 1
@@ -122,6 +123,12 @@ def shard_truth(row: dict[str, Any], member: ShardSample) -> None:
     row.update(gt_lat=lat, gt_lon=lon, gt_alt=None, gt_source="json", gt_note=None)
 
 
+def name_the_photo(line: str, path: str) -> str:
+    """A C library's line about Pillow's in-memory stand-in ("tempfile.tif: Using code not yet in
+    table.": Pillow hands libtiff that name) names the photo instead."""
+    return line.replace("tempfile.tif", os.path.basename(path))
+
+
 def note_warnings(
     row: dict[str, Any], caught: Sequence[warnings.WarningMessage], said: Sequence[str] = ()
 ) -> None:
@@ -131,7 +138,7 @@ def note_warnings(
     texts = list(
         dict.fromkeys(
             [f"{w.category.__name__}: {_error_text(Exception(str(w.message)))}" for w in caught]
-            + [f"decoder stderr: {line}" for line in said]
+            + [f"decoder stderr: {name_the_photo(line, row['path'])}" for line in said]
         )
     )
     if not texts:
@@ -200,7 +207,8 @@ def run_scan(
         manifest = load_truth(truth)
     total = sum(1 for _ in iter_image_paths(paths, only)) if progress else None
     summary = ScanSummary()
-    rows = ordered_map(scan_file, iter_records(paths, only), workers=workers or default_workers())
+    records = iter_records(paths, only, summary.not_read)
+    rows = ordered_map(scan_file, records, workers=workers or default_workers())
     writer = PredictionWriter(out, metadata={"command": "scan"}, geometry="gt")  # no prediction yet
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
         for chunk in chunked(rows, 256):

@@ -64,7 +64,7 @@ from geotag.io.exif_write import (
 from geotag.io.journal import Journal, backup_dir_for, current_hash, iter_undo_order, read_journal
 from geotag.io.locks import BUSY, FolderLocks, remove_stale_temps
 from geotag.io.parquet import iter_batches, require_columns
-from geotag.io.scan import image_id, image_id_of_bytes
+from geotag.io.scan import image_id, image_id_of_bytes, is_raw_name
 from geotag.progress import progress_bar
 
 BATCH_SIZE = 64
@@ -99,6 +99,7 @@ class WriteOptions:
     overwrite_gps: bool = False
     sidecar: bool = False
     sidecar_name: str = "photo.jpg.xmp"  # or "photo.xmp"
+    raw_in_file: bool = False  # camera RAW files: into the file itself (exiftool) instead of a sidecar
     dry_run: bool = False
     backup: bool = True
     journal: Path | None = None  # default: beside the predictions file, named by the time
@@ -453,7 +454,7 @@ class _Run:
             return FileResult(path_text, "failed", _io_reason(exc))
         path = Path(os.path.realpath(path))
         job = _Job(row=i, path_text=path_text, photo=path, st=st, fix=fix, photo_hash=row["image_id"])
-        if self.opts.sidecar:
+        if self.opts.sidecar or (is_raw_name(path) and not self.opts.raw_in_file):  # RAW: sidecar
             job.target, job.sidecar = sidecar_path(path, self.opts.sidecar_name), True
             return job
         job.target, job.target_st, job.old_hash = path, st, job.photo_hash
@@ -469,14 +470,21 @@ class _Run:
         """The GPS each photo has now (one exiftool command for the batch); skip those with GPS."""
         if not jobs:
             return
-        if self.writer is not None:
-            found = self.writer.read_gps_many([j.photo for j in jobs])
-        elif self.reader is not None:
-            found = self.reader.read_gps_many([j.photo for j in jobs])
-        else:
-            found = [_call_reader(j.photo) for j in jobs]
-        for job, existing in zip(jobs, found, strict=True):
-            if not isinstance(existing, WriteFailed) and not self.opts.sidecar:
+        found: dict[int, ExistingGps | WriteFailed] = {}
+        in_file = [j for j in jobs if not j.sidecar]
+        if in_file:
+            assert self.writer is not None
+            read = self.writer.read_gps_many([j.photo for j in in_file])
+            found.update(zip(map(id, in_file), read, strict=True))
+        beside = [j for j in jobs if j.sidecar]  # --sidecar, or RAW files (their sidecar by default)
+        reader = self.reader or (self.writer if isinstance(self.writer, ExiftoolWriter) else None)
+        if beside and reader is not None:
+            found.update(zip(map(id, beside), reader.read_gps_many([j.photo for j in beside]), strict=True))
+        elif beside:
+            found.update((id(j), _call_reader(j.photo)) for j in beside)
+        for job in jobs:
+            existing = found[id(job)]
+            if not isinstance(existing, WriteFailed) and not job.sidecar:
                 job.gps_sidecars = gps_sidecars(job.photo)
             if isinstance(existing, WriteFailed):
                 job.fail(existing)
@@ -488,7 +496,7 @@ class _Run:
                     f"holds a measured position in {', '.join(existing.stuck[:3])} that exiftool cannot "
                     "rewrite; left alone so no two positions disagree",
                 )
-            elif self.writer is not None and (why := self.writer.refuses(existing)):
+            elif self.writer is not None and not job.sidecar and (why := self.writer.refuses(existing)):
                 job.end("failed", why)  # before writing, so that a dry run lists it too
             else:
                 job.existing = existing

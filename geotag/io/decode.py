@@ -9,6 +9,8 @@ Decisions a user should know:
   image is resized down to the input size afterwards regardless.
 - A truncated file is an error (Pillow's LOAD_TRUNCATED_IMAGES stays False): a grey half-image would
   give a confident wrong answer.
+- Camera RAW files (by extension) go to LibRaw (geotag.io.raw): their embedded preview, else a half-size
+  demosaic.
 """
 
 from __future__ import annotations
@@ -37,8 +39,18 @@ _RESAMPLE = {
 }
 
 
+def _is_raw(path: object) -> bool:
+    from geotag.io.scan import is_raw_name
+
+    return isinstance(path, str | os.PathLike) and is_raw_name(path)
+
+
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Format and stored size from the header alone (no pixel decode); raises if it is no image."""
+    if _is_raw(path):
+        from geotag.io.raw import read_raw_header
+
+        return read_raw_header(path)
     with Image.open(path) as im:
         return {"format": im.format, "width": im.width, "height": im.height}
 
@@ -49,6 +61,10 @@ def load_rgb(path: str | os.PathLike[str], min_side: int | None = None) -> Image
     `min_side`: the shortest side the caller needs; JPEG decoding then uses draft mode to the smallest
     DCT scale that still has at least that many pixels on each side.
     """
+    if _is_raw(path):
+        from geotag.io.raw import load_raw_rgb
+
+        return load_raw_rgb(path, min_side)
     with Image.open(path) as im:
         if min_side and im.format in ("JPEG", "MPO"):  # MPO: phone JPEGs with a second image appended
             im.draft("RGB", (min_side, min_side))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,14 @@ import xxhash
 from geotag.errors import InputError
 from geotag.io.shards import is_shard_source, iter_shards, key_ref
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
+RAW_EXTENSIONS = frozenset(
+    {".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".rw2", ".orf", ".raf", ".dng"}
+    | {".pef", ".srw", ".x3f", ".iiq", ".3fr", ".mrw", ".erf", ".kdc", ".dcr", ".mos", ".rwl"}
+)
+"""Camera RAW files (the formats exiftool and LibRaw read): walked like photos; geotag.io.raw reads them."""
+IMAGE_EXTENSIONS = (
+    frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"}) | RAW_EXTENSIONS
+)
 HASH_CHUNK = 1 << 20
 
 
@@ -37,6 +45,24 @@ class ImageRecord:
 
 def is_image_name(name: str, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> bool:
     return Path(name).suffix.lower() in extensions
+
+
+def is_raw_name(name: str | os.PathLike[str]) -> bool:
+    return Path(name).suffix.lower() in RAW_EXTENSIONS
+
+
+def extension_label(name: str) -> str:
+    """How a skipped file is counted: its extension in lower case, or "(none)"."""
+    return Path(name).suffix.lower() or "(none)"
+
+
+def describe_skipped(skipped: Counter[str] | None) -> str | None:
+    """ "skipped 5 files: .mov 3, .xyz 2" (most first), or None when nothing was left out."""
+    if not skipped:
+        return None
+    total = sum(skipped.values())
+    parts = ", ".join(f"{ext} {n}" for ext, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"skipped {total} file{'s' if total != 1 else ''} geotag does not read: {parts}"
 
 
 def _glob_match(relative: str, pattern: str) -> bool:
@@ -90,9 +116,13 @@ def _record(path: Path, st: os.stat_result) -> ImageRecord:
 
 
 def _walk_folder(
-    root: Path, seen_dirs: set[tuple[int, int]], extensions: frozenset[str] = IMAGE_EXTENSIONS
+    root: Path,
+    seen_dirs: set[tuple[int, int]],
+    extensions: frozenset[str] = IMAGE_EXTENSIONS,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[Path]:
-    """Depth-first, names sorted, following symlinked folders once each (loops are cut by inode)."""
+    """Depth-first, names sorted, following symlinked folders once each (loops are cut by inode).
+    Files of other extensions are counted by extension in `skipped` (hidden ones are not)."""
     try:
         st = root.stat()
     except OSError:
@@ -113,9 +143,11 @@ def _walk_folder(
         except OSError:
             continue
         if is_dir:
-            yield from _walk_folder(Path(entry.path), seen_dirs, extensions)
+            yield from _walk_folder(Path(entry.path), seen_dirs, extensions, skipped)
         elif is_image_name(entry.name, extensions):
             yield Path(entry.path)
+        elif skipped is not None:
+            skipped[extension_label(entry.name)] += 1
 
 
 def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -130,7 +162,9 @@ def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def iter_image_paths(
-    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    only: PathFilter | None = None,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[Path]:
     """Photo paths under `paths`, in a stable order, each file once.
 
@@ -138,13 +172,16 @@ def iter_image_paths(
     file named explicitly is taken whatever its extension: the user asked for it, and if it is no photo
     it becomes an error row rather than vanishing. A missing path is an input error. A WebDataset tar
     (or a brace pattern of them: 'shards/{00000..00009}.tar') gives one `SHARD#KEY` per sample.
+    `skipped`: counts the walked files left out for their extension, by extension (for the summary).
     """
-    for item in _walk(paths, only):
+    for item in _walk(paths, only, skipped):
         yield item.path if isinstance(item, ImageRecord) else item
 
 
 def _walk(
-    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    only: PathFilter | None = None,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[Path | ImageRecord]:
     """iter_image_paths' walk; shard samples come as records (their size and mtime are the index's)."""
     paths = validate_paths(paths)
@@ -155,7 +192,7 @@ def _walk(
             yield from _shard_records(str(p))
             continue
         if p.is_dir():
-            found = _walk_folder(p, seen_dirs, only.extensions if only else IMAGE_EXTENSIONS)
+            found = _walk_folder(p, seen_dirs, only.extensions if only else IMAGE_EXTENSIONS, skipped)
             candidates = (f for f in found if only is None or only.wants(f.relative_to(p).as_posix()))
         else:
             candidates = iter([p])
@@ -183,10 +220,12 @@ def _shard_records(pattern: str) -> Iterator[ImageRecord]:
 
 
 def iter_records(
-    paths: Iterable[str | os.PathLike[str]], only: PathFilter | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    only: PathFilter | None = None,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[ImageRecord]:
     """Like `iter_image_paths`, with size and mtime; files that vanish mid-walk get size -1."""
-    for path in _walk(paths, only):
+    for path in _walk(paths, only, skipped):
         if isinstance(path, ImageRecord):
             yield path
             continue
