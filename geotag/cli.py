@@ -194,6 +194,14 @@ def predict(
     ] = False,
     amp: Amp = True,
     draft: Annotated[bool, typer.Option(help="Fast reduced-scale JPEG decoding.")] = True,
+    skip_tagged: Annotated[
+        bool,
+        typer.Option(
+            "--skip-tagged",
+            help="Predict only photos without measured GPS; tagged ones keep a row with their own position "
+            "and source=exif (never scored, never written back).",
+        ),
+    ] = False,
     gpu_decode: Annotated[
         bool, typer.Option(help="CUDA: decode a share of the large JPEGs with nvJPEG, the rest on the CPU.")
     ] = False,
@@ -227,6 +235,8 @@ def predict(
         raise fail(f"--engine {engine}: choose local or ray")
     if engine == "local" and any("://" in p for p in paths):
         raise fail("URLs (s3://, gs://, file://) need --engine ray")
+    if engine == "ray" and skip_tagged:
+        raise fail("--skip-tagged works with --engine local only")
     cfg = PredictConfig(
         paths=[p if "://" in p else Path(p) for p in paths],  # URLs stay text (a Path would eat the //)
         out=out_path,
@@ -252,6 +262,7 @@ def predict(
         allow_mismatched_heads=allow_mismatched_heads,
         amp=amp,
         draft=draft,
+        skip_tagged=skip_tagged,
         gpu_decode=gpu_decode,
         gpu_decode_share=gpu_decode_share,
         compile=compile_model,
@@ -283,7 +294,9 @@ def predict(
         say(said)
     say(
         f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
-        f"{summary.failed} failed -> {out_path}"
+        f"{summary.failed} failed"
+        + (f", {summary.measured} kept their measured GPS" if summary.measured is not None else "")
+        + f" -> {out_path}"
     )
     raise typer.Exit(1 if summary.failed else 0)
 

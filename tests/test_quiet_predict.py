@@ -36,22 +36,28 @@ def _predict(folder: Path, out: Path, tmp_path: Path, *flags: str) -> subprocess
 
 
 def test_quiet_predict_prints_no_libtiff_lines(tmp_path: Path) -> None:
+    """The damaged TIFF comes after the worker's first chunk of photos (LOADER_CHUNK): from then on the
+    worker has multiprocessing's feeder thread and torch's resource sharer, which the capture allows."""
+    from geotag.engine.pipeline import LOADER_CHUNK
+
     photos = tmp_path / "photos"
     photos.mkdir()
-    _damaged_tiff(photos)
-    Image.new("RGB", (64, 48), (10, 120, 30)).save(photos / "ok.jpg")
+    n = LOADER_CHUNK + 8
+    for i in range(n):
+        Image.new("RGB", (64, 48), (10, 120 + i, 30)).save(photos / f"a{i:03d}.jpg")
+    _damaged_tiff(photos).rename(photos / "z_damaged.tiff")
     out = tmp_path / "p.parquet"
     proc = _predict(photos, out, tmp_path, "-q")
     assert proc.returncode == 1, proc.stderr  # the damaged TIFF fails
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("predicted 2 file(s)"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"predicted {n + 1} file(s)"), proc.stderr
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
-    bad = rows["damaged.tiff"]
-    assert bad["status"] == "error" and "damaged.tiff: Using code not yet in table" in bad["error"]
-    assert "decoder stderr: damaged.tiff: Using code not yet in table" in bad["gt_note"]
+    bad = rows["z_damaged.tiff"]
+    assert bad["status"] == "error" and "z_damaged.tiff: Using code not yet in table" in bad["error"]
+    assert "decoder stderr: z_damaged.tiff: Using code not yet in table" in bad["gt_note"]
     assert "tempfile.tif" not in bad["gt_note"] + bad["error"]
-    assert rows["ok.jpg"]["status"] == "ok"
+    assert sum(r["status"] == "ok" for r in rows.values()) == n
 
     verbose = _predict(photos, tmp_path / "v.parquet", tmp_path, "-v")
     said = [ln for ln in verbose.stderr.splitlines() if "Using code not yet in table" in ln]
-    assert said and all("damaged.tiff" in ln and "tempfile.tif" not in ln for ln in said), verbose.stderr
+    assert said and all("z_damaged.tiff" in ln and "tempfile.tif" not in ln for ln in said), verbose.stderr

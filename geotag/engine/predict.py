@@ -64,6 +64,7 @@ class PredictSummary:
     restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
     not_read: Counter[str] = field(default_factory=Counter)  # walked files of other types, by extension
+    measured: int | None = None  # --skip-tagged: rows that kept their measured GPS (source = exif)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,8 +111,10 @@ class PhotoDataset(Dataset[dict[str, Any]]):
         *,
         gpu_share: float = 0.0,
         gpu_min_pixels: int = gpu_decode.DEFAULT_MIN_PIXELS,
+        skip_tagged: bool = False,
     ) -> None:
         self.work_list = work_list
+        self.skip_tagged = skip_tagged
         self.pre = pre
         self.draft = draft
         self.skip_ids = skip_ids
@@ -139,7 +142,7 @@ class PhotoDataset(Dataset[dict[str, Any]]):
             mtime=table["mtime"][i].as_py(),
         )
         gpu = {"gpu_share": self.gpu_share, "gpu_min_pixels": self.gpu_min_pixels}
-        return read_item(record, self.pre, self.draft, self.skip_ids, **gpu)
+        return read_item(record, self.pre, self.draft, self.skip_ids, **gpu, skip_tagged=self.skip_tagged)
 
 
 def read_item(
@@ -150,14 +153,18 @@ def read_item(
     *,
     gpu_share: float = 0.0,
     gpu_min_pixels: int | None = None,
+    skip_tagged: bool = False,
 ) -> dict[str, Any]:
     """One photo's scan row and model-ready pixels (shared by the local and Ray engines, so both give
     the same row): `skip` when its image_id is in `skip_ids`; an undecodable photo is an error row.
     With `gpu_share`, a large JPEG that passes the CPU-side checks comes back as `gpu` (no pixels):
-    the engine decodes it with nvJPEG (geotag.io.gpu_decode)."""
+    the engine decodes it with nvJPEG (geotag.io.gpu_decode). `skip_tagged`: a photo with measured GPS
+    in its EXIF is not decoded; its row keeps that position (`keep_measured`)."""
     row = scan_file(record)
     if row.get("image_id") in skip_ids:
         return {"row": row, "pixels": None, "skip": True}
+    if skip_tagged and keep_measured(row):
+        return {"row": row, "pixels": None, "skip": False}
     min_pixels = gpu_decode.DEFAULT_MIN_PIXELS if gpu_min_pixels is None else gpu_min_pixels
     if gpu_share > 0 and _for_gpu(row, gpu_share, min_pixels):
         orientation = gpu_decode.exif_orientation(record.path)
@@ -166,6 +173,16 @@ def read_item(
     if row["status"] == "ok":
         pixels = decode_into_row(row, pre, draft)
     return {"row": row, "pixels": pixels, "skip": False}
+
+
+def keep_measured(row: dict[str, Any]) -> bool:
+    """--skip-tagged: a photo whose own EXIF holds GPS keeps it as its position, `source = exif`: the
+    whole archive in one file, measured and estimated positions told apart by `source` (eval and the
+    report do not score these rows; write-exif never writes them). False for any other row."""
+    if row["status"] != "ok" or row.get("gt_source") != "exif" or row.get("gt_lat") is None:
+        return False
+    row.update(pred_lat=row["gt_lat"], pred_lon=row["gt_lon"], pred_alt=row.get("gt_alt"), source="exif")
+    return True
 
 
 def decode_into_row(row: dict[str, Any], pre: Preprocess, draft: bool) -> torch.Tensor | None:
@@ -277,6 +294,7 @@ def prediction_rows(pred: Prediction, model: GeoModel) -> Iterator[dict[str, Any
             "pred_lon": lon[i],
             "confidence": conf[i],
             "error_km": radius[i],
+            "source": "model",
             "topk": [
                 {"lat": a, "lon": b, "score": s} for a, b, s in zip(tlat[i], tlon[i], tscore[i], strict=True)
             ],
@@ -326,7 +344,7 @@ def complete_rows(
             rows[i].update(cols)
     add_countries(rows, ["country"])  # one vectorised lookup per batch, before a manifest acts
     for row in rows:
-        row.update(common)
+        row.update(common if row.get("source") != "exif" else {})  # no model placed a measured row
         apply_truth(row, manifest)  # right before writing
     add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
 
@@ -418,7 +436,13 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     )
     pre = model.preprocess()
     dataset = PhotoDataset(
-        work_list, pre, cfg.draft, set(), gpu_share=gpu_share, gpu_min_pixels=cfg.gpu_decode_min_pixels
+        work_list,
+        pre,
+        cfg.draft,
+        set(),
+        gpu_share=gpu_share,
+        gpu_min_pixels=cfg.gpu_decode_min_pixels,
+        skip_tagged=cfg.skip_tagged,
     )
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
     batch_size = cfg.batch_size or auto_batch_size(device)
@@ -463,5 +487,9 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     store.finalize(keep_existing=cfg.resume, metadata=metadata)
     summary.resumed, summary.deleted = cfg.resume, store.deleted
     summary.total, summary.failed = count_errors(cfg.out)
+    if cfg.skip_tagged:
+        summary.measured = sum(
+            sum(1 for s in b.column(0).to_pylist() if s == "exif") for b in iter_batches(cfg.out, ["source"])
+        )
     summary.truth = manifest.finish() if manifest is not None else None
     return summary

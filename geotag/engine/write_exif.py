@@ -71,7 +71,7 @@ BATCH_SIZE = 64
 """Rows per batch: enough to amortise exiftool round trips and fsyncs, small enough that a kill
 loses little work and memory stays flat."""
 REQUIRED_COLUMNS = ("image_id", "path", "status", "pred_lat", "pred_lon")
-OPTIONAL_COLUMNS = ("confidence", "error_km", "gt_lat", "gt_lon", "model")
+OPTIONAL_COLUMNS = ("confidence", "error_km", "gt_lat", "gt_lon", "gt_source", "model", "source")
 
 # Why a row is skipped (the summary counts these)
 SKIP_STATUS = "status is not ok"
@@ -84,6 +84,7 @@ SKIP_ZERO = "prediction is exactly (0, 0)"
 SKIP_CONFIDENCE = "below --min-confidence"
 SKIP_NO_CONFIDENCE = "no confidence to compare with --min-confidence"
 SKIP_HAS_GPS = "already has GPS (--overwrite-gps to replace)"
+SKIP_MEASURED = "measured GPS, not an estimate (source = exif)"
 SKIP_SIDECAR_GPS = "sidecar already has GPS (--overwrite-gps to replace)"
 SKIP_MISSING = "file missing"
 SKIP_CHANGED = "file changed since the predictions were made"
@@ -218,6 +219,8 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
     """The position to write for a row, or (None, why it is skipped). Looks at the row only."""
     if row.get("status") != "ok":
         return None, SKIP_STATUS
+    if row.get("source") == "exif":  # predict --skip-tagged kept the photo's own GPS: nothing to write
+        return None, SKIP_MEASURED
     lat, lon = _finite(row.get("pred_lat")), _finite(row.get("pred_lon"))
     if lat is None or lon is None:
         given = row.get("pred_lat") is not None or row.get("pred_lon") is not None
@@ -237,8 +240,14 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
             return None, SKIP_NO_CONFIDENCE
         if confidence < opts.min_confidence:
             return None, SKIP_CONFIDENCE
-    if not opts.overwrite_gps and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
-        return None, SKIP_HAS_GPS
+    measured_in_file = row.get("gt_source") in (None, "exif")  # a manifest's or a shard's truth is not
+    if (
+        not opts.overwrite_gps
+        and measured_in_file
+        and row.get("gt_lat") is not None
+        and row.get("gt_lon") is not None
+    ):
+        return None, SKIP_HAS_GPS  # (the file itself is read before writing: GPS there is found anyway)
     fix = GpsFix(lat=lat, lon=lon, model=row.get("model"), confidence=confidence, error_km=error_km)
     return fix, None
 

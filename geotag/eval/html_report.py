@@ -32,6 +32,8 @@ from geotag.eval.metrics import (
     connect,
     evaluate_file,
     has_untrained_rows,
+    measured_note,
+    measured_rows,
     normalise_thresholds,
     threshold_key,
 )
@@ -490,6 +492,8 @@ def build_report(
         for src in sources:
             if truth:
                 notes.append(truth_join.match_note(con, src.path, src.label, src.columns))
+            if note := measured_note(src.label, measured_rows(con, src.path, src.columns)):
+                notes.append(note)
             if has_untrained_rows(con, src.path, src.columns):
                 notes.append(
                     f"{src.label}: predictions made with UNTRAINED weights; "

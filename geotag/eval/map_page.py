@@ -45,11 +45,11 @@ def map_rows(
     rows = report_data.query(
         con,
         src,
-        f"SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, topk FROM r WHERE {where}"
-        + sample,
+        "SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, topk, is_measured "
+        f"FROM r WHERE {where}" + sample,
     )
     thumbs = thumbs or {}
-    names = ("lat", "lon", "glat", "glon", "d", "c", "r", "p", "img", "k")
+    names = ("lat", "lon", "glat", "glon", "d", "c", "r", "p", "img", "k", "m")
     cols: dict[str, list[Any]] = {k: [] for k in names}
     base = src.path.parent
     for row in rows:
@@ -62,6 +62,7 @@ def map_rows(
         cols["c"].append(_num(row["confidence"], 4))
         cols["r"].append(_num(row["error_km"], 3))
         cols["p"].append(path)
+        cols["m"].append(1 if row["is_measured"] else 0)  # measured GPS kept by --skip-tagged
         img = thumbs.get(path)
         if img is None:
             photo = resolve_photo(path, base)
@@ -155,8 +156,16 @@ function tip(i) {
 // is still adding in chunks; 50,000 points take a few seconds once
 const points = L.markerClusterGroup({maxClusterRadius: 50, disableClusteringAtZoom: 12});
 const truth = L.markerClusterGroup({maxClusterRadius: 40});
-const markers = [], truths = [], segs = [];
+const measured = L.markerClusterGroup({maxClusterRadius: 40});
+const markers = [], truths = [], segs = [], kept = [];
 for (let i = 0; i < N; i++) {
+  if (D.m[i]) {  // the photo's own measured GPS (predict --skip-tagged, source = exif): no prediction
+    const s = L.circleMarker([D.lat[i], D.lon[i]], {radius: 5, color: "#0b3d91", weight: 2,
+                                                   fillColor: "#5dade2", fillOpacity: 1, renderer: canvas});
+    s.bindTooltip(() => "measured GPS: " + esc(D.p[i]));
+    kept.push(s);
+    continue;
+  }
   if (D.lat[i] !== null) {
     const m = L.circleMarker([D.lat[i], D.lon[i]], {radius: 6, color: "#333", weight: 1, fillColor: colour(i),
                                                    fillOpacity: 0.9, renderer: canvas});
@@ -183,6 +192,8 @@ points.addTo(map);
 points.addLayers(markers);
 document.body.dataset.clustered = "1";
 truth.addLayers(truths);
+measured.addTo(map);
+measured.addLayers(kept);
 const lines = L.polyline(segs, {color: "#c0392b", weight: 1, opacity: 0.6, renderer: canvas,
                                interactive: false});
 const chosen = L.layerGroup().addTo(map);
@@ -197,19 +208,23 @@ function select(i) {
   if (D.glat[i] !== null) L.polyline([[D.glat[i], D.glon[i]], at], {color: "#c0392b", weight: 2,
       renderer: canvas}).addTo(chosen);
 }
-L.control.layers(null, {"predictions": points, "truth": truth, "prediction to truth lines": lines,
+L.control.layers(null, {"predictions": points, "measured GPS (not predicted)": measured, "truth": truth,
+                        "prediction to truth lines": lines,
                         "clicked point: top-k and error radius": chosen}, {collapsed: false}).addTo(map);
 const legend = L.control({position: "bottomleft"});
 legend.onAdd = () => {
   const div = L.DomUtil.create("div", "legend");
   div.innerHTML = "<b>" + (byError ? "error" : "confidence") + "</b><br>" +
     SCALE.map(([, c, t]) => '<i style="background:' + c + '"></i>' + t).join("<br>") +
+    (kept.length ? '<br><i style="background:#5dade2"></i>measured GPS (not predicted)' : "") +
     "<br>clusters: number of photos<br>" + markers.length + " predictions, " + truths.length + " truths" +
+    (kept.length ? ", " + kept.length + " measured" : "") +
     (D.total[0] > N ? "<br><b>a sample of " + N + " of " + D.total[0] + " rows</b>" : "");
   return div;
 };
 legend.addTo(map);
-window.geotagMap = {map, points, truth, lines, chosen, markers: markers.length, ready: true};
+window.geotagMap = {map, points, truth, lines, chosen, measured, markers: markers.length,
+                    measuredMarkers: kept.length, ready: true};
 document.body.dataset.ready = "1";
 </script></body></html>
 """

@@ -8,7 +8,9 @@ Every row of a file falls in exactly one bucket, so n_rows = n_error + n_no_gt +
 
 - n_error: `status = 'error'` (the file could not be read or predicted);
 - n_no_gt: any other row without both gt_lat and gt_lon (NaN counts as missing);
-- n_no_pred: a row with ground truth but without both pred_lat and pred_lon;
+- n_no_pred: a row with ground truth but without both pred_lat and pred_lon, or whose position is the
+  photo's own measured GPS (`source = exif`, kept by `predict --skip-tagged`: no prediction, so never
+  scored; a note says how many);
 - n_scored: the rest; accuracy, median, mean and GeoScore are computed over these rows only and are
   null when there are none (for example a file written by `geotag scan`, which has no predictions).
 """
@@ -57,13 +59,22 @@ CREATE OR REPLACE MACRO parent_folder(p) AS CASE
 """
 
 
-ROW_COLUMNS = """
+def row_columns(columns: Sequence[str] = ()) -> str:
+    """The per-row flags and coordinates every scoring query starts from (needs the `present` macro).
+    `is_measured`: the row's position is measured GPS kept by `predict --skip-tagged` (`source = exif`):
+    not a prediction, so `has_pred` is false for it (`columns`: the file's, to know whether it has one)."""
+    measured = "coalesce(CAST(source AS VARCHAR) = 'exif', false)" if "source" in columns else "false"
+    return f"""
     coalesce(CAST(status AS VARCHAR) = 'error', false) AS is_error,
     present(CAST(gt_lat AS DOUBLE)) AND present(CAST(gt_lon AS DOUBLE)) AS has_gt,
-    present(CAST(pred_lat AS DOUBLE)) AND present(CAST(pred_lon AS DOUBLE)) AS has_pred,
+    present(CAST(pred_lat AS DOUBLE)) AND present(CAST(pred_lon AS DOUBLE)) AND NOT {measured} AS has_pred,
+    {measured} AS is_measured,
     CAST(gt_lat AS DOUBLE) AS gt_lat, CAST(gt_lon AS DOUBLE) AS gt_lon,
     CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon,"""
-"""The per-row flags and coordinates every scoring query starts from (needs the `present` macro)."""
+
+
+ROW_COLUMNS = row_columns()
+"""row_columns of a file without a `source` column."""
 
 
 def parse_thresholds(text: str) -> list[float]:
@@ -221,7 +232,7 @@ def build_query(
     return f"""
     WITH src AS (
         SELECT {"".join(f"{g}, " for g in groups)}
-            {ROW_COLUMNS}
+            {row_columns(columns)}
             {countries}
         FROM {source}
     ), scored AS (
@@ -313,6 +324,8 @@ def evaluate(
             rows.extend(evaluate_file(con, path, label, cols, thresholds, by, source))
             if truth:
                 notes.append(truth_join.match_note(con, path, label, columns))
+            if (measured := measured_rows(con, path, columns)) and (note := measured_note(label, measured)):
+                notes.append(note)
             if has_untrained_rows(con, path, columns):
                 notes.append(
                     f"{label}: predictions made with UNTRAINED weights; "
@@ -337,6 +350,23 @@ def parquet_source(path: Path) -> tuple[Path, Path]:
     if not matches:
         raise InputError(f"{path}: no Parquet files match {pattern}")
     return pattern, Path(matches[0])
+
+
+def measured_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> int:
+    """Rows whose position is the photo's measured GPS (`source = exif`, predict --skip-tagged)."""
+    if "source" not in columns:
+        return 0
+    sql = "SELECT count(*) FROM read_parquet(?) WHERE CAST(source AS VARCHAR) = 'exif'"
+    return int(con.sql(sql, params=[str(path)]).to_arrow_table().column(0)[0].as_py())
+
+
+def measured_note(label: str, n: int) -> str | None:
+    if not n:
+        return None
+    return (
+        f"{label}: {n:,} row(s) keep the photo's measured GPS (source = exif, predict --skip-tagged): "
+        "not predictions, so not scored (counted in n_no_pred)"
+    )
 
 
 def has_untrained_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> bool:

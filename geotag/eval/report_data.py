@@ -19,7 +19,7 @@ import numpy as np
 
 from geotag.errors import InputError
 from geotag.eval import truth_join
-from geotag.eval.metrics import NEEDED_COLUMNS, ROW_COLUMNS, file_labels, parquet_source, quote, sql_double
+from geotag.eval.metrics import NEEDED_COLUMNS, file_labels, parquet_source, quote, row_columns, sql_double
 from geotag.io.parquet import require_columns
 
 OPTIONAL = {
@@ -84,7 +84,7 @@ def rows_sql(src: Source) -> str:
                        THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
         FROM (
             SELECT CAST(path AS VARCHAR) AS path,
-                {ROW_COLUMNS}
+                {row_columns(src.columns)}
                 {optional}
             FROM {src.sql}
         )"""
