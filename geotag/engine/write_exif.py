@@ -85,6 +85,8 @@ SKIP_CONFIDENCE = "below --min-confidence"
 SKIP_NO_CONFIDENCE = "no confidence to compare with --min-confidence"
 SKIP_HAS_GPS = "already has GPS (--overwrite-gps to replace)"
 SKIP_MEASURED = "measured GPS, not an estimate (source = exif)"
+SKIP_REJECTED = "rejected in review"
+SKIP_UNDECIDED = "not decided in review"
 SKIP_SIDECAR_GPS = "sidecar already has GPS (--overwrite-gps to replace)"
 SKIP_MISSING = "file missing"
 SKIP_CHANGED = "file changed since the predictions were made"
@@ -217,6 +219,9 @@ def _finite(value: Any) -> float | None:
 
 def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, str | None]:
     """The position to write for a row, or (None, why it is skipped). Looks at the row only."""
+    review = row.get("review")  # --decisions: geotag.engine.reviewed marks the rows not accepted
+    if review is not None:
+        return None, SKIP_REJECTED if review == "rejected" else SKIP_UNDECIDED
     if row.get("status") != "ok":
         return None, SKIP_STATUS
     if row.get("source") == "exif":  # predict --skip-tagged kept the photo's own GPS: nothing to write
