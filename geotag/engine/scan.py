@@ -72,7 +72,10 @@ def _error_text(exc: BaseException) -> str:
 
 def scan_file(record: ImageRecord) -> dict[str, Any]:
     """Inspect one file; never raises: a file that cannot be read becomes `status = error`."""
-    from geotag.io.decode import read_header  # imported once per process, by its first file
+    from geotag.io.decode import (
+        jpeg_is_truncated,
+        read_header,
+    )  # imported once per process, by its first file
     from geotag.io.exif import read_exif
 
     row: dict[str, Any] = {
@@ -98,6 +101,10 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
         source = record.path if data is None else io.BytesIO(data)
         try:
             row.update(read_header(source))
+            if data is None and row["format"] in ("JPEG", "MPO") and jpeg_is_truncated(record.path):
+                row.update(
+                    status="error", error="not a readable image: truncated JPEG (no end-of-image marker)"
+                )
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
             text = _error_text(exc).replace(repr(source), row["path"])  # not "<_io.BytesIO at 0x..>"
             row.update(status="error", error=f"not a readable image: {text}")
