@@ -61,3 +61,22 @@ def test_quiet_predict_prints_no_libtiff_lines(tmp_path: Path) -> None:
     verbose = _predict(photos, tmp_path / "v.parquet", tmp_path, "-v")
     said = [ln for ln in verbose.stderr.splitlines() if "Using code not yet in table" in ln]
     assert said and all("z_damaged.tiff" in ln and "tempfile.tif" not in ln for ln in said), verbose.stderr
+
+
+def test_pillow_warnings_while_decoding_go_to_the_row(tmp_path: Path, monkeypatch) -> None:
+    """A Python warning raised by Pillow while predict decodes (here its decompression-bomb warning)
+    lands in the row's gt_note, not on stderr."""
+    import warnings
+
+    from geotag.engine.predict import decode_into_row
+    from geotag.models.base import Preprocess
+
+    photo = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(photo)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 4,096 px: over the limit, under 2x: a warning
+    row = {"path": str(photo), "status": "ok", "gt_note": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning escaping decode_into_row fails the test
+        pixels = decode_into_row(row, Preprocess(32, (0.5,) * 3, (0.5,) * 3), True)
+    assert pixels is not None and row["status"] == "ok"
+    assert "DecompressionBombWarning" in row["gt_note"]
