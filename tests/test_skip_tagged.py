@@ -132,3 +132,13 @@ def test_cli_documents_the_option(flag: str) -> None:
 
     result = CliRunner().invoke(app, ["predict", "--help"])
     assert flag in result.output
+
+
+def test_review_leaves_measured_rows_out_of_its_queue(tmp_path: Path) -> None:
+    from geotag.review.session import Session
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"x")
+    session = Session.open(_mixed(tmp_path, photo))
+    flags = [(session.summary(i)["ok"], session.summary(i)["measured"]) for i in range(4)]
+    assert flags == [(False, True), (False, True), (True, False), (True, False)]
