@@ -178,6 +178,7 @@ def scan(
     only = PathFilter.from_options(include, exclude, ext)
     summary = run_scan(paths, out_path, progress=progress, truth=truth, only=only)
     _say_truth(summary.truth)
+    _say_not_read(summary.not_read)
     say(
         f"scanned {summary.total} file(s): {summary.with_gps} with {'ground truth' if truth else 'GPS'}, "
         f"{summary.failed} unreadable{_folders_note(summary.unreadable_folders)} -> {out_path}"
@@ -229,6 +230,14 @@ def predict(
     ] = False,
     amp: Amp = True,
     draft: Annotated[bool, typer.Option(help="Fast reduced-scale JPEG decoding.")] = True,
+    skip_tagged: Annotated[
+        bool,
+        typer.Option(
+            "--skip-tagged",
+            help="Predict only photos without measured GPS; tagged ones keep a row with their own position "
+            "and source=exif (never scored, never written back).",
+        ),
+    ] = False,
     gpu_decode: Annotated[
         bool, typer.Option(help="CUDA: decode a share of the large JPEGs with nvJPEG, the rest on the CPU.")
     ] = False,
@@ -354,6 +363,8 @@ def predict(
         raise fail("--ignore-photo-tz needs --tz ZONE (the zone to use instead)")
     if engine == "local" and any("://" in p for p in paths):
         raise fail("URLs (s3://, gs://, file://) need --engine ray")
+    if engine == "ray" and skip_tagged:
+        raise fail("--skip-tagged works with --engine local only")
     cfg = PredictConfig(
         paths=[p if "://" in p else Path(p) for p in paths],  # URLs stay text (a Path would eat the //)
         out=out_path,
@@ -379,6 +390,7 @@ def predict(
         allow_mismatched_heads=allow_mismatched_heads,
         amp=amp,
         draft=draft,
+        skip_tagged=skip_tagged,
         gpu_decode=gpu_decode,
         gpu_decode_share=gpu_decode_share,
         compile=compile_model,
@@ -404,6 +416,7 @@ def predict(
 
         summary = run_predict(cfg)
     _say_truth(summary.truth)
+    _say_not_read(summary.not_read)
     if summary.restarted:
         err.print("note: an unfinished earlier run was discarded (pass --resume to continue one)")
     if summary.resumed:
@@ -420,7 +433,9 @@ def predict(
         say(_placed_line(summary.sources))
     say(
         f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
-        f"{summary.failed} failed{_folders_note(summary.unreadable_folders)} -> {out_path}"
+        f"{summary.failed} failed{_folders_note(summary.unreadable_folders)}"
+        + (f", {summary.measured} kept their measured GPS" if summary.measured is not None else "")
+        + f" -> {out_path}"
     )
     raise typer.Exit(1 if summary.failed or summary.unreadable_folders else 0)
 
@@ -584,6 +599,12 @@ def write_exif(
     sidecar_name: Annotated[
         str, typer.Option(help="photo.jpg.xmp (darktable, digiKam) or photo.xmp (Lightroom).")
     ] = "photo.jpg.xmp",
+    raw_in_file: Annotated[
+        bool,
+        typer.Option(
+            "--raw-in-file", help="Camera RAW files: write into the file itself (exiftool), not a sidecar."
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would change; change nothing.")
     ] = False,
@@ -623,6 +644,7 @@ def write_exif(
         overwrite_gps=overwrite_gps,
         sidecar=sidecar,
         sidecar_name=sidecar_name,
+        raw_in_file=raw_in_file,
         dry_run=dry_run,
         backup=backup,
         journal=journal,
@@ -757,6 +779,14 @@ def cells_import(
     for part in cells.partitions:
         say(f"{part.name}: {len(part)} cells (tau_min {part.spec.tau_min}, tau_max {part.spec.tau_max})")
     say(f"{cells.n_input} training images in the files' header -> {out_path}")
+
+
+def _say_not_read(counts: Any) -> None:
+    """ "skipped 5 files geotag does not read: .mov 3, .xyz 2" (scan, predict): nothing passes in silence."""
+    from geotag.io.scan import describe_skipped
+
+    if (line := describe_skipped(counts)) is not None:
+        say(line)
 
 
 def _say_truth(report: object | None) -> None:

@@ -65,6 +65,7 @@ class PredictConfig:
     allow_mismatched_heads: bool = False  # GeoCLIP: heads trained on another backbone (labelled)
     amp: bool = True  # bf16 autocast on CUDA; CPU always runs float32
     draft: bool = True  # JPEG draft-mode decoding (see geotag.io.decode)
+    skip_tagged: bool = False  # photos with measured EXIF GPS: not predicted, kept with source = exif
     gpu_decode: bool = False  # nvJPEG for a share of the large JPEGs, CPU workers for the rest (CUDA)
     gpu_decode_share: float = 0.6  # share of the eligible JPEGs sent to nvJPEG (geotag.io.gpu_decode)
     gpu_decode_min_pixels: int = 4_000_000  # smaller JPEGs stay on the CPU (draft mode is cheap for them)

@@ -100,6 +100,9 @@ def test_write_exif_with_decisions_writes_exactly_the_accepted(tmp_path: Path) -
         WriteOptions(preds, journal=tmp_path / "j.jsonl", writer="python", decisions=dfile)
     )
     assert summary.written == 2
+    # the summary counts every row: one rejected in review, one never decided (issue 28 item 6)
+    assert summary.skipped == {"rejected in review": 1, "not decided in review": 1}
+    assert "skipped 2 (1 rejected in review, 1 not decided in review)" in summary.describe()
     assert photos[2].read_bytes() == before[2] and photos[3].read_bytes() == before[3]
     gps0, gps1 = read_exif(photos[0]), read_exif(photos[1])
     assert gps0.gt_lat == pytest.approx(10.0) and gps0.gt_lon == pytest.approx(20.0)

@@ -84,8 +84,9 @@ def test_scan_sample_data(sample_data: Path, tmp_path: Path) -> None:
     summary = run_scan([sample_data], out, workers=2)
     table = pq.read_table(out).to_pylist()
     assert summary.total == len(table) == 28
-    assert summary.failed == 1
+    assert summary.failed == 2  # as predict counts them (issue 28 item 6)
     by_name = {Path(r["path"]).name: r for r in table}
+    assert by_name["truncated.jpg"]["error"].endswith("truncated JPEG (no end-of-image marker)")
     assert by_name["not_a_photo.png"]["status"] == "error"
     assert "not a readable image" in by_name["not_a_photo.png"]["error"]
     sydney = by_name["sydney.jpg"]

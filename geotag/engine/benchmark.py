@@ -108,7 +108,7 @@ def check_folder(
     )
     if 0 < len(check.extra) <= check.test_set.known_extra:
         check.notes.append(
-            f"warning: {len(check.extra)} file(s) not in the manifest, as standard copies of "
+            f"{len(check.extra)} file(s) not in the manifest, as standard copies of "
             f"{check.test_set.name} hold; left out: {', '.join(check.extra[:EXAMPLES])}"
         )
     check.duplicates = _duplicates(s for s in stems if s in wanted)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Container, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,15 +28,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
-from geotag.engine.scan import default_workers, note_warnings, scan_file
+from geotag.engine.scan import default_workers, name_the_photo, note_warnings, scan_file
 from geotag.engine.self_match import mark_truth_matches
 from geotag.engine.summary import PredictSummary, count_errors
 from geotag.engine.timeplace import TimePlanner, count_sources
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
 from geotag.io import gpu_decode
-from geotag.io.c_stderr import c_messages
+from geotag.io.c_stderr import c_messages, quiet_process
 from geotag.io.decode import DECODE_LIMIT_PIXELS, decode_for_model, normalize
+from geotag.io.parquet import iter_batches
 from geotag.io.parts import PartStore
 from geotag.io.pathtext import from_text
 from geotag.io.scan import ImageRecord, PathFilter, WalkReport, iter_records, validate_paths
@@ -93,9 +95,11 @@ class PhotoDataset(Dataset[dict[str, Any]]):
         gpu_share: float = 0.0,
         gpu_min_pixels: int = gpu_decode.DEFAULT_MIN_PIXELS,
         no_decode: Any = None,
+        skip_tagged: bool = False,
     ) -> None:
         self.work_list = work_list
         self.no_decode = no_decode  # per item: placed by time, so the model needs no pixels
+        self.skip_tagged = skip_tagged
         self.pre = pre
         self.draft = draft
         self.skip_ids = skip_ids
@@ -114,6 +118,8 @@ class PhotoDataset(Dataset[dict[str, Any]]):
         return self._len
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if torch.utils.data.get_worker_info() is not None:  # a worker's other threads only move data
+            quiet_process()
         table = self._records()
         record = ImageRecord(
             path=Path(from_text(table["path"][i].as_py())),
@@ -123,7 +129,7 @@ class PhotoDataset(Dataset[dict[str, Any]]):
         if self.no_decode is not None and self.no_decode[i]:
             return {"row": scan_file(record), "pixels": None, "skip": False}
         gpu = {"gpu_share": self.gpu_share, "gpu_min_pixels": self.gpu_min_pixels}
-        return read_item(record, self.pre, self.draft, self.skip_ids, **gpu)
+        return read_item(record, self.pre, self.draft, self.skip_ids, **gpu, skip_tagged=self.skip_tagged)
 
 
 def read_item(
@@ -134,14 +140,18 @@ def read_item(
     *,
     gpu_share: float = 0.0,
     gpu_min_pixels: int | None = None,
+    skip_tagged: bool = False,
 ) -> dict[str, Any]:
     """One photo's scan row and model-ready pixels (shared by the local and Ray engines, so both give
     the same row): `skip` when its image_id is in `skip_ids`; an undecodable photo is an error row.
     With `gpu_share`, a large JPEG that passes the CPU-side checks comes back as `gpu` (no pixels):
-    the engine decodes it with nvJPEG (geotag.io.gpu_decode)."""
+    the engine decodes it with nvJPEG (geotag.io.gpu_decode). `skip_tagged`: a photo with measured GPS
+    in its EXIF is not decoded; its row keeps that position (`keep_measured`)."""
     row = scan_file(record)
     if row.get("image_id") in skip_ids:
         return {"row": row, "pixels": None, "skip": True}
+    if skip_tagged and keep_measured(row):
+        return {"row": row, "pixels": None, "skip": False}
     min_pixels = gpu_decode.DEFAULT_MIN_PIXELS if gpu_min_pixels is None else gpu_min_pixels
     if gpu_share > 0 and _for_gpu(row, gpu_share, min_pixels):
         orientation = gpu_decode.exif_orientation(record.path)
@@ -152,19 +162,32 @@ def read_item(
     return {"row": row, "pixels": pixels, "skip": False}
 
 
+def keep_measured(row: dict[str, Any]) -> bool:
+    """--skip-tagged: a photo whose own EXIF holds GPS keeps it as its position, `source = exif`: the
+    whole archive in one file, measured and estimated positions told apart by `source` (eval and the
+    report do not score these rows; write-exif never writes them). False for any other row."""
+    if row["status"] != "ok" or row.get("gt_source") != "exif" or row.get("gt_lat") is None:
+        return False
+    row.update(pred_lat=row["gt_lat"], pred_lon=row["gt_lon"], pred_alt=row.get("gt_alt"), source="exif")
+    return True
+
+
 def decode_into_row(row: dict[str, Any], pre: Preprocess, draft: bool) -> torch.Tensor | None:
     """The model's pixels of a scanned row's photo; a decoder failure makes it an error row, and what
-    libtiff prints on fd 2 meanwhile goes into its error or note, not around the summary."""
+    libtiff or LibRaw print on fd 2 and Pillow's warnings meanwhile go into its error or note (and the
+    --verbose log), not around the summary."""
     pixels = None
-    with c_messages() as said:
+    with warnings.catch_warnings(record=True) as caught, c_messages() as said:
+        warnings.simplefilter("always")
         try:
             pixels = decode_for_model(row["path"], pre.input_size, pre.interpolation, draft=draft)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
             text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
             row.update(status="error", error=f"cannot decode image: {text}")
+    said = [name_the_photo(line, row["path"]) for line in said]
     if said and row["status"] == "error":
         row["error"] += f" ({'; '.join(said)[:300]})"
-    note_warnings(row, [], said)
+    note_warnings(row, caught, said)
     return pixels
 
 
@@ -259,6 +282,7 @@ def prediction_rows(pred: Prediction, model: GeoModel) -> Iterator[dict[str, Any
             "pred_lon": lon[i],
             "confidence": conf[i],
             "error_km": radius[i],
+            "source": "model",
             "topk": [
                 {"lat": a, "lon": b, "score": s} for a, b, s in zip(tlat[i], tlon[i], tscore[i], strict=True)
             ],
@@ -310,7 +334,7 @@ def complete_rows(
     for row in rows:
         if row.get("pred_lat") is not None and row.get("source") is None:
             row["source"] = "model"
-        row.update(common)
+        row.update(common if row.get("source") != "exif" else {})  # no model placed a measured row
         apply_truth(row, manifest)  # right before writing
     add_countries(rows, ["gt_country"])  # after the manifest, which may replace the truth
     mark_truth_matches(rows)  # once the truth is final
@@ -404,7 +428,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )
-    summary.unreadable_folders = len(walk.unreadable)
+    summary.unreadable_folders, summary.not_read = len(walk.unreadable), walk.not_read
     if planner is not None:
         planner.plan()
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
@@ -446,6 +470,10 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     store.finalize(keep_existing=cfg.resume, metadata=metadata)
     summary.resumed, summary.deleted = cfg.resume, store.deleted
     summary.total, summary.failed = count_errors(cfg.out)
+    if cfg.skip_tagged:
+        summary.measured = sum(
+            sum(1 for s in b.column(0).to_pylist() if s == "exif") for b in iter_batches(cfg.out, ["source"])
+        )
     summary.truth = manifest.finish() if manifest is not None else None
     return summary
 
@@ -469,6 +497,7 @@ def _rows_with_model(
         gpu_share=gpu_share,
         gpu_min_pixels=cfg.gpu_decode_min_pixels,
         no_decode=no_decode,
+        skip_tagged=cfg.skip_tagged,
     )
     batch_size = cfg.batch_size or auto_batch_size(device)
     # workers hand over small chunks (the first reaches the model long before a whole batch would);

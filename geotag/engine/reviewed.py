@@ -22,20 +22,27 @@ def reviewed_model(model: Any, decision: Decision) -> str:
     return f"{model or 'unknown'} ({how})"
 
 
+REVIEW = "review"
+"""The key apply_decisions marks a row that was not accepted with (no predictions-file column)."""
+
+
 def apply_decisions(
     rows: Iterator[dict[str, Any]], decisions: dict[int, Decision]
 ) -> Iterator[dict[str, Any]]:
-    """The accepted rows, repositioned. InputError when a decision's image_id is not that row's:
-    the decisions belong to another predictions file."""
+    """The accepted rows, repositioned; every other row marked `review` = "rejected" or "undecided", so
+    write-exif counts them among its skipped rows. InputError when a decision's image_id is not that
+    row's: the decisions belong to another predictions file."""
     for i, row in enumerate(rows):
         d = decisions.get(i)
         if d is None:
+            yield {**row, REVIEW: "undecided"}
             continue
         if d.image_id != row.get("image_id"):
             raise InputError(
                 f"decision for row {i} names another photo: the decisions file is not for these predictions"
             )
         if d.action != "accept":
+            yield {**row, REVIEW: "rejected"}
             continue
         out = {**row, "pred_lat": d.lat, "pred_lon": d.lon, "model": reviewed_model(row.get("model"), d)}
         if d.source != "prediction" and row.get("source") in ("track", "sibling"):

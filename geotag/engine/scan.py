@@ -18,9 +18,9 @@ import logging
 import math
 import os
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -59,6 +59,7 @@ class ScanSummary:
     with_gps: int = 0
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
     unreadable_folders: int = 0  # folders the walk could not list (each a warning line)
+    not_read: Counter[str] = field(default_factory=Counter)  # walked files of other types, by extension
 
     def add(self, row: dict[str, Any]) -> None:
         self.total += 1
@@ -73,7 +74,10 @@ def _error_text(exc: BaseException) -> str:
 
 def scan_file(record: ImageRecord) -> dict[str, Any]:
     """Inspect one file; never raises: a file that cannot be read becomes `status = error`."""
-    from geotag.io.decode import read_header  # imported once per process, by its first file
+    from geotag.io.decode import (
+        jpeg_is_truncated,
+        read_header,
+    )  # imported once per process, by its first file
     from geotag.io.exif import read_exif
 
     row: dict[str, Any] = {
@@ -99,6 +103,10 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
         source = record.path if data is None else io.BytesIO(data)
         try:
             row.update(read_header(source))
+            if data is None and row["format"] in ("JPEG", "MPO") and jpeg_is_truncated(record.path):
+                row.update(
+                    status="error", error="not a readable image: truncated JPEG (no end-of-image marker)"
+                )
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error row
             text = _error_text(exc).replace(repr(source), row["path"])  # not "<_io.BytesIO at 0x..>"
             row.update(status="error", error=f"not a readable image: {text}")
@@ -126,6 +134,12 @@ def shard_truth(row: dict[str, Any], member: ShardSample) -> None:
     row.update(gt_lat=lat, gt_lon=lon, gt_alt=None, gt_source="json", gt_note=None)
 
 
+def name_the_photo(line: str, path: str) -> str:
+    """A C library's line about Pillow's in-memory stand-in ("tempfile.tif: Using code not yet in
+    table.": Pillow hands libtiff that name) names the photo instead."""
+    return line.replace("tempfile.tif", os.path.basename(path))
+
+
 def note_warnings(
     row: dict[str, Any], caught: Sequence[warnings.WarningMessage], said: Sequence[str] = ()
 ) -> None:
@@ -135,7 +149,7 @@ def note_warnings(
     texts = list(
         dict.fromkeys(
             [f"{w.category.__name__}: {_error_text(Exception(str(w.message)))}" for w in caught]
-            + [f"decoder stderr: {line}" for line in said]
+            + [f"decoder stderr: {name_the_photo(line, row['path'])}" for line in said]
         )
     )
     if not texts:
@@ -217,5 +231,5 @@ def run_scan(
                 summary.add(row)
             bar.update(len(chunk))
     summary.truth = manifest.finish() if manifest is not None else None
-    summary.unreadable_folders = len(walk.unreadable)
+    summary.unreadable_folders, summary.not_read = len(walk.unreadable), walk.not_read
     return summary

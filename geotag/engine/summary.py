@@ -3,7 +3,8 @@ error count. Kept apart from geotag.engine.predict so that `--model none` needs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from geotag.io.parquet import iter_batches
@@ -25,6 +26,8 @@ class PredictSummary:
     weights: str = ""
     restarted: bool = False  # an unfinished earlier run was discarded (no --resume)
     unreadable_folders: int = 0  # folders the walk could not list (each a warning line)
+    not_read: Counter[str] = field(default_factory=Counter)  # walked files of other types, by extension
+    measured: int | None = None  # --skip-tagged: rows that kept their measured GPS (source = exif)
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
     sources: dict[str, int] | None = None  # time evidence: this run's rows by `source` (+ "left")
     clocks: list[str] | None = None  # time evidence: one line per camera, its clock correction

@@ -45,7 +45,7 @@ def run_time_only(cfg: PredictConfig) -> PredictSummary:
     work_list, listed, summary.skipped, summary.changed = store.write_file_list(
         records, done, manifest.mark_done if manifest is not None else None
     )
-    summary.unreadable_folders = len(walk.unreadable)
+    summary.unreadable_folders, summary.not_read = len(walk.unreadable), walk.not_read
     planner.plan()
     sources: dict[str, int] = {}
     k = 0

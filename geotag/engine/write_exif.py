@@ -76,7 +76,7 @@ from geotag.io.journal import (
 from geotag.io.locks import BUSY, FolderLocks, remove_stale_temps
 from geotag.io.parquet import iter_batches, require_columns
 from geotag.io.row_paths import base_folder, row_path
-from geotag.io.scan import image_id, image_id_of_bytes
+from geotag.io.scan import image_id, image_id_of_bytes, is_raw_name
 from geotag.progress import progress_bar
 
 BATCH_SIZE = 64
@@ -88,6 +88,7 @@ OPTIONAL_COLUMNS = (
     "error_km",
     "gt_lat",
     "gt_lon",
+    "gt_source",
     "model",
     # schema 3: a position placed by time is written with its altitude, UTC time and how it was found
     "source",
@@ -109,6 +110,9 @@ SKIP_ZERO = "prediction is exactly (0, 0)"
 SKIP_CONFIDENCE = "below --min-confidence"
 SKIP_NO_CONFIDENCE = "no confidence to compare with --min-confidence"
 SKIP_HAS_GPS = "already has GPS (--overwrite-gps to replace)"
+SKIP_MEASURED = "measured GPS, not an estimate (source = exif)"
+SKIP_REJECTED = "rejected in review"
+SKIP_UNDECIDED = "not decided in review"
 SKIP_SIDECAR_GPS = "sidecar already has GPS (--overwrite-gps to replace)"
 SKIP_MISSING = "file missing"
 SKIP_CHANGED = "file changed since the predictions were made"
@@ -124,6 +128,7 @@ class WriteOptions:
     overwrite_gps: bool = False
     sidecar: bool = False
     sidecar_name: str = "photo.jpg.xmp"  # or "photo.xmp"
+    raw_in_file: bool = False  # camera RAW files: into the file itself (exiftool) instead of a sidecar
     dry_run: bool = False
     backup: bool = True
     journal: Path | None = None  # default: beside the predictions file, named by the time
@@ -247,8 +252,13 @@ def _finite(value: Any) -> float | None:
 
 def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, str | None]:
     """The position to write for a row, or (None, why it is skipped). Looks at the row only."""
+    review = row.get("review")  # --decisions: geotag.engine.reviewed marks the rows not accepted
+    if review is not None:
+        return None, SKIP_REJECTED if review == "rejected" else SKIP_UNDECIDED
     if row.get("status") != "ok":
         return None, SKIP_STATUS
+    if row.get("source") == "exif":  # predict --skip-tagged kept the photo's own GPS: nothing to write
+        return None, SKIP_MEASURED
     lat, lon = _finite(row.get("pred_lat")), _finite(row.get("pred_lon"))
     if lat is None or lon is None:
         given = row.get("pred_lat") is not None or row.get("pred_lon") is not None
@@ -268,8 +278,14 @@ def select_fix(row: dict[str, Any], opts: WriteOptions) -> tuple[GpsFix | None, 
             return None, SKIP_NO_CONFIDENCE
         if confidence < opts.min_confidence:
             return None, SKIP_CONFIDENCE
-    if not opts.overwrite_gps and row.get("gt_lat") is not None and row.get("gt_lon") is not None:
-        return None, SKIP_HAS_GPS
+    measured_in_file = row.get("gt_source") in (None, "exif")  # a manifest's or a shard's truth is not
+    if (
+        not opts.overwrite_gps
+        and measured_in_file
+        and row.get("gt_lat") is not None
+        and row.get("gt_lon") is not None
+    ):
+        return None, SKIP_HAS_GPS  # (the file itself is read before writing: GPS there is found anyway)
     fix = GpsFix(lat=lat, lon=lon, model=row.get("model"), confidence=confidence, error_km=error_km)
     if row.get("source") in TIME_SOURCES:
         fix = _time_fix(fix, row)
@@ -503,7 +519,7 @@ class _Run:
             return FileResult(path_text, "failed", _io_reason(exc))
         path = Path(os.path.realpath(path))
         job = _Job(row=i, path_text=path_text, photo=path, st=st, fix=fix, photo_hash=row["image_id"])
-        if self.opts.sidecar:
+        if self.opts.sidecar or (is_raw_name(path) and not self.opts.raw_in_file):  # RAW: sidecar
             job.target, job.sidecar = sidecar_path(path, self.opts.sidecar_name), True
             return job
         job.target, job.target_st, job.old_hash = path, st, job.photo_hash
@@ -519,14 +535,21 @@ class _Run:
         """The GPS each photo has now (one exiftool command for the batch); skip those with GPS."""
         if not jobs:
             return
-        if self.writer is not None:
-            found = self.writer.read_gps_many([j.photo for j in jobs])
-        elif self.reader is not None:
-            found = self.reader.read_gps_many([j.photo for j in jobs])
-        else:
-            found = [_call_reader(j.photo) for j in jobs]
-        for job, existing in zip(jobs, found, strict=True):
-            if not isinstance(existing, WriteFailed) and not self.opts.sidecar:
+        found: dict[int, ExistingGps | WriteFailed] = {}
+        in_file = [j for j in jobs if not j.sidecar]
+        if in_file:
+            assert self.writer is not None
+            read = self.writer.read_gps_many([j.photo for j in in_file])
+            found.update(zip(map(id, in_file), read, strict=True))
+        beside = [j for j in jobs if j.sidecar]  # --sidecar, or RAW files (their sidecar by default)
+        reader = self.reader or (self.writer if isinstance(self.writer, ExiftoolWriter) else None)
+        if beside and reader is not None:
+            found.update(zip(map(id, beside), reader.read_gps_many([j.photo for j in beside]), strict=True))
+        elif beside:
+            found.update((id(j), _call_reader(j.photo)) for j in beside)
+        for job in jobs:
+            existing = found[id(job)]
+            if not isinstance(existing, WriteFailed) and not job.sidecar:
                 job.gps_sidecars = gps_sidecars(job.photo)
             if isinstance(existing, WriteFailed):
                 job.fail(existing)
@@ -538,7 +561,7 @@ class _Run:
                     f"holds a measured position in {', '.join(existing.stuck[:3])} that exiftool cannot "
                     "rewrite; left alone so no two positions disagree",
                 )
-            elif self.writer is not None and (why := self.writer.refuses(existing)):
+            elif self.writer is not None and not job.sidecar and (why := self.writer.refuses(existing)):
                 job.end("failed", why)  # before writing, so that a dry run lists it too
             else:
                 job.existing = existing

@@ -33,6 +33,8 @@ from geotag.eval.metrics import (
     connect,
     evaluate_file,
     has_untrained_rows,
+    measured_note,
+    measured_rows,
     normalise_thresholds,
     self_match_notes,
     threshold_key,
@@ -560,6 +562,8 @@ def _build_report(
             if truth:
                 notes.append(truth_join.match_note(con, src.path, src.label, list(src.raw_columns)))
             notes += self_match_notes(con, src.path, src.label, src.columns, src.sql, include_self)
+            if note := measured_note(src.label, measured_rows(con, src.path, src.columns)):
+                notes.append(note)
             if has_untrained_rows(con, src.path, src.columns):
                 notes.append(
                     f"{src.label}: predictions made with UNTRAINED weights; "

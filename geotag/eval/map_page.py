@@ -48,11 +48,11 @@ def map_rows(
         con,
         src,
         "SELECT path, pred_lat, pred_lon, gt_lat, gt_lon, d, confidence, error_km, source, fix_dt_s, "
-        f"list_slice(topk, 1, {MAX_TOPK}) AS topk FROM r WHERE {where}" + sample,
+        f"list_slice(topk, 1, {MAX_TOPK}) AS topk, is_measured FROM r WHERE {where}" + sample,
     )
     thumbs = thumbs or {}
     old_file = "source" not in src.columns  # before schema 3 every position came from a visual model
-    names = ("lat", "lon", "glat", "glon", "d", "c", "r", "s", "t", "p", "img", "k")
+    names = ("lat", "lon", "glat", "glon", "d", "c", "r", "s", "t", "p", "img", "k", "m")
     cols: dict[str, list[Any]] = {k: [] for k in names}
     base = src.path.parent
     for row in rows:
@@ -68,6 +68,7 @@ def map_rows(
         cols["s"].append(row["source"] or ("model" if old_file and has_pred else None))
         cols["t"].append(_num(row["fix_dt_s"], 1))
         cols["p"].append(path)
+        cols["m"].append(1 if row["is_measured"] else 0)  # measured GPS kept by --skip-tagged
         img = thumbs.get(path)
         if img is None:
             photo = resolve_photo(path, base)
@@ -145,7 +146,9 @@ const SRC = {track: "#1f78b4", sibling: "#33a02c", model: "#ff7f00", exif: "#6a3
 const SRC_ORDER = ["track", "sibling", "model", "exif", "fused"];
 const srcKey = i => D.s[i] === null ? "(none)" : D.s[i];
 const srcCount = {};
-for (let i = 0; i < N; i++) if (D.lat[i] !== null) srcCount[srcKey(i)] = (srcCount[srcKey(i)] || 0) + 1;
+for (let i = 0; i < N; i++) {  // measured GPS (D.m) has a layer of its own, not a source to filter
+  if (D.lat[i] !== null && !D.m[i]) srcCount[srcKey(i)] = (srcCount[srcKey(i)] || 0) + 1;
+}
 const present = Object.keys(srcCount).sort((a, b) =>
   (SRC_ORDER.indexOf(a) + 1 || 99) - (SRC_ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
 let colourBy = present.some(k => k !== "model" && k !== "(none)") ? "source" : "value";
@@ -176,8 +179,16 @@ function tip(i) {
 // is still adding in chunks; 50,000 points take a few seconds once
 const points = L.markerClusterGroup({maxClusterRadius: 50, disableClusteringAtZoom: 12});
 const truth = L.markerClusterGroup({maxClusterRadius: 40});
-const markers = [], truths = [], segs = [];
+const measured = L.markerClusterGroup({maxClusterRadius: 40});
+const markers = [], truths = [], segs = [], kept = [];
 for (let i = 0; i < N; i++) {
+  if (D.m[i]) {  // the photo's own measured GPS (predict --skip-tagged, source = exif): no prediction
+    const s = L.circleMarker([D.lat[i], D.lon[i]], {radius: 5, color: "#0b3d91", weight: 2,
+                                                   fillColor: "#5dade2", fillOpacity: 1, renderer: canvas});
+    s.bindTooltip(() => "measured GPS: " + esc(D.p[i]));
+    kept.push(s);
+    continue;
+  }
   if (D.lat[i] !== null) {
     const m = L.circleMarker([D.lat[i], D.lon[i]], {radius: 6, color: "#333", weight: 1, fillColor: colour(i),
                                                    fillOpacity: 0.9, renderer: canvas});
@@ -204,6 +215,8 @@ points.addTo(map);
 points.addLayers(markers);
 document.body.dataset.clustered = "1";
 truth.addLayers(truths);
+measured.addTo(map);
+measured.addLayers(kept);
 const lines = L.polyline(segs, {color: "#c0392b", weight: 1, opacity: 0.6, renderer: canvas,
                                interactive: false});
 const chosen = L.layerGroup().addTo(map);
@@ -218,7 +231,8 @@ function select(i) {
   if (D.glat[i] !== null) L.polyline([[D.glat[i], D.glon[i]], at], {color: "#c0392b", weight: 2,
       renderer: canvas}).addTo(chosen);
 }
-L.control.layers(null, {"predictions": points, "truth": truth, "prediction to truth lines": lines,
+L.control.layers(null, {"predictions": points, "measured GPS (not predicted)": measured, "truth": truth,
+                        "prediction to truth lines": lines,
                         "clicked point: top-k and error radius": chosen}, {collapsed: false}).addTo(map);
 const legend = L.control({position: "bottomleft"});
 let legendDiv = null;
@@ -227,7 +241,9 @@ function legendHtml() {
   const title = colourBy === "source" ? "source" : byError ? "error" : "confidence";
   return "<b>" + title + "</b><br>" +
     scale.map(([, c, t]) => '<i style="background:' + c + '"></i>' + esc(t)).join("<br>") +
+    (kept.length ? '<br><i style="background:#5dade2"></i>measured GPS (not predicted)' : "") +
     "<br>clusters: number of photos<br>" + markers.length + " predictions, " + truths.length + " truths" +
+    (kept.length ? ", " + kept.length + " measured" : "") +
     (D.total[0] > N ? "<br><b>a sample of " + N + " of " + D.total[0] + " rows</b>" : "");
 }
 legend.onAdd = () => {
@@ -270,7 +286,8 @@ sources.onAdd = () => {
 };
 if (present.length) sources.addTo(map);
 document.body.dataset.shown = String(markers.length);
-window.geotagMap = {map, points, truth, lines, chosen, markers: markers.length, ready: true,
+window.geotagMap = {map, points, truth, lines, chosen, measured, markers: markers.length,
+                    measuredMarkers: kept.length, ready: true,
                     sources: present, applySources};
 document.body.dataset.ready = "1";
 </script></body></html>

@@ -12,7 +12,9 @@ n_rows = n_error + n_no_gt + n_no_pred + n_self_match + n_scored:
 
 - n_error: `status = 'error'` (the file could not be read or predicted);
 - n_no_gt: any other row without both gt_lat and gt_lon (NaN counts as missing);
-- n_no_pred: a row with ground truth but without both pred_lat and pred_lon;
+- n_no_pred: a row with ground truth but without both pred_lat and pred_lon, or whose position is the
+  photo's own measured GPS (`source = exif`, kept by `predict --skip-tagged`: no prediction, so never
+  scored; a note says how many);
 - n_scored: the rest; accuracy, median, mean and GeoScore are computed over these rows only and are
   null when there are none (for example a file written by `geotag scan`, which has no predictions).
 """
@@ -96,17 +98,26 @@ CREATE OR REPLACE MACRO parent_folder(p) AS CASE
 """
 
 
-ROW_COLUMNS = """
+def row_columns(columns: Sequence[str] = ()) -> str:
+    """The per-row flags and coordinates every scoring query starts from (needs the MACROS). A coordinate
+    that is infinite or out of range (|lat| > 90, |lon| > 180) counts as missing; `bad_point` flags the
+    row so that the count can be said. `is_measured`: the row's position is measured GPS kept by
+    `predict --skip-tagged` (`source = exif`): not a prediction, so `has_pred` is false for it
+    (`columns`: the file's, to know whether it has one)."""
+    measured = "coalesce(CAST(source AS VARCHAR) = 'exif', false)" if "source" in columns else "false"
+    return f"""
     coalesce(CAST(status AS VARCHAR) = 'error', false) AS is_error,
     point_ok(CAST(gt_lat AS DOUBLE), CAST(gt_lon AS DOUBLE)) AS has_gt,
-    point_ok(CAST(pred_lat AS DOUBLE), CAST(pred_lon AS DOUBLE)) AS has_pred,
+    point_ok(CAST(pred_lat AS DOUBLE), CAST(pred_lon AS DOUBLE)) AND NOT {measured} AS has_pred,
     point_bad(CAST(gt_lat AS DOUBLE), CAST(gt_lon AS DOUBLE))
         OR point_bad(CAST(pred_lat AS DOUBLE), CAST(pred_lon AS DOUBLE)) AS bad_point,
+    {measured} AS is_measured,
     CAST(gt_lat AS DOUBLE) AS gt_lat, CAST(gt_lon AS DOUBLE) AS gt_lon,
     CAST(pred_lat AS DOUBLE) AS pred_lat, CAST(pred_lon AS DOUBLE) AS pred_lon,"""
-"""The per-row flags and coordinates every scoring query starts from (needs the MACROS). A coordinate
-that is infinite or out of range (|lat| > 90, |lon| > 180) counts as missing; `bad_point` flags the row
-so that the count can be said."""
+
+
+ROW_COLUMNS = row_columns()
+"""row_columns of a file without a `source` column."""
 
 
 def parse_thresholds(text: str) -> list[float]:
@@ -273,7 +284,7 @@ def scored_ctes(
     return f"""
     WITH src AS (
         SELECT {"".join(f"{g}, " for g in groups)}
-            {ROW_COLUMNS}
+            {row_columns(columns)}
             {self_match_sql(columns)}
             {countries}
         FROM {source}
@@ -549,6 +560,8 @@ def _evaluate(
                 notes.append(note)
             if truth:
                 notes.append(truth_join.match_note(con, path, label, columns))
+            if (measured := measured_rows(con, path, columns)) and (note := measured_note(label, measured)):
+                notes.append(note)
             if has_untrained_rows(con, path, columns):
                 notes.append(
                     f"{label}: predictions made with UNTRAINED weights; "
@@ -659,6 +672,23 @@ def part_note(path: Path) -> str | None:
         return None
     odd = [m for m in glob.glob(duck_path(pattern)) if not os.path.isfile(m)]
     return f"{path}: {len(odd)} part file(s) that are not regular files skipped" if odd else None
+
+
+def measured_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> int:
+    """Rows whose position is the photo's measured GPS (`source = exif`, predict --skip-tagged)."""
+    if "source" not in columns:
+        return 0
+    sql = f"SELECT count(*) FROM {READ} WHERE CAST(source AS VARCHAR) = 'exif'"
+    return int(con.sql(sql, params=[duck_path(path)]).to_arrow_table().column(0)[0].as_py())
+
+
+def measured_note(label: str, n: int) -> str | None:
+    if not n:
+        return None
+    return (
+        f"{label}: {n:,} row(s) keep the photo's measured GPS (source = exif, predict --skip-tagged): "
+        "not predictions, so not scored (counted in n_no_pred)"
+    )
 
 
 def has_untrained_rows(con: duckdb.DuckDBPyConnection, path: Path, columns: Sequence[str]) -> bool:

@@ -22,7 +22,6 @@ from geotag.eval import truth_join
 from geotag.eval.metrics import (
     NEEDED_COLUMNS,
     READ,
-    ROW_COLUMNS,
     capped_source,
     duck_path,
     file_labels,
@@ -30,6 +29,7 @@ from geotag.eval.metrics import (
     part_note,
     quote,
     read_note,
+    row_columns,
     scored_when,
     self_match_sql,
     sql_double,
@@ -112,7 +112,7 @@ def rows_sql(src: Source) -> str:
                        THEN haversine_km(gt_lat, gt_lon, pred_lat, pred_lon) END AS d
         FROM (
             SELECT CAST(path AS VARCHAR) AS path,
-                {ROW_COLUMNS}
+                {row_columns(src.columns)}
                 {self_match_sql(src.columns)}
                 {optional}
             FROM {src.sql}

@@ -2,9 +2,11 @@
 "Using code not yet in table.", "Unknown field with tag ..."), caught so it can go into that photo's row
 and the --verbose log instead of around the summary line.
 
-Redirecting fd 2 is process-wide, so it is done only while this process runs one Python thread (scan's
-and predict's worker processes): with a progress bar or a writer thread about, their output would be
-swallowed, so there the lines pass through as before.
+Redirecting fd 2 is process-wide, so it is done only while no other Python thread of this process may
+print: in scan's worker processes (one thread), and in a process that declared its other threads silent
+(`quiet_process`: predict's DataLoader workers, whose extra threads are multiprocessing's queue feeder
+and torch's resource sharer, which only move data). With a progress bar or a writer thread about, their
+output would be swallowed, so there the lines pass through as before.
 """
 
 from __future__ import annotations
@@ -31,11 +33,25 @@ def _temp() -> Any:
     return _sink[1]
 
 
+_quiet_pid: int | None = None  # the process whose other threads never write to stderr
+
+
+def quiet_process() -> None:
+    """Declare that this process's other threads never print (a DataLoader worker's plumbing)."""
+    global _quiet_pid
+    _quiet_pid = os.getpid()
+
+
+def _alone() -> bool:
+    """Whether fd 2 may be borrowed now: one thread, or a process declared quiet."""
+    return threading.active_count() == 1 or _quiet_pid == os.getpid()
+
+
 @contextmanager
 def c_messages() -> Iterator[list[str]]:
     """Yields a list that holds, after the block, the distinct lines written to fd 2 inside it."""
     lines: list[str] = []
-    if threading.active_count() != 1:
+    if not _alone():
         yield lines
         return
     sys.stderr.flush()

@@ -14,6 +14,8 @@ Decisions a user should know:
   about 100 MP x 4 bytes at most, whatever the file claims (docs/performance.md).
 - A truncated file is an error (Pillow's LOAD_TRUNCATED_IMAGES stays False): a grey half-image would
   give a confident wrong answer.
+- Camera RAW files (by extension) go to LibRaw (geotag.io.raw): their embedded preview, else a half-size
+  demosaic.
 """
 
 from __future__ import annotations
@@ -44,8 +46,52 @@ _RESAMPLE = {
 }
 
 
+def _is_raw(path: object) -> bool:
+    from geotag.io.scan import is_raw_name
+
+    return isinstance(path, str | os.PathLike) and is_raw_name(path)
+
+
+def jpeg_is_truncated(path: str | os.PathLike[str]) -> bool:
+    """Whether a JPEG file ends before its end-of-image marker, found without decoding: the segments
+    are walked to the first scan (SOS), then FFD9 is searched after it (in entropy-coded data 0xFF is
+    always followed by 00 or a restart marker, and an EXIF thumbnail's own FFD9 lies before the scan).
+    Data appended after the marker (phone trailers) does not matter. A file that is no JPEG: False."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 4:
+            return False
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:2] != b"\xff\xd8":
+                return False
+            pos = 2
+            while pos + 4 <= size:
+                if data[pos] != 0xFF:
+                    return True  # the segment chain breaks off: no scan follows
+                marker = data[pos + 1]
+                if marker == 0xFF:  # fill byte
+                    pos += 1
+                    continue
+                if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+                    pos += 2
+                    continue
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                if marker == 0xDA:
+                    return data.find(b"\xff\xd9", pos + 2 + length) < 0
+                if marker == 0xD9:
+                    return False
+                pos += 2 + length
+            return True
+
+
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Format and stored size from the header alone (no pixel decode); raises if it is no image."""
+    if _is_raw(path):
+        from geotag.io.raw import read_raw_header
+
+        return read_raw_header(path)
     with Image.open(path) as im:
         return {"format": im.format, "width": im.width, "height": im.height}
 
@@ -56,6 +102,10 @@ def load_rgb(path: str | os.PathLike[str], min_side: int | None = None) -> Image
     `min_side`: the shortest side the caller needs; JPEG decoding then uses draft mode to the smallest
     DCT scale that still has at least that many pixels on each side.
     """
+    if _is_raw(path):
+        from geotag.io.raw import load_raw_rgb
+
+        return load_raw_rgb(path, min_side)
     with Image.open(path) as im:
         fit_decode(im, min_side)
         im.load()

@@ -769,13 +769,17 @@ def read_exif(path: str | os.PathLike[str] | bytes) -> ExifInfo:
         head = fh.read(16)
         fh.seek(0)
         data = None
-        if head[4:8] == b"ftyp":  # ISO-BMFF: HEIC, HEIF, AVIF (and videos, CR3)
+        raw = _raw_container(head, path)
+        if head[4:8] == b"ftyp" and raw is None:  # ISO-BMFF: HEIC, HEIF, AVIF (and videos)
             size = len(path) if isinstance(path, bytes) else os.fstat(fh.fileno()).st_size
             if size > MAX_ISOBMFF_BYTES:
                 return ExifInfo(gt_note="exif unreadable (file too large for the heif reader)")
             data = fh.read()  # disk errors propagate from here; after it, failures are the metadata's
         try:
-            tags = _tags_from_isobmff(data) if data is not None else _tags_from_exifread(fh)
+            if raw is not None:
+                tags = _tags_from_raw(fh, raw)
+            else:
+                tags = _tags_from_isobmff(data) if data is not None else _tags_from_exifread(fh)
         except _ReadFailure as exc:
             raise exc.error from None
         except _Unsupported as exc:
@@ -808,3 +812,50 @@ def _tags_from_pillow(path: str | os.PathLike[str] | IO[bytes]) -> dict[str, obj
             return _tags_from_pillow_exif(bytes(exif_bytes)) if exif_bytes else {}
     except Exception:  # a broken WebP is a metadata problem here; decode reports the pixels
         return {}
+
+
+def _raw_container(head: bytes, path: str | os.PathLike[str] | bytes) -> str | None:
+    """Which RAW reader a file needs beyond exifread's TIFF parser: "cr3", "raf", "other" (a RAW
+    extension whose bytes are no TIFF), or None (exifread reads it, RAW or not)."""
+    from geotag.io.raw import is_cr3, is_raf
+
+    if is_cr3(head):
+        return "cr3"
+    if is_raf(head):
+        return "raf"
+    if isinstance(path, bytes) or head[:4] in (b"II*\x00", b"MM\x00*"):
+        return None
+    from geotag.io.scan import is_raw_name
+
+    return "other" if is_raw_name(path) and head[:4] not in (b"IIRO", b"IIRS", b"IIU\x00") else None
+
+
+def _tags_from_raw(fh: IO[bytes], kind: str) -> dict[str, object]:
+    """Tags of a CR3 (its CMT boxes), a RAF (its embedded JPEG) or another RAW container (the first
+    embedded JPEG with EXIF); see geotag.io.raw."""
+    from geotag.io.raw import cr3_metadata, embedded_exif_jpeg, raf_jpeg
+
+    if kind == "cr3":
+        return _tags_from_cr3(cr3_metadata(fh, os.fstat(fh.fileno()).st_size))
+    jpeg = raf_jpeg(fh) if kind == "raf" else embedded_exif_jpeg(fh)
+    return _tags_from_exifread(io.BytesIO(jpeg)) if jpeg else {}  # type: ignore[arg-type]
+
+
+def _tags_from_cr3(blocks: dict[str, bytes]) -> dict[str, object]:
+    """A CR3's CMT1 (IFD0), CMT2 (EXIF IFD) and CMT4 (GPS IFD) TIFF blocks through Pillow's parser.
+    Corrupt EXIF makes Pillow warn; the reason goes to gt_note instead, so warnings are silenced."""
+    from PIL import Image
+
+    tags: dict[str, object] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kind, data in blocks.items():
+            exif = Image.Exif()
+            exif.load(data)
+            if kind == "CMT1":
+                tags.update({name: exif[key] for key, name in _PIL_BASE_KEYS.items() if key in exif})
+            elif kind == "CMT2" and 0x9003 in exif:
+                tags["DateTimeOriginal"] = exif[0x9003]
+            elif kind == "CMT4":
+                tags.update({_PIL_GPS_KEYS.get(k, f"GPSTag{k:#06x}"): v for k, v in exif.items()})
+    return tags

@@ -558,6 +558,16 @@ def _pump(pipe: Any, q: queue.Queue[bytes | None]) -> None:
 
 
 _ERROR_LINE = re.compile(r"^Error: (.*?)(?: - .*)?$", re.MULTILINE)
+SIDECAR_HINT = "; `geotag write-exif --sidecar` writes the position to an XMP sidecar instead"
+
+
+def refusal_text(error: str | None) -> str:
+    """exiftool's reason for not writing a file; a "[minor]" one (metadata it finds damaged, such as
+    "Bad format (x) for MakerNotes entry 5") says that a sidecar, which leaves the file alone, works."""
+    text = f"exiftool: {error or 'no file written'}"
+    return text + SIDECAR_HINT if error and "[minor]" in error else text
+
+
 _MANDATORY_IFD0 = ("XResolution", "YResolution", "ResolutionUnit", "YCbCrPositioning")
 """Tags exiftool adds on its own when it creates IFD0 (a file with no EXIF yet). Naming the absent ones
 for deletion stops that, so a write adds GPS and nothing else."""
@@ -726,7 +736,7 @@ class ExiftoolWriter:
             dst.unlink(missing_ok=True)
             if _disk_full(src, dst):  # exiftool only says 'Error writing ...'
                 raise WriteFailed("disk full")
-            raise WriteFailed(f"exiftool: {error or 'no file written'}")
+            raise WriteFailed(refusal_text(error))
 
     def verify(self, path: Path, fix: GpsFix, existing: ExistingGps) -> None:
         _check_info(self._read(path), fix, existing)

