@@ -19,7 +19,7 @@ from geotag.engine.scan import scan_file
 from geotag.engine.write_exif import WriteOptions, run_write_exif
 from geotag.io.exif import read_exif
 from geotag.io.exif_write import read_sidecar_gps
-from geotag.io.scan import RAW_EXTENSIONS, describe_skipped, iter_image_paths, iter_records
+from geotag.io.scan import RAW_EXTENSIONS, WalkReport, describe_skipped, iter_image_paths, iter_records
 
 from conftest import REPO, fixture_dir
 
@@ -48,8 +48,9 @@ def test_every_exiftool_raw_type_is_walked(tmp_path: Path) -> None:
     (tmp_path / "b.MOV").write_bytes(b"x")
     (tmp_path / "notes.xyz").write_bytes(b"x")
     (tmp_path / ".hidden.mov").write_bytes(b"x")  # hidden files stay unseen, as documented
-    skipped: Counter[str] = Counter()
-    found = {p.suffix.lower() for p in iter_image_paths([tmp_path], skipped=skipped)}
+    walk = WalkReport()
+    found = {p.suffix.lower() for p in iter_image_paths([tmp_path], report=walk)}
+    skipped = walk.not_read
     assert found == RAW_EXTENSIONS
     assert {".nef", ".cr3", ".raf", ".arw", ".rw2", ".dng", ".orf", ".x3f", ".iiq", ".3fr"} <= found
     assert skipped == Counter({".mov": 2, ".xyz": 1})

@@ -41,9 +41,9 @@ from torch.utils.data import Dataset, Sampler
 
 from geotag.errors import InputError
 from geotag.io import gpu_decode
-from geotag.io.decode import load_rgb, resize_center_crop, to_uint8_tensor
+from geotag.io.decode import load_photo, resize_center_crop, to_uint8_tensor
 from geotag.io.samples import PATH_NAMES, TrainSamples, parse_scenes
-from geotag.io.shards import is_ref, is_shard_source, open_ref, read_ref
+from geotag.io.shards import is_ref, is_shard_source, read_ref
 from geotag.io.tables import find_column, float_column, read_table, require_column, text_convert
 from geotag.models.base import Preprocess
 
@@ -269,8 +269,8 @@ class TrainDataset(Dataset[dict[str, Any]]):
         if self.gpu_decode and (jpeg := _checked_jpeg(path)) is not None:
             return {"pixels": None, **labels, "jpeg": jpeg[0], "orientation": jpeg[1], "error": None}
         try:
-            with open_ref(path) as fh:  # bounded: a FIFO, device or huge file is an error, never a hang
-                img = load_rgb(fh, min_side=size if self.draft else None)
+            # bounded: a FIFO, device or huge file is an error, never a hang
+            img = load_photo(path, min_side=size if self.draft else None)
             w, h = img.size
             box = None
             if self.augment:
@@ -315,7 +315,7 @@ def first_readable(samples: TrainSamples) -> tuple[int, list[tuple[int, str]]]:
             if not is_ref(path) and not stat.S_ISREG(os.stat(path).st_mode):
                 failed.append((i, "not a regular file"))
                 continue
-            load_rgb(open_ref(path), min_side=32)
+            load_photo(path, min_side=32)
         except Exception as exc:  # noqa: BLE001 - any unreadable row is counted, as TrainDataset does
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
             failed.append((i, f"cannot read image: {why[:200]}"))

@@ -38,7 +38,7 @@ import pyarrow as pa
 from geotag.errors import InputError, SchemaError
 from geotag.eval import foreign, truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
-from geotag.io.parquet import PART_GLOB, require_columns
+from geotag.io.parquet import PART_GLOB, duck_path, require_columns
 
 READ = "read_parquet(?, union_by_name = true)"
 """How every query reads a predictions file or a Ray folder's parts (a column some parts lack is NULL)."""
@@ -636,22 +636,6 @@ def parquet_source(path: Path) -> tuple[Path, Path]:
     if not matches:
         raise InputError(f"{path}: no Parquet files match {pattern}")
     return pattern, Path(matches[0])
-
-
-def _escape_glob(text: str) -> str:
-    """A literal name as a glob pattern (DuckDB's and Python's alike): `[` `*` `?` as one-character sets."""
-    return text.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
-
-
-def duck_path(pattern: Path) -> str:
-    """What DuckDB's read_parquet (and Python's glob) is given for a parquet_source pattern: an existing
-    file or folder escaped so that it is read literally, the part-file glob of a folder kept, a user's
-    glob as given."""
-    if pattern.exists():
-        return _escape_glob(str(pattern))
-    if pattern.name == PART_GLOB and pattern.parent.is_dir():
-        return f"{_escape_glob(str(pattern.parent))}/{PART_GLOB}"
-    return str(pattern)
 
 
 def read_note(con: duckdb.DuckDBPyConnection, given: Path, pattern: Path) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from geotag.io.parquet import duck_path
 from geotag.io.truth import load_truth
 
 TRUTH_VIEW = "manifest_truth"
@@ -69,7 +70,5 @@ def joined_source(columns: Sequence[str]) -> str:
 def match_note(con: duckdb.DuckDBPyConnection, path: Path, label: str, columns: Sequence[str]) -> str:
     """'label: N of M rows matched the manifest' for the notes under the table."""
     sql = f"SELECT count(*) AS n, count(*) FILTER (WHERE in_manifest) AS hit FROM {joined_source(columns)}"
-    from geotag.eval.metrics import duck_path  # metrics imports this module
-
     row = con.sql(sql, params=[duck_path(path)]).to_arrow_table().to_pylist()[0]
     return f"{label}: {row['hit']:,} of {row['n']:,} rows matched the --truth manifest by file name"

@@ -159,13 +159,20 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
+def load_photo(path: str, min_side: int | None = None) -> Image.Image:
+    """load_rgb of a photo named by a path or an archive reference, read through open_ref's bounds (a
+    regular file of bounded size, or an archive member's bytes): a RAW file goes to LibRaw by its name
+    after those checks, everything else is decoded from the opened bytes."""
+    with open_ref(path) as fh:
+        return load_rgb(path if _is_raw(path) else fh, min_side)
+
+
 def decode_for_model(
     path: str | os.PathLike[str], size: int, interpolation: str = "bicubic", *, draft: bool = True
 ) -> torch.Tensor:
     """Decode, orient, resize and crop one photo to the model's input: (3, size, size) uint8. A shard
     or zip member reference (geotag.io.shards) is read from its archive."""
-    with open_ref(str(path)) as fh:  # a regular file of bounded size, or an archive member's bytes
-        img = load_rgb(fh, min_side=size if draft else None)
+    img = load_photo(str(path), min_side=size if draft else None)
     return to_uint8_tensor(resize_center_crop(img, size, interpolation))
 
 

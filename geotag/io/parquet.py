@@ -505,3 +505,19 @@ def read_image_ids(path: str | os.PathLike[str]) -> set[str]:
     for batch in iter_batches(path, ["image_id"]):
         ids.update(x for x in batch.column(0).to_pylist() if x is not None)
     return ids
+
+
+def _escape_glob(text: str) -> str:
+    """A literal name as a glob pattern (DuckDB's and Python's alike): `[` `*` `?` as one-character sets."""
+    return text.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
+
+
+def duck_path(pattern: Path) -> str:
+    """What DuckDB's read_parquet (and Python's glob) is given for a parquet_source pattern: an existing
+    file or folder escaped so that it is read literally, the part-file glob of a folder kept, a user's
+    glob as given."""
+    if pattern.exists():
+        return _escape_glob(str(pattern))
+    if pattern.name == PART_GLOB and pattern.parent.is_dir():
+        return f"{_escape_glob(str(pattern.parent))}/{PART_GLOB}"
+    return str(pattern)
