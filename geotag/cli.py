@@ -31,6 +31,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Spelled out here because the registry imports torch; tests/test_light_imports.py checks it matches.
+TILES_HELP = (
+    "Basemap tiles from the network: 'osm' (OpenStreetMap) or a URL template https://.../{z}/{x}/{y}.png. "
+    "Default: none (offline borders and place names)."
+)
 MODEL_NAMES = "experts, geoclip, geoclip-lite, geodecoder, knn, knn-loo, translocator"
 err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
 out = Console()
@@ -1043,12 +1047,21 @@ def report(
         typer.Option(help="Re-join ground truth from a manifest by file name (manifest wins over EXIF)."),
     ] = None,
     worst: Annotated[int, typer.Option(min=1, max=500, help="Worst errors listed per file.")] = 12,
+    tiles: Annotated[str | None, typer.Option(help=TILES_HELP)] = None,
 ) -> None:
     """An HTML report that opens offline: maps, error curve, calibration, by country / scene, worst errors."""
+    from geotag.eval.basemap import parse_tiles
     from geotag.eval.html_report import build_report
     from geotag.eval.metrics import parse_thresholds
 
-    s = build_report(files, out_dir, thresholds=parse_thresholds(thresholds), truth=truth, worst=worst)
+    s = build_report(
+        files,
+        out_dir,
+        thresholds=parse_thresholds(thresholds),
+        truth=truth,
+        worst=worst,
+        tiles=parse_tiles(tiles),
+    )
     for note in s.notes:
         err.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     say(
@@ -1070,11 +1083,13 @@ def review_cmd(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Print the URL; do not open a browser.")
     ] = False,
+    tiles: Annotated[str | None, typer.Option(help=TILES_HELP)] = None,
 ) -> None:
     """Look through predictions in a local web app and accept, move or reject each; nothing is written."""
+    from geotag.eval.basemap import parse_tiles
     from geotag.review.app import make_server, serve
 
-    server = make_server(predictions, decisions, port)
+    server = make_server(predictions, decisions, port, parse_tiles(tiles))
     serve(server, not no_browser, say)
 
 

@@ -28,6 +28,7 @@ import duckdb
 from geotag import __version__
 from geotag.errors import InputError, OutputError
 from geotag.eval import map_page, plots, report_data, truth_join
+from geotag.eval.basemap import Tiles
 from geotag.eval.metrics import (
     connect,
     evaluate_file,
@@ -476,6 +477,7 @@ def build_report(
     truth: Path | None = None,
     worst: int = 12,
     calibration_km: float = CALIBRATION_KM,
+    tiles: Tiles | None = None,
 ) -> ReportSummary:
     """Score, aggregate and draw every file, then write index.html beside figures/ and thumbs/."""
     start = time.perf_counter()
@@ -500,7 +502,7 @@ def build_report(
     names = country_names() if any(s.by_country for s in sections) else {}
     figs, written = draw_figures(sections, maps, out_dir, thresholds, calibration_km, names)
     n_thumbs, n_missing = write_thumbnails(sections, out_dir)
-    written += write_map_pages(sections, map_rows, out_dir)
+    written += write_map_pages(sections, map_rows, out_dir, tiles)
     seconds = time.perf_counter() - start
     body = page_body(sections, figs, thresholds, notes, calibration_km, names, f" in {seconds:.1f} s")
     index = out_dir / "index.html"
@@ -572,14 +574,14 @@ def draw_figures(
 
 
 def write_map_pages(
-    sections: Sequence[FileSection], rows: Sequence[dict[str, Any]], out_dir: Path
+    sections: Sequence[FileSection], rows: Sequence[dict[str, Any]], out_dir: Path, tiles: Tiles | None = None
 ) -> list[Path]:
     """One interactive map page per file (skipped with a note in the log when folium-offline is missing)."""
     out = []
     for i, (s, data) in enumerate(zip(sections, rows, strict=True)):
         path = out_dir / f"map-{i + 1}.html"
         try:
-            text = map_page.page_html(f"geotag map: {s.src.label}", data)
+            text = map_page.page_html(f"geotag map: {s.src.label}", data, tiles)
         except InputError as exc:  # folium-offline not installed: the static maps remain
             log.warning("no interactive map: %s", exc)
             return out

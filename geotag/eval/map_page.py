@@ -19,7 +19,8 @@ from urllib.parse import quote as url_quote
 
 import duckdb
 
-from geotag.eval import leaflet, report_data
+from geotag.eval import basemap, leaflet, map_script, report_data
+from geotag.eval.basemap import Tiles
 from geotag.eval.report_data import Source
 
 MAX_TOPK = 10
@@ -79,12 +80,18 @@ def map_rows(
     return cols
 
 
-def page_html(title: str, data: dict[str, list[Any]]) -> str:
-    """The whole self-contained page."""
+def page_html(title: str, data: dict[str, list[Any]], tiles: Tiles | None = None) -> str:
+    """The whole self-contained page; with `tiles` its basemap comes from that tile server instead of
+    the inlined borders and place names."""
+    offline = tiles is None
     return PAGE.substitute(
         title=_escape(title),
         head=leaflet.inline_head(),
-        basemap=leaflet.basemap_geojson().replace("</", "<\\/"),
+        mapcss=map_script.BASEMAP_CSS,
+        mapjs=map_script.BASEMAP_JS + map_script.PALETTE_JS,
+        basemap=leaflet.basemap_geojson().replace("</", "<\\/") if offline else "null",
+        labels=basemap.labels_json().replace("</", "<\\/") if offline else "null",
+        tiles=leaflet.json_for_script(None if offline else tiles.for_page()),
         data=leaflet.json_for_script(data),
     )
 
@@ -110,21 +117,27 @@ html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; }
 .tip { max-width: 260px; white-space: normal; }
 #title { position: absolute; z-index: 1000; left: 55px; top: 10px; background: #fff; padding: 4px 9px;
          border-radius: 4px; font-weight: 600; }
+$mapcss
 </style></head>
 <body><div id="map"></div><div id="title">$title</div>
 <script id="basemap" type="application/json">$basemap</script>
+<script id="labels" type="application/json">$labels</script>
+<script id="tiles" type="application/json">$tiles</script>
+<script>$mapjs</script>
 <script id="rows" type="application/json">$data</script>
 <script>
 "use strict";
 const D = JSON.parse(document.getElementById("rows").textContent);
 const N = D.lat.length;
+const TILES = JSON.parse(document.getElementById("tiles").textContent);
 const map = L.map("map", {preferCanvas: true, worldCopyJump: true, attributionControl: false,
-                          minZoom: 1, maxZoom: 18}).setView([20, 0], 2);
+                          minZoom: 1, maxZoom: TILES ? TILES.maxZoom : 18}).setView([20, 0], 2);
 const canvas = L.canvas({padding: 0.5});
-L.geoJSON(JSON.parse(document.getElementById("basemap").textContent), {
-  style: {color: "#8a8a8a", weight: 0.6, fillColor: "#f4f1ea", fillOpacity: 1}, interactive: false,
-  renderer: canvas,
-}).addTo(map);
+if (TILES) gtTiles(map, TILES);
+else {
+  gtBorders(map, JSON.parse(document.getElementById("basemap").textContent), canvas);
+  gtLabels(map, JSON.parse(document.getElementById("labels").textContent));
+}
 const byError = D.d.some(v => v !== null);
 const ERR = [[1, "#1a9850", "< 1 km"], [25, "#66bd63", "< 25 km"], [200, "#d9ef8b", "< 200 km"],
              [750, "#fdae61", "< 750 km"], [2500, "#f46d43", "< 2500 km"],

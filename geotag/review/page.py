@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import html
 
-from geotag.eval.leaflet import ASSET_NAMES
+from geotag.eval import map_script
+from geotag.eval.basemap import Tiles
+from geotag.eval.leaflet import ASSET_NAMES, json_for_script
 
 
-def page_html(title: str) -> str:
+def page_html(title: str, tiles: Tiles | None = None) -> str:
     """The page shell: it holds no token and no data; its script takes the token from the tab's
-    sessionStorage (put there by the login answer, see server.py) and fetches rows and photos with it."""
+    sessionStorage (put there by the login answer, see server.py) and fetches rows and photos with it.
+    `tiles`: the tile server of the basemap (None: the offline borders and place names)."""
     css = "".join(f'<link rel="stylesheet" href="/assets/{n}">' for n in ASSET_NAMES if n.endswith(".css"))
     js = "".join(f'<script src="/assets/{n}"></script>' for n in ASSET_NAMES if n.endswith(".js"))
+    js += f'<script id="tiles" type="application/json">{json_for_script(tiles and tiles.for_page())}</script>'
+    js += f"<style>{map_script.BASEMAP_CSS}</style>"
+    js += f"<script>{map_script.BASEMAP_JS}{map_script.COORDS_JS}</script>"
     return PAGE.replace("%TITLE%", html.escape(title)).replace("%HEAD%", css + js)
 
 
@@ -65,6 +71,7 @@ kbd { background: #fff; border: 1px solid #bbb; border-radius: 3px; padding: 0 4
 <script>
 "use strict";
 const TOKEN = sessionStorage.getItem("geotag-review-token");
+const $ = id => document.getElementById(id);
 if (location.pathname !== "/" || location.search) history.replaceState(null, "", "/");
 const api = (path, opts = {}) =>
   fetch(path, {...opts, headers: {...(opts.headers || {}), "X-Geotag-Token": TOKEN}});
@@ -82,11 +89,16 @@ async function loadPhoto(i) {
   } catch (e) { if (seq === photoSeq) $("img").removeAttribute("src"); }
 }
 let ROWS = [], view = [], pos = 0, pin = null, pinSource = "prediction";
-const $ = id => document.getElementById(id);
-const map = L.map("map", {worldCopyJump: true, attributionControl: false, minZoom: 1}).setView([20, 0], 2);
+const TILES = JSON.parse($("tiles").textContent);
+const MAX_ZOOM = TILES ? TILES.maxZoom : 18;
+const map = L.map("map", {worldCopyJump: true, attributionControl: false, minZoom: 1, maxZoom: MAX_ZOOM})
+  .setView([20, 0], 2);
 const marks = L.layerGroup().addTo(map);
-fetch("/basemap.json").then(r => r.json()).then(g => L.geoJSON(g, {interactive: false,
-  style: {color: "#8a8a8a", weight: 0.6, fillColor: "#f4f1ea", fillOpacity: 1}}).addTo(map).bringToBack());
+if (TILES) gtTiles(map, TILES);
+else {
+  fetch("/basemap.json").then(r => r.json()).then(g => gtBorders(map, g));
+  fetch("/labels.json").then(r => r.json()).then(g => gtLabels(map, g));
+}
 
 function filtered() {
   const c = parseFloat($("fconf").value) || 0, f = $("ffolder").value, k = $("fcountry").value;
