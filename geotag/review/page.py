@@ -2,8 +2,10 @@
 
 Plain HTML and JavaScript, no build step; Leaflet comes from the server's /assets/ (geotag.eval.leaflet).
 Keys: a or Enter accept the pin; 1-9 move the pin to candidate k; r reject; n / right arrow next,
-p / left arrow previous; u toggles 'undecided only'. The pin can be dragged; accepting then saves the
-moved position. Every decision is POSTed at once and shown as saved only when the server says so.
+p / left arrow previous; u toggles 'undecided only'; z zooms onto the pin, o back to the overview, g
+types a "lat, lon" (pasting one anywhere does the same). The pin can be dragged at any zoom; accepting
+then saves the moved position. Every decision is POSTed at once and shown as saved only when the
+server says so.
 """
 
 from __future__ import annotations
@@ -64,9 +66,12 @@ kbd { background: #fff; border: 1px solid #bbb; border-radius: 3px; padding: 0 4
  <button id="accept" title="a / Enter">Accept pin</button>
  <button id="reject" title="r">Reject</button>
  <button id="prev" title="p / left">Previous</button><button id="next" title="n / right">Next</button>
+ <input id="coords" placeholder="lat, lon (g)" title="type or paste a position, then Enter" size="22">
+ <button id="zoompin" title="z">Zoom to pin</button>
  <span id="decision"></span><span id="status"></span>
  <span class="small"><kbd>a</kbd> accept <kbd>1</kbd>-<kbd>9</kbd> candidate <kbd>r</kbd> reject
- <kbd>n</kbd>/<kbd>p</kbd> next/previous, drag the pin to move it</span></div>
+ <kbd>n</kbd>/<kbd>p</kbd> next/previous <kbd>z</kbd> zoom to pin <kbd>o</kbd> overview <kbd>g</kbd> type a
+ position (or paste one), drag the pin to move it</span></div>
 </div>
 <script>
 "use strict";
@@ -150,6 +155,9 @@ function show() {
                       icon: L.divIcon({className: "", html: '<div class="pin"></div>', iconSize: [22, 22],
                                        iconAnchor: [11, 22]})}).addTo(marks);
   pin.on("dragend", () => { pinSource = "moved"; $("status").textContent = "pin moved: press a to accept"; });
+  overview(r);
+}
+function overview(r) {  // the prediction, its candidates and its error radius in view
   map.invalidateSize();
   const pts = [[r.lat, r.lon], ...r.topk.map(([a, b]) => [a, b])];
   map.fitBounds(L.latLngBounds(pts).pad(0.5), {maxZoom: 9, animate: false});
@@ -157,6 +165,26 @@ function show() {
     const b = L.latLng(r.lat, r.lon).toBounds(r.radius_km * 2500).extend(L.latLngBounds(pts));
     map.fitBounds(b, {maxZoom: 9, animate: false, padding: [30, 30]});
   }
+}
+// placing the pin precisely: zoom onto it (z, again for closer), back to the overview (o), or a typed
+// or pasted "lat, lon" (g focuses the box); dragging works at whatever zoom the map is at
+function zoomToPin() {
+  if (!pin) return;
+  map.setView(pin.getLatLng(), Math.min(MAX_ZOOM, Math.max(map.getZoom() + 3, 6)), {animate: false});
+}
+function placeAt(text) {
+  const ll = gtParseLatLon(text);
+  if (!pin || !ll) {
+    $("status").textContent = "not a position: " + String(text).slice(0, 60) + ' (try "48.8584, 2.2945")';
+    $("status").className = "error";
+    return false;
+  }
+  pin.setLatLng(ll);
+  pinSource = "moved";
+  map.setView(ll, Math.max(map.getZoom(), 12), {animate: false});
+  $("status").textContent = "pin at " + ll[0].toFixed(6) + ", " + ll[1].toFixed(6) + ": press a to accept";
+  $("status").className = "";
+  return true;
 }
 function pick(j) {
   const r = ROWS[view[pos]];
@@ -168,7 +196,7 @@ function pick(j) {
 async function decide(action) {
   const r = ROWS[view[pos]];
   if (!r) return;
-  const ll = pin.getLatLng().wrap();
+  const at = pin.getLatLng(), ll = Math.abs(at.lng) > 180 ? at.wrap() : at;  // wrap() rounds 2.2945
   const body = {row: r.i, action, source: action === "accept" ? pinSource : "prediction",
                 lat: action === "accept" ? ll.lat : null, lon: action === "accept" ? ll.lng : null};
   $("status").textContent = "saving..."; $("status").className = "";
@@ -189,6 +217,18 @@ function step(d) {
   if ($("fundecided").checked) { refilter(); return; }
   pos = Math.max(0, Math.min(view.length - 1, pos + d)); show();
 }
+$("coords").addEventListener("keydown", e => {
+  if (e.key === "Enter") {
+    e.preventDefault();
+    if (placeAt($("coords").value)) $("coords").blur();
+  } else if (e.key === "Escape") $("coords").blur();
+});
+document.addEventListener("paste", e => {  // a position pasted anywhere but a text box moves the pin
+  if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;
+  const text = (e.clipboardData || window.clipboardData).getData("text");
+  if (text) { e.preventDefault(); placeAt(text); }
+});
+$("zoompin").onclick = zoomToPin;
 $("accept").onclick = () => decide("accept");
 $("reject").onclick = () => decide("reject");
 $("next").onclick = () => step(1);
@@ -204,6 +244,9 @@ document.addEventListener("keydown", e => {
   else if (k === "p" || k === "ArrowLeft") step(-1);
   else if (k === "u") { $("fundecided").checked = !$("fundecided").checked; refilter(); }
   else if (k >= "1" && k <= "9") pick(+k - 1);
+  else if (k === "z") zoomToPin();
+  else if (k === "o") { if (view.length) overview(ROWS[view[pos]]); }
+  else if (k === "g") { $("coords").focus(); $("coords").select(); }
   else return;
   e.preventDefault();
 });
