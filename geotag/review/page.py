@@ -2,10 +2,10 @@
 
 Plain HTML and JavaScript, no build step; Leaflet comes from the server's /assets/ (geotag.eval.leaflet).
 Keys: a or Enter accept the pin; 1-9 move the pin to candidate k; r reject; n / right arrow next,
-p / left arrow previous; u toggles 'undecided only'; z zooms onto the pin, o back to the overview, g
-types a "lat, lon" (pasting one anywhere does the same). The pin can be dragged at any zoom; accepting
-then saves the moved position. Every decision is POSTed at once and shown as saved only when the
-server says so.
+p / left arrow previous; u toggles 'undecided only', w 'without GPS'; z zooms onto the pin, o back to
+the overview, g types a "lat, lon" (pasting one anywhere does the same). The pin can be dragged at any
+zoom; accepting then saves the moved position. Every decision is POSTed at once and shown as saved only
+when the server says so. The page opens on the first photo a decision can be written for.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ kbd { background: #fff; border: 1px solid #bbb; border-radius: 3px; padding: 0 4
  <label>folder <select id="ffolder"><option value="">all</option></select></label>
  <label>country <select id="fcountry"><option value="">all</option></select></label>
  <label><input id="fundecided" type="checkbox"> undecided only</label>
+ <label title="w: photos without measured GPS only (those write-exif will write)"><input id="fnogps"
+  type="checkbox"> without GPS</label>
  <span id="count"></span></div>
 <div id="photo"><img id="img" alt=""></div>
 <div id="map"></div>
@@ -107,15 +109,16 @@ else {
 
 function filtered() {
   const c = parseFloat($("fconf").value) || 0, f = $("ffolder").value, k = $("fcountry").value;
-  const u = $("fundecided").checked;
+  const u = $("fundecided").checked, g = $("fnogps").checked;
   return ROWS.filter(r => r.ok && (r.conf === null ? c <= 0 : r.conf >= c) && (!f || r.folder === f)
-                    && (!k || r.country === k) && (!u || !r.decision)).map(r => r.i);
+                    && (!k || r.country === k) && (!u || !r.decision) && (!g || !r.has_gps)).map(r => r.i);
 }
 function refilter(keep) {
   const cur = view[pos];
   view = filtered();
   const at = keep === undefined ? view.indexOf(cur) : -1;
-  pos = at >= 0 ? at : Math.min(pos, Math.max(0, view.length - 1));
+  const after = view.findIndex(i => i > cur);  // the current row filtered out: the next one that is in
+  pos = at >= 0 ? at : after >= 0 ? after : Math.max(0, view.length - 1);
   show();
 }
 function fillSelect(id, values) {
@@ -233,7 +236,7 @@ $("accept").onclick = () => decide("accept");
 $("reject").onclick = () => decide("reject");
 $("next").onclick = () => step(1);
 $("prev").onclick = () => step(-1);
-["fconf", "ffolder", "fcountry", "fundecided"]
+["fconf", "ffolder", "fcountry", "fundecided", "fnogps"]
   .forEach(id => $(id).addEventListener("change", () => { refilter(); if (id !== "fconf") $(id).blur(); }));
 document.addEventListener("keydown", e => {
   if (["INPUT", "SELECT"].includes(e.target.tagName) || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -243,6 +246,7 @@ document.addEventListener("keydown", e => {
   else if (k === "n" || k === "ArrowRight") step(1);
   else if (k === "p" || k === "ArrowLeft") step(-1);
   else if (k === "u") { $("fundecided").checked = !$("fundecided").checked; refilter(); }
+  else if (k === "w") { $("fnogps").checked = !$("fnogps").checked; refilter(); }
   else if (k >= "1" && k <= "9") pick(+k - 1);
   else if (k === "z") zoomToPin();
   else if (k === "o") { if (view.length) overview(ROWS[view[pos]]); }
@@ -256,7 +260,9 @@ else api("/api/rows").then(r => r.json()).then(d => {
   fillSelect("ffolder", ROWS.map(r => r.folder));
   fillSelect("fcountry", ROWS.map(r => r.country));
   view = filtered();
-  const first = view.findIndex(i => !ROWS[i].decision);
+  // start on the first photo a decision can be written for: undecided, without measured GPS
+  const writable = view.findIndex(i => !ROWS[i].decision && !ROWS[i].has_gps);
+  const first = writable >= 0 ? writable : view.findIndex(i => !ROWS[i].decision);
   pos = first >= 0 ? first : 0;
   show();
   document.body.dataset.ready = "1";
