@@ -113,6 +113,12 @@ html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; }
 #map { position: absolute; inset: 0; background: #cfe3f0; }
 .legend { background: #fff; padding: 6px 9px; border-radius: 4px; line-height: 1.5; }
 .legend i { display: inline-block; width: 11px; height: 11px; border-radius: 6px; margin-right: 5px; }
+.gt-cluster-icon { background: none; border: none; }
+.gt-cluster { width: 100%; height: 100%; border-radius: 50%; border: 2px solid #333;
+              box-sizing: border-box; display: flex; align-items: center; justify-content: center;
+              font: 600 12px system-ui, sans-serif;
+              color: #111; text-shadow: 0 0 2px #fff, 0 0 2px #fff; opacity: .9; }
+.gt-truth { background: #fff; border-color: #1f4e9e; color: #1f4e9e; }
 .tip img { display: block; max-width: 180px; max-height: 140px; margin-bottom: 4px; }
 .tip { max-width: 260px; white-space: normal; }
 #title { position: absolute; z-index: 1000; left: 55px; top: 10px; background: #fff; padding: 4px 9px;
@@ -130,27 +136,21 @@ $mapcss
 const D = JSON.parse(document.getElementById("rows").textContent);
 const N = D.lat.length;
 const TILES = JSON.parse(document.getElementById("tiles").textContent);
-const map = L.map("map", {preferCanvas: true, worldCopyJump: true, attributionControl: false,
-                          minZoom: 1, maxZoom: TILES ? TILES.maxZoom : 18}).setView([20, 0], 2);
-const canvas = L.canvas({padding: 0.5});
+const canvas = L.canvas({padding: 0.5});  // the one canvas: a second one on top would hide the points
+const map = L.map("map", {preferCanvas: true, renderer: canvas, worldCopyJump: true,
+                          attributionControl: false, minZoom: 1, maxZoom: TILES ? TILES.maxZoom : 18})
+  .setView([20, 0], 2);
 if (TILES) gtTiles(map, TILES);
 else {
   gtBorders(map, JSON.parse(document.getElementById("basemap").textContent), canvas);
   gtLabels(map, JSON.parse(document.getElementById("labels").textContent));
 }
-const byError = D.d.some(v => v !== null);
-const ERR = [[1, "#1a9850", "< 1 km"], [25, "#66bd63", "< 25 km"], [200, "#d9ef8b", "< 200 km"],
-             [750, "#fdae61", "< 750 km"], [2500, "#f46d43", "< 2500 km"],
-             [Infinity, "#a50026", ">= 2500 km"]];
-const CONF = [[0.1, "#a50026", "conf < 0.1"], [0.3, "#f46d43", "< 0.3"], [0.5, "#fdae61", "< 0.5"],
-              [0.7, "#d9ef8b", "< 0.7"], [0.9, "#66bd63", "< 0.9"], [Infinity, "#1a9850", ">= 0.9"]];
-const SCALE = byError ? ERR : CONF;
-function colour(i) {
-  const v = byError ? D.d[i] : D.c[i];
-  if (v === null) return "#777";
-  for (const [lim, col] of SCALE) if (v < lim) return col;
-  return "#777";
-}
+// one palette (map_script.PALETTE_JS) for points, clusters and the legend: error in km, the distance to
+// the truth where known, else the model's error radius; confidence only where a file has neither
+const byError = D.d.some(v => v !== null) || D.r.some(v => v !== null);
+const SCALE = byError ? GT_ERR : GT_CONF;
+const value = i => byError ? (D.d[i] !== null ? D.d[i] : D.r[i]) : D.c[i];
+const colour = i => gtColour(SCALE, value(i));
 function km(v) {
   return v === null ? "?" : v < 1 ? (v * 1000).toFixed(0) + " m" : v.toFixed(v < 10 ? 1 : 0) + " km";
 }
@@ -166,8 +166,34 @@ function tip(i) {
 }
 // one synchronous addLayers: markercluster 1.1 (the bundled one) breaks when the map zooms while it
 // is still adding in chunks; 50,000 points take a few seconds once
-const points = L.markerClusterGroup({maxClusterRadius: 50, disableClusteringAtZoom: 12});
-const truth = L.markerClusterGroup({maxClusterRadius: 40});
+// clusters take the median of their photos' values, in the points' palette; from zoom 12 only points
+// at (nearly) one spot stay together, and clicking them spreads them out (spiderfy) so each can be picked
+function clusterIcon(cluster) {
+  const n = cluster.getChildCount(), med = gtMedian(cluster.getAllChildMarkers().map(m => value(m.rowIndex)));
+  const size = n < 10 ? 30 : n < 100 ? 36 : n < 1000 ? 42 : 48;
+  const el = document.createElement("div");
+  el.className = "gt-cluster";
+  el.style.background = gtColour(SCALE, med);
+  el.dataset.median = med === null ? "" : String(med);
+  el.title = n + " photos, median " + (byError ? "error " + km(med) : "confidence " +
+             (med === null ? "?" : med.toFixed(2)));
+  el.textContent = String(n);
+  return L.divIcon({html: el, className: "gt-cluster-icon", iconSize: [size, size]});
+}
+// animate: false: the animated spiderfy needs its legs in SVG, whose layer would hide the canvas points
+const points = L.markerClusterGroup({maxClusterRadius: z => z >= 12 ? 3 : 50, iconCreateFunction: clusterIcon,
+                                     animate: false, spiderLegPolylineOptions: {weight: 1.5, color: "#222",
+                                     opacity: 0.6, renderer: canvas, interactive: false},
+                                     spiderfyDistanceMultiplier: 1.4});
+points.on("spiderfied unspiderfied", e => {  // the faded cluster disc must not catch clicks meant for points
+  if (e.cluster._icon) e.cluster._icon.style.pointerEvents = e.type === "spiderfied" ? "none" : "";
+});
+const truth = L.markerClusterGroup({maxClusterRadius: 40, iconCreateFunction: c => {  // not in the palette
+  const el = document.createElement("div");
+  el.className = "gt-cluster gt-truth";
+  el.textContent = String(c.getChildCount());
+  return L.divIcon({html: el, className: "gt-cluster-icon", iconSize: [30, 30]});
+}});
 const markers = [], truths = [], segs = [];
 for (let i = 0; i < N; i++) {
   if (D.lat[i] !== null) {
@@ -201,6 +227,7 @@ const lines = L.polyline(segs, {color: "#c0392b", weight: 1, opacity: 0.6, rende
 const chosen = L.layerGroup().addTo(map);
 function select(i) {
   chosen.clearLayers();
+  window.geotagMap.selected = i;
   const at = [D.lat[i], D.lon[i]];
   if (D.r[i] !== null) L.circle(at, {radius: D.r[i] * 1000, color: "#2c3e50", weight: 1, fillOpacity: 0.08,
                                       renderer: canvas}).addTo(chosen);
@@ -215,9 +242,12 @@ L.control.layers(null, {"predictions": points, "truth": truth, "prediction to tr
 const legend = L.control({position: "bottomleft"});
 legend.onAdd = () => {
   const div = L.DomUtil.create("div", "legend");
-  div.innerHTML = "<b>" + (byError ? "error" : "confidence") + "</b><br>" +
+  div.innerHTML = "<b>" + (byError ? "error (to the truth, else the radius)" : "confidence") + "</b><br>" +
     SCALE.map(([, c, t]) => '<i style="background:' + c + '"></i>' + t).join("<br>") +
-    "<br>clusters: number of photos<br>" + markers.length + " predictions, " + truths.length + " truths" +
+    "<br>" + '<i style="background:' + GT_UNKNOWN + '"></i>unknown' +
+    "<br>numbered discs: clusters, in the colour<br>of the median of their photos" +
+    '<br><i style="background:#fff;border:2px solid #1f4e9e"></i>truth' +
+    "<br>" + markers.length + " predictions, " + truths.length + " truths" +
     (D.total[0] > N ? "<br><b>a sample of " + N + " of " + D.total[0] + " rows</b>" : "");
   return div;
 };
