@@ -116,3 +116,46 @@ def test_browser_pin_zoom_drag_type_and_paste(browser: Any, tmp_path: Path) -> N
     assert 0 < d_lat < 0.01 and 0 < d_lon < 0.01, (d_lat, d_lon)  # down and right, by under a km
     assert (got[1].lat, got[1].lon, got[1].source) == (48.8584, 2.2945, "moved")
     assert (got[2].lat, got[2].lon) == pytest.approx((-33.856806, 151.215278), abs=1e-6)
+
+
+def test_browser_candidates_at_one_coordinate_are_spread_and_each_can_be_clicked(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Issue 28 item 8.5 in review: three candidates at one spot are drawn apart; clicking each puts the
+    pin on that candidate, at the exact coordinate."""
+    import pyarrow.parquet as pq
+
+    from geotag.io.parquet import PredictionWriter
+
+    path = make_preds(tmp_path, n=1)
+    rows = pq.read_table(path).to_pylist()
+    same = {"lat": 41.9, "lon": 12.5}
+    rows[0]["topk"] = [{**same, "score": 0.4}, {**same, "score": 0.3}, {**same, "score": 0.2}]
+    path.unlink()
+    with PredictionWriter(path) as w:
+        w.write({k: v for k, v in rows[0].items() if v is not None})
+    srv = make_server(path)
+    srv.start_thread()
+    try:
+        page = offline_page(browser, [], viewport=(1100, 650))
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready='1']", state="attached", timeout=20_000)
+        boxes = [
+            page.locator(f".leaflet-marker-icon[title='candidate {k}']").bounding_box() for k in (1, 2, 3)
+        ]
+        centres = [(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2) for b in boxes if b]
+        assert len(centres) == 3
+        gaps = [
+            ((a - c) ** 2 + (b - d) ** 2) ** 0.5
+            for k, (a, b) in enumerate(centres)
+            for c, d in centres[k + 1 :]
+        ]
+        assert min(gaps) >= 20, gaps  # discs 20 px wide: none hides another
+        for k in (3, 2):
+            page.click(f".leaflet-marker-icon[title='candidate {k}']", force=True)
+            assert page.inner_text("#status") == f"pin on candidate {k}: press a to accept"
+            assert page.evaluate("(ll => [ll.lat, ll.lng])(pin.getLatLng())") == [41.9, 12.5]
+    finally:
+        srv.shutdown()
+        srv.server_close()

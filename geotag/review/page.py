@@ -147,8 +147,10 @@ function show() {
   pinSource = r.decision && r.decision.action === "accept" ? r.decision.source : "prediction";
   if (r.radius_km) L.circle([r.lat, r.lon], {radius: r.radius_km * 1000, color: "#2c3e50", weight: 1,
                                             fillOpacity: 0.08, interactive: false}).addTo(marks);
+  const spread = spreadOffsets(r.topk);
   r.topk.forEach(([a, b, s], j) => {
-    const icon = L.divIcon({className: "", iconSize: [20, 20],
+    const [dx, dy] = spread[j];
+    const icon = L.divIcon({className: "", iconSize: [20, 20], iconAnchor: [10 - dx, 10 - dy],
                             html: '<div class="cand">' + (j + 1) + "</div>"});
     const m = L.marker([a, b], {icon, title: "candidate " + (j + 1)});
     m.on("click", () => pick(j));
@@ -188,6 +190,26 @@ function placeAt(text) {
   $("status").textContent = "pin at " + ll[0].toFixed(6) + ", " + ll[1].toFixed(6) + ": press a to accept";
   $("status").className = "";
   return true;
+}
+// candidates at one coordinate would hide each other: their discs are set out on a small circle around
+// it (the positions stay exact), so each can be seen and clicked
+function spreadOffsets(points) {
+  const groups = new Map();
+  points.forEach(([a, b], j) => {
+    const key = a.toFixed(6) + "," + b.toFixed(6);
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(j);
+  });
+  const out = points.map(() => [0, 0]);
+  for (const members of groups.values()) {
+    if (members.length < 2) continue;
+    const radius = 9 + 4 * members.length;
+    members.forEach((j, k) => {
+      const t = -Math.PI / 2 + 2 * Math.PI * k / members.length;
+      out[j] = [Math.round(radius * Math.cos(t)), Math.round(radius * Math.sin(t))];
+    });
+  }
+  return out;
 }
 function pick(j) {
   const r = ROWS[view[pos]];
