@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,3 +156,33 @@ def test_browser_review_tiles_and_offline_labels(
         finally:
             srv.shutdown()
             srv.server_close()
+
+
+def test_cli_refuses_a_bad_tiles_option_in_one_line(tmp_path: Path) -> None:
+    preds = make_preds(tmp_path, n=1)
+    for cmd in (["review", str(preds), "--no-browser"], ["report", str(preds), "--out", str(tmp_path / "r")]):
+        r = subprocess.run(
+            [sys.executable, "-m", "geotag.cli", *cmd, "--tiles", "https://x.org/tiles.png"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 2, r.stderr
+        assert "lacks {z}, {x}, {y}" in r.stderr and "Traceback" not in r.stderr
+        assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_review_csp_allows_the_tile_origin_only(tmp_path: Path) -> None:
+    from urllib.request import Request, urlopen
+
+    srv = make_server(
+        make_preds(tmp_path, n=1), tiles=parse_tiles("https://tiles.example.org/{z}/{x}/{y}.png")
+    )
+    srv.start_thread()
+    try:
+        with urlopen(Request(srv.url), timeout=10) as res:
+            csp = res.headers["Content-Security-Policy"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert "img-src 'self' blob: https://tiles.example.org;" in csp and "connect-src 'self';" in csp
