@@ -147,7 +147,7 @@ function show() {
   pinSource = r.decision && r.decision.action === "accept" ? r.decision.source : "prediction";
   if (r.radius_km) L.circle([r.lat, r.lon], {radius: r.radius_km * 1000, color: "#2c3e50", weight: 1,
                                             fillOpacity: 0.08, interactive: false}).addTo(marks);
-  const spread = spreadOffsets(r.topk);
+  const spread = spreadOffsets([[r.lat, r.lon], ...r.topk]).slice(1);  // the pin takes the slot above
   r.topk.forEach(([a, b, s], j) => {
     const [dx, dy] = spread[j];
     const icon = L.divIcon({className: "", iconSize: [20, 20], iconAnchor: [10 - dx, 10 - dy],
@@ -191,8 +191,8 @@ function placeAt(text) {
   $("status").className = "";
   return true;
 }
-// candidates at one coordinate would hide each other: their discs are set out on a small circle around
-// it (the positions stay exact), so each can be seen and clicked
+// candidates at one coordinate (or at the pin's) would hide each other: their discs are set out on a
+// small circle around it (the positions stay exact), so each can be seen and clicked
 function spreadOffsets(points) {
   const groups = new Map();
   points.forEach(([a, b], j) => {
