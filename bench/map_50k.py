@@ -71,7 +71,7 @@ def main() -> None:
         p = b.new_page(viewport={"width": 1280, "height": 800})
         p.on("pageerror", lambda exc: print("page error:", exc))
         t0 = time.perf_counter()
-        p.goto(page.as_uri())
+        p.goto(page.as_uri(), timeout=300_000)  # a loaded machine takes over 30 s
         p.wait_for_selector("body[data-ready='1']", state="attached", timeout=300_000)
         ready = time.perf_counter() - t0
         p.wait_for_selector("body[data-clustered='1']", state="attached", timeout=600_000)

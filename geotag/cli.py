@@ -35,6 +35,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Spelled out here because the registry imports torch; tests/test_light_imports.py checks it matches.
+TILES_HELP = (
+    "Basemap tiles from the network: 'osm' (OpenStreetMap) or a URL template https://.../{z}/{x}/{y}.png. "
+    "Default: none (offline borders and place names)."
+)
 MODEL_NAMES = "experts, geoclip, geoclip-lite, geodecoder, knn, knn-loo, translocator"
 err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
 out = Console()
@@ -1270,8 +1274,10 @@ def report(
             "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
         ),
     ] = None,
+    tiles: Annotated[str | None, typer.Option(help=TILES_HELP)] = None,
 ) -> None:
     """An HTML report that opens offline: maps, error curve, calibration, by country / scene, worst errors."""
+    from geotag.eval.basemap import parse_tiles
     from geotag.eval.html_report import build_report
     from geotag.eval.metrics import parse_thresholds
 
@@ -1283,6 +1289,7 @@ def report(
         worst=worst,
         include_self=include_self,
         columns=columns,
+        tiles=parse_tiles(tiles),
     )
     for note in s.notes:
         say_labelled("warning:", "bold yellow", note)
@@ -1312,11 +1319,13 @@ def review_cmd(
             help="Someone else's predictions file: its columns per role (pred_lat=LAT_pred,path=IMG_ID,...).",
         ),
     ] = None,
+    tiles: Annotated[str | None, typer.Option(help=TILES_HELP)] = None,
 ) -> None:
     """Look through predictions in a local web app and accept, move or reject each; nothing is written."""
+    from geotag.eval.basemap import parse_tiles
     from geotag.review.app import make_server, serve
 
-    server = make_server(predictions, decisions, port, columns)
+    server = make_server(predictions, decisions, port, columns, parse_tiles(tiles))
     serve(server, not no_browser, say)
 
 

@@ -29,6 +29,7 @@ import duckdb
 from geotag import __version__
 from geotag.errors import InputError, OutputError
 from geotag.eval import foreign, map_page, plots, report_data, truth_join
+from geotag.eval.basemap import Tiles
 from geotag.eval.metrics import (
     connect,
     evaluate_file,
@@ -526,15 +527,24 @@ def build_report(
     calibration_km: float = CALIBRATION_KM,
     include_self: bool = False,
     columns: str | None = None,
+    tiles: Tiles | None = None,
 ) -> ReportSummary:
     """Score, aggregate and draw every file, then write index.html beside figures/ and thumbs/.
     Self-matches (column self_match) are left out of the scores unless `include_self`, and out of the
     --min-confidence advice always. Someone else's predictions file is read through geotag.eval.foreign
-    (`columns`: its role=column mapping)."""
+    (`columns`: its role=column mapping). `tiles`: a tile server for the map's basemap (else offline)."""
     with tempfile.TemporaryDirectory(prefix="geotag-report-") as tmp:
         prepared = foreign.prepare(files, columns, truth, Path(tmp))
         return _build_report(
-            prepared.files, out_dir, thresholds, truth, worst, calibration_km, include_self, prepared.notes
+            prepared.files,
+            out_dir,
+            thresholds,
+            truth,
+            worst,
+            calibration_km,
+            include_self,
+            prepared.notes,
+            tiles,
         )
 
 
@@ -547,6 +557,7 @@ def _build_report(
     calibration_km: float,
     include_self: bool,
     foreign_notes: list[str],
+    tiles: Tiles | None = None,
 ) -> ReportSummary:
     start = time.perf_counter()
     thresholds = normalise_thresholds(list(thresholds))
@@ -574,7 +585,7 @@ def _build_report(
     names = country_names() if any(s.by_country for s in sections) else {}
     figs, written = draw_figures(sections, maps, out_dir, thresholds, calibration_km, names)
     n_thumbs, n_missing = write_thumbnails(sections, out_dir)
-    written += write_map_pages(sections, map_rows, out_dir)
+    written += write_map_pages(sections, map_rows, out_dir, tiles)
     seconds = time.perf_counter() - start
     body = page_body(sections, figs, thresholds, notes, calibration_km, names, f" in {seconds:.1f} s")
     index = out_dir / "index.html"
@@ -646,14 +657,14 @@ def draw_figures(
 
 
 def write_map_pages(
-    sections: Sequence[FileSection], rows: Sequence[dict[str, Any]], out_dir: Path
+    sections: Sequence[FileSection], rows: Sequence[dict[str, Any]], out_dir: Path, tiles: Tiles | None = None
 ) -> list[Path]:
     """One interactive map page per file (skipped with a note in the log when folium-offline is missing)."""
     out = []
     for i, (s, data) in enumerate(zip(sections, rows, strict=True)):
         path = out_dir / f"map-{i + 1}.html"
         try:
-            text = map_page.page_html(f"geotag map: {s.src.label}", data)
+            text = map_page.page_html(f"geotag map: {s.src.label}", data, tiles)
         except InputError as exc:  # folium-offline not installed: the static maps remain
             log.warning("no interactive map: %s", exc)
             return out

@@ -21,7 +21,8 @@ from urllib.parse import quote as url_quote
 
 import duckdb
 
-from geotag.eval import leaflet, report_data
+from geotag.eval import basemap, leaflet, map_script, report_data
+from geotag.eval.basemap import Tiles
 from geotag.eval.report_data import Source
 
 MAX_TOPK = 10
@@ -87,12 +88,18 @@ def map_rows(
     return cols
 
 
-def page_html(title: str, data: dict[str, list[Any]]) -> str:
-    """The whole self-contained page."""
+def page_html(title: str, data: dict[str, list[Any]], tiles: Tiles | None = None) -> str:
+    """The whole self-contained page; with `tiles` its basemap comes from that tile server instead of
+    the inlined borders and place names."""
+    offline = tiles is None
     return PAGE.substitute(
         title=_escape(title),
         head=leaflet.inline_head(),
-        basemap=leaflet.script_safe(leaflet.basemap_geojson()),
+        mapcss=map_script.BASEMAP_CSS,
+        mapjs=map_script.BASEMAP_JS + map_script.PALETTE_JS,
+        basemap=leaflet.script_safe(leaflet.basemap_geojson()) if offline else "null",
+        labels=leaflet.script_safe(basemap.labels_json()) if offline else "null",
+        tiles=leaflet.json_for_script(None if offline else tiles.for_page()),
         data=leaflet.json_for_script(data),
     )
 
@@ -114,34 +121,46 @@ html, body { margin: 0; height: 100%; font: 14px system-ui, sans-serif; }
 #map { position: absolute; inset: 0; background: #cfe3f0; }
 .legend { background: #fff; padding: 6px 9px; border-radius: 4px; line-height: 1.5; }
 .legend i { display: inline-block; width: 11px; height: 11px; border-radius: 6px; margin-right: 5px; }
+.gt-cluster-icon { background: none; border: none; }
+.gt-cluster { width: 100%; height: 100%; border-radius: 50%; border: 2px solid #333;
+              box-sizing: border-box; display: flex; align-items: center; justify-content: center;
+              font: 600 12px system-ui, sans-serif;
+              color: #111; text-shadow: 0 0 2px #fff, 0 0 2px #fff; opacity: .9; }
+.gt-truth { background: #fff; border-color: #1f4e9e; color: #1f4e9e; }
 .tip img { display: block; max-width: 180px; max-height: 140px; margin-bottom: 4px; }
 .tip { max-width: 260px; white-space: normal; }
-.sources { background: #fff; padding: 6px 9px; border-radius: 4px; line-height: 1.6; }
-.sources label { display: block; cursor: pointer; }
 #title { position: absolute; z-index: 1000; left: 55px; top: 10px; background: #fff; padding: 4px 9px;
          border-radius: 4px; font-weight: 600; }
+.sources { background: #fff; padding: 6px 9px; border-radius: 4px; line-height: 1.6; }
+.sources label { display: block; cursor: pointer; }
+$mapcss
 </style></head>
 <body><div id="map"></div><div id="title">$title</div>
 <script id="basemap" type="application/json">$basemap</script>
+<script id="labels" type="application/json">$labels</script>
+<script id="tiles" type="application/json">$tiles</script>
+<script>$mapjs</script>
 <script id="rows" type="application/json">$data</script>
 <script>
 "use strict";
 const D = JSON.parse(document.getElementById("rows").textContent);
 const N = D.lat.length;
-const map = L.map("map", {preferCanvas: true, worldCopyJump: true, attributionControl: false,
-                          minZoom: 1, maxZoom: 18}).setView([20, 0], 2);
-const canvas = L.canvas({padding: 0.5});
-L.geoJSON(JSON.parse(document.getElementById("basemap").textContent), {
-  style: {color: "#8a8a8a", weight: 0.6, fillColor: "#f4f1ea", fillOpacity: 1}, interactive: false,
-  renderer: canvas,
-}).addTo(map);
-const byError = D.d.some(v => v !== null);
-const ERR = [[1, "#1a9850", "< 1 km"], [25, "#66bd63", "< 25 km"], [200, "#d9ef8b", "< 200 km"],
-             [750, "#fdae61", "< 750 km"], [2500, "#f46d43", "< 2500 km"],
-             [Infinity, "#a50026", ">= 2500 km"]];
-const CONF = [[0.1, "#a50026", "conf < 0.1"], [0.3, "#f46d43", "< 0.3"], [0.5, "#fdae61", "< 0.5"],
-              [0.7, "#d9ef8b", "< 0.7"], [0.9, "#66bd63", "< 0.9"], [Infinity, "#1a9850", ">= 0.9"]];
-const SCALE = byError ? ERR : CONF;
+const TILES = JSON.parse(document.getElementById("tiles").textContent);
+const canvas = L.canvas({padding: 0.5});  // the one canvas: a second one on top would hide the points
+const map = L.map("map", {preferCanvas: true, renderer: canvas, worldCopyJump: true,
+                          attributionControl: false, minZoom: 1, maxZoom: TILES ? TILES.maxZoom : 18})
+  .setView([20, 0], 2);
+if (TILES) gtTiles(map, TILES);
+else {
+  gtBorders(map, JSON.parse(document.getElementById("basemap").textContent), canvas);
+  gtLabels(map, JSON.parse(document.getElementById("labels").textContent));
+}
+// one palette (map_script.PALETTE_JS) for points, clusters and the legend: error in km, the distance to
+// the truth where known, else the model's error radius; confidence only where a file has neither
+const byError = D.d.some(v => v !== null) || D.r.some(v => v !== null);
+const SCALE = byError ? GT_ERR : GT_CONF;
+const value = i => byError ? (D.d[i] !== null ? D.d[i] : D.r[i]) : D.c[i];
+// where each position came from (`source`): the points' colour by default when time placed any
 const SRC = {track: "#1f78b4", sibling: "#33a02c", model: "#ff7f00", exif: "#6a3d9a", fused: "#e31a1c"};
 const SRC_ORDER = ["track", "sibling", "model", "exif", "fused"];
 const srcKey = i => D.s[i] === null ? "(none)" : D.s[i];
@@ -152,13 +171,7 @@ for (let i = 0; i < N; i++) {  // measured GPS (D.m) has a layer of its own, not
 const present = Object.keys(srcCount).sort((a, b) =>
   (SRC_ORDER.indexOf(a) + 1 || 99) - (SRC_ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
 let colourBy = present.some(k => k !== "model" && k !== "(none)") ? "source" : "value";
-function colour(i) {
-  if (colourBy === "source") return SRC[D.s[i]] || "#777";
-  const v = byError ? D.d[i] : D.c[i];
-  if (v === null) return "#777";
-  for (const [lim, col] of SCALE) if (v < lim) return col;
-  return "#777";
-}
+const colour = i => colourBy === "source" ? SRC[D.s[i]] || GT_UNKNOWN : gtColour(SCALE, value(i));
 function km(v) {
   return v === null ? "?" : v < 1 ? (v * 1000).toFixed(0) + " m" : v.toFixed(v < 10 ? 1 : 0) + " km";
 }
@@ -177,8 +190,34 @@ function tip(i) {
 }
 // one synchronous addLayers: markercluster 1.1 (the bundled one) breaks when the map zooms while it
 // is still adding in chunks; 50,000 points take a few seconds once
-const points = L.markerClusterGroup({maxClusterRadius: 50, disableClusteringAtZoom: 12});
-const truth = L.markerClusterGroup({maxClusterRadius: 40});
+// clusters take the median of their photos' values, in the points' palette; from zoom 12 only points
+// at (nearly) one spot stay together, and clicking them spreads them out (spiderfy) so each can be picked
+function clusterIcon(cluster) {
+  const n = cluster.getChildCount(), med = gtMedian(cluster.getAllChildMarkers().map(m => value(m.rowIndex)));
+  const size = n < 10 ? 30 : n < 100 ? 36 : n < 1000 ? 42 : 48;
+  const el = document.createElement("div");
+  el.className = "gt-cluster";
+  el.style.background = gtColour(SCALE, med);
+  el.dataset.median = med === null ? "" : String(med);
+  el.title = n + " photos, median " + (byError ? "error " + km(med) : "confidence " +
+             (med === null ? "?" : med.toFixed(2)));
+  el.textContent = String(n);
+  return L.divIcon({html: el, className: "gt-cluster-icon", iconSize: [size, size]});
+}
+// animate: false: the animated spiderfy needs its legs in SVG, whose layer would hide the canvas points
+const points = L.markerClusterGroup({maxClusterRadius: z => z >= 12 ? 3 : 50, iconCreateFunction: clusterIcon,
+                                     animate: false, spiderLegPolylineOptions: {weight: 1.5, color: "#222",
+                                     opacity: 0.6, renderer: canvas, interactive: false},
+                                     spiderfyDistanceMultiplier: 1.4});
+points.on("spiderfied unspiderfied", e => {  // the faded cluster disc must not catch clicks meant for points
+  if (e.cluster._icon) e.cluster._icon.style.pointerEvents = e.type === "spiderfied" ? "none" : "";
+});
+const truth = L.markerClusterGroup({maxClusterRadius: 40, iconCreateFunction: c => {  // not in the palette
+  const el = document.createElement("div");
+  el.className = "gt-cluster gt-truth";
+  el.textContent = String(c.getChildCount());
+  return L.divIcon({html: el, className: "gt-cluster-icon", iconSize: [30, 30]});
+}});
 const measured = L.markerClusterGroup({maxClusterRadius: 40});
 const markers = [], truths = [], segs = [], kept = [];
 for (let i = 0; i < N; i++) {
@@ -222,6 +261,7 @@ const lines = L.polyline(segs, {color: "#c0392b", weight: 1, opacity: 0.6, rende
 const chosen = L.layerGroup().addTo(map);
 function select(i) {
   chosen.clearLayers();
+  window.geotagMap.selected = i;
   const at = [D.lat[i], D.lon[i]];
   if (D.r[i] !== null) L.circle(at, {radius: D.r[i] * 1000, color: "#2c3e50", weight: 1, fillOpacity: 0.08,
                                       renderer: canvas}).addTo(chosen);
@@ -237,12 +277,17 @@ L.control.layers(null, {"predictions": points, "measured GPS (not predicted)": m
 const legend = L.control({position: "bottomleft"});
 let legendDiv = null;
 function legendHtml() {
-  const scale = colourBy === "source" ? present.map(k => [0, SRC[k] || "#777", k]) : SCALE;
-  const title = colourBy === "source" ? "source" : byError ? "error" : "confidence";
+  const bySource = colourBy === "source";
+  const scale = bySource ? present.map(k => [0, SRC[k] || GT_UNKNOWN, k]) : SCALE;
+  const title = bySource ? "source" : byError ? "error (to the truth, else the radius)" : "confidence";
   return "<b>" + title + "</b><br>" +
     scale.map(([, c, t]) => '<i style="background:' + c + '"></i>' + esc(t)).join("<br>") +
+    "<br>" + '<i style="background:' + GT_UNKNOWN + '"></i>unknown' +
+    "<br>numbered discs: clusters, in the colour<br>of the median " +
+    (byError ? "error" : "confidence") + " of their photos" +
+    '<br><i style="background:#fff;border:2px solid #1f4e9e"></i>truth' +
     (kept.length ? '<br><i style="background:#5dade2"></i>measured GPS (not predicted)' : "") +
-    "<br>clusters: number of photos<br>" + markers.length + " predictions, " + truths.length + " truths" +
+    "<br>" + markers.length + " predictions, " + truths.length + " truths" +
     (kept.length ? ", " + kept.length + " measured" : "") +
     (D.total[0] > N ? "<br><b>a sample of " + N + " of " + D.total[0] + " rows</b>" : "");
 }
@@ -270,7 +315,7 @@ sources.onAdd = () => {
     '</option><option value="source">source</option></select><br><b>sources</b>';
   for (const k of present) h += '<label><input type="checkbox" class="source-filter" value="' + esc(k) +
     '" checked> <i style="display:inline-block;width:10px;height:10px;border-radius:5px;background:' +
-    (SRC[k] || "#777") + '"></i> ' + esc(k) + " (" + srcCount[k] + ")</label>";
+    (SRC[k] || GT_UNKNOWN) + '"></i> ' + esc(k) + " (" + srcCount[k] + ")</label>";
   div.innerHTML = h;
   L.DomEvent.disableClickPropagation(div);
   div.querySelector("#colour-by").value = colourBy;
@@ -287,8 +332,7 @@ sources.onAdd = () => {
 if (present.length) sources.addTo(map);
 document.body.dataset.shown = String(markers.length);
 window.geotagMap = {map, points, truth, lines, chosen, measured, markers: markers.length,
-                    measuredMarkers: kept.length, ready: true,
-                    sources: present, applySources};
+                    measuredMarkers: kept.length, ready: true, sources: present, applySources};
 document.body.dataset.ready = "1";
 </script></body></html>
 """

@@ -10,25 +10,33 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geotag.errors import InputError
-from geotag.eval import leaflet
+from geotag.eval import basemap, leaflet
+from geotag.eval.basemap import Tiles
 from geotag.io.durable import write_new_file
 from geotag.review.server import ReviewServer
 from geotag.review.session import Session
 
 
 def make_server(
-    predictions: Path, decisions: Path | None = None, port: int = 0, columns: str | None = None
+    predictions: Path,
+    decisions: Path | None = None,
+    port: int = 0,
+    columns: str | None = None,
+    tiles: Tiles | None = None,
 ) -> ReviewServer:
     """The server, bound (port 0: a free one) but not yet serving; InputError with one line on failure.
-    `columns`: the role=column mapping of someone else's predictions file (geotag.eval.foreign)."""
+    `columns`: the role=column mapping of someone else's predictions file (geotag.eval.foreign); `tiles`:
+    a tile server the page may fetch its basemap from (else the offline one)."""
     if not 0 <= port <= 65535:
         raise InputError("--port must be between 0 and 65535")
     session = Session.open(predictions, decisions, columns)
     if not any(r.get("status") == "ok" for r in session.rows):
         raise InputError(f"{predictions}: no predictions to review")
-    leaflet.basemap_geojson()  # built once now (about 2 s), not while the first page waits
+    if tiles is None:  # built once now (about 3 s), not while the first page waits
+        leaflet.basemap_geojson()
+        basemap.labels_json()
     try:
-        return ReviewServer(session, port)
+        return ReviewServer(session, port, tiles=tiles)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise InputError(f"port {port} is in use: pick another with --port, or leave it out") from exc

@@ -34,7 +34,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from geotag.errors import InputError
-from geotag.eval import leaflet
+from geotag.eval import basemap, leaflet
+from geotag.eval.basemap import Tiles
 from geotag.review.page import page_html
 from geotag.review.session import Session
 
@@ -50,8 +51,11 @@ class ReviewServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, session: Session, port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self, session: Session, port: int = 0, token: str | None = None, tiles: Tiles | None = None
+    ) -> None:
         self.session = session
+        self.tiles = tiles  # a tile server the page may load images from; None: the offline basemap
         self.token = token or secrets.token_urlsafe(32)
         self.cookie_secret = secrets.token_urlsafe(32)  # not the token: cookies reach every local port
         super().__init__((HOST, port), Handler)
@@ -138,9 +142,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
+        tiles = f" {self.server.tiles.origin}" if self.server.tiles else ""  # tile images only
         self.send_header(
             "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
+            f"default-src 'self'; img-src 'self' blob:{tiles}; style-src 'self' 'unsafe-inline'; "
             "script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
         )
         for k, v in (extra or {}).items():
@@ -173,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
         elif not (self._cookie_ok() or self._header_token_ok() or self._query_token_ok(query)):
             return self._deny(HTTPStatus.FORBIDDEN, "token required: open the URL geotag review printed")
         if path == "/":
-            body = page_html(self.server.session.predictions.name).encode()
+            body = page_html(self.server.session.predictions.name, self.server.tiles).encode()
             return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
         if path.startswith("/assets/"):
             name = path.removeprefix("/assets/")
@@ -183,6 +188,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, leaflet.asset(name).encode(), f"{ctype}; charset=utf-8")
         if path == "/basemap.json":
             return self._send(HTTPStatus.OK, leaflet.basemap_geojson().encode(), "application/json")
+        if path == "/labels.json":
+            return self._send(HTTPStatus.OK, basemap.labels_json().encode(), "application/json")
         if path == "/api/rows":
             s = self.server.session
             with s.lock:

@@ -23,7 +23,18 @@ from geotag.io.parquet import iter_batches, require_columns
 from geotag.io.row_paths import base_folder, row_path
 
 NEEDED = ("image_id", "path", "status", "pred_lat", "pred_lon")
-OPTIONAL = ("confidence", "error_km", "topk", "country", "gt_lat", "gt_lon", "model", "source", "fix_dt_s")
+OPTIONAL = (
+    "confidence",
+    "error_km",
+    "topk",
+    "country",
+    "gt_lat",
+    "gt_lon",
+    "gt_source",
+    "model",
+    "source",
+    "fix_dt_s",
+)
 MAX_TOPK = 10
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,14 @@ def _check_topk(predictions: Path, kind: pa.DataType) -> None:
             f"{predictions}: column topk has type {kind}; expected a list of {{lat, lon, score}} "
             "as geotag predict writes it (drop or fix that column)"
         )
+
+
+def measured_gps(row: dict[str, Any]) -> bool:
+    """The photo itself carries a measured position (its EXIF, or a row predict kept with source exif),
+    as opposed to a truth that a --truth manifest joined: write-exif leaves such photos alone."""
+    if row.get("source") == "exif":
+        return True
+    return _num(row.get("gt_lat")) is not None and row.get("gt_source") != "manifest"
 
 
 @dataclass
@@ -114,7 +133,7 @@ class Session:
             "country": r.get("country"),
             "source": r.get("source"),
             "fix_dt_s": _num(r.get("fix_dt_s")),
-            "has_gps": _num(r.get("gt_lat")) is not None,
+            "has_gps": measured_gps(r),
             "topk": topk,
             "decision": None
             if d is None
