@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from geotag.io.truth import load_truth
 
@@ -43,6 +44,12 @@ def register_truth(con: duckdb.DuckDBPyConnection, truth: Path) -> list[str]:
 def joined_columns(columns: Sequence[str]) -> list[str]:
     """The columns a file has once the manifest is joined (it may bring scene and gt_country)."""
     return list(dict.fromkeys([*columns, *ADDED]))
+
+
+def joined_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema a file has once the manifest is joined (scene and gt_country become text)."""
+    kept = [f for f in schema if f.name not in ADDED]
+    return pa.schema([*kept, *(pa.field(name, pa.string()) for name in ADDED)])
 
 
 def joined_source(columns: Sequence[str]) -> str:
