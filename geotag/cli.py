@@ -1429,7 +1429,11 @@ def eval_cmd(
     ] = "1,25,200,750,2500",
     by: Annotated[
         list[str] | None,
-        typer.Option("--by", help="Break down by a column (scene, model, folder, country, ...)."),
+        typer.Option(
+            "--by",
+            help="Break down by a category column (scene, model, folder, country, ...; with --truth also "
+            "a manifest column such as author).",
+        ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv | markdown")] = "table",
     truth: Annotated[

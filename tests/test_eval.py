@@ -502,3 +502,27 @@ def test_untrained_weights_are_flagged(tmp_path: Path) -> None:
     buf = io.StringIO()
     render(result, "json", Console(file=buf, width=200))
     assert json.loads(buf.getvalue())["notes"] == result.notes
+
+
+def test_by_a_manifest_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    rows = [rec(f"/p/{i}.jpg", gt=(0.0, 0.0), pred=(0.0, 0.0)) for i in range(5)]
+    path = write_preds(tmp_path / "p.parquet", rows)
+    manifest = tmp_path / "truth.csv"
+    manifest.write_text("path,lat,lon,author\n" + "".join(f"{i}.jpg,0,{i},{'ab'[i % 2]}\n" for i in range(5)))
+    result = evaluate([path], thresholds=[250.0], by=["author"], truth=manifest)
+    got = {r["author"]: (r["n_rows"], r["acc_250km"]) for r in result.rows}
+    assert got == {"a": (3, pytest.approx(2 / 3)), "b": (2, 0.5)}  # truth i degrees east: 111 km * i off
+    assert [r["author"] for r in result.rows] == ["a", "b"]
+    code, _, err = run_cli(
+        ["eval", str(path), "--by", "photographer", "--truth", str(manifest)], monkeypatch, capsys
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--by photographer" in err
+
+
+def test_cli_by_a_float_column_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    path = write_preds(
+        tmp_path / "p.parquet", [rec("/p/a.jpg", gt=(0.0, 0.0), pred=(0.0, 1.0), confidence=0.3)]
+    )
+    code, out, err = run_cli(["eval", str(path), "--by", "confidence"], monkeypatch, capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [err.strip()] and "not a category" in err and "Traceback" not in err

@@ -32,6 +32,7 @@ from geotag.errors import InputError, SchemaError
 from geotag.eval import truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
 from geotag.io.parquet import PART_GLOB, require_columns
+from geotag.io.truth import read_header
 
 NEEDED_COLUMNS = ("path", "status", "gt_lat", "gt_lon", "pred_lat", "pred_lon")
 DERIVED_BY = ("folder",)
@@ -342,16 +343,18 @@ def evaluate(
     paths, samples = zip(*(parquet_source(p) for p in given), strict=True)
     arrow_schemas = [require_columns(sample, NEEDED_COLUMNS).schema_arrow for sample in samples]
     schemas = [schema.names for schema in arrow_schemas]
+    extra = manifest_by(truth, by, arrow_schemas) if truth else []
     for path, schema in zip(paths, arrow_schemas, strict=True):  # fail on the first bad file before any work
-        check_by(path, truth_join.joined_schema(schema) if truth else schema, by)
+        check_by(path, truth_join.joined_schema(schema, extra) if truth else schema, by)
     con = connect()
     try:
         rows = []
-        notes = truth_join.register_truth(con, truth) if truth else []
+        notes = truth_join.register_truth(con, truth, extra) if truth else []
         for path, label, columns in zip(paths, file_labels(given), schemas, strict=True):
             source, cols = "read_parquet(?)", columns
             if truth:
-                source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
+                source = truth_join.joined_source(columns, extra)
+                cols = truth_join.joined_columns(columns, extra)
             groups = evaluate_file(con, path, label, cols, thresholds, by, source)
             groups.sort(key=lambda r: -int(r["n_rows"]))  # type: ignore[call-overload]  # largest first
             if "folder" in by and (root := relative_folders(groups)):
@@ -367,6 +370,12 @@ def evaluate(
     finally:
         con.close()
     return EvalResult(thresholds=thresholds, by=by, rows=rows, notes=notes)
+
+
+def manifest_by(truth: Path, by: Sequence[str], schemas: Sequence[pa.Schema]) -> list[str]:
+    """The `by` names a --truth manifest brings (author, ...): columns of the manifest, not of every file."""
+    header = set(read_header(truth))
+    return [n for n in by if n in header and n not in DERIVED_BY and not all(n in s.names for s in schemas)]
 
 
 def parquet_source(path: Path) -> tuple[Path, Path]:
