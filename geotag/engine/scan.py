@@ -194,6 +194,19 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def _inspectors_first(records: Iterator[ImageRecord]) -> Iterator[ImageRecord]:
+    """The records, with the decoders scan_file needs imported once the first exists: before the pool
+    forks, so its workers inherit them instead of each importing them (an empty folder imports none)."""
+    first = next(records, None)
+    if first is None:
+        return
+    import geotag.io.decode
+    import geotag.io.exif  # noqa: F401
+
+    yield first
+    yield from records
+
+
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
@@ -219,7 +232,7 @@ def run_scan(
         manifest = load_truth(truth)
     total = sum(1 for _ in iter_image_paths(paths, only)) if progress else None
     summary = ScanSummary()
-    records = iter_records(paths, only)
+    records = _inspectors_first(iter_records(paths, only))
     rows = ordered_map(scan_file, records, workers=workers or default_workers(), batch=SCAN_BATCH)
     writer = PredictionWriter(out, metadata={"command": "scan"}, geometry="gt")  # no prediction yet
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
