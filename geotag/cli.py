@@ -17,23 +17,13 @@ import click
 import typer
 from rich.console import Console
 from rich.text import Text
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from geotag import __version__
 from geotag.errors import GeotagError
 from geotag.io.pathtext import shown
 from geotag.progress import DEFAULT_LOG_EVERY, LOG_EVERY_ENV
 
-# Every Typer here takes rich_markup_mode=None: click's plain help, whose option names are never cut
-# at 80 columns, whose brackets stay text (no rich markup) and which pipes get without box drawing.
-app = typer.Typer(
-    rich_markup_mode=None,
-    name="geotag",
-    help="Geolocate photos in bulk: scan, predict, evaluate, write GPS back.",
-    no_args_is_help=True,
-    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
-    pretty_exceptions_enable=False,
-)
 # Spelled out here because the registry imports torch; tests/test_light_imports.py checks it matches.
 TILES_HELP = (
     "Basemap tiles from the network: 'osm' (OpenStreetMap) or a URL template https://.../{z}/{x}/{y}.png. "
@@ -101,23 +91,149 @@ RayAddress = Annotated[
 ]
 
 
+def _write_panels(
+    formatter: click.HelpFormatter, rows: list[tuple[str, tuple[str, str]]], first: str, last: str
+) -> None:
+    """Help rows grouped into sections by panel: `first` on top, `last` at the bottom, the others in the
+    order they first occur (the one mechanism behind command and option panels)."""
+    groups: dict[str, list[tuple[str, str]]] = {first: []}
+    for panel, record in rows:
+        groups.setdefault(panel, []).append(record)
+    groups[last] = groups.pop(last, [])
+    for name, records in groups.items():
+        if records:
+            with formatter.section(name):
+                formatter.write_dl(records)
+
+
+def _argument_name(param: click.Parameter) -> str:
+    """PATHS... (required) or [PATHS]...: the name an argument has in the usage line and its help."""
+    name = (param.metavar or param.name or "").upper()
+    name = name if param.required else f"[{name}]"
+    return name + ("..." if param.nargs != 1 else "")
+
+
 class PanelCommand(TyperCommand):
-    """Plain click help (rich_markup_mode=None) that still groups options by their `rich_help_panel`:
-    `geotag predict --help` lists its time options under "Time"."""
+    """Plain click help (rich_markup_mode=None) that still groups options by their `rich_help_panel`
+    (set per option, or per name in the command's `panels`, see `panelled`): `geotag predict --help`
+    lists its time options under "Time". Arguments read PATHS... in the usage line and their help."""
+
+    panels: dict[str, str] = {}  # parameter name -> panel, for options declared without one
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":  # typer vendors click: no isinstance
+                pieces.append(_argument_name(param))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        groups: dict[str, list[tuple[str, str]]] = {"Options": []}
+        rows = []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
-            if record is not None:
-                groups.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
-        for name, records in groups.items():
-            if records:
-                with formatter.section(name):
-                    formatter.write_dl(records)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":  # typer vendors click: no isinstance
+                rows.append(("Arguments", (_argument_name(param), record[1])))
+            else:
+                panel = getattr(param, "rich_help_panel", None) or self.panels.get(param.name or "")
+                rows.append((panel or "Options", record))
+        _write_panels(formatter, rows, first="Arguments", last="Options")
+
+
+def panelled(panels: dict[str, tuple[str, ...]]) -> type[PanelCommand]:
+    """A PanelCommand whose options go to panels by name: {"Model": ("model", "top_k"), ...}."""
+    return type("PanelCommand", (PanelCommand,), {"panels": {n: p for p, ns in panels.items() for n in ns}})
+
+
+class PanelGroup(TyperGroup):
+    """`geotag --help`: commands grouped by workflow (COMMAND_PANELS, or a command's own
+    `rich_help_panel`), in the order of the work, with the same plain sections as the options."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        order = {name: i for i, name in enumerate(n for names in COMMAND_PANELS.values() for n in names)}
+        panel_of = {name: panel for panel, names in COMMAND_PANELS.items() for name in names}
+        found = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        shown = sorted(
+            ((n, c) for n, c in found if c is not None and not c.hidden),
+            key=lambda nc: order.get(nc[0], len(order)),
+        )
+        if not shown:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in shown)
+        rows = [
+            (
+                getattr(cmd, "rich_help_panel", None) or panel_of.get(name) or "Commands",
+                (name, cmd.get_short_help_str(limit)),
+            )
+            for name, cmd in shown
+        ]
+        _write_panels(formatter, rows, first="Commands", last="Commands")
+
+
+class Typer(typer.Typer):
+    """typer.Typer whose groups are PanelGroups and whose commands PanelCommands (plain help, panels)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", PanelGroup)
+        super().__init__(**kwargs)
+
+    def command(self, *args: Any, cls: type[TyperCommand] = PanelCommand, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().command(*args, cls=cls, **kwargs)
+
+
+# `geotag --help`, by workflow; a command in none of these panels is listed under "Commands".
+COMMAND_PANELS: dict[str, tuple[str, ...]] = {
+    "Placing photos": ("scan", "predict", "review", "write-exif", "report", "export"),
+    "Measuring": ("eval", "benchmark"),
+    "Making models": ("train", "shards", "embed", "segment", "label-scenes", "cells", "gallery", "experts"),
+    "Looking into models": ("models", "query", "embed-locations"),
+}
+
+# Every Typer here takes rich_markup_mode=None: click's plain help, whose option names are never cut
+# at 80 columns, whose brackets stay text (no rich markup) and which pipes get without box drawing.
+app = Typer(
+    rich_markup_mode=None,
+    name="geotag",
+    help="Geolocate photos in bulk: scan, predict, evaluate, write GPS back.",
+    no_args_is_help=True,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
+    pretty_exceptions_enable=False,
+)
 
 
 TIME = "Time"  # help panel of predict's time-evidence options (docs/time-predict.md)
+# predict's other option panels, by parameter name (TIME's options name their panel themselves)
+PREDICT_PANELS = {
+    "Input and output": ("out_path", "include", "exclude", "ext", "truth", "resume", "checkpoint_rows"),
+    "Model": (
+        "model",
+        "top_k",
+        "weights",
+        "backbone_weights",
+        "gallery",
+        "exclude_same",
+        "seg_dir",
+        "segmenter",
+        "tta_crops",
+        "tta_mirrors",
+        "untrained_backbone",
+        "allow_mismatched_heads",
+    ),
+    "Speed": (
+        "device",
+        "batch_size",
+        "workers",
+        "amp",
+        "draft",
+        "gpu_decode",
+        "gpu_decode_share",
+        "compile_model",
+    ),
+    "Cluster": ("engine", "address", "gpus", "actors", "cpus_per_decoder"),
+}
 
 
 def say(message: str, console: Console = err) -> None:
@@ -190,7 +306,7 @@ def scan(
     raise typer.Exit(1 if summary.failed or summary.unreadable_folders else 0)
 
 
-@app.command(cls=PanelCommand)
+@app.command(cls=panelled(PREDICT_PANELS))
 def predict(
     paths: Annotated[
         list[str], typer.Argument(help="Photo files or folders (walked recursively); URLs with --engine ray.")
@@ -455,7 +571,7 @@ def _placed_line(sources: dict[str, int]) -> str:
     return line
 
 
-models_app = typer.Typer(
+models_app = Typer(
     rich_markup_mode=None, help="Registered models and backbones, and where their weights come from."
 )
 app.add_typer(models_app, name="models")
@@ -513,7 +629,7 @@ def _print_unsqueezed(table: object) -> None:
     out.file.write(wide.file.getvalue())
 
 
-gallery_app = typer.Typer(
+gallery_app = Typer(
     rich_markup_mode=None, help="Embedding galleries of geotagged photos for `predict --model knn`."
 )
 app.add_typer(gallery_app, name="gallery")
@@ -728,7 +844,7 @@ def query_cmd(
     say(f"{s.queries} query text(s) over {s.points} points with {s.text_model}: {s.rows} rows -> {out_path}")
 
 
-cells_app = typer.Typer(
+cells_app = Typer(
     rich_markup_mode=None, help="Hierarchical S2 geocells for cell classifiers.", no_args_is_help=True
 )
 app.add_typer(cells_app, name="cells")
@@ -1352,7 +1468,7 @@ def export_cmd(
         say(f"warning: {s.odd_parts} part file(s) that are not regular files were skipped")
 
 
-experts_app = typer.Typer(
+experts_app = Typer(
     rich_markup_mode=None, help="Directed feature experts: feature crops to train on.", no_args_is_help=True
 )
 app.add_typer(experts_app, name="experts")
@@ -1420,7 +1536,11 @@ def eval_cmd(
     ] = "1,25,200,750,2500",
     by: Annotated[
         list[str] | None,
-        typer.Option("--by", help="Break down by a column (scene, model, folder, country, source, ...)."),
+        typer.Option(
+            "--by",
+            help="Break down by a category column (scene, model, folder, country, source, ...; with --truth "
+            "also a manifest column such as author).",
+        ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | csv | markdown")] = "table",
     truth: Annotated[

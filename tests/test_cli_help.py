@@ -55,3 +55,59 @@ def test_help_at_80_columns_shows_every_option_and_help_text_whole(words: list[s
 def test_brackets_in_help_texts_survive() -> None:
     result = CliRunner().invoke(cli.app, ["cells", "import", "--help"], env={"COLUMNS": "80"})
     assert "[coarse,middle,fine]" in result.output
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    """Help text split into its sections: heading -> the first word of each entry under it."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = sections.setdefault(line[:-1], [])
+        elif current is not None and line.startswith("  ") and not line.startswith("   "):
+            current.append(line.split()[0].rstrip(","))
+    return sections
+
+
+def test_commands_are_grouped_by_workflow_in_the_order_of_the_work() -> None:
+    result = CliRunner().invoke(cli.app, ["--help"], env={"COLUMNS": "80"})
+    sections = _sections(result.output)
+    assert sections["Placing photos"] == ["scan", "predict", "review", "write-exif", "report", "export"]
+    assert sections["Measuring"] == ["eval", "benchmark"]
+    assert {"train", "embed", "cells", "gallery", "label-scenes", "experts", "shards", "segment"} <= set(
+        sections["Making models"]
+    )
+    assert "Commands" not in sections  # every command has a workflow panel
+    top = {words[0] for words, _ in COMMANDS if len(words) == 1}
+    assert top == {name for names in cli.COMMAND_PANELS.values() for name in names}
+
+
+def test_predict_options_are_grouped_into_panels() -> None:
+    result = CliRunner().invoke(cli.app, ["predict", "--help"], env={"COLUMNS": "80"})
+    sections = _sections(result.output)
+    assert list(sections) == [
+        "Arguments",
+        "Input and output",
+        "Model",
+        "Speed",
+        "Cluster",
+        "Time",
+        "Options",
+    ]
+    assert "--track" in sections["Time"] and "--speed-kmh" in sections["Time"]
+    assert "--device" in sections["Speed"] and "--engine" in sections["Cluster"]
+    assert "--model" in sections["Model"] and "-o" in sections["Input and output"]
+    assert sections["Options"] == ["--progress", "--log-every", "--help"]
+    predict = dict((" ".join(w), c) for w, c in COMMANDS)["predict"]
+    names = {p.name for p in predict.params}
+    assert set(predict.panels) <= names  # a renamed option cannot drop out of its panel unnoticed
+
+
+@pytest.mark.parametrize(
+    "words,argument", [(["predict"], "PATHS..."), (["scan"], "PATHS..."), (["eval"], "FILES...")]
+)
+def test_usage_line_names_the_arguments_plainly(words: list[str], argument: str) -> None:
+    result = CliRunner().invoke(cli.app, [*words, "--help"], env={"COLUMNS": "80"})
+    usage = result.output.splitlines()[0]
+    assert usage.endswith(f"{words[0]} [OPTIONS] {argument}"), usage
+    assert _sections(result.output)["Arguments"] == [argument]

@@ -205,7 +205,8 @@ def test_by_scene(mixed: tuple[Path, list[dict[str, Any]]]) -> None:
     assert result.by == ["scene"]
     got = {row["scene"]: row for row in result.rows}
     assert set(got) == {"urban", "natural", "indoor", None}
-    assert [row["scene"] for row in result.rows][-1] is None  # nulls sort last
+    sizes = [row["n_rows"] for row in result.rows]
+    assert sizes == sorted(sizes, reverse=True)  # the largest group first
     for scene, row in got.items():
         assert_matches(row, reference([r for r in rows if r.get("scene") == scene], THRESHOLDS))
     assert sum(row["n_rows"] for row in result.rows) == len(rows)
@@ -217,10 +218,13 @@ def test_by_folder_and_scene(mixed: tuple[Path, list[dict[str, Any]]]) -> None:
     assert result.by == ["folder", "scene"]
     for row in result.rows:
         subset = [
-            r for r in rows if r["path"].rsplit("/", 1)[0] == row["folder"] and r.get("scene") == row["scene"]
+            r
+            for r in rows
+            if r["path"].rsplit("/", 1)[0] == f"/photos/{row['folder']}" and r.get("scene") == row["scene"]
         ]
         assert_matches(row, reference(subset, [25.0]))
-    assert {row["folder"] for row in result.rows} == {"/photos/a", "/photos/b"}
+    assert {row["folder"] for row in result.rows} == {"a", "b"}  # relative to their common root
+    assert "preds: folders are shown relative to /photos" in result.notes
 
 
 def test_folder_of_relative_and_bare_paths(tmp_path: Path) -> None:
@@ -230,16 +234,38 @@ def test_folder_of_relative_and_bare_paths(tmp_path: Path) -> None:
     assert sorted(folders) == sorted([".", "sub", "/", "C:\\pics"])
 
 
-def test_by_columns_of_any_type(tmp_path: Path) -> None:
+def test_by_category_columns_of_any_type(tmp_path: Path) -> None:
+    rows = [rec("a.jpg", gt=(0.0, 0.0), pred=(0.0, 1.0), size=3, orientation=6, camera_make="Canon")]
+    path = write_preds(tmp_path / "typed.parquet", rows)
+    result = evaluate([path], by=["size", "orientation", "camera_make"])
+    record = result.to_records()[0]
+    assert record["size"] == 3 and record["orientation"] == 6 and record["camera_make"] == "Canon"
+    json.dumps(result.to_records(), allow_nan=False)
+
+
+@pytest.mark.parametrize("column", ["topk", "confidence", "created_at", "geometry", "bbox"])
+def test_by_refuses_columns_that_are_not_categories(tmp_path: Path, column: str) -> None:
     when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     topk = [{"lat": 1.0, "lon": 2.0, "score": 0.5}]
-    rows = [rec("a.jpg", gt=(0.0, 0.0), pred=(0.0, 1.0), created_at=when, topk=topk, size=3)]
-    path = write_preds(tmp_path / "typed.parquet", rows)
-    result = evaluate([path], by=["created_at", "topk", "size", "mtime"])
-    record = result.to_records()[0]
-    assert record["created_at"] == when.isoformat() and record["topk"] == topk
-    assert record["size"] == 3 and record["mtime"] is None
-    json.dumps(result.to_records(), allow_nan=False)
+    extra = {"created_at": when, "topk": topk, "confidence": 0.5}
+    path = write_preds(tmp_path / "typed.parquet", [rec("a.jpg", gt=(0.0, 0.0), pred=(0.0, 1.0), **extra)])
+    with pytest.raises(SchemaError) as info:
+        evaluate([path], by=[column])
+    message = str(info.value)
+    assert "\n" not in message and f"--by {column}: a " in message and "not a category" in message
+    assert "folder" in message and "camera_make" in message and "confidence," not in message
+
+
+def test_by_groups_largest_first_and_folders_relative(tmp_path: Path) -> None:
+    rows = [
+        rec(f"/data/trip/{d}/{i}.jpg", gt=(0.0, 0.0), pred=(0.0, 1.0))
+        for d, n in (("a", 1), ("b", 3), ("c/d", 2))
+        for i in range(n)
+    ]
+    path = write_preds(tmp_path / "p.parquet", rows)
+    result = evaluate([path], by=["folder"])
+    assert [(r["folder"], r["n_rows"]) for r in result.rows] == [("b", 3), ("c/d", 2), ("a", 1)]
+    assert result.notes == ["p: folders are shown relative to /data/trip"]
 
 
 def test_unknown_by_column(mixed: tuple[Path, list[dict[str, Any]]]) -> None:
@@ -414,7 +440,8 @@ def test_cli_formats(
     if fmt == "json":
         doc = json.loads(out)
         assert {r["file"] for r in doc["rows"]} == {"preds", "preds#2"}
-        assert_matches(doc["rows"][0], reference([r for r in rows if r.get("scene") == "indoor"], THRESHOLDS))
+        first = doc["rows"][0]  # the largest group
+        assert_matches(first, reference([r for r in rows if r.get("scene") == first["scene"]], THRESHOLDS))
     elif fmt == "csv":
         assert out.splitlines()[0].startswith("file,scene,n_rows,")
     elif fmt == "markdown":
@@ -475,3 +502,27 @@ def test_untrained_weights_are_flagged(tmp_path: Path) -> None:
     buf = io.StringIO()
     render(result, "json", Console(file=buf, width=200))
     assert json.loads(buf.getvalue())["notes"] == result.notes
+
+
+def test_by_a_manifest_column(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    rows = [rec(f"/p/{i}.jpg", gt=(0.0, 0.0), pred=(0.0, 0.0)) for i in range(5)]
+    path = write_preds(tmp_path / "p.parquet", rows)
+    manifest = tmp_path / "truth.csv"
+    manifest.write_text("path,lat,lon,author\n" + "".join(f"{i}.jpg,0,{i},{'ab'[i % 2]}\n" for i in range(5)))
+    result = evaluate([path], thresholds=[250.0], by=["author"], truth=manifest)
+    got = {r["author"]: (r["n_rows"], r["acc_250km"]) for r in result.rows}
+    assert got == {"a": (3, pytest.approx(2 / 3)), "b": (2, 0.5)}  # truth i degrees east: 111 km * i off
+    assert [r["author"] for r in result.rows] == ["a", "b"]
+    code, _, err = run_cli(
+        ["eval", str(path), "--by", "photographer", "--truth", str(manifest)], monkeypatch, capsys
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--by photographer" in err
+
+
+def test_cli_by_a_float_column_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    path = write_preds(
+        tmp_path / "p.parquet", [rec("/p/a.jpg", gt=(0.0, 0.0), pred=(0.0, 1.0), confidence=0.3)]
+    )
+    code, out, err = run_cli(["eval", str(path), "--by", "confidence"], monkeypatch, capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [err.strip()] and "not a category" in err and "Traceback" not in err

@@ -72,3 +72,27 @@ def test_help_lists_the_models_and_keeps_brackets() -> None:
     assert "auto (shrink by sqrt(n / MP-16 size))" in text and "(default 5000,2000,1000)" in text
     top = runner.invoke(cli.app, ["--help"], env={"COLUMNS": "200"})
     assert "--install-completion" in top.output
+
+
+EMPTY_SCAN = """
+import sys
+from typer.testing import CliRunner
+from geotag import cli
+result = CliRunner().invoke(cli.app, sys.argv[1:])
+assert result.exit_code == 0, result.output
+loaded = [m for m in ("PIL", "exifread", "pillow_heif", "pandas", "multiprocessing") if m in sys.modules]
+print("loaded", loaded)
+"""
+
+
+def test_an_empty_scan_imports_no_decoder_pool_or_pandas(tmp_path: Path) -> None:
+    """Start-up: the decoders come with the first file (before the pool forks), pandas (pyarrow's probe
+    on its first `pa.array`) with the first rows, multiprocessing with the pool."""
+    (tmp_path / "empty").mkdir()
+    args = ["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "scan.parquet")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", EMPTY_SCAN, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "loaded []" in proc.stdout, proc.stdout

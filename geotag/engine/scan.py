@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from geotag import __version__
 from geotag.geo.places import add_countries
+from geotag.io.bounded import open_regular
 from geotag.io.c_stderr import c_messages
 from geotag.io.parquet import PredictionWriter, check_parquet_path
 from geotag.io.scan import (
@@ -35,6 +36,7 @@ from geotag.io.scan import (
     WalkReport,
     image_id,
     image_id_of_bytes,
+    is_raw_name,
     iter_image_paths,
     iter_records,
 )
@@ -48,6 +50,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _NOTHING: Any = object()
+# A photo up to this size is read once and inspected from memory: the hash, Pillow's header and
+# exifread's many small reads and seeks then cost no system calls (bench/scan_vs_exiftool.py); larger
+# files (RAW, video) are streamed, so a worker's memory stays bounded.
+WHOLE_FILE_BYTES = 64 << 20
+SCAN_BATCH = 16  # files per worker task (ordered_map's batch)
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,9 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
         if is_ref(row["path"]):
             member = shard_member(row["path"])
             data = read_ref(row["path"])
+        elif 0 <= record.size <= WHOLE_FILE_BYTES and not is_raw_name(record.path):
+            with open_regular(record.path) as fh:  # one read (never a FIFO): hash, header, EXIF from memory
+                data = fh.read()
         row["image_id"] = image_id(record.path) if data is None else image_id_of_bytes(data)
     except OSError as exc:
         row.update(status="error", error=f"cannot read file: {exc.strerror or _error_text(exc)}")
@@ -103,7 +113,7 @@ def scan_file(record: ImageRecord) -> dict[str, Any]:
         source = record.path if data is None else io.BytesIO(data)
         try:
             row.update(read_header(source))
-            if data is None and row["format"] in ("JPEG", "MPO") and jpeg_is_truncated(record.path):
+            if row["format"] in ("JPEG", "MPO") and jpeg_is_truncated(record.path if data is None else data):
                 row.update(
                     status="error", error="not a readable image: truncated JPEG (no end-of-image marker)"
                 )
@@ -160,8 +170,13 @@ def note_warnings(
     row["gt_note"] = f"{row['gt_note']}; {note}" if row.get("gt_note") else note
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, window: int = 256) -> Iterator[R]:
-    """`map(fn, items)` over a process pool, in input order, with at most `window` items in flight."""
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int, window: int = 256, batch: int = 1
+) -> Iterator[R]:
+    """`map(fn, items)` over a process pool, in input order, with at most `window` items in flight.
+
+    `batch`: items sent to a worker per task; a cheap `fn` (scan_file: about a millisecond) then pays
+    the pool's per-task pickling, pipe writes and wake-ups once per batch, not per item."""
     if workers <= 1:
         yield from map(fn, items)
         return
@@ -170,15 +185,21 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, windo
     if first is _NOTHING:  # no work, no pool (and no multiprocessing import)
         return
     from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
 
-    pending: deque[Future[R]] = deque()
+    task = partial(_map_list, fn)
+    pending: deque[Future[list[R]]] = deque()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for item in itertools.chain([first], items):
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
+        for chunk in chunked(itertools.chain([first], items), batch):
+            pending.append(pool.submit(task, chunk))
+            if len(pending) * batch >= window:
+                yield from pending.popleft().result()
         for fut in pending:
-            yield fut.result()
+            yield from fut.result()
+
+
+def _map_list(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    return [fn(item) for item in items]
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -191,6 +212,19 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def _inspectors_first(records: Iterator[ImageRecord]) -> Iterator[ImageRecord]:
+    """The records, with the decoders scan_file needs imported once the first exists: before the pool
+    forks, so its workers inherit them instead of each importing them (an empty folder imports none)."""
+    first = next(records, None)
+    if first is None:
+        return
+    import geotag.io.decode
+    import geotag.io.exif  # noqa: F401
+
+    yield first
+    yield from records
 
 
 def default_workers() -> int:
@@ -219,7 +253,8 @@ def run_scan(
     total = sum(1 for _ in iter_image_paths(paths, only, WalkReport(quiet=True))) if progress else None
     summary = ScanSummary()
     walk = WalkReport()
-    rows = ordered_map(scan_file, iter_records(paths, only, walk), workers=workers or default_workers())
+    records = _inspectors_first(iter_records(paths, only, walk))
+    rows = ordered_map(scan_file, records, workers=workers or default_workers(), batch=SCAN_BATCH)
     writer = PredictionWriter(out, metadata={"command": "scan"}, geometry="gt")  # no prediction yet
     with writer, progress_bar(total, "scan", enabled=progress) as bar:
         for chunk in chunked(rows, 256):

@@ -39,6 +39,7 @@ from geotag.errors import InputError, SchemaError
 from geotag.eval import foreign, truth_join
 from geotag.geo.distance import DEFAULT_THRESHOLDS_KM, EARTH_RADIUS_KM, GEOSCORE_MAX, GEOSCORE_SCALE_KM
 from geotag.io.parquet import PART_GLOB, duck_path, require_columns
+from geotag.io.truth import read_header
 
 READ = "read_parquet(?, union_by_name = true)"
 """How every query reads a predictions file or a Ray folder's parts (a column some parts lack is NULL)."""
@@ -240,16 +241,55 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def check_by(path: Path, columns: Sequence[str], by: Sequence[str]) -> None:
-    """Every `by` name must be a column of the file or a derived one, and not clash with a result key."""
-    valid = sorted(set(columns) | set(DERIVED_BY))
+def check_by(path: Path, schema: pa.Schema, by: Sequence[str]) -> None:
+    """Every `by` name must be a category column of the file (text, integer, boolean) or a derived one,
+    and not clash with a result key: grouping by a float, list, struct or binary column (confidence, topk,
+    geometry) would make a group per row, or fail."""
+    categories = [f.name for f in schema if _is_category(f.type)]
+    valid = ", ".join(sorted(set(categories) | set(DERIVED_BY)))
     for name in by:
-        if name not in valid:
-            raise SchemaError(f"--by {name}: {path} has no such column; valid: {', '.join(valid)}")
+        if name in DERIVED_BY:
+            continue
+        if name not in schema.names:
+            raise SchemaError(f"--by {name}: {path} has no such column; valid: {valid}")
+        if name not in categories:
+            kind = schema.field(name).type
+            raise SchemaError(f"--by {name}: a {kind} column, not a category; group by one of: {valid}")
     reserved = {"file", *COUNT_KEYS, *STAT_KEYS}
     clash = [name for name in by if name in reserved or name.startswith("acc_")]
     if clash:
         raise SchemaError(f"--by {clash[0]}: the name clashes with a result column; rename it in the file")
+
+
+def _is_category(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_null(kind)  # a column with no values: one group
+    )
+
+
+def relative_folders(rows: list[dict[str, object]]) -> str | None:
+    """Show `folder` groups relative to their common root (None when there is nothing to shorten)."""
+    folders = {r["folder"] for r in rows if isinstance(r.get("folder"), str)}
+    if len(folders) < 2:
+        return None
+    try:
+        root = os.path.commonpath(list(folders))  # type: ignore[arg-type]
+    except ValueError:  # absolute and relative mixed
+        return None
+    if not root or root in ("/", "."):
+        return None
+    for r in rows:
+        if isinstance(r.get("folder"), str):
+            r["folder"] = os.path.relpath(str(r["folder"]), root)
+    return root
 
 
 def group_expr(name: str, columns: Sequence[str]) -> str:
@@ -535,24 +575,29 @@ def _evaluate(
     missing_as_wrong: bool,
 ) -> EvalResult:
     paths, samples = zip(*(parquet_source(p) for p in given), strict=True)
-    schemas = [require_columns(sample, NEEDED_COLUMNS).schema_arrow.names for sample in samples]
-    for path, columns in zip(paths, schemas, strict=True):  # fail on the first bad file before any work
-        check_by(path, truth_join.joined_columns(columns) if truth else columns, by)
+    arrow_schemas = [require_columns(sample, NEEDED_COLUMNS).schema_arrow for sample in samples]
+    schemas = [schema.names for schema in arrow_schemas]
+    extra = manifest_by(truth, by, arrow_schemas) if truth else []
+    for path, schema in zip(paths, arrow_schemas, strict=True):  # fail on the first bad file before any work
+        check_by(path, truth_join.joined_schema(schema, extra) if truth else schema, by)
     con = connect()
     try:
         rows = []
-        notes = truth_join.register_truth(con, truth) if truth else []
+        notes = truth_join.register_truth(con, truth, extra) if truth else []
         notes += [note for p in given if (note := part_note(p))]
         for asked, path, label, columns in zip(given, paths, labels, schemas, strict=True):
             source, cols = READ, columns
             if truth:
-                source, cols = truth_join.joined_source(columns), truth_join.joined_columns(columns)
+                source = truth_join.joined_source(columns, extra)
+                cols = truth_join.joined_columns(columns, extra)
             source = capped_source(cols, source)
-            rows.extend(
-                evaluate_file(
-                    con, path, label, cols, thresholds, by, source, notes, include_self, missing_as_wrong
-                )
+            groups = evaluate_file(
+                con, path, label, cols, thresholds, by, source, notes, include_self, missing_as_wrong
             )
+            groups.sort(key=lambda r: -int(r["n_rows"]))  # type: ignore[call-overload]  # largest first
+            if "folder" in by and (root := relative_folders(groups)):
+                notes.append(f"{label}: folders are shown relative to {root}")
+            rows.extend(groups)
             if missing_as_wrong:
                 notes += miss_notes(con, path, label, source)
             notes += self_match_notes(con, path, label, cols, source, include_self)
@@ -570,6 +615,12 @@ def _evaluate(
     finally:
         con.close()
     return EvalResult(thresholds=thresholds, by=by, rows=rows, notes=notes)
+
+
+def manifest_by(truth: Path, by: Sequence[str], schemas: Sequence[pa.Schema]) -> list[str]:
+    """The `by` names a --truth manifest brings (author, ...): columns of the manifest, not of every file."""
+    header = set(read_header(truth))
+    return [n for n in by if n in header and n not in DERIVED_BY and not all(n in s.names for s in schemas)]
 
 
 def self_match_notes(

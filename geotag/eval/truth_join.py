@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from geotag.io.parquet import duck_path
 from geotag.io.truth import load_truth
@@ -27,9 +28,10 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def register_truth(con: duckdb.DuckDBPyConnection, truth: Path) -> list[str]:
-    """Load the manifest into the view TRUTH_VIEW; returns notes for the reader (skipped rows etc.)."""
-    manifest = load_truth(truth)
+def register_truth(con: duckdb.DuckDBPyConnection, truth: Path, extra: Sequence[str] = ()) -> list[str]:
+    """Load the manifest (with its `extra` columns) into the view TRUTH_VIEW; returns notes for the reader
+    (skipped rows etc.)."""
+    manifest = load_truth(truth, extra)
     table, ambiguous = manifest.by_stem_table()
     con.register(TRUTH_VIEW, table)
     notes = [f"--truth {manifest.path.name}: {note}" for note in manifest.notes]
@@ -41,12 +43,20 @@ def register_truth(con: duckdb.DuckDBPyConnection, truth: Path) -> list[str]:
     return notes
 
 
-def joined_columns(columns: Sequence[str]) -> list[str]:
-    """The columns a file has once the manifest is joined (it may bring scene and gt_country)."""
-    return list(dict.fromkeys([*columns, *ADDED]))
+def joined_columns(columns: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """The columns a file has once the manifest is joined (it may bring scene and gt_country, and the
+    `extra` manifest columns the file lacks)."""
+    return list(dict.fromkeys([*columns, *ADDED, *extra]))
 
 
-def joined_source(columns: Sequence[str]) -> str:
+def joined_schema(schema: pa.Schema, extra: Sequence[str] = ()) -> pa.Schema:
+    """The schema a file has once the manifest is joined (scene, gt_country and `extra` become text)."""
+    added = [*ADDED, *(name for name in extra if name not in schema.names)]
+    kept = [f for f in schema if f.name not in added]
+    return pa.schema([*kept, *(pa.field(name, pa.string()) for name in added)])
+
+
+def joined_source(columns: Sequence[str], extra: Sequence[str] = ()) -> str:
     """A FROM item: the file (the `?` parameter) with the manifest's ground truth joined on file stem."""
     replaced = [c for c in ("gt_lat", "gt_lon", *ADDED) if c in columns]
     keep = f"p.* EXCLUDE ({', '.join(_quote(c) for c in replaced)})" if replaced else "p.*"
@@ -61,6 +71,7 @@ def joined_source(columns: Sequence[str]) -> str:
             coalesce({own("scene", "VARCHAR")}, t.scene) AS scene,
             CASE WHEN t.key IS NULL THEN {own("gt_country", "VARCHAR")}
                  ELSE coalesce(t.country, {own("gt_country", "VARCHAR")}) END AS gt_country,
+            {"".join(f"t.{_quote('extra_' + n)} AS {_quote(n)}, " for n in extra if n not in columns)}
             t.key IS NOT NULL AS in_manifest
         FROM read_parquet(?, union_by_name = true) AS p
         LEFT JOIN {TRUTH_VIEW} AS t ON t.key = parse_filename(CAST(p.path AS VARCHAR), true, 'both_slash')

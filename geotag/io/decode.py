@@ -52,38 +52,46 @@ def _is_raw(path: object) -> bool:
     return isinstance(path, str | os.PathLike) and is_raw_name(path)
 
 
-def jpeg_is_truncated(path: str | os.PathLike[str]) -> bool:
-    """Whether a JPEG file ends before its end-of-image marker, found without decoding: the segments
-    are walked to the first scan (SOS), then FFD9 is searched after it (in entropy-coded data 0xFF is
-    always followed by 00 or a restart marker, and an EXIF thumbnail's own FFD9 lies before the scan).
-    Data appended after the marker (phone trailers) does not matter. A file that is no JPEG: False."""
+def jpeg_is_truncated(source: str | os.PathLike[str] | bytes) -> bool:
+    """Whether a JPEG (a file, or its bytes already read) ends before its end-of-image marker, found
+    without decoding: the segments are walked to the first scan (SOS), then FFD9 is searched after it (in
+    entropy-coded data 0xFF is always followed by 00 or a restart marker, and an EXIF thumbnail's own
+    FFD9 lies before the scan). Data appended after the marker (phone trailers) does not matter. A file
+    that is no JPEG: False."""
+    if isinstance(source, bytes | bytearray):
+        return _jpeg_truncated(source)
     import mmap
 
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < 4:
+    with open(source, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size < 4:
             return False
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data[:2] != b"\xff\xd8":
-                return False
-            pos = 2
-            while pos + 4 <= size:
-                if data[pos] != 0xFF:
-                    return True  # the segment chain breaks off: no scan follows
-                marker = data[pos + 1]
-                if marker == 0xFF:  # fill byte
-                    pos += 1
-                    continue
-                if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-                    pos += 2
-                    continue
-                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-                if marker == 0xDA:
-                    return data.find(b"\xff\xd9", pos + 2 + length) < 0
-                if marker == 0xD9:
-                    return False
-                pos += 2 + length
-            return True
+            return _jpeg_truncated(data)
+
+
+def _jpeg_truncated(data: Any) -> bool:
+    """jpeg_is_truncated over bytes or an mmap (both slice, index and find alike)."""
+    size = len(data)
+    if size < 4 or data[:2] != b"\xff\xd8":
+        return False
+    pos = 2
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            return True  # the segment chain breaks off: no scan follows
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            return data.find(b"\xff\xd9", pos + 2 + length) < 0
+        if marker == 0xD9:
+            return False
+        pos += 2 + length
+    return True
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -173,12 +173,16 @@ def wkb_xy(geometry: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray
 def rows_to_table(rows: list[Mapping[str, Any]], geometry: str = "pred") -> pa.Table:
     """Turn row dicts (any subset of COLUMNS) into a table of the full schema, geometry and bbox filled
     in; `geometry` picks the primary point (POINTS)."""
-    unknown = set().union(*(r.keys() for r in rows)) - set(COLUMNS) if rows else set()
+    present = set().union(*(r.keys() for r in rows)) if rows else set()
+    unknown = present - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown columns: {sorted(unknown)}")
     arrays = {}
     for field in SCHEMA:
         if field.name in (*GEOMETRY_COLUMNS, "bbox"):
+            continue
+        if field.name not in present:  # a column no row has (scan rows have about half): no Nones to convert
+            arrays[field.name] = pa.nulls(len(rows), field.type)
             continue
         values = [r.get(field.name) for r in rows]
         try:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -136,6 +136,11 @@ def ids_sha256(ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(ids))).encode("utf-8")).hexdigest()
 
 
+def read_header(path: Path) -> list[str]:
+    """A manifest's column names (InputError when it cannot be read)."""
+    return _read_header(Path(path))
+
+
 def _read_header(path: Path) -> list[str]:
     if path.suffix.lower() == ".parquet":
         try:
@@ -174,12 +179,14 @@ def _swapped_places365(columns: list[str], chosen: Mapping[str, str]) -> bool:
     return columns.index(chosen["lat"]) > columns.index(chosen["lon"])
 
 
-def _read_columns(path: Path, chosen: Mapping[str, str]) -> pa.Table:
-    """The chosen columns; a CSV's keys, scenes and countries as text (only empty cells are null: "NA"
-    is Namibia, not a missing value) and its coordinates as numbers (a non-number fails the read)."""
-    names = list(dict.fromkeys(chosen.values()))
+def _read_columns(path: Path, chosen: Mapping[str, str], extra: Sequence[str] = ()) -> pa.Table:
+    """The chosen columns (and `extra` ones); a CSV's keys, scenes, countries and extras as text (only
+    empty cells are null: "NA" is Namibia, not a missing value) and its coordinates as numbers (a
+    non-number fails the read)."""
+    names = list(dict.fromkeys([*chosen.values(), *extra]))
     parquet = path.suffix.lower() == ".parquet"
     types = {chosen[r]: pa.string() for r in ("key", "scene", "country") if r in chosen}
+    types |= {name: pa.string() for name in extra if name not in types}
     types |= {chosen["lat"]: pa.float64(), chosen["lon"]: pa.float64()}
     convert = text_convert(include_columns=names, column_types=types, quoted_strings_can_be_null=False)
     kind = "Parquet file" if parquet else "CSV"
@@ -200,7 +207,8 @@ def _as_str_list(column: pa.ChunkedArray) -> list[str | None]:
 class Truth:
     """A loaded manifest, indexed for matching photos to its rows; counts what it matched."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, extra: Sequence[str] = ()) -> None:
+        """`extra`: further manifest columns kept as text (`eval --by author`); SchemaError if absent."""
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"--truth {self.path}: no such file")
@@ -210,7 +218,10 @@ class Truth:
         fmt, chosen = detect_format(columns)
         self.format = fmt.name
         self.notes: list[str] = []
-        table = _read_columns(self.path, chosen)
+        missing = [name for name in extra if name not in columns]
+        if missing:
+            raise SchemaError(f"--truth {self.path}: no column {missing[0]}; it has {', '.join(columns)}")
+        table = _read_columns(self.path, chosen, extra)
         lat_col, lon_col = chosen["lat"], chosen["lon"]
         if fmt.name == "places365" and _swapped_places365(columns, chosen):
             lat_col, lon_col = lon_col, lat_col
@@ -234,6 +245,8 @@ class Truth:
         self.lon = lon[keep]
         self.scene = [scene[i] for i in keep] if scene is not None else None
         self.country = [(country[i] or "").strip() or None for i in keep] if country is not None else None
+        texts = {name: _as_str_list(table[name]) for name in extra}
+        self.extra = {name: [values[i] for i in keep] for name, values in texts.items()}
         self._index()
         self.seen = np.zeros(len(self.keys), dtype=bool)
         self.report = TruthReport(manifest=str(self.path), format=self.format, rows=len(self.keys))
@@ -358,6 +371,10 @@ class Truth:
                 "country": pa.array(
                     [self.country[i] for i in keep] if self.country else [None] * n, pa.string()
                 ),
+                **{
+                    f"extra_{name}": pa.array([v[i] for i in keep], pa.string())
+                    for name, v in self.extra.items()
+                },
             }
         )
         return table, len(stems) - n
@@ -368,9 +385,9 @@ def _add_note(row: MutableMapping[str, Any], note: str) -> None:
     row["gt_note"] = f"{old}; {note}" if old else note
 
 
-def load_truth(path: str | Path) -> Truth:
+def load_truth(path: str | Path, extra: Sequence[str] = ()) -> Truth:
     """Read and index a manifest; InputError / SchemaError with one clear line when it cannot be used."""
-    return Truth(Path(path))
+    return Truth(Path(path), extra)
 
 
 def apply_truth(row: MutableMapping[str, Any], truth: Truth | None) -> None:
