@@ -207,10 +207,11 @@ def assign_state(model: nn.Module, file: Path, folder: Path) -> None:
     """Load a checkpoint's weights into a model built on the meta device (no random init): every key must
     fit and no parameter may stay on meta; one WeightsError line otherwise."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+
+    from geotag.io.weights import read_safetensors
 
     try:
-        state = load_file(str(file), device="cpu")
+        state = read_safetensors(file)
     except (OSError, SafetensorError) as exc:
         raise WeightsError(f"cannot read the weights of checkpoint {folder}: {exc}") from exc
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)

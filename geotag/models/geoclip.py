@@ -27,6 +27,7 @@ from geotag.cache import cached_tensor, tensor_key
 from geotag.errors import InputError
 from geotag.geo.distance import EARTH_RADIUS_KM, haversine_torch
 from geotag.io.gps_gallery import geoclip_package_dir
+from geotag.io.weights import read_torch_file
 from geotag.models.base import GeoModel, Prediction, Preprocess
 
 SIGMAS = (2.0**0, 2.0**4, 2.0**8)
@@ -128,7 +129,7 @@ def released_location_encoder() -> LocationEncoder:
     """The GPS encoder with the weights released in the geoclip package (read-only, eval mode)."""
     encoder = LocationEncoder()
     path = released_weights_dir() / "location_encoder_weights.pth"
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path)
     encoder.load_state_dict(state)
     return encoder.eval().requires_grad_(False)
 
@@ -212,7 +213,7 @@ class GeoCLIP(GeoModel):
         folder = released_weights_dir() if folder is None else folder
 
         def read(name: str):
-            return torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
+            return read_torch_file(folder / f"{name}.pth")
 
         self.image_encoder.mlp.load_state_dict(read("image_encoder_mlp_weights"))
         self.location_encoder.load_state_dict(read("location_encoder_weights"))
