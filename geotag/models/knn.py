@@ -36,6 +36,7 @@ from geotag.errors import InputError
 from geotag.geo.distance import haversine_torch
 from geotag.models.backbones import PooledBackbone, create_backbone
 from geotag.models.base import GeoModel, Prediction, Preprocess
+from geotag.models.prior import KNN_PRIOR_FACTOR, Prior, candidate_log_prior
 
 DEFAULT_K = 10
 DEFAULT_TEMPERATURE = 0.1
@@ -101,6 +102,7 @@ class KNNGeoModel(GeoModel):
     """kNN over an embedding gallery; see the module docstring for the estimator."""
 
     name = "knn"
+    accepts_prior = True
 
     def __init__(
         self,
@@ -175,6 +177,18 @@ class KNNGeoModel(GeoModel):
         sims, order = sims.sort(dim=1, descending=True)
         return sims[:, :n], idx.gather(1, order)[:, :n]
 
+    def neighbours_under_prior(
+        self, features: torch.Tensor, n: int, exclude: list[set[int]] | None, prior: Prior
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The `n` best of KNN_PRIOR_FACTOR x n nearest neighbours by similarity / temperature plus the
+        prior at their positions: (similarities, indices, log-prior), best first."""
+        sims, idx = self.neighbours(features, min(n * KNN_PRIOR_FACTOR, len(self.gallery_coords)), exclude)
+        log_prior = candidate_log_prior(prior, self.gallery_coords[idx])
+        order = (sims.float() / self.temperature + log_prior).argsort(dim=1, descending=True, stable=True)[
+            :, :n
+        ]
+        return sims.gather(1, order), idx.gather(1, order), log_prior.gather(1, order)
+
     def excluded(self, image_ids: Sequence[str | None] | None, paths: Sequence[str] | None) -> list[set[int]]:
         """Per query, the gallery entries leave-one-out must not use: those with its image id or its
         path (the same photo, whatever decoding made its features), and with --exclude-same, every
@@ -210,8 +224,12 @@ class KNNGeoModel(GeoModel):
         top_k: int,
         image_ids: Sequence[str | None] | None = None,
         paths: Sequence[str] | None = None,
+        *,
+        prior: Prior | None = None,
     ) -> Prediction:
-        return self.predict_features(self.forward(images), top_k, image_ids=image_ids, paths=paths)
+        return self.predict_features(
+            self.forward(images), top_k, image_ids=image_ids, paths=paths, prior=prior
+        )
 
     def predict_features(
         self,
@@ -219,6 +237,8 @@ class KNNGeoModel(GeoModel):
         top_k: int,
         image_ids: Sequence[str | None] | None = None,
         paths: Sequence[str] | None = None,
+        *,
+        prior: Prior | None = None,
     ) -> Prediction:
         """`predict` from (B, D) L2-normalised features (for callers that already hold them)."""
         if top_k < 1:
@@ -229,11 +249,19 @@ class KNNGeoModel(GeoModel):
                 raise InputError("leave-one-out kNN needs each query's image id or path")
             exclude = self.excluded(image_ids, paths)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            sims, idx = self.neighbours(features, max(self.k, top_k), exclude)
+            log_prior = None
+            if prior is None:
+                sims, idx = self.neighbours(features, max(self.k, top_k), exclude)
+            else:
+                sims, idx, log_prior = self.neighbours_under_prior(
+                    features, max(self.k, top_k), exclude, prior
+                )
             k = min(self.k, sims.shape[1])
             coords = self.gallery_coords[idx]  # (B, n, 2) float64
             near = sims[:, :k]
             logits = (near / self.temperature).double()
+            if log_prior is not None:
+                logits = logits + log_prior[:, :k].double()
             if not self.leave_one_out:  # a copy of the query in the gallery gives its own position
                 copies = near >= DUPLICATE_SIM
                 logits = torch.where(copies.any(dim=1, keepdim=True) & ~copies, -math.inf, logits)
