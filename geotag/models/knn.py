@@ -184,9 +184,8 @@ class KNNGeoModel(GeoModel):
         prior at their positions: (similarities, indices, log-prior), best first."""
         sims, idx = self.neighbours(features, min(n * KNN_PRIOR_FACTOR, len(self.gallery_coords)), exclude)
         log_prior = candidate_log_prior(prior, self.gallery_coords[idx])
-        order = (sims.float() / self.temperature + log_prior).argsort(dim=1, descending=True, stable=True)[
-            :, :n
-        ]
+        score = sims.float() / self.temperature + log_prior
+        order = score.argsort(dim=1, descending=True, stable=True)[:, :n]
         return sims.gather(1, order), idx.gather(1, order), log_prior.gather(1, order)
 
     def excluded(self, image_ids: Sequence[str | None] | None, paths: Sequence[str] | None) -> list[set[int]]:
