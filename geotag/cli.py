@@ -453,6 +453,23 @@ def predict(
     speed_kmh: Annotated[
         float, typer.Option(min=0.0, help="Speed bound of the error radius (km/h).", rich_help_panel=TIME)
     ] = 50.0,
+    prior_window: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Photos time cannot place: fixes this near (s) restrict the model to where one could get "
+            "(0: off).",
+            rich_help_panel=TIME,
+        ),
+    ] = 21600.0,
+    max_speed: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Fastest travel (km/h) of the reachable region: 150 ground, 300 fast rail, 900 flights.",
+            rich_help_panel=TIME,
+        ),
+    ] = 150.0,
 ) -> None:
     """Predict where each photo was taken; one row per file, broken files included."""
     from geotag.config import PredictConfig, TimeConfig
@@ -473,6 +490,8 @@ def predict(
         siblings=siblings,
         sibling_dirs=tuple(siblings_dir or ()),
         speed_kmh=speed_kmh,
+        prior_window=prior_window,
+        max_speed=max_speed,
     )
     if engine == "ray" and (time_cfg.active or model == "none"):
         raise fail(

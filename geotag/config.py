@@ -23,6 +23,8 @@ class TimeConfig:
     siblings: bool = False  # --siblings: the GPS-tagged photos among PHOTOS are fixes
     sibling_dirs: tuple[Path, ...] = ()  # --siblings-dir DIR: more GPS-tagged photos as fixes
     speed_kmh: float = 50.0  # the error bound's speed (geotag.geo.timeline.error_km)
+    prior_window: float = 21600.0  # --prior-window s: fixes this near a photo guide the model (0: off)
+    max_speed: float = 150.0  # --max-speed km/h of the reachable region (geotag.geo.reach)
 
     @property
     def active(self) -> bool:

@@ -115,3 +115,67 @@ def test_no_import_cycles():
         if module not in state:
             visit(module)
     assert cycles == []
+
+
+# Model modules read no files (GUIDE section 2): reading lives in geotag/io (geotag/io/weights.py for weight
+# and config files) and is called by the builders and loaders listed here, which may also read directly.
+LOADER_MODULES = {
+    "geotag.models.registry",  # models.json: the catalogue of published models
+    "geotag.models.checkpoint",  # geotag checkpoint folders (config.json, safetensors, trainer state)
+    "geotag.models.hub",  # the Hugging Face cache and downloads
+    "geotag.models.catalog",  # which weights are where, for `geotag models`
+    "geotag.models.geoclip_builder",  # builds GeoCLIP from a checkpoint folder
+}
+# Calls that read a file: a bare name (open, load_file) or an attribute (torch.load, Path.read_text).
+READING_NAMES = {"open", "load_file", "safe_open", "read_parquet", "read_table", "read_csv", "ParquetFile"}
+READING_ATTRS = {
+    "read_text", "read_bytes", "load_file", "safe_open", "read_parquet", "read_table", "read_csv",
+    "read_json", "ParquetFile", "fromfile", "memmap", "read_schema", "read_metadata",
+}  # fmt: skip
+READING_OWNER_ATTRS = {
+    ("torch", "load"),
+    ("json", "load"),
+    ("np", "load"),
+    ("numpy", "load"),
+    ("pickle", "load"),
+}
+READING_OWNER_ATTRS |= {
+    ("os", "open"),
+    ("io", "open"),
+    ("gzip", "open"),
+    ("Image", "open"),
+    ("pq", "read_table"),
+}
+
+
+def file_reads(path: Path) -> list[str]:
+    """Every call in a module's source that reads a file, as 'line: call'."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in READING_NAMES:
+            found.append(f"{node.lineno}: {func.id}()")
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else ""
+            if func.attr in READING_ATTRS or (owner, func.attr) in READING_OWNER_ATTRS:
+                found.append(f"{node.lineno}: {owner or '...'}.{func.attr}()")
+    return found
+
+
+def test_the_file_read_check_sees_reads(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import json, torch\nfrom pathlib import Path\n"
+        "a = torch.load('w.pth', weights_only=True)\nb = json.loads(Path('c.json').read_text())\n"
+        "with open('x') as fh:\n    pass\nc = load_file('m.safetensors')\nd = json.loads('{}')\n"
+    )
+    assert sorted(int(r.split(":")[0]) for r in file_reads(sample)) == [3, 4, 5, 7]
+
+
+def test_model_modules_read_no_files():
+    models = {module_name(p): p for p in (ROOT / "models").glob("*.py")}
+    assert set(models) >= LOADER_MODULES  # a renamed loader is renamed here too
+    reads = {name: file_reads(path) for name, path in sorted(models.items()) if name not in LOADER_MODULES}
+    assert {name: found for name, found in reads.items() if found} == {}

@@ -34,6 +34,7 @@ from geotag.engine.summary import PredictSummary, count_errors
 from geotag.engine.timeplace import TimePlanner, count_sources
 from geotag.errors import ImageError, InputError
 from geotag.geo.places import add_countries
+from geotag.geo.reach import ReachPrior, reach_prior
 from geotag.io import gpu_decode
 from geotag.io.c_stderr import c_messages, quiet_process
 from geotag.io.decode import DECODE_LIMIT_PIXELS, decode_for_model, normalize
@@ -44,6 +45,7 @@ from geotag.io.scan import ImageRecord, PathFilter, WalkReport, iter_records, va
 from geotag.io.shards import is_ref
 from geotag.io.truth import Truth, apply_truth, load_truth
 from geotag.models.base import GeoModel, Prediction, Preprocess
+from geotag.models.prior import Prior
 from geotag.models.registry import build_model
 from geotag.progress import progress_bar
 
@@ -256,6 +258,7 @@ def run_model(
     top_k: int,
     amp: bool,
     rows: list[dict[str, Any]] | None = None,
+    prior: Prior | None = None,
 ) -> Prediction:
     """Normalise on the device and predict; bf16 autocast on CUDA only. `rows` (the scan rows of the
     images, in batch order) are handed on as image ids and paths to models that look files up."""
@@ -267,6 +270,8 @@ def run_model(
     keys: dict[str, Any] = {}
     if model.needs_image_keys and rows is not None:
         keys = {"image_ids": [r.get("image_id") for r in rows], "paths": [r["path"] for r in rows]}
+    if prior is not None:
+        keys["prior"] = prior
     with torch.inference_mode(), autocast:
         return model.predict(batch, top_k, **keys)
 
@@ -299,17 +304,22 @@ def predict_columns(
     device: torch.device,
     top_k: int,
     amp: bool,
+    prior: ReachPrior | None = None,
 ) -> list[dict[str, Any]]:
     """Prediction columns for each decoded image. When the model rejects one image (ImageError), the
-    batch is split so that only that image becomes an error row and the others are still predicted."""
+    batch is split so that only that image becomes an error row and the others are still predicted.
+    `prior`: one row per image (geotag.geo.reach), or None."""
     try:
-        return list(prediction_rows(run_model(model, pixels, device, top_k, amp, rows), model))
+        return list(prediction_rows(run_model(model, pixels, device, top_k, amp, rows, prior), model))
     except ImageError as exc:
         if len(rows) == 1:
             return [{"status": "error", "error": str(exc)}]
         half = len(rows) // 2
-        return predict_columns(model, pixels[:half], rows[:half], device, top_k, amp) + predict_columns(
-            model, pixels[half:], rows[half:], device, top_k, amp
+        a, b = (
+            (None, None) if prior is None else (prior.take(range(half)), prior.take(range(half, len(rows))))
+        )
+        return predict_columns(model, pixels[:half], rows[:half], device, top_k, amp, a) + predict_columns(
+            model, pixels[half:], rows[half:], device, top_k, amp, b
         )
 
 
@@ -442,7 +452,8 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         count_sources(rows, sources)
 
     no_decode = planner.no_decode() if planner is not None else None
-    batches = _rows_with_model(model, cfg, work_list, device, workers, gpu_share, no_decode)
+    prior = reachable_regions(planner, cfg, model)
+    batches = _rows_with_model(model, cfg, work_list, device, workers, gpu_share, no_decode, prior)
     with (
         store.writer(cfg.checkpoint_rows) as parts,
         progress_bar(listed, "predict", enabled=cfg.progress) as bar,
@@ -466,6 +477,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     }
     if planner is not None:
         metadata["time"] = planner.metadata(sources)
+        metadata["time"]["prior"] = prior_metadata(prior, cfg)
         summary.sources, summary.clocks = sources, planner.summary.clocks
     store.finalize(keep_existing=cfg.resume, metadata=metadata)
     summary.resumed, summary.deleted = cfg.resume, store.deleted
@@ -486,8 +498,10 @@ def _rows_with_model(
     workers: int,
     gpu_share: float,
     no_decode: Any,
+    prior: ReachPrior | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """(rows, files skipped) per model batch, in work-list order, the decoded photos predicted."""
+    """(rows, files skipped) per model batch, in work-list order, the decoded photos predicted; with
+    `prior` (one row per work-list entry), each photo's reachable region guides the model."""
     pre = model.preprocess()
     dataset = PhotoDataset(
         work_list,
@@ -503,16 +517,54 @@ def _rows_with_model(
     # workers hand over small chunks (the first reaches the model long before a whole batch would);
     # the stager thread joins them into model batches on the device
     loader = make_loader(dataset, min(batch_size, LOADER_CHUNK), workers, device)
+    start = 0  # work-list index of the batch's first row
     with Stager(loader, pre, device, batch_size) as staged:
         for batch in staged:
             rows = batch.rows
             if batch.pixels is not None:
                 pixels, decoded = batch.pixels, [rows[i] for i in batch.index]
                 n = len(decoded)
+                entries = [start + i for i in batch.index]
                 if cfg.compile and n < batch_size:  # static shapes: pad rather than recompile
                     pixels = torch.cat([pixels, pixels[-1:].expand(batch_size - n, *pixels.shape[1:])])
                     decoded = decoded + [decoded[-1]] * (batch_size - n)
-                columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp)[:n]
+                    entries = entries + [entries[-1]] * (batch_size - n)
+                part = batch_prior(prior, entries)
+                columns = predict_columns(model, pixels, decoded, device, cfg.top_k, cfg.amp, part)[:n]
                 for i, cols in zip(batch.index, columns, strict=True):
                     rows[i].update(cols)
+            start += len(rows)
             yield rows, batch.skipped
+
+
+def reachable_regions(planner: TimePlanner | None, cfg: PredictConfig, model: GeoModel) -> ReachPrior | None:
+    """The reachable-region prior of every work-list entry (geotag.geo.reach, docs/time.md), or None:
+    no fixes, --prior-window 0, no photo with a fix in its window, or a model that takes no prior."""
+    if planner is None or not cfg.time.places or cfg.time.prior_window <= 0:
+        return None
+    utc, fixes = planner.prior_inputs()
+    prior = reach_prior(utc, fixes, max_speed_kmh=cfg.time.max_speed, window_s=cfg.time.prior_window)
+    if not prior.has_fix.any():
+        return None
+    if not model.accepts_prior:
+        log.warning("model %s takes no prior: the reachable regions of %d photos are not used",
+                    model.name, int(prior.has_fix.sum()))  # fmt: skip
+        return None
+    return prior
+
+
+def batch_prior(prior: ReachPrior | None, entries: list[int]) -> ReachPrior | None:
+    """The prior of a model batch (work-list entries in batch order), None where none of them has one."""
+    if prior is None:
+        return None
+    part = prior.take(entries)
+    return part if part.has_fix.any() else None
+
+
+def prior_metadata(prior: ReachPrior | None, cfg: PredictConfig) -> dict[str, Any]:
+    """What the predictions file says about the prior: its settings and how many photos it guided."""
+    return {
+        "photos": int(prior.has_fix.sum()) if prior is not None else 0,
+        "prior_window_s": cfg.time.prior_window,
+        "max_speed_kmh": cfg.time.max_speed,
+    }

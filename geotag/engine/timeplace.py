@@ -259,6 +259,7 @@ class TimePlanner:
         self._result = result
         self._utc, self._zone, self._zone_source, self._clock = utc, times.zone, times.zone_source, clock
         self._tagged, self._local = tagged, local
+        self._fixes = Fixes.concat([track_fixes, sibling_fixes])
         self._summarise(corrections, camera, times, track_fixes, sibling_fixes, tracks_read, todo)
 
     @property
@@ -392,6 +393,17 @@ class TimePlanner:
             "placed": dict(s.by_kind),
             "had_gps": s.had_gps,
         }
+
+    def prior_inputs(self) -> tuple[np.ndarray, Fixes]:
+        """(UTC time per work-list entry, every fix) for the reachable-region prior (geotag.geo.reach):
+        NaN for a photo placed by time or with its own GPS (it never takes its own position as a fix)."""
+        todo = self.todo_index()
+        utc = self._utc[todo].copy()
+        utc[(self._result.kind != NONE) | self._tagged[todo]] = np.nan
+        return utc, self._fixes
+
+    def todo_index(self) -> np.ndarray:
+        return np.frombuffer(self.todo, dtype=np.int64) if len(self.todo) else np.empty(0, dtype=np.int64)
 
     # -------------------------------------------------------------------------------------------- rows
 

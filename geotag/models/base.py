@@ -58,6 +58,7 @@ class GeoModel(nn.Module):
     name: str = ""
     weights_label: str = ""
     needs_image_keys: bool = False  # True: predict() also wants the batch's image_ids and paths
+    accepts_prior: bool = False  # True: predict() takes `prior=` (a models.prior.Prior, one per photo)
 
     def set_tta(self, crops: int) -> None:
         """Test-time augmentation (several crops, probabilities averaged), for models that have it."""

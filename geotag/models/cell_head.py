@@ -37,6 +37,7 @@ from geotag.errors import InputError, WeightsError
 from geotag.geo.cells import Geocells, cell_levels
 from geotag.geo.distance import EARTH_RADIUS_KM, haversine_matrix_torch
 from geotag.models.base import Prediction, Preprocess
+from geotag.models.prior import Prior, candidate_log_prior, posterior
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,11 @@ def cell_prediction(
     tokens: Sequence[str],
     top_k: int,
     radii: torch.Tensor | None = None,
+    prior: Prior | None = None,
 ) -> Prediction:
     """The answer of a cell classifier from its per-partition probabilities (coarse first, float32),
-    by the conventions of the module docstring; extras hold the chosen fine cell's id as `cell`."""
+    by the conventions of the module docstring; extras hold the chosen fine cell's id as `cell`. A `prior`
+    weighs every fine cell's centroid after the hierarchical product, before the ranking."""
     n_fine = len(tokens)
     if not 1 <= top_k <= n_fine:
         raise InputError(f"top-k must be between 1 and the number of fine cells {n_fine}, got {top_k}")
@@ -111,6 +114,8 @@ def cell_prediction(
     with torch.autocast(device_type=device.type, enabled=False):
         hier = hierarchical_probabilities([p.float() for p in probs], ancestors)
         hier = hier / hier.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        if prior is not None:
+            hier = posterior(hier, candidate_log_prior(prior, centroids))
         scores, index = hier.topk(top_k, dim=1)
         coords = centroids[index]  # (B, k, 2) float64
         error_km = median_radius(hier, coords[:, 0], centroids, radii)
@@ -210,10 +215,11 @@ def assign_state(model: nn.Module, file: Path, folder: Path) -> None:
     """Load a checkpoint's weights into a model built on the meta device (no random init): every key must
     fit and no parameter may stay on meta; one WeightsError line otherwise."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+
+    from geotag.io.weights import read_safetensors
 
     try:
-        state = load_file(str(file), device="cpu")
+        state = read_safetensors(file)
     except (OSError, SafetensorError) as exc:
         raise WeightsError(f"cannot read the weights of checkpoint {folder}: {exc}") from exc
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)

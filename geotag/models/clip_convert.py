@@ -16,7 +16,6 @@ does not reproduce the released features. Files are read with safetensors or
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as timm_filter_fn
 from torch import nn
 
 from geotag.errors import WeightsError
+from geotag.io.weights import read_json, read_safetensors, read_torch_file
 from geotag.models.base import Preprocess
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -215,14 +214,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors (or a sharded index) or a torch file read with weights_only=True."""
     try:
         if path.name.endswith(".index.json"):
-            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+            shards = sorted(set(read_json(path)["weight_map"].values()))
             merged: dict[str, torch.Tensor] = {}
             for shard in shards:
                 merged.update(read_state_dict(path.parent / shard))
             return merged
         if path.suffix == ".safetensors":
-            return load_file(str(path), device="cpu")
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+            return read_safetensors(path)
+        loaded = read_torch_file(path)
     except Exception as exc:  # safetensors, unpickling (weights_only refusal), I/O: all mean "unusable file"
         raise WeightsError(f"cannot read backbone weights {path}: {_reason(exc)}") from exc
     if not isinstance(loaded, dict):
@@ -260,7 +259,7 @@ def read_clip_checkpoint(path: Path) -> ClipCheckpoint:
     state_dict = read_state_dict(find_weights_file(path) if path.is_dir() else path)
     config_file = folder / "config.json"
     if is_hf_clip(state_dict) and config_file.is_file():
-        hf = json.loads(config_file.read_text())
+        hf = read_json(config_file)
         config = config_from_hf(hf, state_dict)
         name = hf.get("_name_or_path") or str(path)
         return ClipCheckpoint(state_dict, config, preprocess_from_hf(folder, config), f"HF CLIP {name}")
@@ -299,7 +298,7 @@ def preprocess_from_hf(folder: Path, config: ClipVisionConfig) -> Preprocess:
     file = folder / "preprocessor_config.json"
     if not file.is_file():
         return default
-    proc = json.loads(file.read_text())
+    proc = read_json(file)
     crop = proc.get("crop_size", config.image_size)
     size = crop.get("height", config.image_size) if isinstance(crop, dict) else int(crop)
     return Preprocess(

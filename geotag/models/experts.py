@@ -59,6 +59,7 @@ from geotag.models.cell_head import (
     save_state,
     write_folder_config,
 )
+from geotag.models.prior import Prior, candidate_log_prior, posterior
 from geotag.models.segmentation import (
     DEFAULT_INSTANCE_SEGMENTER,
     Detection,
@@ -329,6 +330,7 @@ class DirectedExperts(GeoModel):
     """Segmenter + one expert per group + the vote; see the module docstring."""
 
     name = "experts"
+    accepts_prior = True
 
     def __init__(
         self,
@@ -411,7 +413,7 @@ class DirectedExperts(GeoModel):
 
     # -- inference ----------------------------------------------------------------------------------
 
-    def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
+    def predict(self, images: torch.Tensor, top_k: int, *, prior: Prior | None = None) -> Prediction:
         feats = self.features(images)
         h, w = images.shape[-2:]
         boxes = square_boxes(feats.boxes, h, w, self.config.crops.context)
@@ -422,8 +424,11 @@ class DirectedExperts(GeoModel):
         with torch.autocast(device_type=images.device.type, enabled=False):
             probs = logits.float().softmax(dim=1)
             votes, summed = tally(probs, owner, images.shape[0])
-            order = rank_countries(votes, summed)
-            share = votes / votes.sum(dim=1, keepdim=True).clamp_min(1)
+            if prior is None:
+                order = rank_countries(votes, summed)
+                share = votes / votes.sum(dim=1, keepdim=True).clamp_min(1)
+            else:
+                order, share = self.countries_under_prior(summed, prior)
             k = min(top_k, len(self.config.countries))
             best = order[:, :k]
             coords = self.points[best]  # (B, k, 2) float64
@@ -433,6 +438,13 @@ class DirectedExperts(GeoModel):
         return ranked_prediction(
             coords, scores, error_km, {"country": [self.config.countries[i] for i in best[:, 0].tolist()]}
         )
+
+    def countries_under_prior(self, summed: torch.Tensor, prior: Prior) -> tuple[torch.Tensor, torch.Tensor]:
+        """(order, share) from the crops' mean country probabilities (not the hard votes, which leave
+        most countries at zero for a prior to lift) times the prior at each country's point."""
+        mean = summed / summed.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        share = posterior(mean, candidate_log_prior(prior, self.points))
+        return share.argsort(dim=1, descending=True, stable=True), share
 
 
 # ---------------------------------------------------------------------------------------------------

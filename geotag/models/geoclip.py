@@ -28,7 +28,9 @@ from geotag.errors import InputError
 from geotag.geo.distance import EARTH_RADIUS_KM, haversine_torch
 from geotag.geo.spacing import median_spacing_km
 from geotag.io.gps_gallery import geoclip_package_dir
+from geotag.io.weights import read_torch_file
 from geotag.models.base import GeoModel, Prediction, Preprocess
+from geotag.models.prior import Prior, candidate_log_prior, posterior
 
 SIGMAS = (2.0**0, 2.0**4, 2.0**8)
 CONFIDENCE_RADIUS_KM = 25.0
@@ -129,7 +131,7 @@ def released_location_encoder() -> LocationEncoder:
     """The GPS encoder with the weights released in the geoclip package (read-only, eval mode)."""
     encoder = LocationEncoder()
     path = released_weights_dir() / "location_encoder_weights.pth"
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path)
     encoder.load_state_dict(state)
     return encoder.eval().requires_grad_(False)
 
@@ -188,6 +190,7 @@ class GeoCLIP(GeoModel):
     """
 
     name = "geoclip"
+    accepts_prior = True
 
     def __init__(
         self, backbone: nn.Module, preprocess: Preprocess, gallery: torch.Tensor, weights_label: str = ""
@@ -213,7 +216,7 @@ class GeoCLIP(GeoModel):
         folder = released_weights_dir() if folder is None else folder
 
         def read(name: str):
-            return torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
+            return read_torch_file(folder / f"{name}.pth")
 
         self.image_encoder.mlp.load_state_dict(read("image_encoder_mlp_weights"))
         self.location_encoder.load_state_dict(read("location_encoder_weights"))
@@ -295,13 +298,15 @@ class GeoCLIP(GeoModel):
             feats = F.normalize(self.image_encoder.mlp(text_features.float().to(gallery.device)), dim=1)
             return self.logit_scale.float().exp() * (feats @ gallery.T)
 
-    def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
+    def predict(self, images: torch.Tensor, top_k: int, *, prior: Prior | None = None) -> Prediction:
         n = len(self.gps_gallery)
         if not 1 <= top_k <= n:
             raise InputError(f"top-k must be between 1 and the gallery size {n}, got {top_k}")
         logits = self.forward(images)
         with _fp32(logits.device):
             probs = logits.float().softmax(dim=1)
+            if prior is not None:
+                probs = self.under_prior(probs, prior)
             scores, index = probs.topk(top_k, dim=1)
             coords = self.gps_gallery[index]  # (B, k, 2)
             confidence, error_km = self._spread(probs, coords[:, 0])
@@ -325,6 +330,10 @@ class GeoCLIP(GeoModel):
         if cached is None or cached[0] is not gallery:
             self._spacing = (gallery, median_spacing_km(gallery.detach().double().cpu().numpy()))
         return self._spacing[1]
+
+    def under_prior(self, probs: torch.Tensor, prior: Prior) -> torch.Tensor:
+        """The posterior over the whole gallery, on its device (models/prior.py)."""
+        return posterior(probs, candidate_log_prior(prior, self.gps_gallery))
 
     def _spread(self, probs: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: the probability of gallery points within CONFIDENCE_RADIUS_KM of `points[row]`

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from geotag.errors import WeightsError
+from geotag.io.weights import read_safetensors_with_metadata, read_torch_file
 from geotag.models.backbones import DEFAULT_BACKBONE, PooledBackbone
 from geotag.models.base import Preprocess
 from geotag.models.geoclip import GeoCLIP, ImageEncoder, released_weights_dir
@@ -56,7 +56,7 @@ class GeoCLIPLite(GeoCLIP):
         folder = released_weights_dir() if folder is None else folder
 
         def read(name: str) -> dict[str, torch.Tensor] | torch.Tensor:
-            return torch.load(folder / f"{name}.pth", map_location="cpu", weights_only=True)
+            return read_torch_file(folder / f"{name}.pth")
 
         self.location_encoder.load_state_dict(read("location_encoder_weights"))
         with torch.no_grad():
@@ -100,9 +100,8 @@ def read_head(path: Path) -> LiteHead:
     if not path.is_file():
         raise WeightsError(f"geoclip-lite head not found: {path}")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            meta = json.loads((fh.metadata() or {}).get("geotag", "{}"))
-            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        state, metadata = read_safetensors_with_metadata(path)
+        meta = json.loads(metadata.get("geotag", "{}"))
     except Exception as exc:  # safetensors raises several types for a bad file
         raise WeightsError(f"cannot read geoclip-lite head {path}: {exc}") from exc
     if meta.get("kind") != HEAD_KIND:

@@ -75,6 +75,7 @@ from geotag.models.cell_head import (
     write_folder_config,
 )
 from geotag.models.losses import smoothed_cell_targets
+from geotag.models.prior import Prior
 from geotag.models.tasks import NO_FINE_CELL, TransLocatorTask
 from geotag.models.translocator import BackboneConfig, pretrained_preprocess, resolve_vit_weights
 
@@ -197,6 +198,7 @@ class GeoDecoder(GeoModel):
     """ViT encoder + hierarchical query decoder + a classifier per hierarchy; see the module docstring."""
 
     name = "geodecoder"
+    accepts_prior = True
 
     def __init__(
         self, config: GeoDecoderConfig, cells: Geocells, encoder: nn.Module, weights_label: str = ""
@@ -291,7 +293,7 @@ class GeoDecoder(GeoModel):
                 if k != "confidence"
             }
 
-    def predict(self, images: torch.Tensor, top_k: int) -> Prediction:
+    def predict(self, images: torch.Tensor, top_k: int, *, prior: Prior | None = None) -> Prediction:
         probs = self.probabilities(images)
         pred = cell_prediction(
             [probs[p] for p in self.cells.names],
@@ -300,6 +302,7 @@ class GeoDecoder(GeoModel):
             self.cell_tokens,
             top_k,
             self.cell_radii,
+            prior,
         )
         pred.extras["scene"] = [self.config.scene_classes[i] for i in probs["scene"].argmax(dim=1).tolist()]
         return pred

@@ -42,6 +42,7 @@ from geotag.errors import InputError
 from geotag.geo.distance import haversine_torch
 from geotag.models.backbones import PooledBackbone, create_backbone
 from geotag.models.base import GeoModel, Prediction, Preprocess
+from geotag.models.prior import KNN_PRIOR_FACTOR, Prior, candidate_log_prior
 
 DEFAULT_K = 10
 DEFAULT_TEMPERATURE = 0.1
@@ -107,6 +108,7 @@ class KNNGeoModel(GeoModel):
     """kNN over an embedding gallery; see the module docstring for the estimator."""
 
     name = "knn"
+    accepts_prior = True
 
     def __init__(
         self,
@@ -183,6 +185,17 @@ class KNNGeoModel(GeoModel):
         sims, order = sims.sort(dim=1, descending=True)
         return sims[:, :n], idx.gather(1, order)[:, :n]
 
+    def neighbours_under_prior(
+        self, features: torch.Tensor, n: int, exclude: list[set[int]] | None, prior: Prior
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The `n` best of KNN_PRIOR_FACTOR x n nearest neighbours by similarity / temperature plus the
+        prior at their positions: (similarities, indices, log-prior), best first."""
+        sims, idx = self.neighbours(features, min(n * KNN_PRIOR_FACTOR, len(self.gallery_coords)), exclude)
+        log_prior = candidate_log_prior(prior, self.gallery_coords[idx])
+        score = sims.float() / self.temperature + log_prior
+        order = score.argsort(dim=1, descending=True, stable=True)[:, :n]
+        return sims.gather(1, order), idx.gather(1, order), log_prior.gather(1, order)
+
     def excluded(
         self, image_ids: Sequence[str | None] | None, paths: Sequence[str] | None, groups: bool = True
     ) -> list[set[int]]:
@@ -220,8 +233,12 @@ class KNNGeoModel(GeoModel):
         top_k: int,
         image_ids: Sequence[str | None] | None = None,
         paths: Sequence[str] | None = None,
+        *,
+        prior: Prior | None = None,
     ) -> Prediction:
-        return self.predict_features(self.forward(images), top_k, image_ids=image_ids, paths=paths)
+        return self.predict_features(
+            self.forward(images), top_k, image_ids=image_ids, paths=paths, prior=prior
+        )
 
     def predict_features(
         self,
@@ -229,6 +246,8 @@ class KNNGeoModel(GeoModel):
         top_k: int,
         image_ids: Sequence[str | None] | None = None,
         paths: Sequence[str] | None = None,
+        *,
+        prior: Prior | None = None,
     ) -> Prediction:
         """`predict` from (B, D) L2-normalised features (for callers that already hold them)."""
         if top_k < 1:
@@ -239,11 +258,19 @@ class KNNGeoModel(GeoModel):
                 raise InputError("leave-one-out kNN needs each query's image id or path")
             exclude = self.excluded(image_ids, paths)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            sims, idx = self.neighbours(features, max(self.k, top_k), exclude)
+            log_prior = None
+            if prior is None:
+                sims, idx = self.neighbours(features, max(self.k, top_k), exclude)
+            else:
+                sims, idx, log_prior = self.neighbours_under_prior(
+                    features, max(self.k, top_k), exclude, prior
+                )
             k = min(self.k, sims.shape[1])
             coords = self.gallery_coords[idx]  # (B, n, 2) float64
             near = sims[:, :k]
             logits = (near / self.temperature).double()
+            if log_prior is not None:
+                logits = logits + log_prior[:, :k].double()
             if not self.leave_one_out:  # a copy of the query in the gallery gives its own position
                 copies = near >= DUPLICATE_SIM
                 logits = torch.where(copies.any(dim=1, keepdim=True) & ~copies, -math.inf, logits)

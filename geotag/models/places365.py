@@ -15,18 +15,17 @@ touches photos: the engine gives it normalised batches.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from geotag.errors import WeightsError
+from geotag.io.weights import read_package_json
 from geotag.models.base import Preprocess
 from geotag.models.segmentation import IMAGENET_MEAN, IMAGENET_STD, _looks_like_repo_id
 
@@ -71,7 +70,7 @@ class Hierarchy:
 @cache
 def hierarchy() -> Hierarchy:
     """The shipped hierarchy (geotag/models/places365_hierarchy.json), read once."""
-    data = json.loads(resources.files("geotag.models").joinpath("places365_hierarchy.json").read_text())
+    data = read_package_json("geotag.models", "places365_hierarchy.json")
     rows = data["categories"]
     level1 = torch.tensor([[int(c) for c in r[1]] for r in rows], dtype=torch.float32)
     level2 = torch.tensor([[int(c) for c in r[2]] for r in rows], dtype=torch.float32)

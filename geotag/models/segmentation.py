@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geotag.errors import ImageError, InputError, WeightsError
+from geotag.io.weights import read_json, read_tensors
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def _from_folder(folder: Path, size: int | None, name: str) -> SegFormerProvider
     mean, std, saved_size = IMAGENET_MEAN, IMAGENET_STD, 512
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
-        cfg = json.loads(processor.read_text())
+        cfg = read_json(processor)
         mean = tuple(cfg.get("image_mean", mean))
         std = tuple(cfg.get("image_std", std))
         saved_size = int((cfg.get("size") or {}).get("height", saved_size))
@@ -521,7 +522,7 @@ def _mask2former_from_folder(folder: Path, source: str, min_score: float | None)
     mean, std, size = IMAGENET_MEAN, IMAGENET_STD, 384
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
-        cfg = json.loads(processor.read_text())
+        cfg = read_json(processor)
         mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
         raw = cfg.get("size") or {}
         size = (
@@ -535,10 +536,4 @@ def _mask2former_from_folder(folder: Path, source: str, min_score: float | None)
 
 def _read_tensors(file: Path, keys: Sequence[str]) -> dict[str, torch.Tensor]:
     """Only `keys` of a safetensors or torch checkpoint (the big one is not read twice)."""
-    if file.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(file), framework="pt") as fh:
-            return {k: fh.get_tensor(k) for k in keys}
-    state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    return {k: state[k] for k in keys}
+    return read_tensors(file, keys)

@@ -69,6 +69,7 @@ from geotag.models.cell_head import (
     tta_views,
     write_folder_config,
 )
+from geotag.models.prior import Prior
 from geotag.models.segmentation import (
     DEFAULT_SEGFORMER,
     SegFormerProvider,
@@ -171,6 +172,7 @@ class TransLocator(GeoModel):
     """The dual-branch model with its cells; see the module docstring."""
 
     name = "translocator"
+    accepts_prior = True
 
     def __init__(
         self,
@@ -346,6 +348,7 @@ class TransLocator(GeoModel):
         seg_maps: torch.Tensor | None = None,
         image_ids: Sequence[str | None] | None = None,
         paths: Sequence[str | os.PathLike[str] | None] | None = None,
+        prior: Prior | None = None,
     ) -> Prediction:
         n_fine = len(self.cell_tokens)
         if not 1 <= top_k <= n_fine:
@@ -359,6 +362,7 @@ class TransLocator(GeoModel):
             self.cell_tokens,
             top_k,
             self.cell_radii,
+            prior,
         )
         if "scene" in probs:
             pred.extras["scene"] = [
