@@ -44,7 +44,6 @@ class Prediction:
     extras: dict[str, list[str | None]] = field(
         default_factory=dict
     )  # optional columns: cell, scene, country
-    error_km: torch.Tensor | None = None  # (B,) the model's median error radius, where it has one
 
 
 class GeoModel(nn.Module):
