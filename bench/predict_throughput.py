@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -533,7 +533,7 @@ def bench_end_to_end(
     )
     # warm-up (not timed): compiles (padded to the full batch), starts nvJPEG, fills caches
     n_warm = min(len(files), 2 * LOADER_CHUNK if device.type == "cuda" else 2)
-    warm = PredictConfig(**{**asdict(cfg), "paths": files[:n_warm], "out": tmp / "warm.parquet"})
+    warm = replace(cfg, paths=files[:n_warm], out=tmp / "warm.parquet")
     run_predict(warm, model=model)
     with Measure(device) as m:
         summary = run_predict(cfg, model=model)

@@ -207,7 +207,16 @@ app = Typer(
 TIME = "Time"  # help panel of predict's time-evidence options (docs/time-predict.md)
 # predict's other option panels, by parameter name (TIME's options name their panel themselves)
 PREDICT_PANELS = {
-    "Input and output": ("out_path", "include", "exclude", "ext", "truth", "resume", "checkpoint_rows"),
+    "Input and output": (
+        "out_path",
+        "include",
+        "exclude",
+        "ext",
+        "truth",
+        "resume",
+        "checkpoint_rows",
+        "skip_tagged",
+    ),
     "Model": (
         "model",
         "top_k",

@@ -172,12 +172,9 @@ def test_manifest_csv_and_parquet(tmp_path: Path, photos: Path) -> None:
 def test_folder_of_exif_photos(sample_data: Path) -> None:
     s = load_samples([sample_data])
     names = [Path(p).name for p in s.paths.to_pylist()]
-    assert len(s) == 25 and "2 photo(s) without GPS, 1 unreadable" in s.notes[0]
-    # the truncated JPEG has GPS and a header: it is listed, and skipped when its pixels fail to decode
-    item = TrainDataset(s, Preprocess(32, (0.5,) * 3, (0.5,) * 3), augment=False, seed=0)[
-        names.index("truncated.jpg")
-    ]
-    assert item["pixels"] is None
+    # the truncated JPEG has GPS, but scan finds its missing end-of-image marker: counted, not listed
+    assert len(s) == 25 - 1 and "2 photo(s) without GPS, 2 unreadable" in s.notes[0] and s.unreadable == 2
+    assert "truncated.jpg" not in names
     i = names.index("sydney.jpg")
     assert s.lat[i] == pytest.approx(-33.856784, abs=1e-5) and s.lon[i] == pytest.approx(151.215297, abs=1e-5)
     assert all(len(x) == 32 for x in s.image_ids.to_pylist())  # content hashes

@@ -146,7 +146,8 @@ def run_extract(cfg: ExtractConfig, segmenter: InstanceSegmenter | None = None) 
     if (out / CROPS_MANIFEST).exists():
         raise OutputError(f"{out} already holds crops ({CROPS_MANIFEST}): choose another --out")
     samples = load_samples(cfg.paths, cfg.image_root)
-    summary = ExtractSummary(photos=len(samples), notes=list(samples.notes))
+    # photos of a folder that could not be read count as failed here too (exit 1), as crops that fail do
+    summary = ExtractSummary(photos=len(samples), notes=list(samples.notes), failed=samples.unreadable)
     names = [c.strip().upper() if c and c.strip() else None for c in samples.country.to_pylist()]
     todo = [i for i, c in enumerate(names) if c is None]
     if todo:

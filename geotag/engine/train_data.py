@@ -153,6 +153,7 @@ def samples_from_folder(folder: Path, workers: int = 1) -> TrainSamples:
         np.full(n, -1, np.int64),
         pa.nulls(n, pa.string()),
         notes,
+        unreadable=failed,
     )
 
 

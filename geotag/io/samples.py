@@ -35,6 +35,7 @@ class TrainSamples:
     country: pa.Array  # string or null
     notes: list[str] = field(default_factory=list)  # what was left out and why
     rows: np.ndarray | None = None  # each pair's row in its source (an embedding cache's feature row)
+    unreadable: int = 0  # files of a folder that could not be read (counted in `notes`; not in the pairs)
 
     def __len__(self) -> int:
         return len(self.lat)
@@ -50,6 +51,7 @@ class TrainSamples:
             self.country.take(idx),
             list(self.notes),
             None if self.rows is None else self.rows[index],
+            self.unreadable,
         )
 
     @property
@@ -69,6 +71,7 @@ class TrainSamples:
             pa.concat_arrays([p.country for p in parts]),
             [n for p in parts for n in p.notes],
             np.concatenate([p.rows for p in parts]) if all(p.rows is not None for p in parts) else None,
+            sum(p.unreadable for p in parts),
         )
 
 
