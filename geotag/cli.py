@@ -89,6 +89,21 @@ Engine = Annotated[str, typer.Option(help="local | ray (a Ray cluster; see docs/
 RayAddress = Annotated[
     str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); default: start one.")
 ]
+IncludeSelf = Annotated[
+    bool,
+    typer.Option(
+        "--include-self-matches",
+        help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
+    ),
+]
+ForeignColumns = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        help="Someone else's predictions file: its columns per role, e.g. pred_lat=LAT_pred,"
+        "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
+    ),
+]
 
 
 def _write_panels(
@@ -1403,21 +1418,8 @@ def report(
         typer.Option(help="Re-join ground truth from a manifest by file name (manifest wins over EXIF)."),
     ] = None,
     worst: Annotated[int, typer.Option(min=1, max=500, help="Worst errors listed per file.")] = 12,
-    include_self: Annotated[
-        bool,
-        typer.Option(
-            "--include-self-matches",
-            help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
-        ),
-    ] = False,
-    columns: Annotated[
-        str | None,
-        typer.Option(
-            "--columns",
-            help="Someone else's predictions file: its columns per role, e.g. pred_lat=LAT_pred,"
-            "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
-        ),
-    ] = None,
+    include_self: IncludeSelf = False,
+    columns: ForeignColumns = None,
     tiles: Annotated[str | None, typer.Option(help=TILES_HELP)] = None,
 ) -> None:
     """An HTML report that opens offline: maps, error curve, calibration, by country / scene, worst errors."""
@@ -1578,21 +1580,8 @@ def eval_cmd(
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the cumulative error curve into this PNG file.")
     ] = None,
-    include_self: Annotated[
-        bool,
-        typer.Option(
-            "--include-self-matches",
-            help="Score kNN rows answered by the photo's own gallery entry (column self_match) too.",
-        ),
-    ] = False,
-    columns: Annotated[
-        str | None,
-        typer.Option(
-            "--columns",
-            help="Someone else's predictions file: its columns per role, e.g. pred_lat=LAT_pred,"
-            "pred_lon=LON_pred,path=IMG_ID (unambiguous names are mapped without it).",
-        ),
-    ] = None,
+    include_self: IncludeSelf = False,
+    columns: ForeignColumns = None,
     missing_as_wrong: Annotated[
         bool,
         typer.Option(
