@@ -58,6 +58,20 @@ def offline_page(browser: object, outside: list[str], viewport: tuple[int, int] 
     return page
 
 
+def wait_until(page: object, expression: str, timeout_ms: int = 30_000) -> None:
+    """Poll a JavaScript expression until it is truthy. Not Playwright's wait_for_function: when it has to
+    poll, that evaluates its predicate inside the page, which a page with a strict Content-Security-Policy
+    (the review page: no 'unsafe-eval') refuses, so it failed only when the machine was slow.
+    page.evaluate runs through the debugging protocol, which the policy does not govern."""
+    import time
+
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_ms} ms waiting for {expression}")
+        page.wait_for_timeout(100)  # type: ignore[attr-defined]
+
+
 def shot(page: object, path: Path) -> None:
     """A small PNG screenshot (docs)."""
     page.screenshot(path=str(path))  # type: ignore[attr-defined]

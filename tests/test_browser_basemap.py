@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_util import browser, offline_page  # noqa: F401 - the fixture
+from browser_util import browser, offline_page, wait_until  # noqa: F401 - the fixture
 from PIL import Image
 from test_browser_map import _preds
 from test_review import make_preds
@@ -118,7 +118,7 @@ def test_browser_report_map_tiles(browser: Any, tmp_path: Path, tile_server: tup
     page = offline_page(browser, outside)
     page.goto((tmp_path / "report" / "map-1.html").as_uri())
     page.wait_for_selector("body[data-ready='1']", timeout=20_000)
-    page.wait_for_function("document.querySelectorAll('img.leaflet-tile-loaded').length > 0", timeout=10_000)
+    wait_until(page, "document.querySelectorAll('img.leaflet-tile-loaded').length > 0", 10_000)
     assert any(TILE.match(p) for p in seen), seen
     assert "tiles: 127.0.0.1" in page.inner_text(".leaflet-control-attribution")
     assert page.query_selector(".gt-place") is None  # the tiles carry their own names
@@ -143,14 +143,12 @@ def test_browser_review_tiles_and_offline_labels(
             page.goto(srv.url)
             page.wait_for_selector("body[data-ready='1']", state="attached", timeout=20_000)
             if tiles is not None:  # the CSP lets the page load images from the tile server only
-                page.wait_for_function(
-                    "document.querySelectorAll('img.leaflet-tile-loaded').length > 0", timeout=10_000
-                )
+                wait_until(page, "document.querySelectorAll('img.leaflet-tile-loaded').length > 0", 10_000)
                 assert any(TILE.match(p) for p in seen), seen
                 assert "tiles: 127.0.0.1" in page.inner_text(".leaflet-control-attribution")
             elif basemap.places():
                 page.evaluate("void map.setView([48.85, 2.35], 7, {animate: false})")
-                page.wait_for_function("document.querySelectorAll('.gt-place').length > 5", timeout=10_000)
+                wait_until(page, "document.querySelectorAll('.gt-place').length > 5", 10_000)
                 assert "Paris" in _labels(page)
             assert not errors and not outside, (errors, outside)
         finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_util import browser, offline_page  # noqa: F401 - the fixture
+from browser_util import browser, offline_page, wait_until  # noqa: F401 - the fixture
 from test_review import make_preds
 
 from geotag.engine.write_exif import WriteOptions, run_write_exif
@@ -33,8 +33,8 @@ def test_browser_review_decisions_reach_the_file_and_write_exif(browser: Any, tm
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(srv.url)
         page.wait_for_selector("body[data-ready='1']", state="attached", timeout=20_000)
-        page.wait_for_function(
-            "document.getElementById('img').complete && document.getElementById('img').naturalWidth"
+        wait_until(
+            page, "document.getElementById('img').complete && document.getElementById('img').naturalWidth"
         )
         if os.environ.get("GEOTAG_SCREENSHOTS"):
             page.wait_for_timeout(500)
@@ -140,7 +140,7 @@ def test_browser_login_file_leaves_a_clean_url_and_survives_reload(browser: Any,
         for start in (login.as_uri(), srv.url):
             page.goto(start)
             page.wait_for_selector("body[data-ready='1']", state="attached", timeout=20_000)
-            page.wait_for_function("document.getElementById('img').naturalWidth > 0")
+            wait_until(page, "document.getElementById('img').naturalWidth > 0")
             assert page.url == f"http://127.0.0.1:{srv.port}/", page.url
             assert srv.token not in page.evaluate("history.length + location.href + document.referrer")
             page.reload()
