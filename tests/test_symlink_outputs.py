@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_weights import tiny_train_config, tiny_translocator_task
 from write_exif_util import write_predictions
 
 from geotag.config import PredictConfig, TrainConfig
@@ -260,32 +261,11 @@ def test_experts_extract_replaces_links_at_its_files(
 # --- train: the run folder, metrics.csv, the TensorBoard folder, best/ ------------------------------------
 
 
-def _train_cfg(photos: Path, out: Path, **kw: object) -> TrainConfig:
-    settings: dict[str, object] = {
-        "model": "translocator",
-        "variant": "vit",
-        "epochs": 1,
-        "batch_size": 4,
-        "workers": 0,
-        "device": "cpu",
-        "allow_untrained": True,
-        "augment": False,
-        "val_fraction": 0.0,
-        "max_steps": 1,
-        "log_to": (),
-        **kw,
-    }
-    return TrainConfig(data=[photos], out=out, **settings)  # type: ignore[arg-type]
+def _train_cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
+    return tiny_train_config(data, out, **{"max_steps": 1, **kw})
 
 
-def _task():  # type: ignore[no-untyped-def]
-    from geotag.models.tasks import TransLocatorTask
-    from geotag.models.translocator import BackboneConfig
-
-    backbone = BackboneConfig(
-        arch="vit_tiny_patch16_224", tag="none", overrides={"embed_dim": 32, "depth": 1, "num_heads": 2}
-    )
-    return TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": 32}, cells_scale="auto")
+_task = tiny_translocator_task
 
 
 def test_train_refuses_a_linked_run_folder_and_tensorboard_folder(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_weights import tiny_train_config, tiny_translocator_task
 
 from geotag.config import GalleryConfig, TrainConfig
 from geotag.engine.train import run_train
@@ -23,30 +24,10 @@ BAD_ROWS = ("gone/missing.jpg", "/dev/zero", "https://example.com/a.jpg", "notes
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
-    settings: dict[str, object] = {
-        "model": "translocator",
-        "variant": "vit",
-        "epochs": 2,
-        "batch_size": 4,
-        "workers": 0,
-        "device": "cpu",
-        "allow_untrained": True,
-        "augment": False,
-        "val_fraction": 0.0,
-        "log_to": (),
-        **kw,
-    }
-    return TrainConfig(data=[data], out=out, **settings)  # type: ignore[arg-type]
+    return tiny_train_config(data, out, **{"epochs": 2, **kw})
 
 
-def _task():  # type: ignore[no-untyped-def]
-    from geotag.models.tasks import TransLocatorTask
-    from geotag.models.translocator import BackboneConfig
-
-    backbone = BackboneConfig(
-        arch="vit_tiny_patch16_224", tag="none", overrides={"embed_dim": 32, "depth": 1, "num_heads": 2}
-    )
-    return TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": 32}, cells_scale="auto")
+_task = tiny_translocator_task
 
 
 def _manifest(folder: Path, good: list[Path], bad: tuple[str, ...]) -> Path:

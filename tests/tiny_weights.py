@@ -39,3 +39,34 @@ def write_random_gallery(path: Path, n: int = 500, seed: int = 0) -> Path:
         writer.writerow(["lat", "lon"])
         writer.writerows(zip(lat, lon, strict=True))
     return path
+
+
+def tiny_train_config(data: Path, out: Path, **kw: object):  # type: ignore[no-untyped-def]
+    """A TrainConfig for a one-epoch CPU run of TransLocator's ViT row on `data`; `kw` overrides."""
+    from geotag.config import TrainConfig
+
+    settings: dict[str, object] = {
+        "model": "translocator",
+        "variant": "vit",
+        "epochs": 1,
+        "batch_size": 4,
+        "workers": 0,
+        "device": "cpu",
+        "allow_untrained": True,
+        "augment": False,
+        "val_fraction": 0.0,
+        "log_to": (),
+        **kw,
+    }
+    return TrainConfig(data=[data], out=out, **settings)  # type: ignore[arg-type]
+
+
+def tiny_translocator_task():  # type: ignore[no-untyped-def]
+    """TransLocator's ViT row with a one-block 32-wide backbone on 32-pixel images: trains in seconds."""
+    from geotag.models.tasks import TransLocatorTask
+    from geotag.models.translocator import BackboneConfig
+
+    backbone = BackboneConfig(
+        arch="vit_tiny_patch16_224", tag="none", overrides={"embed_dim": 32, "depth": 1, "num_heads": 2}
+    )
+    return TransLocatorTask("vit", model_kwargs={"backbone": backbone, "img_size": 32}, cells_scale="auto")
