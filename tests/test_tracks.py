@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zipfile
 from datetime import UTC, datetime
 from functools import reduce
@@ -1050,3 +1051,11 @@ def test_exiftool_reads_the_samples_the_same(tmp_path):
     for tags in json.loads(shown.stdout):
         name = Path(tags["SourceFile"]).name
         assert (tags["GPSLatitude"], tags["GPSLongitude"]) == pytest.approx(expected[name], abs=1e-6), name
+
+
+def test_a_fifo_named_as_a_track_is_refused_without_hanging(tmp_path: Path) -> None:
+    """Opened non-blocking (geotag.io.bounded): a FIFO is one line, never a read that waits for a writer."""
+    fifo = tmp_path / "track.gpx"
+    os.mkfifo(fifo)
+    with pytest.raises(TrackError, match="not a regular file"):
+        read_track(fifo)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from geotag.errors import InputError
+from geotag.io.bounded import NotAPhotoFile, read_regular
 
 ACTIONS = ("accept", "reject")
 SOURCES = ("prediction", "candidate", "moved")
@@ -97,28 +98,19 @@ MAX_BYTES = 256 << 20
 
 
 def read_bounded(path: Path, what: str, limit: int = MAX_BYTES) -> bytes | None:
-    """A regular file's bytes (None when it does not exist), read with a bound: a FIFO, a device
-    (`/dev/zero`) or a folder is refused at once (opened non-blocking, checked with fstat before any
-    read), and a file over `limit` bytes is refused rather than read into memory."""
+    """A regular file's bytes (None when it does not exist), read with geotag.io.bounded's bound: a
+    FIFO, a device (`/dev/zero`) or a folder is refused at once (opened non-blocking, checked with fstat
+    before any read), and a file over `limit` bytes is refused rather than read into memory."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_regular(path, limit)
     except FileNotFoundError:
         return None
+    except NotAPhotoFile as exc:
+        if exc.reason == "too large":
+            raise InputError(f"{what} {path} is larger than {limit >> 20} MiB; refused") from None
+        raise InputError(f"{what} {path} is not a regular file (a FIFO, device or folder); refused") from None
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{what} {path} is not a regular file (a FIFO, device or folder); refused")
-        if st.st_size > limit:
-            raise InputError(f"{what} {path} is larger than {limit >> 20} MiB; refused")
-        try:
-            data = fh.read(limit + 1)
-        except OSError as exc:
-            raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    if len(data) > limit:
-        raise InputError(f"{what} {path} is larger than {limit >> 20} MiB; refused")
-    return data
 
 
 def read(path: Path) -> dict[int, Decision]:

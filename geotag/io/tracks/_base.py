@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ import numpy as np
 
 from geotag.errors import TrackError
 from geotag.geo.fixes import Fixes
+from geotag.io.bounded import NotAPhotoFile, open_regular
 
 # A track file larger than this is refused before it is read (the biggest Google Takeout histories we
 # know of are a few hundred MB; 2 GiB leaves room and still bounds memory).
@@ -40,20 +40,21 @@ def fail(name: str, where: str | None, what: str) -> TrackError:
 
 @contextmanager
 def open_bounded(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
-    """The file opened for reading, refused when it is no regular file or larger than `limit`
-    (MAX_TRACK_BYTES when not given)."""
+    """The file opened for reading (geotag.io.bounded: non-blocking open, so a FIFO named as a track
+    never hangs), refused when it is no regular file or larger than `limit` (MAX_TRACK_BYTES when not
+    given)."""
     limit = MAX_TRACK_BYTES if limit is None else limit
     name = str(path)
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
+        f = open_regular(path, limit)
+    except NotAPhotoFile as e:
+        if e.reason == "too large":
+            size = os.stat(path).st_size
+            raise fail(name, None, f"{size:,} bytes; track files over {limit:,} bytes are not read") from None
+        raise fail(name, None, "not a regular file") from None
     except OSError as e:
         raise fail(name, None, f"cannot be read ({e.strerror or e})") from None
     with f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise fail(name, None, "not a regular file")
-        if st.st_size > limit:
-            raise fail(name, None, f"{st.st_size:,} bytes; track files over {limit:,} bytes are not read")
         yield f
 
 

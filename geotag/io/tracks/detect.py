@@ -5,7 +5,10 @@ GPX reader and is reported as malformed GPX rather than as an unknown format).""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
+
+from geotag.io.bounded import open_regular
 
 FORMAT_NAMES = (
     "GPX",
@@ -62,9 +65,9 @@ def detect_format(path: Path, by_extension: bool = True) -> str | None:
     """The reader name for `path` ('gpx', 'nmea', 'kml', 'kmz', 'geojson', 'csv', 'fit', 'tcx',
     'garmin-xml', 'igc', 'takeout-records', 'takeout-timeline'), or None when it is none of them."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, limit=sys.maxsize) as f:  # non-blocking: a FIFO never hangs the sniff
             head = f.read(_HEAD)
-    except OSError:
+    except OSError:  # no regular file (the reader says so in one line), or unreadable
         head = b""
     found = sniff(head)
     if found is None and by_extension:
