@@ -188,3 +188,21 @@ def test_an_empty_scan_imports_no_decoder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert pq.read_table(tmp_path / "o.parquet").num_rows == 0
+
+
+def test_files_the_user_excluded_are_not_counted_as_unreadable_types(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from geotag.io.scan import PathFilter, WalkReport
+
+    for name in ("a.jpg", "b.png", "notes.md", "track.gpx", "clip.mov", "sub/c.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    plain = WalkReport()
+    assert [p.name for p in iter_image_paths([tmp_path], report=plain)] == ["a.jpg", "b.png"]
+    assert plain.not_read == Counter({".md": 1, ".gpx": 1, ".mov": 1, ".csv": 1})
+    only = PathFilter.from_options(None, ["*.md", "*.gpx", "sub/*"], "jpg")
+    narrowed = WalkReport()
+    assert [p.name for p in iter_image_paths([tmp_path], only, narrowed)] == ["a.jpg"]
+    # .md, .gpx and sub/ are excluded and the .png left out by --ext: the user's choice, not counted
+    assert narrowed.not_read == Counter({".mov": 1})

@@ -137,12 +137,16 @@ class WalkReport:
 def _walk_folder(
     root: Path,
     seen_dirs: set[tuple[int, int]],
-    extensions: frozenset[str] = IMAGE_EXTENSIONS,
+    only: PathFilter | None = None,
     report: WalkReport | None = None,
 ) -> Iterator[Path]:
     """Depth-first, names sorted, following symlinked folders once each (loops are cut by inode).
-    Iterative (a stack of listings), so a folder thousands of levels deep is walked like any other."""
+    Iterative (a stack of listings), so a folder thousands of levels deep is walked like any other.
+    Files of the taken extensions are yielded (the caller applies --include / --exclude); a file is
+    counted in `report.not_read` only when geotag cannot read its type and the user's --include /
+    --exclude did not leave it out already: what the user excluded is their choice, not geotag's."""
     report = report if report is not None else WalkReport()
+    extensions = only.extensions if only else IMAGE_EXTENSIONS
 
     def listing(folder: Path) -> Iterator[os.DirEntry[str]] | None:
         try:
@@ -178,7 +182,9 @@ def _walk_folder(
                 stack.append(sub)
         elif is_image_name(entry.name, extensions):
             yield Path(entry.path)
-        else:
+        elif not is_image_name(entry.name) and (
+            only is None or only.wants(Path(entry.path).relative_to(root).as_posix())
+        ):
             report.not_read[extension_label(entry.name)] += 1
 
 
@@ -234,7 +240,7 @@ def _walk(
             yield from _shard_records(str(p))
             continue
         if p.is_dir():
-            found = _walk_folder(p, seen_dirs, only.extensions if only else IMAGE_EXTENSIONS, report)
+            found = _walk_folder(p, seen_dirs, only, report)
             candidates = (f for f in found if only is None or only.wants(f.relative_to(p).as_posix()))
         else:
             candidates = iter([p])
