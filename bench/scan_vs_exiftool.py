@@ -10,8 +10,9 @@ page cache once, then runs the tools in turn, --repeat rounds, each run a fresh 
 meets the same load; keeps each tool's best run. Reports files/s (wall), CPU seconds (user + sys of the
 process and its workers: the steadier figure on a shared machine), start-up (wall and CPU seconds of
 the same command on an empty folder, from process start to exit: for geotag scan, Python's start, the
-imports, parsing, the walk and writing the empty Parquet file) and peak RSS (the largest single
-process); and Python's own start (`python -c pass`, `python -S -c pass`), the floor under any start-up.
+imports, parsing, the walk and writing the empty Parquet file), peak RSS (the largest single process),
+and Python's own start (`python -c pass`, `python -S -c pass`): the floor under any start-up. Python
+runs as installed, byte-code cached (PYTHONDONTWRITEBYTECODE is dropped; the first round writes it).
 --baseline runs another checkout's `geotag scan` too (e.g. `git archive` of an earlier commit), for
 before/after under the same load; each checkout runs from its own folder, so `-m geotag.cli` finds it.
 Targets (issue 28, item 11): scan >= 2x exiftool's files/s, start-up < 0.2 s.
@@ -36,6 +37,7 @@ DEFAULT_SRC = FIXTURES / "osv5m-71"
 def run_measured(cmd: list[str], pythonpath: Path = REPO) -> tuple[float, float, float, int]:
     """(wall seconds, CPU seconds, peak RSS in MB, exit code) of one fresh process."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: byte-code cached after the first run
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=pythonpath
