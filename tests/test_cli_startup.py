@@ -18,11 +18,13 @@ from geotag.cli_startup import LazyCommands, lazy_group
 WIDE = {"COLUMNS": "200"}
 
 
-def _invoke(make_command: object, args: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+def _invoke(
+    make_command: object, args: list[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run `args` with typer.testing's runner building the app with `make_command`."""
     with monkeypatch.context() as m:
         m.setattr(typer.testing, "_get_command", make_command)
-        result = CliRunner().invoke(cli.app, args, env=WIDE)
+        result = CliRunner().invoke(cli.app, args, env={**WIDE, **(env or {})})
     return result.exit_code, result.output
 
 
@@ -52,6 +54,21 @@ def test_lazy_group_reads_as_typers_own(args: list[str], monkeypatch: pytest.Mon
     lazy = _invoke(lazy_group, args, monkeypatch)
     assert lazy == eager
     assert eager[0] != 1  # help or a usage error: nothing ran
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"_GEOTAG_COMPLETE": "complete_bash", "COMP_WORDS": "geotag s", "COMP_CWORD": "1"},
+        {"_GEOTAG_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "geotag scan --o"},
+        {"_GEOTAG_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "geotag cells b"},
+    ],
+    ids=["commands", "options", "sub-app"],
+)
+def test_lazy_group_completes_as_typers_own(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    eager = _invoke(typer.main.get_command, [], monkeypatch, env)
+    assert eager[1].strip()  # the shell gets candidates
+    assert _invoke(lazy_group, [], monkeypatch, env) == eager
 
 
 def test_lazy_group_builds_only_the_command_used(tmp_path: Path) -> None:
