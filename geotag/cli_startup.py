@@ -1,4 +1,4 @@
-"""What keeps `geotag`'s start-up short (issue 28, item 11: an empty `geotag scan` under 0.2 s).
+"""What keeps `geotag`'s start-up short (issue 28, item 11: the start-up of an empty `geotag scan`).
 
 Typer, run as `app()`, builds every command of the app before it parses a word (each signature's
 annotations evaluated, about 0.12 s CPU for ours), and coerces each option's value through a Pydantic
@@ -6,6 +6,7 @@ TypeAdapter (importing Pydantic and building the adapters: about 0.2 s). Here:
 
 - `lazy_group`: the same click group, whose commands are built the first time they are looked up
   (`LazyCommands`), so `geotag scan` builds scan alone; `geotag --help` still builds them all.
+- `LazyConsole`: rich's Console, made when something is printed through it.
 - `defer_coercion`: a parameter's value is coerced with Typer's own helpers where they need no Pydantic
   (a str, a Path, a list of them, a number already of its type, inside its bounds); any other value, or
   a failing one, goes through Typer's TypeAdapter as before, so results and error messages are Typer's.
