@@ -11,18 +11,19 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
-from rich.console import Console
-from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from geotag import __version__
+from geotag.cli_startup import DeferredParams, LazyConsole, lazy_group
 from geotag.errors import GeotagError
 from geotag.io.pathtext import shown
 from geotag.progress import DEFAULT_LOG_EVERY, LOG_EVERY_ENV
+
+if TYPE_CHECKING:
+    import click
 
 # Spelled out here because the registry imports torch; tests/test_light_imports.py checks it matches.
 TILES_HELP = (
@@ -30,8 +31,9 @@ TILES_HELP = (
     "Default: none (offline borders and place names)."
 )
 MODEL_NAMES = "experts, geoclip, geoclip-lite, geodecoder, knn, knn-loo, translocator"
-err = Console(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
-out = Console()
+
+err = LazyConsole(stderr=True, soft_wrap=True)  # a summary stays one line in logs; terminals wrap it
+out = LazyConsole()
 
 
 def _set_log_every(value: float | None) -> float | None:
@@ -128,7 +130,7 @@ def _argument_name(param: click.Parameter) -> str:
     return name + ("..." if param.nargs != 1 else "")
 
 
-class PanelCommand(TyperCommand):
+class PanelCommand(DeferredParams, TyperCommand):
     """Plain click help (rich_markup_mode=None) that still groups options by their `rich_help_panel`
     (set per option, or per name in the command's `panels`, see `panelled`): `geotag predict --help`
     lists its time options under "Time". Arguments read PATHS... in the usage line and their help."""
@@ -163,9 +165,12 @@ def panelled(panels: dict[str, tuple[str, ...]]) -> type[PanelCommand]:
     return type("PanelCommand", (PanelCommand,), {"panels": {n: p for p, ns in panels.items() for n in ns}})
 
 
-class PanelGroup(TyperGroup):
+class PanelGroup(DeferredParams, TyperGroup):
     """`geotag --help`: commands grouped by workflow (COMMAND_PANELS, or a command's own
     `rich_help_panel`), in the order of the work, with the same plain sections as the options."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # the names, in order, without building lazy commands
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         order = {name: i for i, name in enumerate(n for names in COMMAND_PANELS.values() for n in names)}
@@ -197,6 +202,10 @@ class Typer(typer.Typer):
 
     def command(self, *args: Any, cls: type[TyperCommand] = PanelCommand, **kwargs: Any) -> Any:  # type: ignore[override]
         return super().command(*args, cls=cls, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run as typer.Typer does, building only the command used (geotag.cli_startup.lazy_group)."""
+        return lazy_group(self)(*args, **kwargs)
 
 
 # `geotag --help`, by workflow; a command in none of these panels is listed under "Commands".
@@ -260,15 +269,19 @@ PREDICT_PANELS = {
 }
 
 
-def say(message: str, console: Console = err) -> None:
-    """A summary or notice line (stderr by default), as plain text: no markup (paths may hold brackets),
-    control characters escaped (a file name cannot rewrite the terminal), no highlighting, never
-    hard-wrapped."""
-    console.print(shown(message), highlight=False, markup=False, soft_wrap=True)
+def say(message: str, console: LazyConsole = err) -> None:
+    """A summary or notice line (stderr by default), as plain text written as it is: no markup (paths may
+    hold brackets), no emoji codes, control characters escaped (a file name cannot rewrite the
+    terminal), no highlighting, never hard-wrapped; and no rich to import for it (start-up)."""
+    stream = console.stream
+    stream.write(shown(message) + "\n")
+    stream.flush()
 
 
 def say_labelled(label: str, style: str, message: object) -> None:
     """`label` styled (error:, warning:), then the message as say() prints it: never read as markup."""
+    from rich.text import Text
+
     err.print(Text.assemble((label, style), " ", shown(message)), highlight=False, soft_wrap=True)
 
 
@@ -661,12 +674,13 @@ def _print_unsqueezed(table: object) -> None:
     """On a terminal, as rich fits it; into a pipe or file at its natural width (never cut to 80)."""
     import io
 
+    from rich.console import Console
     from rich.measure import Measurement
 
     if out.is_terminal:
         out.print(table)
         return
-    width = Measurement.get(out, out.options.update(width=10_000), table).maximum
+    width = Measurement.get(out.console, out.options.update(width=10_000), table).maximum
     wide = Console(file=io.StringIO(), width=width, color_system=None)
     wide.print(table)
     out.file.write(wide.file.getvalue())
@@ -1032,7 +1046,7 @@ def benchmark(
         extra_metadata={"benchmark": check.test_set.name},
     )
     result = run_benchmark(check, cfg)
-    render_benchmark(result, fmt, out)
+    render_benchmark(result, fmt, out.console)
     raise typer.Exit(1 if result.predict.failed else 0)
 
 
@@ -1607,7 +1621,7 @@ def eval_cmd(
         columns=columns,
         missing_as_wrong=missing_as_wrong,
     )
-    render(result, fmt=fmt, console=out)
+    render(result, fmt=fmt, console=out.console)
     for note in result.notes:
         say_labelled("warning:", "bold yellow", note)
     if plot is not None:

@@ -103,11 +103,11 @@ def log_lines(total: int | None, desc: str, unit: str = "files") -> LogLines | N
 def progress_bar(total: int | None, desc: str, *, enabled: bool = True, unit: str = "files") -> Counter:
     """A tqdm bar on a terminal, plain lines elsewhere (see the module docstring); `enabled=False`
     (--no-progress) gives a silent counter with the same API."""
-    from tqdm import tqdm  # here: the CLI imports this module at start-up
-
     if enabled and not sys.stderr.isatty():
         lines = log_lines(total, desc, unit)
         if lines is not None:
             return lines
         enabled = False
+    from tqdm import tqdm  # here, for a bar: the CLI imports this module at start-up, logs need no tqdm
+
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, leave=True)

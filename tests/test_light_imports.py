@@ -96,3 +96,32 @@ def test_an_empty_scan_imports_no_decoder_pool_or_pandas(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "loaded []" in proc.stdout, proc.stdout
+
+
+SCAN_MAIN = """
+import sys
+from geotag import cli
+sys.argv = ["geotag", *sys.argv[1:]]
+try:
+    cli.main()
+except SystemExit as exc:
+    assert exc.code == 0, exc.code
+heavy = ["pydantic", "rich", "click", "tqdm", "PIL", "exifread", "pillow_heif", "pandas", "multiprocessing"]
+heavy += ["torch", "timm", "transformers"]
+print("loaded", [m for m in heavy if m in sys.modules])
+"""
+
+
+def test_scan_starts_without_pydantic_rich_or_the_other_commands(tmp_path: Path) -> None:
+    """`geotag scan` as the console script runs it (cli.main): Typer builds the scan command alone and
+    coerces its values without Pydantic; the summary line needs no rich (cli_startup.py, issue 28 item 11).
+    What remains at start-up: Python, Typer, and pyarrow with numpy for the Parquet file it writes."""
+    (tmp_path / "empty").mkdir()
+    args = ["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "scan.parquet")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCAN_MAIN, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "loaded []" in proc.stdout, proc.stdout
+    assert proc.stderr.startswith("scanned 0 file(s)"), proc.stderr

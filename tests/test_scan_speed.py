@@ -36,3 +36,20 @@ def test_read_once_gives_the_rows_of_streaming(monkeypatch: pytest.MonkeyPatch) 
             a.pop(key), b.pop(key)
         assert a == b
         assert a["image_id"] == image_id(Path(a["path"]))
+
+
+def test_a_jpeg_without_exif_is_not_parsed_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's second look for EXIF exifread missed (tests of the XMP-first JPEG) is skipped where it
+    cannot find any: a JPEG in memory without the 'Exif\\0\\0' of an APP1 segment."""
+    from geotag.io import exif
+
+    calls: list[object] = []
+    monkeypatch.setattr(exif, "_tags_from_pillow", lambda source: calls.append(source) or {})
+    photo = next(p for p in sorted(fixture_dir("osv5m-71").rglob("*.jpg")))
+    data = photo.read_bytes()
+    assert b"Exif\x00\x00" not in data
+    assert exif.read_exif(data).gt_note == "no exif" and calls == []
+    assert exif.read_exif(photo).gt_note == "no exif" and len(calls) == 1  # streamed: Pillow still looks
+    with_app1 = data[:2] + b"\xff\xe1\x00\x08Exif\x00\x00" + data[2:]  # an empty EXIF segment
+    exif.read_exif(with_app1)
+    assert len(calls) == 2

@@ -87,7 +87,7 @@ def _jpeg_truncated(data: Any) -> bool:
             continue
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker == 0xDA:
-            return data.find(b"\xff\xd9", pos + 2 + length) < 0
+            return data.rfind(b"\xff\xd9", pos + 2 + length) < 0  # from the end: the marker is there
         if marker == 0xD9:
             return False
         pos += 2 + length
