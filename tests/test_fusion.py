@@ -384,3 +384,32 @@ def test_rows_keep_their_types(tmp_path: Path) -> None:
     schema = pq.read_schema(out)
     assert str(schema.field("session").type) == "int64"
     assert schema.field("single_topk").type == schema.field("topk").type
+
+
+def _row(where: tuple[float, float], score: float = 0.9) -> dict[str, object]:
+    cands = [{"lat": where[0], "lon": where[1], "score": score}] + [
+        {"lat": b[0], "lon": b[1], "score": (1 - score) / 20} for b in BEACHES
+    ]
+    return {"status": "ok", "source": "model", "pred_lat": where[0], "pred_lon": where[1], "topk": cands}
+
+
+def test_fuser_releases_a_session_when_complete_and_bounds_what_it_holds() -> None:
+    from geotag.engine.fusion import SessionFuser
+
+    session = np.array([0, 0, -1, 1, 1, 1, 0])
+    fuser = SessionFuser(
+        session, np.arange(7.0), method="session", top_k=2, kernel_km=25.0, floor_km=25.0, max_speed_kmh=150.0
+    )
+    out = [fuser.push(k, _row(SIGN if k == 1 else BEACHES[k])) for k in range(3)]
+    assert [len(o) for o in out] == [0, 0, 1] and len(out[2][0]["topk"]) == 2  # single: out at once, cut
+    assert [len(fuser.push(k, _row(BEACHES[k]))) for k in (3, 4, 5)] == [0, 0, 3]  # session 1 complete
+    last = fuser.push(6, _row(BEACHES[6]))
+    assert len(last) == 3 and {r["session"] for r in last} == {0} and fuser.pending == 0
+    capped = SessionFuser(
+        np.zeros(5, dtype=int), np.arange(5.0), method="session", top_k=2, kernel_km=25.0, floor_km=25.0,
+        max_speed_kmh=150.0, max_pending=2,
+    )  # fmt: skip
+    out = [capped.push(k, _row(BEACHES[k])) for k in range(5)]
+    assert [len(o) for o in out] == [0, 0, 3, 0, 2]  # past the cap: fused with what it had, then the rest
+    assert {r["session"] for r in out[2]} == {0} and {r["session"] for r in out[4]} == {1}
+    assert capped.finish() == [] and capped.fused == 5 and capped.pending == 0
