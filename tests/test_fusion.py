@@ -413,3 +413,32 @@ def test_fuser_releases_a_session_when_complete_and_bounds_what_it_holds() -> No
     assert [len(o) for o in out] == [0, 0, 3, 0, 2]  # past the cap: fused with what it had, then the rest
     assert {r["session"] for r in out[2]} == {0} and {r["session"] for r in out[4]} == {1}
     assert capped.finish() == [] and capped.fused == 5 and capped.pending == 0
+
+
+@pytest.mark.parametrize("name", ["geoclip-lite", "knn", "translocator", "geodecoder"])  # geoclip and the
+# experts take the same paths as geoclip-lite (a shared gallery) and kNN (cut to what they have)
+def test_every_distribution_model_gives_the_fusion_candidates(name: str) -> None:
+    """The larger internal top-N never exceeds a model's own candidate set (cell models and GeoCLIP refuse
+    a top-k beyond it), and the top-k the user asked for is its head."""
+    import prior_util
+
+    from geotag.engine.predict import fuse_top_k
+
+    model = prior_util.BUILDERS[name]()
+    k = fuse_top_k(model, 3)
+    with torch.no_grad():
+        wide, narrow = model.predict(prior_util.images(), k), model.predict(prior_util.images(), 3)
+    assert 3 < wide.topk_lat.shape[1] <= FUSE_CANDIDATES
+    assert torch.equal(wide.topk_lat[:, :3], narrow.topk_lat) and torch.equal(wide.lat, narrow.lat)
+    assert torch.equal(wide.confidence, narrow.confidence)
+
+
+def test_fusion_candidates_stop_at_a_small_candidate_set() -> None:
+    from geotag.engine.predict import fuse_top_k
+
+    cells = Palette()
+    cells.register_buffer("centroids", torch.zeros(10, 2))
+    assert fuse_top_k(cells, 3) == 10 and fuse_top_k(cells, 12) == 12  # the user's top-k still wins
+    per_partition = Palette()
+    per_partition.centroids = [(torch.zeros(4), torch.zeros(4)), (torch.zeros(20), torch.zeros(20))]
+    assert fuse_top_k(per_partition, 3) == 20 and fuse_top_k(Palette(), 3) == FUSE_CANDIDATES

@@ -24,8 +24,9 @@ methods:
   apart: the reachable-region shape of geotag.geo.reach (flat within max_speed x dt + the kernel width,
   a half-Gaussian beyond), normalised per state, the radius rounded up by at most 15 % so similar gaps
   share a matrix (R_STEP); an unknown gap (no time) is a flat transition (the chain carries nothing
-  across it). Scaled forward-backward in probabilities: one S x S matrix-vector product a step. Emissions are tempered by the same 1/T and each photo's own emission is
-  restored to full weight in its posterior, so both methods weigh a photo's own evidence alike.
+  across it). Scaled forward-backward in probabilities: one S x S matrix-vector product a step.
+  Emissions are tempered by the same 1/T and each photo's own emission is restored to full weight in
+  its posterior, so both methods weigh a photo's own evidence alike.
 
 Fused rows: the point is the state of highest fused probability; `topk` the best states; `confidence`
 the fused mass within 25 km of the point (as kNN and GeoCLIP define theirs); `error_km` the fused mass's

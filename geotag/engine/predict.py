@@ -463,7 +463,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
 
     no_decode = planner.no_decode() if planner is not None else None
     prior = reachable_regions(planner, cfg, model)
-    model_cfg = dataclasses.replace(cfg, top_k=max(cfg.top_k, FUSE_CANDIDATES)) if fuser else cfg
+    model_cfg = dataclasses.replace(cfg, top_k=fuse_top_k(model, cfg.top_k)) if fuser else cfg
     batches = _rows_with_model(model, model_cfg, work_list, device, workers, gpu_share, no_decode, prior)
     with (
         store.writer(cfg.checkpoint_rows) as parts,
@@ -609,6 +609,20 @@ def group_column(cfg: PredictConfig) -> str | None:
             f"(it has {', '.join(columns)})"
         )
     return found[0]
+
+
+def fuse_top_k(model: GeoModel, top_k: int) -> int:
+    """The candidates asked of the model when fusing: FUSE_CANDIDATES, or all of a shared candidate set
+    that holds fewer (a GPS gallery, fine cells: those models refuse a top-k beyond it); never fewer
+    than the user's top-k. kNN and the experts cut a larger top-k to what they have themselves."""
+    n = FUSE_CANDIDATES
+    for name in ("gps_gallery", "centroids"):
+        points = getattr(model, name, None)
+        if isinstance(points, torch.Tensor) and points.dim() == 2:
+            n = min(n, points.shape[0])
+        elif isinstance(points, list) and points:  # per partition (lat, lon), the fine one last
+            n = min(n, len(points[-1][0]))
+    return max(top_k, n)
 
 
 def model_floor_km(model: GeoModel) -> float | None:
