@@ -190,7 +190,7 @@ def test_kill_at_any_moment_then_resume(tmp_path: Path, tiny_clip_folder: Path, 
         done += pq.read_table(part).num_rows  # every finished part reads
     assert 0 < done < n
 
-    rerun = subprocess.run([*args, "--resume"], cwd=REPO, capture_output=True, text=True)
+    rerun = geotag(*args[len(GEOTAG) :], "--resume")  # the killed run was the process; this resumes it
     assert rerun.returncode == 0, rerun.stderr
     assert "already done" in rerun.stderr
     paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
