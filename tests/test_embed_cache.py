@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from cli_util import geotag as cli
 from safetensors.torch import load_file
 
 from geotag.config import EmbedConfig, PredictConfig, TrainConfig
@@ -33,7 +34,8 @@ GEOTAG = [sys.executable, "-m", "geotag.cli"]
 CPU = ["--device", "cpu", "--workers", "0"]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """`geotag ARGS` in a process of its own: for what only a process shows (no traceback, one line)."""
     return subprocess.run([*GEOTAG, *args], cwd=REPO, capture_output=True, text=True)
 
 
@@ -307,7 +309,7 @@ def test_foreign_features_are_refused_in_one_line(clip_cache: Path, photos: Path
     from safetensors.torch import save_file
 
     save_file({k: v + 0.01 for k, v in state.items()}, other / "model.safetensors")
-    done = cli(
+    done = cli_process(
         "train",
         "--embeddings",
         str(clip_cache),

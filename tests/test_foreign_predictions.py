@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_util import geotag
 
 from geotag.errors import InputError
 from geotag.eval.foreign import map_columns, parse_columns
@@ -18,7 +17,6 @@ from geotag.geo.distance import haversine_np
 from geotag.io.export import export_points
 from geotag.io.parquet import PredictionWriter
 
-REPO = Path(__file__).resolve().parents[1]
 G3_CSV = """IMG_ID,LAT,LON,LAT_pred,LON_pred
 a.jpg,48.85,2.35,48.86,2.35
 b.jpg,41.9,12.5,0,0
@@ -126,26 +124,14 @@ def test_a_foreign_parquet_and_geotag_export_csv_read_back(tmp_path: Path) -> No
 
 
 def test_cli_eval_and_report_on_foreign_predictions(g3: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "geotag.cli"]
+    """Through the CLI's entry point in this process (eval and report as processes: tests/test_eval.py)."""
     manifest = str(g3.parent / "manifest.csv")
-    done = subprocess.run(
-        [*cmd, "eval", str(g3), "--truth", manifest, "--missing-as-wrong", "--format", "csv"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    done = geotag("eval", g3, "--truth", manifest, "--missing-as-wrong", "--format", "csv")
     assert done.returncode == 0, done.stderr
     assert "pred_lat=LAT_pred" in done.stderr and "scored as misses" in done.stderr
-    bad = subprocess.run(
-        [*cmd, "eval", str(g3), "--columns", "pred_lat"], capture_output=True, text=True, cwd=REPO
-    )
+    bad = geotag("eval", g3, "--columns", "pred_lat")
     assert bad.returncode == 2 and "ROLE=COLUMN" in bad.stderr and "Traceback" not in bad.stderr
-    page = subprocess.run(
-        [*cmd, "report", str(g3), "--truth", manifest, "--out", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    page = geotag("report", g3, "--truth", manifest, "--out", tmp_path / "r")
     assert page.returncode == 0, page.stderr
     html = (tmp_path / "r" / "index.html").read_text()
     assert "placeholder" in html and "read as foreign predictions" in html

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from cli_util import geotag
 from tiny_weights import save_tiny_hf_clip
 
 from geotag.config import PredictConfig
@@ -189,7 +190,7 @@ def test_kill_at_any_moment_then_resume(tmp_path: Path, tiny_clip_folder: Path, 
         done += pq.read_table(part).num_rows  # every finished part reads
     assert 0 < done < n
 
-    rerun = subprocess.run([*args, "--resume"], cwd=REPO, capture_output=True, text=True)
+    rerun = geotag(*args[len(GEOTAG) :], "--resume")  # the killed run was the process; this resumes it
     assert rerun.returncode == 0, rerun.stderr
     assert "already done" in rerun.stderr
     paths = pq.read_table(out, columns=["path"]).column(0).to_pylist()
@@ -199,44 +200,20 @@ def test_kill_at_any_moment_then_resume(tmp_path: Path, tiny_clip_folder: Path, 
 
 
 def test_cli_predict_exit_codes_and_weights_message(
-    sample_data: Path, tmp_path: Path, tiny_clip_folder: Path, small_gallery: Path
+    sample_data: Path, tmp_path: Path, tiny_clip_folder: Path, small_gallery: Path, monkeypatch
 ) -> None:
+    """Exit codes 0, 1 (some photos failed) and 2 (a refusal, in one line) through the CLI's entry point
+    in this process; the missing-weights refusal (exit 2, no traceback) in a process of its own, as a
+    user starts it."""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    monkeypatch.setenv("HF_HOME", env["HF_HOME"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     base = ["--gallery", str(small_gallery), "--workers", "0"]
-    ok = subprocess.run(
-        [
-            *GEOTAG,
-            "predict",
-            str(sample_data / "europe"),
-            "--out",
-            str(tmp_path / "a.parquet"),
-            "--backbone-weights",
-            str(tiny_clip_folder),
-            "--allow-mismatched-heads",
-            *base,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    weights = ["--backbone-weights", str(tiny_clip_folder), "--allow-mismatched-heads"]
+    ok = geotag("predict", sample_data / "europe", "--out", tmp_path / "a.parquet", *weights, *base)
     assert ok.returncode == 0, ok.stderr
-    some_failed = subprocess.run(
-        [
-            *GEOTAG,
-            "predict",
-            str(sample_data / "untagged"),
-            "--out",
-            str(tmp_path / "b.parquet"),
-            "--backbone-weights",
-            str(tiny_clip_folder),
-            "--allow-mismatched-heads",
-            *base,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
+    some_failed = geotag(
+        "predict", sample_data / "untagged", "--out", tmp_path / "b.parquet", *weights, *base
     )
     assert some_failed.returncode == 1, some_failed.stderr
     no_weights = subprocess.run(
@@ -249,23 +226,8 @@ def test_cli_predict_exit_codes_and_weights_message(
     assert no_weights.returncode == 2
     assert "--backbone-weights" in no_weights.stderr and "Traceback" not in no_weights.stderr
     assert not (tmp_path / "c.parquet").exists()
-    bad_device = subprocess.run(
-        [
-            *GEOTAG,
-            "predict",
-            str(sample_data),
-            "--out",
-            str(tmp_path / "d.parquet"),
-            "--device",
-            "cuda",
-            "--untrained-backbone",
-            *base,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    cuda = ["--device", "cuda", "--untrained-backbone"]
+    bad_device = geotag("predict", sample_data, "--out", tmp_path / "d.parquet", *cuda, *base)
     if not torch.cuda.is_available():
         assert bad_device.returncode == 2 and "no CUDA device" in bad_device.stderr
         assert len(bad_device.stderr.strip().splitlines()) == 1

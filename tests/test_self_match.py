@@ -8,19 +8,16 @@ out (and say how many), and the --min-confidence advice must never be drawn from
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_util import geotag
 
 from geotag.engine.self_match import mark_truth_matches
 from geotag.eval import report_data
 from geotag.eval.metrics import connect, evaluate
 from geotag.io.parquet import PredictionWriter
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def archive_rows() -> list[dict[str, Any]]:
@@ -100,24 +97,15 @@ def test_min_confidence_advice_ignores_self_matches(archive: Path) -> None:
 
 
 def test_cli_eval_and_report(archive: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "geotag.cli"]
-    done = subprocess.run(
-        [*cmd, "eval", str(archive), "--format", "json", "--thresholds", "25"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    """Through the CLI's entry point in this process (eval and report as processes: tests/test_eval.py)."""
+    done = geotag("eval", archive, "--format", "json", "--thresholds", "25")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["rows"][0]["n_self_match"] == 30 and doc["rows"][0]["n_scored"] == 20
     assert "30 self-match row(s) left out" in done.stderr
-    table = subprocess.run(
-        [*cmd, "eval", str(archive), "--include-self-matches"], capture_output=True, text=True, cwd=REPO
-    )
+    table = geotag("eval", archive, "--include-self-matches")
     assert table.returncode == 0 and "30 self-match row(s) scored" in table.stderr
-    page = subprocess.run(
-        [*cmd, "report", str(archive), "--out", str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO
-    )
+    page = geotag("report", archive, "--out", tmp_path / "r")
     assert page.returncode == 0, page.stderr
     html = (tmp_path / "r" / "index.html").read_text()
     assert "self-match" in html and "30 self-match row(s) left out" in html

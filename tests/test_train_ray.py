@@ -4,6 +4,7 @@ Ray sets up); the result equals a 1-process run with the same global batch, rank
 from __future__ import annotations
 
 import csv
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,10 +53,13 @@ def test_ray_train_two_workers_match_one(tmp_path: Path) -> None:
         assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
             p.name for p in (tmp_path / "one").iterdir()
         )
-        # resume in Ray: stop after 2 steps, then resume to the end
-        run_ray_train(config(photos, tmp_path / "cut", max_steps=2), actors=2, task=tiny_task())
+        # resume in Ray from the step-2 checkpoint the 2 workers wrote (a run cut there holds the same
+        # folder: test_train_ddp.py cuts one with max_steps; a third Ray run costs ~25 s)
+        assert two[0].name == "step-00000002"
+        shutil.copytree(two[0], tmp_path / "cut" / two[0].name)
         resumed = run_ray_train(config(photos, tmp_path / "cut", resume=True), actors=2, task=tiny_task())
         assert resumed.steps == 4 and resumed.resumed_from is not None
+        assert resumed.resumed_from.name == "step-00000002"
         assert max_diff(single.checkpoint, resumed.checkpoint) < 1e-5
     finally:
         ray.shutdown()

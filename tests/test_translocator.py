@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from cli_util import geotag
 from safetensors.torch import save_file
+from tiny_weights import save_tiny_hf_clip
 
 from geotag.config import PredictConfig
 from geotag.engine.predict import run_predict
@@ -276,14 +276,8 @@ def test_checkpoint_predicts_end_to_end(
         assert r["error_km"] is not None and 0 <= r["error_km"] <= 20_016
 
     cli_out = tmp_path / "cli.parquet"
-    result = subprocess.run(
-        [sys.executable, "-m", "geotag.cli", "predict", str(sample_data), "--out", str(cli_out)]
-        + ["--model", "translocator", "--weights", str(folder), "--device", "cpu", "--workers", "0"]
-        + ["--batch-size", "4", "--top-k", "3"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = ["predict", sample_data, "--out", cli_out, "--model", "translocator", "--weights", folder]
+    result = geotag(*args, "--device", "cpu", "--workers", "0", "--batch-size", "4", "--top-k", "3")
     assert result.returncode == 1, result.stderr  # sample_data holds broken files on purpose
     cli_rows = pq.read_table(cli_out, columns=["path", "cell", "topk", "model", "weights"]).to_pylist()
     by_path = {r["path"]: r for r in rows}
@@ -339,11 +333,9 @@ def test_cli_seg_dir_tta_and_a_missing_map(tmp_path: Path, sample_data: Path, ce
     for photo in photos[1:]:
         Image.fromarray(labels, mode="L").save(maps / f"{photo.stem}.png")
     out = tmp_path / "preds.parquet"
-    base = [sys.executable, "-m", "geotag.cli", "predict", str(sample_data / "europe"), "--out", str(out)]
+    base = ["predict", str(sample_data / "europe"), "--out", str(out)]
     base += ["--model", "translocator", "--weights", str(folder), "--workers", "0", "--batch-size", "4"]
-    result = subprocess.run(
-        [*base, "--seg-dir", str(maps), "--tta-crops", "2", "--tta-mirrors"], capture_output=True, text=True
-    )
+    result = geotag(*base, "--seg-dir", maps, "--tta-crops", "2", "--tta-mirrors")
     assert result.returncode == 1, result.stderr  # one photo has no map
     rows = {Path(r["path"]).name: r for r in pq.read_table(out).to_pylist()}
     missing = rows[photos[0].name]
@@ -351,11 +343,11 @@ def test_cli_seg_dir_tta_and_a_missing_map(tmp_path: Path, sample_data: Path, ce
     for photo in photos[1:]:
         assert rows[photo.name]["status"] == "ok" and rows[photo.name]["cell"] is not None
 
-    geoclip = subprocess.run(
-        [sys.executable, "-m", "geotag.cli", "predict", str(sample_data / "europe"), "--out", str(out)]
-        + ["--untrained-backbone", "--tta-crops", "5", "--gallery", str(sample_data / "truth.csv")],
-        capture_output=True,
-        text=True,
+    # GeoCLIP refuses TTA whatever its weights: a tiny tower, not the untrained ViT-L/14 (~10 s to build)
+    geoclip = geotag(
+        *["predict", sample_data / "europe", "--out", out, "--tta-crops", "5"],
+        *["--backbone-weights", save_tiny_hf_clip(tmp_path / "clip"), "--allow-mismatched-heads"],
+        *["--gallery", sample_data / "truth.csv"],
     )
     assert geoclip.returncode == 2 and "no test-time augmentation" in geoclip.stderr
     assert "Traceback" not in geoclip.stderr
