@@ -494,6 +494,28 @@ def predict(
             rich_help_panel=TIME,
         ),
     ] = 150.0,
+    fuse: Annotated[
+        str,
+        typer.Option(
+            metavar="none|session|hmm",
+            help="Album fusion: the photos of a session share evidence (docs/time-predict.md).",
+            rich_help_panel=TIME,
+        ),
+    ] = "none",
+    session_gap: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS", help="A longer gap on one camera starts a new session.", rich_help_panel=TIME
+        ),
+    ] = 7200.0,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            metavar="folder|COLUMN",
+            help="Sessions are albums instead: the parent folder, or a column of the --truth manifest.",
+            rich_help_panel=TIME,
+        ),
+    ] = None,
 ) -> None:
     """Predict where each photo was taken; one row per file, broken files included."""
     from geotag.config import PredictConfig, TimeConfig
@@ -517,6 +539,8 @@ def predict(
         prior_window=prior_window,
         max_speed=max_speed,
     )
+    if engine == "ray" and fuse != "none":
+        raise fail("--fuse needs --engine local")
     if engine == "ray" and (time_cfg.active or model == "none"):
         raise fail(
             "time evidence (--track, --siblings, --tz, --clock-offset, --sync, --model none) "
@@ -565,7 +589,13 @@ def predict(
         ray_actors=actors,
         cpus_per_decoder=cpus_per_decoder,
         time=time_cfg,
+        fuse=fuse.strip().lower(),
+        session_gap=session_gap,
+        group_by=group_by,
     )
+    from geotag.engine.sessions import check_fuse_options  # no torch: --model none stays light
+
+    check_fuse_options(cfg.fuse, cfg.session_gap, cfg.group_by, cfg.model, resume=cfg.resume)
     if engine == "ray":
         from geotag.engine.ray_predict import run_ray_predict
 
@@ -594,6 +624,8 @@ def predict(
         say(line)
     if summary.sources is not None:
         say(_placed_line(summary.sources))
+    if summary.fused is not None:
+        say(f"fused {summary.fused[0]} photo(s) in {summary.fused[1]} session(s) (--fuse {fuse})")
     say(
         f"predicted {summary.new} file(s) on {summary.device}; {summary.total} rows, "
         f"{summary.failed} failed{_folders_note(summary.unreadable_folders)}"
@@ -609,6 +641,8 @@ def _placed_line(sources: dict[str, int]) -> str:
         f"placed {sources.get('track', 0)} by track, {sources.get('sibling', 0)} by sibling, "
         f"{sources.get('model', 0)} by the model; {sources.get('left', 0)} left without a position"
     )
+    if sources.get("fused"):
+        line += f"; {sources['fused']} by the model fused with their session"
     if sources.get("exif"):
         line += f"; {sources['exif']} kept their own GPS"
     return line
@@ -1000,14 +1034,20 @@ def benchmark(
     siblings_dir: Annotated[
         list[Path] | None, typer.Option(metavar="DIR", help="Refused, as --siblings.")
     ] = None,
+    fuse: Annotated[
+        str,
+        typer.Option(metavar="none", help="Refused: published figures are single-image; use predict + eval."),
+    ] = "none",
 ) -> None:
     """Check a test-set folder against its description, then predict, score and compare with the papers."""
     from geotag.config import PredictConfig
-    from geotag.engine.benchmark import REFUSE_SIBLINGS, check_folder, run_benchmark
+    from geotag.engine.benchmark import REFUSE_FUSE, REFUSE_SIBLINGS, check_folder, run_benchmark
     from geotag.eval.benchmark_report import FORMATS, render_benchmark
 
     if siblings or siblings_dir:  # accepted only to say why not: a test set's tagged photos are its truth
         raise fail(REFUSE_SIBLINGS)
+    if fuse.strip().lower() != "none":
+        raise fail(REFUSE_FUSE)
 
     if fmt.strip().lower() not in (*FORMATS, "md"):
         raise fail(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")

@@ -82,6 +82,9 @@ class PredictConfig:
     ray_actors: int | None = None  # ray: CPU model actors when no GPU is used; None: 1
     cpus_per_decoder: float = 1.0  # ray: CPUs each listing / decoding task reserves
     time: TimeConfig = field(default_factory=TimeConfig)  # time evidence; model "none": time only
+    fuse: str = "none"  # --fuse none | session | hmm: album fusion (geotag.engine.fusion)
+    session_gap: float = 7200.0  # --session-gap s: a longer gap on one camera starts a new session
+    group_by: str | None = None  # --group-by folder | MANIFEST_COLUMN: groups replace time sessions
 
 
 @dataclass

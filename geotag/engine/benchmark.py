@@ -139,6 +139,10 @@ def leave_authors_out(cfg: PredictConfig) -> PredictConfig:
     return dataclasses.replace(cfg, exclude_same=column) if column else cfg
 
 
+REFUSE_FUSE = (
+    "benchmark refuses --fuse: the published figures it prints beside ours are single-image, and fused "
+    "figures must never stand beside them unlabelled; run predict --fuse and geotag eval --by source"
+)
 REFUSE_SIBLINGS = (
     "benchmark refuses --siblings: the GPS-tagged photos of a test set are its ground truth, so placing "
     "its photos from them would score the truth against itself"
@@ -155,6 +159,8 @@ def run_benchmark(check: FolderCheck, cfg: PredictConfig, model: GeoModel | None
         raise InputError(f"{check.folder}: none of the {check.test_set.name} images could be read")
     if cfg.time.siblings or cfg.time.sibling_dirs:
         raise InputError(REFUSE_SIBLINGS)
+    if cfg.fuse != "none":
+        raise InputError(REFUSE_FUSE)
     cfg = dataclasses.replace(cfg, paths=list(check.files), truth=check.truth)
     cfg = leave_authors_out(cfg)
     summary = run_predict(cfg, model=model)

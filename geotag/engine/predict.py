@@ -13,6 +13,7 @@ registry's GeoModel interface.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -27,9 +28,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from geotag.config import PredictConfig
+from geotag.engine.fusion import DEFAULT_KERNEL_KM, FUSE_CANDIDATES, SessionFuser
 from geotag.engine.pipeline import LOADER_CHUNK, RowSink, Stager, compile_model
 from geotag.engine.scan import default_workers, name_the_photo, note_warnings, scan_file
 from geotag.engine.self_match import mark_truth_matches
+from geotag.engine.sessions import check_fuse_options, group_codes, split_sessions
 from geotag.engine.summary import PredictSummary, count_errors
 from geotag.engine.timeplace import TimePlanner, count_sources
 from geotag.errors import ImageError, InputError
@@ -43,7 +46,7 @@ from geotag.io.parts import PartStore
 from geotag.io.pathtext import from_text
 from geotag.io.scan import ImageRecord, PathFilter, WalkReport, iter_records, validate_paths
 from geotag.io.shards import is_ref
-from geotag.io.truth import Truth, apply_truth, load_truth
+from geotag.io.truth import Truth, apply_truth, load_truth, read_header
 from geotag.models.base import GeoModel, Prediction, Preprocess
 from geotag.models.prior import Prior
 from geotag.models.registry import build_model
@@ -403,7 +406,9 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     """Predict every photo under cfg.paths into cfg.out; `model` may be given (tests, benchmarks).
 
     With time evidence (cfg.time: tracks, siblings, zones, clocks; geotag.engine.timeplace) the photos
-    time places are written without running the model; `cfg.model == "none"` runs no model at all."""
+    time places are written without running the model; `cfg.model == "none"` runs no model at all.
+    With `cfg.fuse` the photos of a session share evidence after the model pass (geotag.engine.fusion)."""
+    check_fuse_options(cfg.fuse, cfg.session_gap, cfg.group_by, cfg.model, resume=cfg.resume)
     if cfg.model == "none" and model is None:
         from geotag.engine.time_only import run_time_only  # no model: no torch work, no decoding
 
@@ -412,9 +417,13 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         raise InputError("--top-k must be at least 1")
     store = PartStore(cfg.out)
     validate_paths(cfg.paths)  # before any model is loaded
-    manifest = load_truth(cfg.truth) if cfg.truth is not None else None  # likewise
+    column = group_column(cfg)
+    manifest = (
+        load_truth(cfg.truth, [column] if column else []) if cfg.truth is not None else None
+    )  # likewise
     planner = None
-    if cfg.time.active:  # the options are checked (and tracks read) here, before a model is loaded
+    timed, fusing = cfg.time.active, cfg.fuse != "none"
+    if timed or fusing:  # the options are checked (and tracks read) here, before a model is loaded
         pool = default_workers() if cfg.workers is None else max(1, cfg.workers)
         planner = TimePlanner(cfg.time, workers=pool, model_none=False)
     summary = PredictSummary()
@@ -441,6 +450,7 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     summary.unreadable_folders, summary.not_read = len(walk.unreadable), walk.not_read
     if planner is not None:
         planner.plan()
+    fuser = session_fuser(planner, cfg, model, work_list, manifest, column) if fusing else None
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
     common = {"model": model.name, "weights": model.weights_label}
     sources: dict[str, int] = {}
@@ -453,7 +463,8 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
 
     no_decode = planner.no_decode() if planner is not None else None
     prior = reachable_regions(planner, cfg, model)
-    batches = _rows_with_model(model, cfg, work_list, device, workers, gpu_share, no_decode, prior)
+    model_cfg = dataclasses.replace(cfg, top_k=max(cfg.top_k, FUSE_CANDIDATES)) if fuser else cfg
+    batches = _rows_with_model(model, model_cfg, work_list, device, workers, gpu_share, no_decode, prior)
     with (
         store.writer(cfg.checkpoint_rows) as parts,
         progress_bar(listed, "predict", enabled=cfg.progress) as bar,
@@ -461,13 +472,21 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
     ):
         k = 0
         for rows, skipped in batches:
-            for row in rows if planner is not None else ():
-                planner.fill(row, k)
-                k += 1
-            sink.put(rows)
+            ready = rows
+            if planner is not None:
+                ready = []
+                for row in rows:
+                    if timed:
+                        planner.fill(row, k)
+                    ready += fuser.push(k, row) if fuser is not None else [row]
+                    k += 1
+            if ready or fuser is None:
+                sink.put(ready)
             summary.new += len(rows)
             summary.skipped += skipped
             bar.update(len(rows) + skipped)
+        if fuser is not None and (rest := fuser.finish()):
+            sink.put(rest)
 
     metadata = {
         "command": "predict",
@@ -475,7 +494,10 @@ def run_predict(cfg: PredictConfig, model: GeoModel | None = None) -> PredictSum
         "weights": model.weights_label,
         **cfg.extra_metadata,
     }
-    if planner is not None:
+    if fuser is not None:
+        metadata["fusion"] = {**fuser.metadata(), "session_gap_s": cfg.session_gap, "group_by": cfg.group_by}
+        summary.fused = (fuser.fused, len(fuser.sessions_fused))
+    if planner is not None and timed:
         metadata["time"] = planner.metadata(sources)
         metadata["time"]["prior"] = prior_metadata(prior, cfg)
         summary.sources, summary.clocks = sources, planner.summary.clocks
@@ -568,3 +590,71 @@ def prior_metadata(prior: ReachPrior | None, cfg: PredictConfig) -> dict[str, An
         "prior_window_s": cfg.time.prior_window,
         "max_speed_kmh": cfg.time.max_speed,
     }
+
+
+def group_column(cfg: PredictConfig) -> str | None:
+    """The manifest column `--group-by` names (matched without regard to case), None for `folder` or no
+    grouping; InputError when there is no manifest or no such column."""
+    if cfg.fuse == "none" or cfg.group_by is None or cfg.group_by == "folder":
+        return None
+    if cfg.truth is None:
+        raise InputError(
+            f"--group-by {cfg.group_by}: a manifest column needs --truth MANIFEST (or --group-by folder)"
+        )
+    columns = read_header(cfg.truth)
+    found = [c for c in columns if c.casefold() == cfg.group_by.strip().casefold()]
+    if not found:
+        raise InputError(
+            f"--group-by {cfg.group_by}: not folder, nor a column of {cfg.truth} "
+            f"(it has {', '.join(columns)})"
+        )
+    return found[0]
+
+
+def model_floor_km(model: GeoModel) -> float | None:
+    """The model's error-radius floor where it exposes one (kNN's kernel sigma, GeoCLIP's gallery
+    spacing; docs/models.md); None for models whose floor is per answer (cells, countries)."""
+    sigma = getattr(model, "sigma_km", None)
+    if isinstance(sigma, int | float) and sigma > 0:
+        return float(sigma)
+    spacing = getattr(model, "gallery_spacing_km", None)
+    return float(spacing()) if callable(spacing) else None
+
+
+def session_fuser(
+    planner: TimePlanner | None,
+    cfg: PredictConfig,
+    model: GeoModel,
+    work_list: Path,
+    manifest: Truth | None,
+    column: str | None,
+) -> SessionFuser:
+    """The run's sessions (times and cameras from the planner's pre-pass, or --group-by) and the fuser
+    that holds each session's rows until it is complete."""
+    assert planner is not None
+    camera, times = planner.session_inputs()
+    groups = None
+    if cfg.group_by is not None:
+
+        def value(path: str) -> str | None:
+            m = manifest.match(path) if manifest is not None and column else None
+            return manifest.extra[column][m.index] if m is not None and m.index is not None else None
+
+        groups = group_codes(_work_list_paths(work_list), cfg.group_by, value)
+    session = split_sessions(camera, times, gap_s=cfg.session_gap, group=groups)
+    floor = model_floor_km(model)
+    return SessionFuser(
+        session,
+        times,
+        method=cfg.fuse,
+        top_k=cfg.top_k,
+        kernel_km=max(DEFAULT_KERNEL_KM, floor or 0.0),
+        floor_km=floor or 0.0,
+        max_speed_kmh=cfg.time.max_speed,
+    )
+
+
+def _work_list_paths(work_list: Path) -> Iterator[str]:
+    with ipc.open_file(pa.memory_map(str(work_list))) as reader:
+        for i in range(reader.num_record_batches):
+            yield from (from_text(p) for p in reader.get_batch(i).column("path").to_pylist())

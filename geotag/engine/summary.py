@@ -31,6 +31,7 @@ class PredictSummary:
     truth: TruthReport | None = None  # what a --truth manifest gave, when one was passed
     sources: dict[str, int] | None = None  # time evidence: this run's rows by `source` (+ "left")
     clocks: list[str] | None = None  # time evidence: one line per camera, its clock correction
+    fused: tuple[int, int] | None = None  # --fuse: (photos fused, sessions)
 
 
 def count_errors(path: Path) -> tuple[int, int]:

@@ -402,6 +402,22 @@ class TimePlanner:
         utc[(self._result.kind != NONE) | self._tagged[todo]] = np.nan
         return utc, self._fixes
 
+    def session_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(camera id, time in s) per work-list entry for sessions (geotag.engine.sessions): -1 where the
+        camera is unknown, NaN where the time is. A camera's times are UTC where every timed photo of it
+        has a zone, else its own clock's local time (a gap on one clock is a gap, whatever the zone)."""
+        todo = self.todo_index()
+        n = len(self.ev)
+        camera = (
+            np.frombuffer(self.ev.camera, dtype=np.int32).astype(np.int64) if n else np.empty(0, np.int64)
+        )
+        t = self._utc.copy()
+        for cid in np.unique(camera[camera >= 0]).tolist():
+            sel = (camera == cid) & np.isfinite(self._local)
+            if not np.isfinite(self._utc[sel]).all():
+                t[camera == cid] = self._local[camera == cid]
+        return camera[todo], t[todo]
+
     def todo_index(self) -> np.ndarray:
         return np.frombuffer(self.todo, dtype=np.int64) if len(self.todo) else np.empty(0, dtype=np.int64)
 

@@ -37,7 +37,8 @@ SCHEMA_VERSION = "3"
 2: the `bbox` covering column; a scan file's `geometry` holds the ground truth (it was empty).
 3: time as evidence: the photo's UTC time and zone, GPS time, camera serial, where a position came
 from (`source`) and the track fixes it was placed from; `self_match` (kNN rows answered by the photo's
-own entry in the gallery: a column added, the version kept)."""
+own entry in the gallery: a column added, the version kept); `session` and `single_*` (predict
+--fuse: columns added, the version kept)."""
 
 BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 TOPK_TYPE = pa.list_(pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("score", pa.float64())]))
@@ -79,6 +80,12 @@ SCHEMA = pa.schema(
         ("fix_dt_s", pa.float64()),
         ("fix_source", pa.string()),
         ("topk", TOPK_TYPE),
+        ("session", pa.int64()),
+        ("single_lat", pa.float64()),
+        ("single_lon", pa.float64()),
+        ("single_confidence", pa.float64()),
+        ("single_error_km", pa.float64()),
+        ("single_topk", TOPK_TYPE),
         ("cell", pa.string()),
         ("scene", pa.string()),
         ("country", pa.string()),
