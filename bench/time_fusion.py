@@ -158,7 +158,11 @@ def score(rows: list[dict[str, Any]], single: bool = False) -> dict[str, Any]:
     if not pred:
         return {"n": 0, "acc": [float("nan")] * len(THRESHOLDS_KM), "median_km": float("nan")}
     p, t = np.asarray(pred), np.asarray(true)
-    d = haversine_np(p[:, 0], p[:, 1], t[:, 0], t[:, 1])
+    return score_distances(haversine_np(p[:, 0], p[:, 1], t[:, 0], t[:, 1]))
+
+
+def score_distances(d: np.ndarray) -> dict[str, Any]:
+    """Accuracy (%) at THRESHOLDS_KM and the median of errors `d` (km)."""
     return {
         "n": len(d),
         "acc": [float(100.0 * np.mean(d <= x)) for x in THRESHOLDS_KM],
@@ -315,8 +319,8 @@ def reachable(
     truth = {Path(r["path"]).name: (r["gt_lat"], r["gt_lon"]) for r in single if r.get("gt_lat") is not None}
     rng = np.random.default_rng(0)
     s0 = score(single)
-    table = [("single photo", s0)]
-    result: dict[str, Any] = {"photos": len(times), "single": s0, "prior": {}}
+    table = [("single photo", s0), ("bound: each photo's nearest other gallery photo", nearest_other(truth))]
+    result: dict[str, Any] = {"photos": len(times), "single": s0, "bound": table[1][1], "prior": {}}
     for dt in DTS_S:
         reach_km = max_speed * dt / 3600.0
         fixes = []
@@ -351,6 +355,17 @@ _T0 = time.perf_counter()
 def step(text: str) -> None:
     """Progress on stderr (the tables go to stdout)."""
     print(f"[{time.perf_counter() - _T0:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
+def nearest_other(truth: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """The best a leave-one-out kNN answer can do: the distance from each photo to the nearest other
+    photo of the gallery (a kNN answer is a weighted mean of gallery positions near its mode)."""
+    from geotag.geo.distance import haversine_np
+
+    at = np.asarray(list(truth.values()), dtype=np.float64).reshape(-1, 2)
+    d = haversine_np(at[:, None, 0], at[:, None, 1], at[None, :, 0], at[None, :, 1])
+    np.fill_diagonal(d, np.inf)
+    return score_distances(d.min(axis=1)) if len(at) > 1 else score_distances(np.array([np.nan]))
 
 
 def _dt(seconds: int) -> str:

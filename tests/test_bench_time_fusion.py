@@ -1,5 +1,5 @@
 """bench/time_fusion.py --tiny (issue 26 items 4 and 5): every table prints and its numbers are sane, on
-six real street photos, with a made-up album folder whose manifest has an AUTHOR column (the shape of
+real street photos, with a made-up album folder whose manifest has an AUTHOR column (the shape of
 Im2GPS3k's im2gps3k_places365.csv, which is never shipped)."""
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from conftest import REPO, fixture_dir
 
 
 def _album(osv: Path, folder: Path) -> Path:
-    """Six fixture photos as three photographers' albums, in places365 manifest format."""
+    """Eight fixture photos as four photographers' albums, in places365 manifest format (each photo keeps
+    six others in the leave-one-author-out gallery, more than predict's top-5)."""
     folder.mkdir()
     with open(osv / "gt.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))[:6]
+        rows = list(csv.DictReader(fh))[:8]
     manifest = folder.parent / "album_places365.csv"
     with open(manifest, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["IMG_ID", "AUTHOR", "LAT", "LON"])
-        for row, author in zip(rows, ["ana", "ana", "ana", "bo", "bo", "cy"], strict=True):
+        for row, author in zip(rows, ["ana", "ana", "bo", "bo", "cy", "cy", "di", "di"], strict=True):
             name = Path(row["image"]).name
             shutil.copy(osv / row["image"], folder / name)
             out.writerow([name, author, row["lat"], row["lon"]])
@@ -49,8 +50,13 @@ def test_time_fusion_tiny_prints_every_table(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
-    for title in ("(a) album fusion", "proxy: a photographer's photos are not one session",
-                  "(b) reachable regions", "(c) predict overhead", "GeoCLIP's prior on its 100,000-point"):  # fmt: skip
+    titles = [
+        "(a) album fusion",
+        "proxy: a photographer's photos are not one session",
+        "(b) reachable regions",
+    ]
+    titles += ["(c) predict overhead", "GeoCLIP's prior on its 100,000-point gallery"]
+    for title in titles:
         assert title in text, title
     assert "| setting | N | 1 km | 25 km | 200 km | 750 km | 2500 km | median km |" in text
     assert any(line.startswith("summary: ") for line in text.splitlines())
@@ -59,11 +65,12 @@ def test_time_fusion_tiny_prints_every_table(tmp_path: Path) -> None:
     album = figures["album_fusion"]
     assert album["author_column"] == "AUTHOR"  # leave-one-author-out, as geotag benchmark
     for score in album["rows"].values():
-        _sane(score, 6)
+        _sane(score, 8)
 
     reach = figures["reach_fixture"]
     assert reach["photos"] == 6
     _sane(reach["single"], 6)
+    _sane(reach["bound"], 6)
     assert list(reach["prior"]) == ["10 min", "1 h", "6 h", "24 h"]
     for dt, score in reach["prior"].items():
         _sane(score, 6)
@@ -79,4 +86,4 @@ def test_time_fusion_tiny_prints_every_table(tmp_path: Path) -> None:
 
     geoclip = figures["geoclip_prior"]
     assert geoclip["gallery"] == 100_000
-    assert 0 < geoclip["prior_ms"] and 0 < geoclip["encoder_ms"] < geoclip["predict_ms"]
+    assert geoclip["prior_ms"] > 0 and 0 < geoclip["encoder_ms"] < geoclip["predict_ms"]
