@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, fixture_dir
 
 
@@ -39,6 +41,7 @@ def _sane(score: dict, n: int) -> None:
     assert 0.0 <= score["median_km"] <= 20_050.0  # half the Earth's circumference
 
 
+@pytest.mark.slow  # about 20 predict runs of 6 to 8 real photos with EfficientNet-Lite0, in one process
 def test_time_fusion_tiny_prints_every_table(tmp_path: Path) -> None:
     osv = fixture_dir("osv5m-71")
     manifest = _album(osv, tmp_path / "album")
