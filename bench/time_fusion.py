@@ -23,8 +23,8 @@ c. Overhead (item 5): --n photos (copies of the fixture photos, EXIF times in se
    (one fix 2 h before each session: every photo gets a prior), `--fuse session`, `--fuse hmm`; the
    settings interleaved over --rounds (the machine is shared: load from others hits them all alike),
    the best wall time of run_predict over the rounds and the main process's peak RSS (VmHWM, reset
-   before each run; decoding workers are separate processes, the same in every setting). Then GeoCLIP's prior on its
-   100K gallery: time per photo of the posterior (models.prior via GeoCLIP.under_prior) vs the image
+   before each run; decoding workers are separate processes, the same in every setting). Then
+   GeoCLIP's prior on its 100K gallery: time per photo of the posterior (models.prior via GeoCLIP.under_prior) vs the image
    encoder's forward pass (ViT-L/14 with random weights: the cost is the same; --tiny uses a tiny ViT)
    and the whole predict. `--n 0` runs only the GeoCLIP part.
 
@@ -456,9 +456,8 @@ def overhead(
         }
     if not has_fusion():
         print("- --fuse session / hmm: not in this checkout's predict (branch fuse not merged): not run")
-    print(
-        "- time: the best of the rounds (the least disturbed by other load); memory: this process's peak RSS (VmHWM), decoding workers aside"
-    )
+    print("- time: the best of the rounds (the least disturbed by other load)")
+    print("- memory: this process's peak RSS (VmHWM), decoding workers aside")
     return out
 
 
