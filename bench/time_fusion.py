@@ -24,9 +24,9 @@ c. Overhead (item 5): --n photos (copies of the fixture photos, EXIF times in se
    settings interleaved over --rounds (the machine is shared: load from others hits them all alike),
    the best wall time of run_predict over the rounds and the main process's peak RSS (VmHWM, reset
    before each run; decoding workers are separate processes, the same in every setting). Then
-   GeoCLIP's prior on its 100K gallery: time per photo of the posterior (models.prior via GeoCLIP.under_prior) vs the image
-   encoder's forward pass (ViT-L/14 with random weights: the cost is the same; --tiny uses a tiny ViT)
-   and the whole predict. `--n 0` runs only the GeoCLIP part.
+   GeoCLIP's prior on its 100K gallery: time per photo of the posterior (models.prior via
+   GeoCLIP.under_prior) vs the image encoder's forward pass (ViT-L/14 with random weights: the cost is
+   the same; --tiny uses a tiny ViT) and the whole predict. `--n 0` runs only the GeoCLIP part.
 
 Prints every figure as a markdown table, a one-line summary, and --json FILE writes them all.
 """
