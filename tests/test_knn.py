@@ -247,3 +247,23 @@ def test_cli_gallery_build_then_predict(sample_data: Path, tmp_path: Path) -> No
         assert (r["pred_lat"], r["pred_lon"]) == pytest.approx((r["gt_lat"], r["gt_lon"]), abs=1e-9)
         assert r["country"] == r["gt_country"] and r["country"] in {"FR", "IT"}
         assert r["self_match"] == "image"  # found by its image id: eval leaves it out of the scores
+
+
+def test_leave_author_out_with_fewer_eligible_entries_than_top_k_lists_no_left_out_candidate() -> None:
+    # three photos, two of them by one author: leaving the query's author out leaves one eligible entry,
+    # fewer than top_k; the left-out entries (the query's own position among them) are no candidates and
+    # do not centre the estimate
+    coords = [(43.4673, 11.8850), (43.4680, 11.8820), (40.4470, -3.7250)]
+    feats = [[1.0, 0.2, 0.1], [0.9, 0.3, 0.1], [0.1, 0.2, 1.0]]
+    keys = GalleryKeys(["a", "b", "c"], ["/g/a.jpg", "/g/b.jpg", "/g/c.jpg"], groups=["ann", "ann", "bo"])
+    model = _toy(coords, feats, leave_one_out=True, gallery_keys=keys, k=3)
+    pred = model.predict(_img(feats[0]), top_k=3, image_ids=["a"])
+    lat, lon = pred.topk_lat[0].tolist(), pred.topk_lon[0].tolist()
+    assert (lat[0], lon[0]) == coords[2]  # the only photo not by ann
+    assert all(math.isnan(v) for v in lat[1:] + lon[1:])
+    assert (pred.lat.item(), pred.lon.item()) == pytest.approx(coords[2], abs=1e-9)
+    assert pred.extras["self_match"] == [None]
+    from geotag.engine.predict import prediction_rows
+
+    (row,) = prediction_rows(pred, model)
+    assert [(c["lat"], c["lon"]) for c in row["topk"]] == [coords[2]]

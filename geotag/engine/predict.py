@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import warnings
 from collections.abc import Container, Iterator
@@ -291,8 +292,10 @@ def prediction_rows(pred: Prediction, model: GeoModel) -> Iterator[dict[str, Any
             "confidence": conf[i],
             "error_km": radius[i],
             "source": "model",
-            "topk": [
-                {"lat": a, "lon": b, "score": s} for a, b, s in zip(tlat[i], tlon[i], tscore[i], strict=True)
+            "topk": [  # a NaN candidate is none (kNN with fewer eligible gallery entries than top-k)
+                {"lat": a, "lon": b, "score": s}
+                for a, b, s in zip(tlat[i], tlon[i], tscore[i], strict=True)
+                if not (math.isnan(a) or math.isnan(b))
             ],
         }
         for name, values in pred.extras.items():

@@ -223,6 +223,9 @@ class KNNGeoModel(GeoModel):
         d = haversine_torch(lat[:, :, None], lon[:, :, None], lat[:, None, :], lon[:, None, :])  # (B, k, k)
         kernel = torch.exp(-0.5 * (d / self.sigma_km) ** 2)
         density = (kernel * weights[:, None, :]).sum(dim=2)
+        # the mode is one of the neighbours that carry weight: a left-out entry (leave-one-out, the query's
+        # own position) must not centre the estimate, however dense its surroundings
+        density = density.masked_fill(weights <= 0, -math.inf) if bool((weights <= 0).any()) else density
         mode = density.argmax(dim=1)
         local = weights * kernel[torch.arange(len(mode), device=mode.device), mode]
         return spherical_mean(lat, lon, local)
@@ -283,12 +286,16 @@ class KNNGeoModel(GeoModel):
             scores[:, :k] = weights
             self_match = self.self_matches(near, idx[:, :k], image_ids, paths)
         n = min(top_k, sims.shape[1])
+        topk = coords[:, :n].clone()
+        topk[~torch.isfinite(sims[:, :n])] = (
+            math.nan
+        )  # left out (fewer eligible entries than n): no candidate
         return Prediction(
             lat=lat.cpu(),
             lon=lon.cpu(),
             confidence=confidence.clamp(0.0, 1.0).float().cpu(),
-            topk_lat=coords[:, :n, 0].contiguous().cpu(),
-            topk_lon=coords[:, :n, 1].contiguous().cpu(),
+            topk_lat=topk[:, :, 0].contiguous().cpu(),
+            topk_lon=topk[:, :, 1].contiguous().cpu(),
             topk_score=scores[:, :n].float().cpu(),
             error_km=error_km.cpu(),
             extras={"self_match": self_match},
