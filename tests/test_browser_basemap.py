@@ -80,6 +80,19 @@ def test_places_are_capped_largest_first() -> None:
     assert any(p[2] == "Paris" for p in places[:300])
 
 
+OVERLAPS_JS = """() => {
+  const r = [...document.querySelectorAll('.gt-place, .gt-country')]
+    .map(e => [e.textContent, e.getBoundingClientRect()]);
+  const out = [];
+  for (let i = 0; i < r.length; i++) for (let j = i + 1; j < r.length; j++) {
+    const [a, p] = r[i], [b, q] = r[j];
+    const x = p.left < q.right - 1 && q.left < p.right - 1, y = p.top < q.bottom - 1 && q.top < p.bottom - 1;
+    if (x && y) out.push([a, b]);
+  }
+  return out;
+}"""
+
+
 def _labels(page: Any) -> list[str]:
     page.wait_for_timeout(300)
     return page.eval_on_selector_all(".gt-place, .gt-country", "els => els.map(e => e.textContent)")
@@ -100,6 +113,12 @@ def test_browser_report_map_offline_labels_by_zoom(browser: Any, tmp_path: Path)
     page.evaluate("void geotagMap.map.setView([47, 2], 3, {animate: false})")
     world = _labels(page)
     assert "France" in world and "Paris" not in world  # countries first, towns later
+    for zoom in (2, 3, 5):  # no name is drawn over another (the page skips a label that would overlap)
+        page.evaluate(f"void geotagMap.map.setView([30, 10], {zoom}, {{animate: false}})")
+        page.wait_for_timeout(300)
+        overlaps = page.evaluate(OVERLAPS_JS)
+        assert overlaps == [], (zoom, overlaps[:5])
+    page.evaluate("void geotagMap.map.setView([47, 2], 3, {animate: false})")
     page.evaluate("void geotagMap.map.setView([48.85, 2.35], 6, {animate: false})")
     near = _labels(page)
     assert "Paris" in near and "Lyon" in near and "France" not in near

@@ -90,17 +90,23 @@ def places() -> list[list[object]]:
 
 @lru_cache(maxsize=1)
 def country_labels() -> list[list[object]]:
-    """[lat, lon, name] of each country at Natural Earth's label point (inside its main landmass)."""
+    """[lat, lon, name] of each country at Natural Earth's label point (inside its main landmass), the
+    largest countries first: the page places labels in this order and skips one that would overlap."""
+    import shapely
+
     from geotag.geo.places import country_index, country_label_points
 
     index, points = country_index(), country_label_points()
     if index is None:
         return []
     seen: dict[str, str] = {}
-    for code, name in zip(index.codes, index.names, strict=True):
-        if code and name and code in points and code not in seen:
-            seen[code] = str(name)
-    return [[round(points[c][0], 3), round(points[c][1], 3), n] for c, n in seen.items()]
+    area: dict[str, float] = {}
+    for code, name, size in zip(index.codes, index.names, shapely.area(index.geoms), strict=True):
+        if code and name and code in points:
+            seen.setdefault(code, str(name))
+            area[code] = area.get(code, 0.0) + float(size)  # square degrees: a ranking, not a measure
+    order = sorted(seen, key=lambda c: (-area[c], c))
+    return [[round(points[c][0], 3), round(points[c][1], 3), seen[c]] for c in order]
 
 
 def labels_json() -> str:

@@ -46,17 +46,27 @@ function gtLabels(map, labels) {
     el.appendChild(document.createTextNode(text));  // names are data: never parsed as HTML
     return L.divIcon({className: "", html: el, iconSize: null, iconAnchor: dot ? [4, 8] : [30, 7]});
   }
+  // a label is placed only where it overlaps none placed before it (countries largest first, then towns
+  // most populous first): an estimate of its box in screen pixels is enough to keep names legible
+  function fits(boxes, a, o, text, charPx, anchorX) {  // anchorX: the icon's anchor (px from its left)
+    const p = map.latLngToContainerPoint([a, o]), x = p.x - anchorX, w = text.length * charPx + 8;
+    const box = [x - 2, p.y - 9, x + w + 2, p.y + 9];
+    if (boxes.some(q => box[0] < q[2] && q[0] < box[2] && box[1] < q[3] && q[1] < box[3])) return false;
+    boxes.push(box);
+    return true;
+  }
   function draw() {
     layer.clearLayers();
-    const z = map.getZoom(), b = map.getBounds().pad(0.05);
+    const z = map.getZoom(), b = map.getBounds().pad(0.05), boxes = [];
     const minPop = GT_MIN_POP.find(([zz]) => z <= zz)[1];
     if (z <= 5) for (const [a, o, name] of labels.countries)
-      if (b.contains([a, o])) L.marker([a, o], {icon: label("gt-country", name, false), pane: "gtlabels",
-                                              interactive: false, keyboard: false}).addTo(layer);
+      if (b.contains([a, o]) && fits(boxes, a, o, name, 9, 30))
+        L.marker([a, o], {icon: label("gt-country", name, false), pane: "gtlabels",
+                          interactive: false, keyboard: false}).addTo(layer);
     let n = 0;
     for (const [a, o, name, pop] of labels.places) {
       if (pop < minPop || n >= GT_MAX_LABELS) break;
-      if (!b.contains([a, o])) continue;
+      if (!b.contains([a, o]) || !fits(boxes, a, o, name, pop >= 1e6 ? 7.5 : 6.5, 4)) continue;
       L.marker([a, o], {icon: label("gt-place" + (pop >= 1e6 ? " big" : ""), name, true), pane: "gtlabels",
                         interactive: false, keyboard: false}).addTo(layer);
       n++;
