@@ -314,7 +314,8 @@ def test_dry_run_cli_names_the_xmp_copies_and_the_sidecar(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and "XMP-drone-dji GPS updated to agree" in lines[0] and str(photo) in lines[0]
-    assert lines[1].startswith(f"would write {side} ") and "sidecar GPS updated to agree" in lines[1]
+    # tab-separated columns (what, where, why), as the listing writes them: `cut -f1` gives the files
+    assert lines[1].split("\t")[0] == f"would write {side}" and "sidecar GPS updated to agree" in lines[1]
     assert "(and 1 GPS sidecar(s) to agree); skipped 0; failed 0; dry run, nothing changed" in proc.stderr
     assert photo.read_bytes() == before and side.read_bytes() == SIDECAR_GPS
 
