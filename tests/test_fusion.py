@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cli_util
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from time_photos import local, rows_by_name, write_photo
 
-from geotag import cli
 from geotag.config import PredictConfig, TimeConfig
 from geotag.engine.fusion import FUSE_CANDIDATES, PhotoDist, fuse_session
 from geotag.engine.predict import run_predict
@@ -77,16 +76,9 @@ class Palette(GeoModel):
 
 
 def geotag(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    argv = sys.argv
-    sys.argv = ["geotag", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
+    """(exit code, stderr) of `geotag ARGS` run in this process (tests/cli_util.py)."""
+    done = cli_util.geotag(*args)
+    return done.returncode, done.stderr
 
 
 BLUE = (40, 90, 200)

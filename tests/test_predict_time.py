@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import cli_util
 import pyarrow.parquet as pq
 import pytest
 from time_photos import Route, distance_m, local, rows_by_name, write_gpx, write_photo
-
-from geotag import cli
 
 NIKON = {"make": "NIKON CORPORATION", "model": "NIKON D850"}
 PHONE = {"make": "Apple", "model": "iPhone 13"}
@@ -20,17 +18,9 @@ T0 = datetime(2024, 7, 1, 10, 0, tzinfo=UTC)
 
 
 def geotag(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    """Run the CLI in this process (as `geotag ARGS`); (exit code, stderr)."""
-    argv = sys.argv
-    sys.argv = ["geotag", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
+    """(exit code, stderr) of `geotag ARGS` run in this process (tests/cli_util.py)."""
+    done = cli_util.geotag(*args)
+    return done.returncode, done.stderr
 
 
 def metadata(path: Path) -> dict[str, Any]:
