@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_weights import save_tiny_hf_clip
+from tiny_weights import save_tiny_hf_clip, tiny_train_config
 
 from geotag.config import TrainConfig
 from geotag.engine.train import (
@@ -114,22 +114,8 @@ def translocator_task(**kw: object) -> TransLocatorTask:
 
 
 def cell_cfg(photos: Path, out: Path, **kw: object) -> TrainConfig:
-    settings: dict[str, object] = {
-        "model": "translocator",
-        "variant": "vit",
-        "epochs": 1,
-        "batch_size": 4,
-        "workers": 0,
-        "device": "cpu",
-        "allow_untrained": True,
-        "freeze_backbone": False,
-        "augment": False,
-        "val_fraction": 0.0,
-        "lr": 1e-3,
-        "clip_grad": None,
-        **kw,
-    }
-    return TrainConfig(data=[photos], out=out, **settings)  # type: ignore[arg-type]
+    """tests/tiny_weights.py's one-epoch CPU config, training the backbone too, with a fixed step size."""
+    return tiny_train_config(photos, out, **{"freeze_backbone": False, "lr": 1e-3, "clip_grad": None, **kw})
 
 
 def tensors_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
